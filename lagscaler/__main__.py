@@ -1,0 +1,5 @@
+"""``python -m lagscaler`` runs the command line."""
+
+from lagscaler.cli import run
+
+run()

@@ -1,0 +1,68 @@
+"""The ``lagscaler`` command line.
+
+Each subcommand lives in its own module in this package and exposes
+``register(subparsers) -> None``; the parser is assembled by discovering those modules, so adding
+a command never touches this file. A handler returns the exit code. Any :class:`UserError`
+becomes one ``lagscaler: error: ...`` line and a non-zero exit, never a traceback.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import pkgutil
+import sys
+from collections.abc import Callable, Sequence
+from typing import Protocol, cast
+
+from lagscaler import __version__
+from lagscaler.errors import UserError
+
+Handler = Callable[[argparse.Namespace], int]
+
+
+class _CommandModule(Protocol):
+    def register(self, subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> None: ...
+
+
+class _Parser(argparse.ArgumentParser):
+    """argparse, but a bad flag is a :class:`UserError` (one line, exit 2) like every other error."""
+
+    def error(self, message: str) -> None:  # type: ignore[override]
+        raise UserError(f"{self.prog}: {message}")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = _Parser(
+        prog="lagscaler",
+        description="Autoscale Kafka consumers on Kubernetes from lag, arrival rate and true capacity.",
+    )
+    parser.add_argument("--version", action="version", version=f"lagscaler {__version__}")
+    subparsers: argparse._SubParsersAction[argparse.ArgumentParser] = parser.add_subparsers(
+        dest="command", metavar="COMMAND", parser_class=_Parser
+    )
+    subparsers.required = True
+    for info in sorted(pkgutil.iter_modules(__path__), key=lambda m: m.name):
+        if info.name.startswith("_"):
+            continue
+        module = cast(_CommandModule, importlib.import_module(f"{__name__}.{info.name}"))
+        module.register(subparsers)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    try:
+        args = build_parser().parse_args(argv)
+        handler = cast(Handler, args.handler)
+        return handler(args)
+    except UserError as exc:
+        message = " ".join(str(exc).split())
+        print(f"lagscaler: error: {message}", file=sys.stderr)
+        return exc.exit_code
+    except KeyboardInterrupt:
+        return 130
+
+
+def run() -> None:
+    """Console-script entry point."""
+    sys.exit(main())

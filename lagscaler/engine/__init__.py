@@ -1,0 +1,1 @@
+"""The scaling policy engine: pure, synchronous, vectorised across workloads (numpy, no IO)."""

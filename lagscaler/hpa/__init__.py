@@ -1,0 +1,1 @@
+"""A pure model of the Kubernetes HPA controller for External metrics."""

@@ -1,0 +1,1 @@
+"""Kubernetes edge: TokenReview, SubjectAccessReview and ConfigMap reads via kubernetes-asyncio."""

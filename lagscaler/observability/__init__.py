@@ -1,0 +1,1 @@
+"""Prometheus metrics and structlog configuration shared by the service's parts."""

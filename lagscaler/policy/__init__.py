@@ -1,0 +1,1 @@
+"""Per-workload policy files: the typed model, the JSON Schema and the YAML loader."""

@@ -1,0 +1,1 @@
+"""The running service: composes sampler, engine, cache and API into lagscaler serve."""

@@ -1,0 +1,54 @@
+"""Shared fixtures: one real Kafka broker per test session, and a guard against leaked asyncio tasks."""
+
+from __future__ import annotations
+
+import asyncio
+import itertools
+import os
+import uuid
+from collections.abc import AsyncIterator, Iterator
+
+import pytest
+
+from lagscaler.localkafka import KafkaEndpoint, KafkaTools, kafka_endpoint
+
+
+@pytest.fixture(scope="session")
+def kafka() -> Iterator[KafkaEndpoint]:
+    """A running Kafka cluster for the whole session: ``KAFKA_BOOTSTRAP``, testcontainers, or local KRaft."""
+    with kafka_endpoint() as endpoint:
+        yield endpoint
+
+
+@pytest.fixture(scope="session")
+def kafka_tools() -> KafkaTools:
+    """Kafka's own CLI tools (fetched from Maven Central on first use)."""
+    tools = KafkaTools()
+    tools.distribution.ensure("tools")
+    return tools
+
+
+_counter = itertools.count()
+
+
+@pytest.fixture
+def unique() -> str:
+    """A name no other test (or earlier run against a shared cluster) uses: for topics and groups."""
+    return f"t{os.getpid()}-{next(_counter)}-{uuid.uuid4().hex[:6]}"
+
+
+@pytest.fixture(autouse=True)
+async def _no_leaked_tasks(request: pytest.FixtureRequest) -> AsyncIterator[None]:
+    """Fail an async test that leaves asyncio tasks running: a leaked task is a leaked sampler or server."""
+    before = asyncio.all_tasks()
+    yield
+    if request.node.get_closest_marker("asyncio") is None:
+        return
+    for _ in range(3):  # let cancellations that are already under way finish
+        await asyncio.sleep(0)
+    current = asyncio.current_task()
+    leaked = [t for t in asyncio.all_tasks() - before if t is not current and not t.done()]
+    for task in leaked:
+        task.cancel()
+    if leaked:
+        pytest.fail(f"test leaked {len(leaked)} asyncio task(s): {[t.get_coro() for t in leaked]}")
