@@ -1,0 +1,214 @@
+"""The Helm chart: rendered offline with Helm's own SDK, checked against Kubernetes' schemas.
+
+What a cluster operator relies on: the APIService trusts exactly the CA that signed the serving
+certificate, the pod is locked down, bad values are refused with a message naming the key, and
+every rendered object is valid for the Kubernetes version we claim.
+"""
+
+from __future__ import annotations
+
+import base64
+import copy
+from pathlib import Path
+from typing import Any
+
+import helm_python as helm
+import kubernetes_validate
+import pytest
+import yaml
+from cryptography import x509
+from cryptography.hazmat.primitives.asymmetric import padding, rsa
+from helm_python.chart import Chart
+
+CHART = Path(__file__).resolve().parents[1] / "charts" / "lagscaler"
+MINIMAL: dict[str, Any] = {"kafka": {"bootstrapServers": "kafka.kafka.svc:9092"}}
+NAMESPACE = "autoscaling"
+# Kinds kubernetes-validate has no schema for (CRDs of cert-manager and prometheus-operator).
+CUSTOM_KINDS = {"Certificate", "ServiceMonitor"}
+
+
+def render(values: dict[str, Any] | None = None) -> list[dict[str, Any]]:
+    chart = Chart.load(str(CHART))
+    try:
+        files = chart.render(
+            values if values is not None else MINIMAL, name="ls", namespace=NAMESPACE, is_install=True
+        )
+    finally:
+        chart.close()
+    docs: list[dict[str, Any]] = []
+    for name, text in files.items():
+        if name.endswith(".txt"):
+            continue
+        docs.extend(d for d in yaml.safe_load_all(text) if d)
+    return docs
+
+
+def one(docs: list[dict[str, Any]], kind: str, name_part: str = "") -> dict[str, Any]:
+    found = [d for d in docs if d["kind"] == kind and name_part in d["metadata"]["name"]]
+    assert len(found) == 1, (
+        f"expected one {kind} named *{name_part}*, got {[d['metadata']['name'] for d in found]}"
+    )
+    return found[0]
+
+
+def with_values(**overrides: Any) -> dict[str, Any]:
+    values = copy.deepcopy(MINIMAL)
+    values.update(overrides)
+    return values
+
+
+def test_lint_is_clean_in_strict_mode() -> None:
+    report = helm.lint(str(CHART), MINIMAL, strict=True, namespace=NAMESPACE)
+    problems = [m for m in report["messages"] if m["severity"] >= 2]
+    assert report["errors"] == []
+    assert problems == []
+
+
+@pytest.mark.parametrize(
+    "values",
+    [
+        MINIMAL,
+        with_values(
+            networkPolicy={"enabled": True, "metricsFrom": [{"matchLabels": {"name": "monitoring"}}]},
+            metrics={"port": 9090, "serviceMonitor": {"enabled": True}},
+            kafka={
+                "bootstrapServers": "k:9093",
+                "securityProtocol": "SASL_SSL",
+                "sasl": {"mechanism": "SCRAM-SHA-512", "existingSecret": "kafka-user"},
+                "tls": {"existingSecret": "kafka-ca", "caKey": "ca.crt"},
+            },
+        ),
+        with_values(
+            certificates={
+                "mode": "certManager",
+                "certManager": {"issuerRef": {"name": "ca", "kind": "Issuer"}},
+            }
+        ),
+    ],
+    ids=["minimal", "everything-on", "cert-manager"],
+)
+def test_every_object_is_valid_kubernetes(values: dict[str, Any]) -> None:
+    for doc in render(values):
+        if doc["kind"] in CUSTOM_KINDS:
+            continue
+        kubernetes_validate.validate(doc, "1.32", strict=True)
+
+
+def test_apiservice_trusts_the_ca_that_signed_the_serving_certificate() -> None:
+    docs = render()
+    secret = one(docs, "Secret", "serving-cert")
+    api = one(docs, "APIService")
+    assert api["metadata"]["name"] == "v1beta1.external.metrics.k8s.io"
+    assert api["spec"]["service"]["name"] == "ls-lagscaler"
+    assert "insecureSkipTLSVerify" not in api["spec"]
+    assert api["spec"]["caBundle"] == secret["data"]["ca.crt"]
+
+    ca = x509.load_pem_x509_certificate(base64.b64decode(secret["data"]["ca.crt"]))
+    cert = x509.load_pem_x509_certificate(base64.b64decode(secret["data"]["tls.crt"]))
+    public_key = ca.public_key()
+    assert isinstance(public_key, rsa.RSAPublicKey)
+    assert cert.signature_hash_algorithm is not None
+    public_key.verify(
+        cert.signature, cert.tbs_certificate_bytes, padding.PKCS1v15(), cert.signature_hash_algorithm
+    )
+    names = cert.extensions.get_extension_for_class(x509.SubjectAlternativeName).value.get_values_for_type(
+        x509.DNSName
+    )
+    assert f"ls-lagscaler.{NAMESPACE}.svc" in names  # what the aggregator verifies
+
+
+def test_pod_is_locked_down_and_probed_over_https() -> None:
+    deployment = one(render(), "Deployment")
+    pod = deployment["spec"]["template"]["spec"]
+    container = pod["containers"][0]
+    assert pod["securityContext"]["runAsNonRoot"] is True
+    assert pod["securityContext"]["seccompProfile"]["type"] == "RuntimeDefault"
+    sc = container["securityContext"]
+    assert sc["readOnlyRootFilesystem"] is True
+    assert sc["allowPrivilegeEscalation"] is False
+    assert sc["capabilities"]["drop"] == ["ALL"]
+    for probe in ("livenessProbe", "readinessProbe"):
+        assert container[probe]["httpGet"]["scheme"] == "HTTPS"
+    assert container["readinessProbe"]["httpGet"]["path"] == "/readyz"
+    assert "memory" in container["resources"]["limits"]
+    ports = {p["name"]: p["containerPort"] for p in container["ports"]}
+    assert ports["https"] != ports["metrics"]  # metrics stay off the aggregated API port
+    assert deployment["spec"]["replicas"] == 2
+
+
+def test_args_carry_kafka_security_from_secrets_not_values() -> None:
+    values = with_values(
+        kafka={
+            "bootstrapServers": "k:9093",
+            "securityProtocol": "SASL_SSL",
+            "sasl": {"mechanism": "SCRAM-SHA-256", "existingSecret": "kafka-user"},
+            "tls": {"existingSecret": "kafka-ca", "caKey": "ca.crt"},
+        }
+    )
+    container = one(render(values), "Deployment")["spec"]["template"]["spec"]["containers"][0]
+    args = container["args"]
+    assert "--security-protocol=SASL_SSL" in args
+    assert "--sasl-mechanism=SCRAM-SHA-256" in args
+    assert "--sasl-password-file=/var/run/kafka-sasl/password" in args
+    assert "--ssl-cafile=/var/run/kafka-tls/ca.crt" in args
+    assert not any("password=" in a for a in args)
+
+
+def test_policy_change_rolls_the_pods() -> None:
+    policy = {"apiVersion": "lagscaler.io/v1", "kind": "ScalingPolicy", "metadata": {"name": "a"}, "spec": {}}
+    first = one(render(with_values(policies={"a": policy})), "Deployment")
+    changed = copy.deepcopy(policy)
+    changed["spec"] = {"minReplicas": 2}
+    second = one(render(with_values(policies={"a": changed})), "Deployment")
+    key = "checksum/policies"
+    assert (
+        first["spec"]["template"]["metadata"]["annotations"][key]
+        != second["spec"]["template"]["metadata"]["annotations"][key]
+    )
+    cm = one(render(with_values(policies={"a": policy})), "ConfigMap", "policies")
+    assert yaml.safe_load(cm["data"]["a.yaml"]) == policy
+
+
+def test_hpa_controller_may_read_external_metrics() -> None:
+    docs = render()
+    binding = one(docs, "ClusterRoleBinding", "hpa-controller")
+    assert binding["subjects"] == [
+        {"kind": "ServiceAccount", "name": "horizontal-pod-autoscaler", "namespace": "kube-system"}
+    ]
+    delegator = one(docs, "ClusterRoleBinding", "auth-delegator")
+    assert delegator["roleRef"]["name"] == "system:auth-delegator"
+    reader = one(docs, "RoleBinding", "auth-reader")
+    assert reader["metadata"]["namespace"] == "kube-system"
+
+
+@pytest.mark.parametrize(
+    ("values", "message"),
+    [
+        ({}, "kafka"),
+        (with_values(replicaCount=0), "replicaCount"),
+        (with_values(unknownKey=1), "unknownKey"),
+        (with_values(certificates={"mode": "certManager"}), "issuerRef"),
+        (with_values(certificates={"mode": "secret", "secretName": "mine"}), "caBundle"),
+        (with_values(certificates={"mode": "secret"}), "secretName"),
+    ],
+    ids=[
+        "no-kafka",
+        "zero-replicas",
+        "unknown-key",
+        "cert-manager-no-issuer",
+        "secret-no-ca",
+        "secret-no-name",
+    ],
+)
+def test_bad_values_are_refused_naming_the_key(values: dict[str, Any], message: str) -> None:
+    with pytest.raises(helm.HelmError, match=message):
+        render(values)
+
+
+def test_secret_mode_uses_the_given_ca_bundle() -> None:
+    bundle = base64.b64encode(b"-----BEGIN CERTIFICATE-----\n...").decode()
+    docs = render(with_values(certificates={"mode": "secret", "secretName": "mine", "caBundle": bundle}))
+    assert one(docs, "APIService")["spec"]["caBundle"] == bundle
+    assert not [d for d in docs if d["kind"] == "Secret"]  # the user's Secret is not overwritten
+    volumes = one(docs, "Deployment")["spec"]["template"]["spec"]["volumes"]
+    assert {"name": "serving-cert", "secret": {"secretName": "mine"}} in volumes
