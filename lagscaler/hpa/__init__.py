@@ -1,1 +1,65 @@
-"""A pure model of the Kubernetes HPA controller for External metrics."""
+"""A pure model of the Kubernetes HPA controller for External metrics, and the metric lagscaler serves.
+
+* :func:`step` runs one sync of one ``HorizontalPodAutoscaler`` (:class:`HpaSpec`) from the
+  controller's memory of it (:class:`HpaState`), as kube-controller-manager does every 15 s.
+* :mod:`lagscaler.hpa.metric` decides the value lagscaler serves for ``lagscaler_desired_replicas``
+  so that this HPA lands on the engine's replica count, and says when it cannot.
+"""
+
+from lagscaler.hpa.controller import (
+    average_value_proposal,
+    legacy_scale_up_limit,
+    scale_down_limit,
+    scale_up_limit,
+    step,
+    value_proposal,
+)
+from lagscaler.hpa.model import (
+    DEFAULT_SCALE_DOWN,
+    DEFAULT_SCALE_UP,
+    Behavior,
+    ExternalMetric,
+    HpaScalingPolicy,
+    HpaSpec,
+    HpaState,
+    MetricError,
+    MetricReading,
+    PolicyType,
+    Recommendation,
+    ResolvedRules,
+    ScaleEvent,
+    ScalingRules,
+    SelectPolicy,
+    StepResult,
+    TargetType,
+    Tolerances,
+    milli_value,
+)
+
+__all__ = [
+    "DEFAULT_SCALE_DOWN",
+    "DEFAULT_SCALE_UP",
+    "Behavior",
+    "ExternalMetric",
+    "HpaScalingPolicy",
+    "HpaSpec",
+    "HpaState",
+    "MetricError",
+    "MetricReading",
+    "PolicyType",
+    "Recommendation",
+    "ResolvedRules",
+    "ScaleEvent",
+    "ScalingRules",
+    "SelectPolicy",
+    "StepResult",
+    "TargetType",
+    "Tolerances",
+    "average_value_proposal",
+    "legacy_scale_up_limit",
+    "milli_value",
+    "scale_down_limit",
+    "scale_up_limit",
+    "step",
+    "value_proposal",
+]
