@@ -14,6 +14,16 @@ from lagscaler.hpa.controller import (
     step,
     value_proposal,
 )
+from lagscaler.hpa.metric import (
+    METRIC_NAME,
+    TARGET_PER_REPLICA,
+    WORKLOAD_LABEL,
+    MetricPlan,
+    landing,
+    plan_served_metric,
+    reachable,
+    served_value,
+)
 from lagscaler.hpa.model import (
     DEFAULT_SCALE_DOWN,
     DEFAULT_SCALE_UP,
@@ -39,12 +49,16 @@ from lagscaler.hpa.model import (
 __all__ = [
     "DEFAULT_SCALE_DOWN",
     "DEFAULT_SCALE_UP",
+    "METRIC_NAME",
+    "TARGET_PER_REPLICA",
+    "WORKLOAD_LABEL",
     "Behavior",
     "ExternalMetric",
     "HpaScalingPolicy",
     "HpaSpec",
     "HpaState",
     "MetricError",
+    "MetricPlan",
     "MetricReading",
     "PolicyType",
     "Recommendation",
@@ -56,10 +70,14 @@ __all__ = [
     "TargetType",
     "Tolerances",
     "average_value_proposal",
+    "landing",
     "legacy_scale_up_limit",
     "milli_value",
+    "plan_served_metric",
+    "reachable",
     "scale_down_limit",
     "scale_up_limit",
+    "served_value",
     "step",
     "value_proposal",
 ]
