@@ -1,0 +1,190 @@
+"""From a sampled consumer group to the few numbers sizing needs (pure).
+
+``observe`` reduces one ``GroupSample`` to an :class:`Observation`; ``ObservationBatch.stack`` turns
+the observations of all workloads into arrays for one vectorised decision. The engine keeps the
+history it needs (smoothed rates, windows) in its state, so each cycle passes only the newest
+observation.
+
+Partitions whose consumer is stuck (``STALL``/``STOP``) are set aside here: their lag and arrival
+cannot be helped by more replicas, so they never drive a scale-out; they are counted so that the
+decision can report them.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import numpy as np
+
+from lagscaler.engine.sizing import BoolArray, FloatArray, IntArray
+from lagscaler.policy.model import ScalingPolicy
+from lagscaler.signals.model import GroupSample, PartitionSample
+
+BACKLOG_SECONDS = 5.0
+"""A partition is *backlogged* when it is at least this far behind in time. Below it, lag is what
+periodic offset commits leave behind (auto-commit every 5 s by default), not a queue."""
+
+
+@dataclass(frozen=True, slots=True)
+class Observation:
+    """One workload at one instant. Rates are messages per second; NaN when not yet known."""
+
+    at: float
+    replicas: int  # the scale target's current replica count (pods, ready or not)
+    members: int  # consumer-group members actually consuming
+    partitions: int  # partitions the group consumes (0: unknown)
+    arrival_rate: float = math.nan  # produce rate into the partitions that are not stuck
+    consume_rate: float = math.nan
+    lag: float = 0.0  # messages behind, over partitions that are not stuck
+    lag_seconds: float = 0.0  # the worst partition that is not stuck, in seconds behind
+    busy_rate: float = math.nan  # consume rate of the members all of whose partitions are backlogged
+    busy_members: int = 0
+    stuck_partitions: int = 0
+    stuck_lag: float = 0.0
+    stale: bool = False  # the sample is older than the policy's fallback age, or marked stale
+    state_bytes: float = math.nan  # measured state (changelog size) of a stateful workload, if known
+
+    @classmethod
+    def missing(cls, at: float, replicas: int, partitions: int = 0) -> Observation:
+        """No sample for this workload this cycle: the engine holds its last decision."""
+        return cls(at=at, replicas=replicas, members=0, partitions=partitions, stale=True)
+
+
+def observe(
+    sample: GroupSample | None,
+    policy: ScalingPolicy,
+    *,
+    replicas: int,
+    now: float | None = None,
+    state_bytes: float = math.nan,
+) -> Observation:
+    """Reduce one group sample to an observation for ``policy``'s workload.
+
+    ``replicas`` is the scale target's current replica count (from Kubernetes, or the simulator);
+    ``now`` (default: the sample time) decides staleness against ``policy.fallback.max_age_seconds``.
+    ``state_bytes`` is the measured size of a stateful workload's changelog when the policy names one.
+    Only the policy's topics count when it names any.
+    """
+    if sample is None:
+        return Observation.missing(now if now is not None else 0.0, replicas)
+    at = sample.sampled_at if now is None else now
+    topics = set(policy.kafka.topics)
+    parts = [p for p in sample.partitions if not topics or p.topic in topics]
+    stale = sample.stale or (at - sample.sampled_at) > policy.fallback.max_age_seconds
+
+    arrival = 0.0
+    consumed = 0.0
+    rates_known = bool(parts)
+    lag = 0.0
+    lag_seconds = 0.0
+    stuck = 0
+    stuck_lag = 0.0
+    # per owner: [consume rate, all partitions backlogged]
+    owners: dict[str | None, list[float]] = {}
+    for p in parts:
+        plag = float(p.lag) if p.lag is not None else 0.0
+        if p.status.stuck:
+            stuck += 1
+            stuck_lag += plag
+            continue
+        if p.produce_rate is None or p.consume_rate is None:
+            rates_known = False
+        produce = p.produce_rate or 0.0
+        consume = p.consume_rate or 0.0
+        arrival += produce
+        consumed += consume
+        lag += plag
+        behind = _lag_seconds(p, plag, produce)
+        lag_seconds = max(lag_seconds, behind)
+        entry = owners.setdefault(p.owner, [0.0, 1.0])
+        entry[0] += consume
+        if behind < BACKLOG_SECONDS or plag <= 0:
+            entry[1] = 0.0
+
+    busy_rate = 0.0
+    busy_members = 0
+    if list(owners) == [None]:
+        # No ownership reported: the whole group counts as busy only when every partition is behind.
+        rate, busy = owners[None]
+        if busy and sample.members > 0:
+            busy_rate, busy_members = rate, sample.members
+    else:
+        for owner, (rate, busy) in owners.items():
+            if owner is not None and busy:
+                busy_rate += rate
+                busy_members += 1
+
+    return Observation(
+        at=at,
+        replicas=replicas,
+        members=sample.members,
+        partitions=len(parts),
+        arrival_rate=arrival if rates_known else math.nan,
+        consume_rate=consumed if rates_known else math.nan,
+        lag=lag,
+        lag_seconds=lag_seconds,
+        busy_rate=busy_rate if rates_known else math.nan,
+        busy_members=busy_members if rates_known else 0,
+        stuck_partitions=stuck,
+        stuck_lag=stuck_lag,
+        stale=stale,
+        state_bytes=state_bytes,
+    )
+
+
+def _lag_seconds(p: PartitionSample, lag: float, produce_rate: float) -> float:
+    """The sampler's time lag when it has one; else messages behind at the current produce rate."""
+    if p.lag_seconds is not None and math.isfinite(p.lag_seconds):
+        return max(p.lag_seconds, 0.0)
+    if lag <= 0:
+        return 0.0
+    return lag / produce_rate if produce_rate > 0 else math.inf
+
+
+@dataclass(frozen=True, slots=True)
+class ObservationBatch:
+    """The observations of W workloads as arrays of shape ``(W,)``, in the order of the policies."""
+
+    at: FloatArray
+    replicas: IntArray
+    members: IntArray
+    partitions: IntArray
+    arrival_rate: FloatArray
+    consume_rate: FloatArray
+    lag: FloatArray
+    lag_seconds: FloatArray
+    busy_rate: FloatArray
+    busy_members: IntArray
+    stuck_partitions: IntArray
+    stuck_lag: FloatArray
+    stale: BoolArray
+    state_bytes: FloatArray
+
+    @classmethod
+    def stack(cls, observations: Sequence[Observation]) -> ObservationBatch:
+        obs = list(observations)
+
+        def f(name: str) -> FloatArray:
+            return np.fromiter((getattr(o, name) for o in obs), dtype=np.float64, count=len(obs))
+
+        def i(name: str) -> IntArray:
+            return np.fromiter((getattr(o, name) for o in obs), dtype=np.int64, count=len(obs))
+
+        return cls(
+            at=f("at"),
+            replicas=i("replicas"),
+            members=i("members"),
+            partitions=i("partitions"),
+            arrival_rate=f("arrival_rate"),
+            consume_rate=f("consume_rate"),
+            lag=f("lag"),
+            lag_seconds=f("lag_seconds"),
+            busy_rate=f("busy_rate"),
+            busy_members=i("busy_members"),
+            stuck_partitions=i("stuck_partitions"),
+            stuck_lag=f("stuck_lag"),
+            stale=np.fromiter((o.stale for o in obs), dtype=np.bool_, count=len(obs)),
+            state_bytes=f("state_bytes"),
+        )

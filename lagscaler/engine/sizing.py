@@ -1,0 +1,78 @@
+"""Partition-aware replica arithmetic, vectorised over workloads.
+
+A consumer group spreads ``P`` partitions over ``R`` members as evenly as it can, so the busiest
+member owns ``ceil(P / R)`` partitions. With load spread evenly over partitions (keyed traffic), the
+group keeps up only while that busiest member does: the group's *effective* capacity is
+``c · P / ceil(P / R)``, not ``c · R``. With 24 partitions, 9, 10 and 11 replicas all behave like 8,
+and the smallest count that meets a demand is always one of the *aligned* counts ``ceil(P / k)``.
+Sizing therefore never asks for a count that only adds cost, and a member beyond ``P`` idles.
+
+All functions take and return arrays of shape ``(W,)``; ``partitions <= 0`` means "unknown" and
+falls back to plain ``c · R`` arithmetic.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import numpy.typing as npt
+
+FloatArray = npt.NDArray[np.float64]
+IntArray = npt.NDArray[np.int64]
+BoolArray = npt.NDArray[np.bool_]
+
+
+def effective_replicas(replicas: IntArray | FloatArray, partitions: IntArray) -> FloatArray:
+    """How many replicas' worth of throughput ``replicas`` members deliver on ``partitions``."""
+    r = np.maximum(np.asarray(replicas, dtype=np.float64), 0.0)
+    p = partitions.astype(np.float64)
+    known = p > 0
+    busiest = np.ceil(np.divide(p, r, out=np.ones_like(r), where=r > 0))
+    aligned = np.where(r > 0, np.divide(p, busiest, out=np.zeros_like(r), where=busiest > 0), 0.0)
+    return np.where(known, np.minimum(aligned, np.minimum(r, p)), r)
+
+
+def aligned_replicas(needed: FloatArray, partitions: IntArray) -> IntArray:
+    """The smallest replica count whose effective capacity covers ``needed`` replicas' worth.
+
+    ``needed`` is demand divided by per-replica capacity. The answer is the smallest ``R`` with
+    ``P / ceil(P / R) >= needed``: let ``k = floor(P / needed)`` partitions per member suffice, then
+    ``R = ceil(P / k)``. More demand than ``P`` members can serve returns ``P`` (the caller clamps).
+    """
+    need = np.where(np.isnan(needed), 0.0, np.minimum(np.maximum(needed, 0.0), 1e12))
+    p = partitions.astype(np.float64)
+    plain = np.ceil(need - 1e-9)
+    # k: how many partitions each member may own and still keep up (at least 1).
+    k = np.floor(np.divide(p, need, out=np.full_like(need, np.inf), where=need > 0) + 1e-9)
+    k = np.minimum(np.maximum(k, 1.0), np.maximum(p, 1.0))
+    aligned = np.ceil(np.divide(p, k, out=np.zeros_like(p), where=k > 0) - 1e-9)
+    result = np.where(need <= 0, 0.0, np.where(p > 0, np.where(need > p, p, aligned), plain))
+    return np.maximum(result, 0.0).astype(np.int64)
+
+
+def aligned_at_most(limit: IntArray, partitions: IntArray) -> IntArray:
+    """The largest aligned count ``<= limit`` (``limit`` itself when partitions are unknown).
+
+    Used when a step limit cuts a move short: stopping on a non-aligned count would pay for a
+    replica that adds no throughput.
+    """
+    lim = np.maximum(limit.astype(np.float64), 0.0)
+    p = partitions.astype(np.float64)
+    # The aligned counts are ceil(P/k); the largest one <= lim has the smallest k with ceil(P/k) <= lim,
+    # i.e. k = ceil(P / lim).
+    k = np.ceil(np.divide(p, lim, out=np.full_like(lim, np.inf), where=lim > 0) - 1e-9)
+    aligned = np.ceil(np.divide(p, k, out=np.zeros_like(p), where=np.isfinite(k) & (k > 0)) - 1e-9)
+    result = np.where((p > 0) & (lim > 0), np.minimum(aligned, lim), lim)
+    return result.astype(np.int64)
+
+
+def moved_fraction(before: IntArray, after: IntArray) -> FloatArray:
+    """Fraction of partitions that change owner when a sticky assignor goes from ``before`` to ``after``.
+
+    Growing from ``R`` to ``R'`` hands each newcomer ``1/R'`` of the partitions, taken from the
+    others: ``(R' - R) / R'`` moves. Shrinking gives away the leavers' share: ``(R - R') / R``.
+    """
+    b = np.maximum(before.astype(np.float64), 0.0)
+    a = np.maximum(after.astype(np.float64), 0.0)
+    larger = np.maximum(a, b)
+    moved: FloatArray = np.divide(np.abs(a - b), larger, out=np.zeros_like(larger), where=larger > 0)
+    return moved
