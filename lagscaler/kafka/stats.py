@@ -1,0 +1,37 @@
+"""Counts of Kafka requests by API: what the benchmark reports and what metrics will export.
+
+The sampler's cost claim ("requests per cycle ≈ coordinators + leaders, not per group") is checked
+against these counters, so every request the admin sends goes through :meth:`RequestStats.sent`.
+"""
+
+from __future__ import annotations
+
+from collections import Counter
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+
+
+@dataclass
+class RequestStats:
+    """Requests sent and failed, by API name (``OffsetFetch``, ``ListOffsets``...)."""
+
+    requests: Counter[str] = field(default_factory=Counter)
+    failures: Counter[str] = field(default_factory=Counter)
+
+    def sent(self, api: str) -> None:
+        self.requests[api] += 1
+
+    def failed(self, api: str) -> None:
+        self.failures[api] += 1
+
+    @property
+    def total(self) -> int:
+        return sum(self.requests.values())
+
+    def snapshot(self) -> Mapping[str, int]:
+        """A copy of the per-API request counts (safe to keep while counting goes on)."""
+        return dict(self.requests)
+
+    def since(self, before: Mapping[str, int]) -> dict[str, int]:
+        """Requests per API sent after ``before`` (an earlier :meth:`snapshot`)."""
+        return {api: n - before.get(api, 0) for api, n in self.requests.items() if n - before.get(api, 0)}
