@@ -1,0 +1,168 @@
+"""``kube-system/extension-apiserver-authentication``: who may front-proxy to us, and which CAs to trust.
+
+kube-apiserver publishes its front-proxy (requestheader) CA, the allowed front-proxy names, the
+header names and its client CA in this ConfigMap; every aggregated API server reads it and watches
+it for changes (the CAs rotate). :func:`parse_extension_authentication` is the pure part;
+:class:`ExtensionAuthenticationWatcher` lists and watches the ConfigMap and reports each version.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from typing import Any, cast
+
+import aiohttp
+from kubernetes_asyncio import client as k8s
+
+__all__ = [
+    "CONFIGMAP_NAME",
+    "CONFIGMAP_NAMESPACE",
+    "ExtensionAuthentication",
+    "ExtensionAuthenticationWatcher",
+    "parse_extension_authentication",
+]
+
+CONFIGMAP_NAMESPACE = "kube-system"
+CONFIGMAP_NAME = "extension-apiserver-authentication"
+_log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True, slots=True)
+class ExtensionAuthentication:
+    """The ConfigMap's content; a field is ``None`` when the ConfigMap does not set it."""
+
+    client_ca_pem: str | None = None
+    requestheader_client_ca_pem: str | None = None
+    requestheader_allowed_names: tuple[str, ...] | None = None
+    requestheader_username_headers: tuple[str, ...] | None = None
+    requestheader_uid_headers: tuple[str, ...] | None = None
+    requestheader_group_headers: tuple[str, ...] | None = None
+    requestheader_extra_headers_prefix: tuple[str, ...] | None = None
+
+
+def _string_list(data: Mapping[str, str], key: str) -> tuple[str, ...] | None:
+    raw = data.get(key)
+    if raw is None:
+        return None
+    try:
+        parsed = json.loads(raw)
+    except json.JSONDecodeError as exc:
+        raise ValueError(f"{CONFIGMAP_NAME}: {key} is not a JSON array of strings: {exc}") from exc
+    if not isinstance(parsed, list) or not all(isinstance(item, str) for item in parsed):
+        raise ValueError(f"{CONFIGMAP_NAME}: {key} is not a JSON array of strings")
+    return tuple(parsed)
+
+
+def parse_extension_authentication(data: Mapping[str, str]) -> ExtensionAuthentication:
+    """Parse the ConfigMap's ``data`` (list-valued keys are JSON arrays, as kube-apiserver writes them)."""
+    return ExtensionAuthentication(
+        client_ca_pem=data.get("client-ca-file") or None,
+        requestheader_client_ca_pem=data.get("requestheader-client-ca-file") or None,
+        requestheader_allowed_names=_string_list(data, "requestheader-allowed-names"),
+        requestheader_username_headers=_string_list(data, "requestheader-username-headers"),
+        requestheader_uid_headers=_string_list(data, "requestheader-uid-headers"),
+        requestheader_group_headers=_string_list(data, "requestheader-group-headers"),
+        requestheader_extra_headers_prefix=_string_list(data, "requestheader-extra-headers-prefix"),
+    )
+
+
+class ExtensionAuthenticationWatcher:
+    """List, then watch, the ConfigMap; call ``on_change`` with each version (``None`` once deleted).
+
+    Like an informer without the cache: re-list after a watch ends, errors or answers 410 Gone, and
+    retry with a delay when kube-apiserver is unreachable. A version that does not parse is logged
+    and skipped, so the last good configuration stays in force.
+    """
+
+    def __init__(
+        self,
+        api_client: k8s.ApiClient,
+        on_change: Callable[[ExtensionAuthentication | None], None],
+        *,
+        namespace: str = CONFIGMAP_NAMESPACE,
+        name: str = CONFIGMAP_NAME,
+        retry_seconds: float = 5.0,
+        watch_seconds: int = 300,
+    ) -> None:
+        self._core = k8s.CoreV1Api(api_client)
+        self._on_change = on_change
+        self._namespace = namespace
+        self._name = name
+        self._retry = retry_seconds
+        self._watch_seconds = watch_seconds
+        self.versions_seen = 0
+
+    async def fetch(self) -> tuple[ExtensionAuthentication | None, str]:
+        """The current version and the list's resourceVersion (to watch from)."""
+        response = cast(
+            aiohttp.ClientResponse,
+            await self._core.list_namespaced_config_map(
+                self._namespace, field_selector=f"metadata.name={self._name}", _preload_content=False
+            ),
+        )
+        async with response:
+            if response.status != 200:
+                raise OSError(f"listing ConfigMap {self._namespace}/{self._name}: HTTP {response.status}")
+            listing: dict[str, Any] = await response.json()
+        items = listing.get("items") or []
+        version = str((listing.get("metadata") or {}).get("resourceVersion") or "")
+        if not items:
+            return None, version
+        return parse_extension_authentication(items[0].get("data") or {}), version
+
+    def _report(self, value: ExtensionAuthentication | None) -> None:
+        self.versions_seen += 1
+        self._on_change(value)
+
+    async def run(self) -> None:
+        """Run until cancelled."""
+        while True:
+            try:
+                value, version = await self.fetch()
+                self._report(value)
+                await self._watch(version)
+            except asyncio.CancelledError:
+                raise
+            except ValueError as exc:
+                _log.error("ignoring invalid %s/%s: %s", self._namespace, self._name, exc)
+                await asyncio.sleep(self._retry)
+            except (TimeoutError, OSError, aiohttp.ClientError, k8s.ApiException) as exc:
+                _log.warning("cannot read %s/%s, retrying: %s", self._namespace, self._name, exc)
+                await asyncio.sleep(self._retry)
+
+    async def _watch(self, version: str) -> None:
+        options: dict[str, Any] = {"resource_version": version} if version else {}
+        response = cast(
+            aiohttp.ClientResponse,
+            await self._core.list_namespaced_config_map(
+                self._namespace,
+                field_selector=f"metadata.name={self._name}",
+                watch=True,
+                timeout_seconds=self._watch_seconds,
+                _preload_content=False,
+                _request_timeout=aiohttp.ClientTimeout(total=None, sock_read=self._watch_seconds + 30),
+                **options,
+            ),
+        )
+        async with response:
+            if response.status != 200:
+                raise OSError(f"watching ConfigMap {self._namespace}/{self._name}: HTTP {response.status}")
+            async for line in response.content:
+                if not line.strip():
+                    continue
+                event = json.loads(line)
+                kind = event.get("type")
+                obj = event.get("object") or {}
+                if kind in ("ADDED", "MODIFIED"):
+                    try:
+                        self._report(parse_extension_authentication(obj.get("data") or {}))
+                    except ValueError as exc:
+                        _log.error("ignoring invalid %s/%s: %s", self._namespace, self._name, exc)
+                elif kind == "DELETED":
+                    self._report(None)
+                elif kind == "ERROR":
+                    return  # typically 410 Gone: re-list
