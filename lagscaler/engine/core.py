@@ -2,7 +2,8 @@
 
 How a count is chosen (every step is an array operation over workloads):
 
-1. **Forecast.** Holt smoothing of the arrival rate (level + trend, irregular time steps). The rate
+1. **Forecast.** An EWMA level of the arrival rate and its trend (irregular time steps; the trend
+   is the smaller of a fast and a slow estimate, see below). The rate
    to provision for is the larger of the level and the trend projected over the *reaction time*
    (HPA sync + pod start-up + rebalance stall + state restore): capacity asked for now arrives no
    sooner. A seasonal profile, when the policy has a period, can only raise it.
@@ -205,17 +206,24 @@ def decide(params: PolicyArrays, state: EngineState, obs: ObservationBatch) -> t
     hi = np.where(partitions > 0, np.minimum(params.max_replicas, partitions), params.max_replicas)
     lo = np.minimum(params.min_replicas, hi)
 
-    # 1. Forecast (Holt with irregular steps).
+    # 1. Forecast: an EWMA level and the trend of the measured rate, smoothed twice (fast and slow)
+    # and believed only as far as both agree. A step is one jump, not growth: the fast estimate
+    # forgets it within a few half-lives (no Holt overshoot); on a real ramp both see the slope.
     x = np.where(usable, np.maximum(_finite(arrival_in, 0.0), 0.0), state.level)
     consumed = np.maximum(_finite(obs.consume_rate, 0.0), 0.0)
     alpha = 1.0 - np.exp(-dt * LN2 / params.half_life)
     beta = 1.0 - np.exp(-dt * LN2 / params.trend_half_life)
-    level = np.where(first, x, alpha * x + (1.0 - alpha) * (state.level + state.trend * dt))
-    level = np.maximum(level, 0.0)
-    slope = np.divide(level - state.level, dt, out=np.zeros(w), where=dt > 0)
-    trend = np.where(first | ~params.trend, 0.0, beta * slope + (1.0 - beta) * state.trend)
-    level = np.where(usable | ~first, level, 0.0)
-    trend = np.where(usable | ~first, trend, 0.0)
+    level = np.where(first, x, state.level + alpha * (x - state.level))
+    slope = np.divide(x - state.last_rate, dt, out=np.zeros(w), where=dt > 0)
+    no_trend = first | ~params.trend
+    trend_fast = np.where(no_trend, 0.0, state.trend_fast + alpha * (slope - state.trend_fast))
+    trend_slow = np.where(no_trend, 0.0, state.trend + beta * (slope - state.trend))
+    agree = (trend_fast > 0) == (trend_slow > 0)
+    trend = np.where(
+        agree,
+        np.where(trend_fast > 0, np.minimum(trend_fast, trend_slow), np.maximum(trend_fast, trend_slow)),
+        0.0,
+    )
 
     restore = restore_seconds(params, partitions, obs.state_bytes)
     reaction = params.sync_period + params.startup + params.rebalance_stall + restore
@@ -297,7 +305,13 @@ def decide(params: PolicyArrays, state: EngineState, obs: ObservationBatch) -> t
     up_limited = up_target < up_rec
     aligned_up = aligned_at_most(up_target, partitions)
     up_target = np.where(up_limited & (aligned_up > replicas), aligned_up, up_target)
-    scaling_up = usable & (up_rec > replicas)
+    # A dead band against flapping between aligned counts: scale up on arrival only once the current
+    # count would run hotter than halfway between the target utilisation and saturation; a backlog
+    # the current count cannot drain in time scales up at once.
+    capacity_soon = c * effective_replicas(replicas, partitions)
+    hot = forecast > capacity_soon * (u + (1.0 - u) / 2.0)
+    behind = drain_capacity > capacity_soon
+    scaling_up = usable & (hot | behind | (replicas < lo)) & (up_rec > replicas)
 
     # 5. Scale-down: the count the window's peak forecast needs.
     down_win = _window(
@@ -414,7 +428,9 @@ def decide(params: PolicyArrays, state: EngineState, obs: ObservationBatch) -> t
         initialized=initialized,
         at=np.where(usable, now, state.at),
         level=np.where(usable, level, state.level),
-        trend=np.where(usable, trend, state.trend),
+        trend=np.where(usable, trend_slow, state.trend),
+        trend_fast=np.where(usable, trend_fast, state.trend_fast),
+        last_rate=np.where(usable, x, state.last_rate),
         capacity=np.where(usable, capacity, state.capacity),
         capacity_weight=np.where(usable, capacity_weight, state.capacity_weight),
         members_seen=np.where(usable, members, state.members_seen),

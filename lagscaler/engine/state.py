@@ -26,7 +26,9 @@ class EngineState:
     initialized: BoolArray  # has seen one usable observation
     at: FloatArray  # time of the last usable observation
     level: FloatArray  # smoothed arrival rate (Holt level)
-    trend: FloatArray  # its trend, messages/s per second
+    trend: FloatArray  # its slow trend estimate, messages/s per second
+    trend_fast: FloatArray  # its fast trend estimate
+    last_rate: FloatArray  # the last measured arrival rate
     capacity: FloatArray  # estimated true per-replica rate
     capacity_weight: FloatArray  # seconds of evidence behind it (the prior counts as its weight)
     members_seen: IntArray
@@ -56,6 +58,8 @@ class EngineState:
             at=np.zeros(w),
             level=np.zeros(w),
             trend=np.zeros(w),
+            trend_fast=np.zeros(w),
+            last_rate=np.zeros(w),
             capacity=params.capacity_prior.copy(),
             capacity_weight=params.capacity_prior_weight.copy(),
             members_seen=np.zeros(w, dtype=np.int64),

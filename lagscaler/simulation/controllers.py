@@ -1,0 +1,294 @@
+"""The policies compared in a simulation. Each one produces the metric value its HPA reads.
+
+Every policy reaches the simulated Deployment through :func:`lagscaler.hpa.step` with its own
+``HpaSpec``: lagscaler, ``static`` and ``oracle`` serve ``lagscaler_desired_replicas`` through the
+HPA lagscaler's manifest creates (``hpa_spec_for``); ``keda`` and ``hpa-rate`` use an HPA without
+``behavior`` (the upstream defaults: 300 s downscale stabilization, ``max(2x, 4)`` per sync up).
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field, replace
+from typing import Protocol
+
+import numpy as np
+
+from lagscaler.engine import Decision, EngineState, PolicyArrays, decide, observe
+from lagscaler.engine.observation import ObservationBatch
+from lagscaler.engine.sizing import FloatArray, IntArray, aligned_replicas
+from lagscaler.hpa import ExternalMetric, HpaSpec, TargetType, plan_served_metric
+from lagscaler.policy.hpa import hpa_spec_for
+from lagscaler.policy.model import ScalingPolicy
+from lagscaler.signals.model import GroupSample, PartitionSample, PartitionStatus
+from lagscaler.simulation.model import Scenario
+
+KEDA_LAG_THRESHOLD = 10  # KEDA's Kafka scaler default lagThreshold
+
+
+@dataclass(frozen=True, slots=True)
+class GroupView:
+    """What a policy can see of the group at one sync: partition data ``metric_delay`` old."""
+
+    at: float
+    lag: FloatArray  # (P,) messages behind
+    lag_seconds: FloatArray  # (P,) how old the oldest unconsumed message is
+    produce_rate: FloatArray  # (P,) over the last sample interval
+    consume_rate: FloatArray  # (P,)
+    end_offsets: FloatArray  # (P,)
+    owners: IntArray  # (P,) member index, -1 unowned
+    members: int
+    replicas: int  # the Deployment's current replica count (not delayed)
+
+    def group_sample(self, group: str, topic: str = "events") -> GroupSample:
+        """The view as the sampler would report it."""
+        parts = tuple(
+            PartitionSample(
+                topic=topic,
+                partition=i,
+                committed=int(end - lag),
+                end=int(end),
+                lag=int(lag),
+                lag_seconds=float(age),
+                produce_rate=float(produce),
+                consume_rate=float(consume),
+                status=PartitionStatus.OK,
+                owner=f"member-{owner}" if owner >= 0 else None,
+            )
+            for i, (lag, age, produce, consume, end, owner) in enumerate(
+                zip(
+                    self.lag.tolist(),
+                    self.lag_seconds.tolist(),
+                    self.produce_rate.tolist(),
+                    self.consume_rate.tolist(),
+                    self.end_offsets.tolist(),
+                    self.owners.tolist(),
+                    strict=True,
+                )
+            )
+        )
+        return GroupSample(
+            group=group, state="Stable", members=self.members, sampled_at=self.at, partitions=parts
+        )
+
+
+class Controller(Protocol):
+    """A policy under test."""
+
+    name: str
+    spec: HpaSpec
+    needs_lag_seconds: bool  # the view must carry per-partition lag seconds (costly to compute)
+
+    def initial_replicas(self) -> int: ...
+
+    def reading(self, now: float, view: GroupView) -> float:
+        """The value of the metric the policy serves to its HPA at this sync."""
+        ...
+
+
+def _plain_hpa(target: float, name: str, scenario: Scenario) -> HpaSpec:
+    """An HPA on one External AverageValue metric with upstream defaults (no ``behavior``)."""
+    return HpaSpec(
+        metrics=(ExternalMetric(TargetType.AVERAGE_VALUE, target, name),),
+        max_replicas=scenario.max_replicas,
+        min_replicas=max(scenario.min_replicas, 1),
+    )
+
+
+def exact_hpa(policy: ScalingPolicy) -> HpaSpec:
+    """lagscaler's HPA on a cluster with per-HPA tolerance: every count reachable (for static and oracle)."""
+    return hpa_spec_for(replace(policy, hpa=replace(policy.hpa, configurable_tolerance=True)))
+
+
+def initial_replicas(scenario: Scenario, rate: float) -> int:
+    """Where every policy starts: the aligned count for the first rate at 70 % utilisation."""
+    need = aligned_replicas(
+        np.asarray([rate / 0.7 / scenario.capacity_per_replica]), np.asarray([scenario.partitions])
+    )
+    return int(
+        np.clip(need[0], max(scenario.min_replicas, 1), min(scenario.max_replicas, scenario.partitions))
+    )
+
+
+@dataclass
+class LagscalerController:
+    """The engine with the given policy, serving the designed metric to the manifest's HPA."""
+
+    policy: ScalingPolicy
+    scenario: Scenario
+    start: int
+    name: str = "lagscaler"
+    needs_lag_seconds: bool = True
+    spec: HpaSpec = field(init=False)
+    params: PolicyArrays = field(init=False)
+    state: EngineState = field(init=False)
+    last: Decision | None = field(default=None, init=False)
+
+    def __post_init__(self) -> None:
+        self.spec = hpa_spec_for(self.policy)
+        self.params = PolicyArrays.from_policies([self.policy])
+        self.state = EngineState.initial(self.params)
+
+    def initial_replicas(self) -> int:
+        return self.start
+
+    def reading(self, now: float, view: GroupView) -> float:
+        sample = view.group_sample(self.policy.kafka.group)
+        obs = observe(sample, self.policy, replicas=view.replicas, now=now)
+        decisions, self.state = decide(self.params, self.state, ObservationBatch.stack([obs]))
+        self.last = decisions[0]
+        return plan_served_metric(self.last.desired_replicas, view.replicas, self.spec).value
+
+
+@dataclass
+class KedaController:
+    """KEDA's Kafka scaler at its defaults: total lag / lagThreshold (10), capped at the partition count."""
+
+    scenario: Scenario
+    start: int
+    name: str = "keda"
+    needs_lag_seconds: bool = False
+    spec: HpaSpec = field(init=False)
+
+    def __post_init__(self) -> None:
+        self.spec = _plain_hpa(KEDA_LAG_THRESHOLD, "kafka-lag", self.scenario)
+
+    def initial_replicas(self) -> int:
+        return self.start
+
+    def reading(self, now: float, view: GroupView) -> float:
+        total = float(view.lag.sum())
+        return min(total, float(self.scenario.partitions * KEDA_LAG_THRESHOLD))
+
+
+@dataclass
+class RateController:
+    """A plain HPA on consumed messages per second per pod, targeting capacity × utilisation."""
+
+    scenario: Scenario
+    start: int
+    target_utilization: float
+    name: str = "hpa-rate"
+    needs_lag_seconds: bool = False
+    spec: HpaSpec = field(init=False)
+
+    def __post_init__(self) -> None:
+        target = round(self.scenario.capacity_per_replica * self.target_utilization, 3)
+        self.spec = _plain_hpa(target, "records-consumed-rate", self.scenario)
+
+    def initial_replicas(self) -> int:
+        return self.start
+
+    def reading(self, now: float, view: GroupView) -> float:
+        return round(float(view.consume_rate.sum()), 3)
+
+
+@dataclass
+class StaticController:
+    """Fixed at the smallest count whose busiest member keeps up with the trace's peak."""
+
+    policy: ScalingPolicy
+    scenario: Scenario
+    peak_rate: float
+    name: str = "static"
+    needs_lag_seconds: bool = False
+    spec: HpaSpec = field(init=False)
+    replicas: int = field(init=False)
+
+    def __post_init__(self) -> None:
+        self.spec = exact_hpa(self.policy)
+        need = aligned_replicas(
+            np.asarray([self.peak_rate / self.scenario.capacity_per_replica]),
+            np.asarray([self.scenario.partitions]),
+        )
+        self.replicas = int(np.clip(need[0], max(self.scenario.min_replicas, 1), self.scenario.max_replicas))
+
+    def initial_replicas(self) -> int:
+        return self.replicas
+
+    def reading(self, now: float, view: GroupView) -> float:
+        return plan_served_metric(self.replicas, view.replicas, self.spec).value
+
+
+class FutureMax:
+    """Max of a series over windows, vectorised (a sparse table over the step rates)."""
+
+    def __init__(self, values: FloatArray) -> None:
+        self.levels = [np.asarray(values, dtype=np.float64)]
+        span = 1
+        while span * 2 <= len(values):
+            prev = self.levels[-1]
+            self.levels.append(np.maximum(prev[:-span], prev[span:]))
+            span *= 2
+
+    def ahead(self, starts: IntArray, length: int) -> FloatArray:
+        """For each start index, the max over ``[start, start + length)`` (cut at the series' end)."""
+        n = len(self.levels[0])
+        first = np.clip(starts, 0, n - 1)
+        end = np.minimum(first + max(length, 1), n)
+        k = np.floor(np.log2(np.maximum(end - first, 1))).astype(np.int64)
+        out = np.empty(len(first))
+        for level in np.unique(k).tolist():
+            sel = k == level
+            table = self.levels[level]
+            out[sel] = np.maximum(table[first[sel]], table[end[sel] - (1 << level)])
+        return out
+
+
+@dataclass
+class OracleController:
+    """Perfect foresight of arrivals, greedy: capacity in place before it is needed, held for ``hold``.
+
+    At each sync it provisions for the peak arrival until capacity ordered now can serve
+    (start-up + stall + restore + two syncs), times ``margin``; it scales down only to a count that
+    covers the peak of the next ``hold`` seconds, so every rebalance it pays for lasts. The whole
+    schedule is computed up front from the future arrivals.
+    """
+
+    policy: ScalingPolicy
+    scenario: Scenario
+    future: FutureMax
+    start: int
+    hold_seconds: float
+    margin: float
+    name: str = "oracle"
+    needs_lag_seconds: bool = False
+    spec: HpaSpec = field(init=False)
+    up: IntArray = field(init=False)
+    hold: IntArray = field(init=False)
+
+    def __post_init__(self) -> None:
+        s = self.scenario
+        self.spec = exact_hpa(self.policy)
+        self.name = f"oracle[hold={self.hold_seconds:g}s,margin={self.margin:g}]"
+        steps = np.arange(len(self.future.levels[0]), dtype=np.int64)
+        lead = s.startup_seconds + s.rebalance_stall_seconds + s.restore_seconds + 2 * s.sync_period_seconds
+        self.up = self._aligned(self.future.ahead(steps, math.ceil(lead / s.step_seconds)))
+        self.hold = np.maximum(
+            self.up, self._aligned(self.future.ahead(steps, math.ceil(self.hold_seconds / s.step_seconds)))
+        )
+
+    def initial_replicas(self) -> int:
+        return self.start
+
+    def _aligned(self, rates: FloatArray) -> IntArray:
+        s = self.scenario
+        need = aligned_replicas(
+            rates * self.margin / s.capacity_per_replica, np.full(len(rates), s.partitions)
+        )
+        return np.clip(need, max(s.min_replicas, 1), min(s.max_replicas, s.partitions))
+
+    def reading(self, now: float, view: GroupView) -> float:
+        index = min(round(now / self.scenario.step_seconds), len(self.up) - 1)
+        up = int(self.up[index])
+        target = up if up > view.replicas else max(up, min(int(self.hold[index]), view.replicas))
+        return plan_served_metric(target, view.replicas, self.spec).value
+
+
+def oracle_candidates(
+    policy: ScalingPolicy, scenario: Scenario, future: FutureMax, start: int
+) -> list[OracleController]:
+    """The oracle's schedule family: the cheapest one that meets the SLO is the oracle."""
+    holds = (900.0, 3600.0, 4 * 3600.0)
+    margins = (1.05, 1.25)
+    return [OracleController(policy, scenario, future, start, h, m) for h in holds for m in margins]
