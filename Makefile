@@ -20,6 +20,8 @@ setup: $(STAMP)
 		 (apt-get update -qq >/dev/null 2>&1 && apt-get install -y -qq kubernetes-client >/dev/null)) ; } || \
 		echo "note: kubectl not installed; the kubectl compatibility test will say so"
 	$(BIN)/lagscaler broker fetch
+	@# the HPA's own Go client (k8s.io/metrics) that tests/test_api_clients.py reads the API with; cached
+	$(BIN)/python -m tests.goclient.build
 
 demo: setup
 	$(BIN)/lagscaler demo

@@ -1,0 +1,162 @@
+"""Review caching: ~10 s per answer, rejections cached too, bounded, never keyed by the raw token.
+
+The reviewers are the real kubernetes_asyncio-backed ones talking HTTPS to the stand-in; only the
+caches' clocks are fakes, so expiry is tested without sleeping.
+"""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from pathlib import Path
+
+import pytest
+from multidict import CIMultiDict, CIMultiDictProxy
+
+from lagscaler.api.authn import AuthenticationFailed, AuthenticationFlags, AuthenticationSource, Authenticator
+from lagscaler.api.authz import Authorizer, request_attributes
+from lagscaler.api.reviewcache import TTLCache
+from lagscaler.kube import (
+    KubeAccessReviewer,
+    KubeApiStandIn,
+    KubeTokenReviewer,
+    ReviewedUser,
+    kube_api_client,
+)
+from lagscaler.observability import ServiceMetrics
+
+
+class Clock:
+    def __init__(self) -> None:
+        self.now = 1000.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+@pytest.fixture
+async def standin(tmp_path: Path) -> AsyncIterator[KubeApiStandIn]:
+    async with KubeApiStandIn(tmp_path) as server:
+        server.write_kubeconfig()
+        yield server
+
+
+def _headers(token: str) -> CIMultiDictProxy[str]:
+    return CIMultiDictProxy(CIMultiDict({"Authorization": f"Bearer {token}"}))
+
+
+async def test_token_reviews_are_cached_for_the_ttl_including_rejections(standin: KubeApiStandIn) -> None:
+    standin.tokens["tok"] = ReviewedUser("carol", groups=("g",))
+    client = await kube_api_client(standin.directory / "standin.kubeconfig")
+    assert client is not None
+    clock = Clock()
+    metrics = ServiceMetrics()
+    try:
+        authn = Authenticator(
+            AuthenticationSource(AuthenticationFlags()),
+            KubeTokenReviewer(client),
+            metrics=metrics,
+            token_ttl_seconds=10,
+            clock=clock,
+        )
+        for _ in range(3):
+            identity = await authn.authenticate(None, _headers("tok"))
+            assert identity.user.name == "carol"
+            assert identity.method == "token"
+        assert len(standin.token_reviews) == 1
+        for _ in range(2):
+            with pytest.raises(AuthenticationFailed):
+                await authn.authenticate(None, _headers("nope"))
+        assert len(standin.token_reviews) == 2  # the rejection is cached as well
+        clock.now += 10.5
+        await authn.authenticate(None, _headers("tok"))
+        assert len(standin.token_reviews) == 3  # expired: asked again
+        text = metrics.exposition().decode()
+        assert 'lagscaler_api_review_cache_total{result="hit",review="token"} 3.0' in text
+    finally:
+        await client.close()
+
+
+async def test_token_review_outage_is_a_401_and_is_not_cached(standin: KubeApiStandIn) -> None:
+    standin.tokens["tok"] = ReviewedUser("carol")
+    client = await kube_api_client(standin.directory / "standin.kubeconfig")
+    assert client is not None
+    try:
+        authn = Authenticator(AuthenticationSource(AuthenticationFlags()), KubeTokenReviewer(client))
+        standin.down = True
+        with pytest.raises(AuthenticationFailed) as failure:
+            await authn.authenticate(None, _headers("tok"))
+        assert failure.value.reason == "token-review-error"
+        standin.down = False
+        identity = await authn.authenticate(None, _headers("tok"))
+        assert identity.user.name == "carol"
+    finally:
+        await client.close()
+
+
+async def test_access_reviews_are_cached_per_user_and_attributes(standin: KubeApiStandIn) -> None:
+    standin.allow("dave", verbs=["list"], resources=["lagscaler_lag_messages"])
+    client = await kube_api_client(standin.directory / "standin.kubeconfig")
+    assert client is not None
+    clock = Clock()
+    try:
+        authz = Authorizer(
+            KubeAccessReviewer(client), allowed_ttl_seconds=10, denied_ttl_seconds=5, clock=clock
+        )
+        dave, erin = ReviewedUser("dave"), ReviewedUser("erin")
+        path = "/apis/external.metrics.k8s.io/v1beta1/namespaces/ns/lagscaler_lag_messages"
+        for _ in range(3):
+            assert (await authz.authorize(request_attributes("GET", path, {}, dave))).allowed
+        assert len(standin.access_reviews) == 1
+        denied = await authz.authorize(request_attributes("GET", path, {}, erin))
+        assert not denied.allowed
+        assert denied.reason == "no grant matches"
+        other_namespace = path.replace("/ns/", "/other/")
+        assert (await authz.authorize(request_attributes("GET", other_namespace, {}, dave))).allowed
+        assert len(standin.access_reviews) == 3
+        clock.now += 6  # the denial expired, the allows did not
+        await authz.authorize(request_attributes("GET", path, {}, erin))
+        await authz.authorize(request_attributes("GET", path, {}, dave))
+        assert len(standin.access_reviews) == 4
+    finally:
+        await client.close()
+
+
+def test_ttl_cache_is_bounded_and_least_recently_used_goes_first() -> None:
+    clock = Clock()
+    cache: TTLCache[str, int] = TTLCache(2, clock)
+    cache.put("a", 1, 10)
+    cache.put("b", 2, 10)
+    assert cache.get("a") == 1  # a is now the most recently used
+    cache.put("c", 3, 10)
+    assert cache.get("b") is None
+    assert cache.get("a") == 1
+    assert cache.get("c") == 3
+    assert len(cache) == 2
+    clock.now += 10
+    assert cache.get("a") is None
+
+
+def test_request_attributes_follow_the_apiserver_request_info_rules() -> None:
+    user = ReviewedUser("u")
+    gv = "/apis/external.metrics.k8s.io/v1beta1"
+    for path in ("/apis", "/apis/external.metrics.k8s.io", gv, "/openapi/v3", "/healthz"):
+        attributes = request_attributes("GET", path, {}, user)
+        assert not attributes.is_resource
+        assert attributes.path == path
+        assert attributes.verb == "get"
+    listing = request_attributes("GET", f"{gv}/namespaces/ns/m", {}, user)
+    assert (listing.verb, listing.namespace, listing.resource, listing.name) == ("list", "ns", "m", "")
+    assert (listing.group, listing.version) == ("external.metrics.k8s.io", "v1beta1")
+    assert request_attributes("GET", f"{gv}/namespaces/ns/m", {"watch": "true"}, user).verb == "watch"
+    named = request_attributes("GET", f"{gv}/namespaces/ns/m/item", {}, user)
+    assert (named.verb, named.name) == ("get", "item")
+    assert request_attributes("POST", f"{gv}/namespaces/ns/m", {}, user).verb == "create"
+    assert request_attributes("DELETE", f"{gv}/namespaces/ns/m", {}, user).verb == "deletecollection"
+    namespace_itself = request_attributes("GET", f"{gv}/namespaces/ns", {}, user)
+    assert (namespace_itself.resource, namespace_itself.name, namespace_itself.verb) == (
+        "namespaces",
+        "ns",
+        "get",
+    )
+    core = request_attributes("GET", "/api/v1/namespaces/kube-system/configmaps", {}, user)
+    assert (core.group, core.version, core.resource, core.verb) == ("", "v1", "configmaps", "list")
