@@ -1,0 +1,95 @@
+"""Serving TLS: certificate files reloaded for new handshakes, bad files ignored, self-signed fallback."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import ssl
+from pathlib import Path
+
+import pytest
+from cryptography import x509
+
+from lagscaler.api import MetricsCache, running_api
+from lagscaler.api.harness import LocalCluster
+from lagscaler.errors import UserError
+from lagscaler.observability import ServiceMetrics
+
+
+async def _served_certificate(port: int, context: ssl.SSLContext) -> x509.Certificate:
+    reader, writer = await asyncio.open_connection(
+        "127.0.0.1", port, ssl=context, server_hostname="localhost"
+    )
+    try:
+        ssl_object = writer.get_extra_info("ssl_object")
+        return x509.load_der_x509_certificate(ssl_object.getpeercert(binary_form=True))
+    finally:
+        writer.close()
+        await writer.wait_closed()
+        del reader
+
+
+def _port(url: str) -> int:
+    return int(url.rsplit(":", 1)[1])
+
+
+async def test_new_certificate_files_are_used_for_new_handshakes(tmp_path: Path) -> None:
+    async with LocalCluster(tmp_path) as cluster:
+        metrics = ServiceMetrics()
+        async with running_api(cluster.settings(), MetricsCache(), metrics=metrics) as api:
+            context = cluster.client_context()
+            first = await _served_certificate(_port(api.url), context)
+            assert (
+                first.serial_number
+                == x509.load_pem_x509_certificate(cluster.serving_cert_file.read_bytes()).serial_number
+            )
+
+            renewed = cluster.cluster_ca.issue_server("127.0.0.1", "localhost")
+            renewed.write(tmp_path, "serving")  # same paths, new content (as cert-manager does)
+            deadline = asyncio.get_running_loop().time() + 10
+            while (
+                await _served_certificate(_port(api.url), context)
+            ).serial_number != renewed.cert.serial_number:
+                assert asyncio.get_running_loop().time() < deadline, (
+                    "the renewed certificate was never served"
+                )
+                await asyncio.sleep(0.1)
+            assert api.tls.reloads >= 1
+
+            cluster.serving_cert_file.write_text(
+                "not a certificate"
+            )  # a broken write keeps the last good one
+            while not metrics.registry.get_sample_value("lagscaler_tls_reloads_total", {"outcome": "error"}):
+                assert asyncio.get_running_loop().time() < deadline + 10, "the broken file was never noticed"
+                await asyncio.sleep(0.1)
+            still = await _served_certificate(_port(api.url), context)
+            assert still.serial_number == renewed.cert.serial_number
+
+
+async def test_without_certificate_files_a_self_signed_one_is_served_loudly(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    async with LocalCluster(tmp_path) as cluster:
+        settings = cluster.settings(tls_cert_file=None, tls_private_key_file=None)
+        with caplog.at_level(logging.WARNING):
+            async with running_api(settings, MetricsCache()) as api:
+                assert api.tls.serving.self_signed
+                context = ssl.create_default_context(cafile=str(api.tls.serving.cert_file))
+                served = await _served_certificate(_port(api.url), context)
+                assert served.issuer == served.subject
+                strict = ssl.create_default_context()
+                with pytest.raises(ssl.SSLCertVerificationError):
+                    await _served_certificate(_port(api.url), strict)
+        assert any(
+            "SELF-SIGNED" in record.getMessage() and "LOCAL USE ONLY" in record.getMessage()
+            for record in caplog.records
+        )
+
+
+async def test_unreadable_certificate_is_a_user_error(tmp_path: Path) -> None:
+    async with LocalCluster(tmp_path) as cluster:
+        (tmp_path / "garbage.crt").write_text("garbage")
+        settings = cluster.settings(tls_cert_file=tmp_path / "garbage.crt")
+        with pytest.raises(UserError, match="cannot load TLS certificate"):
+            async with running_api(settings, MetricsCache()):
+                pass
