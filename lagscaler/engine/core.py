@@ -91,6 +91,28 @@ def rebalance_price(
     return np.where(returns, 2.0 * price, price)
 
 
+def breach_seconds(
+    params: PolicyArrays,
+    replicas: IntArray,
+    *,
+    partitions: IntArray,
+    arrival: FloatArray,
+    capacity: FloatArray,
+    restore: FloatArray,
+) -> FloatArray:
+    """Seconds over the SLO one rebalance to ``replicas`` costs by itself (0 when stall + restore fit in it).
+
+    Moved partitions stop for the stall and the restore, so their lag reaches ``stall + restore``
+    seconds; beyond the SLO that is a miss, and it lasts until the new owner has caught up back
+    under the SLO with the headroom ``replicas`` leave over the arrival rate.
+    """
+    over = np.maximum(params.rebalance_stall + restore - params.max_lag_seconds, 0.0)
+    supply = capacity * effective_replicas(replicas, partitions)
+    headroom = np.divide(supply, arrival, out=np.full_like(supply, np.inf), where=arrival > 0) - 1.0
+    catch_up = np.divide(over, np.maximum(headroom, 0.05))
+    return over + catch_up
+
+
 @dataclass(frozen=True, slots=True)
 class _Windows:
     ids: IntArray
@@ -310,7 +332,20 @@ def decide(params: PolicyArrays, state: EngineState, obs: ObservationBatch) -> t
     # the current count cannot drain in time scales up at once.
     capacity_soon = c * effective_replicas(replicas, partitions)
     hot = forecast > capacity_soon * (u + (1.0 - u) / 2.0)
-    behind = drain_capacity > capacity_soon
+    # Draining faster only helps if the current count would not be done before new capacity lands
+    # (start-up + stall + restore): otherwise a scale-up only adds a rebalance, whose own stall and
+    # restore would then look like a backlog again (the cascade this breaks).
+    spare = capacity_soon - a_now
+    drain_now = np.divide(lag, spare, out=np.full(w, np.inf), where=spare > 0)
+    # ...counting the backlog the new rebalance itself adds: the whole group stops for the stall and
+    # the moved partitions for their restore.
+    disruption = params.rebalance_stall + moved_fraction(replicas, up_rec) * restore
+    lag_then = lag + np.maximum(a_now - capacity_soon, 0.0) * reaction + a_now * disruption
+    spare_then = c * effective_replicas(up_rec, partitions) - a_now
+    drain_then = reaction + np.divide(lag_then, spare_then, out=np.full(w, np.inf), where=spare_then > 0)
+    # While the last rebalance settles (stall + restore), its backlog is the rebalance's, not a
+    # shortage of capacity: as DS2 ignores warm-up intervals, so does the backlog trigger.
+    behind = warm & (drain_capacity > capacity_soon) & (drain_then < drain_now)
     scaling_up = usable & (hot | behind | (replicas < lo)) & (up_rec > replicas)
 
     # 5. Scale-down: the count the window's peak forecast needs.
@@ -356,8 +391,18 @@ def decide(params: PolicyArrays, state: EngineState, obs: ObservationBatch) -> t
     price = rebalance_price(params, replicas, candidate, restore, returns)
     worth_it = savings > price
 
+    # Error budget: a move whose stall + restore breaks the SLO by itself spends budget; pace such
+    # scale-downs so that, since the last change, at least breach / (1 - objective) seconds passed.
+    breach = breach_seconds(
+        params, candidate, partitions=partitions, arrival=forecast, capacity=c, restore=restore
+    )
+    last_change = np.maximum(state.scaled_up_at, state.scaled_down_at)
+    budget = np.maximum(1.0 - params.slo_objective, 1e-6)
+    paced_until = last_change + breach / budget
+    paced = now >= paced_until
+
     wants_down = usable & ~scaling_up & (candidate < replicas)
-    scaling_down = wants_down & dwell_over & calm & worth_it
+    scaling_down = wants_down & dwell_over & calm & worth_it & paced
 
     initialized = state.initialized | usable
     held = np.where(state.initialized, state.desired, replicas)
@@ -393,6 +438,7 @@ def decide(params: PolicyArrays, state: EngineState, obs: ObservationBatch) -> t
         (wants_down & ~dwell_over, Reason.DWELL),
         (wants_down & dwell_over & ~calm, Reason.LAG_GROWING),
         (wants_down & dwell_over & calm & ~worth_it, Reason.NOT_WORTH_IT),
+        (wants_down & dwell_over & calm & worth_it & ~paced, Reason.ERROR_BUDGET),
         ((scaling_up & up_limited) | (scaling_down & down_limited), Reason.STEP_LIMITED),
         ((desired == lo) & (lo > 0) & (params.min_replicas == lo), Reason.AT_MIN),
         ((desired == hi) & (hi == params.max_replicas) & (required / c > hi), Reason.AT_MAX),
@@ -421,7 +467,9 @@ def decide(params: PolicyArrays, state: EngineState, obs: ObservationBatch) -> t
         restore_seconds=restore,
         rebalance_price=np.where(wants_down, price, 0.0),
         stuck_partitions=np.maximum(obs.stuck_partitions, 0).astype(np.int64),
-        next_scale_down_at=np.maximum(next_down_after, now),
+        next_scale_down_at=np.maximum(
+            np.maximum(next_down_after, np.where(wants_down, paced_until, -np.inf)), now
+        ),
         reasons=reasons,
     )
     new_state = EngineState(

@@ -19,6 +19,7 @@ class Reason(enum.IntFlag):
     SEASONAL_FLOOR = enum.auto()  # the seasonal forecast raised the need
     DWELL = enum.auto()  # a scale-down would be possible but the dwell after the last change is not over
     NOT_WORTH_IT = enum.auto()  # a scale-down would not save more than its rebalance costs
+    ERROR_BUDGET = enum.auto()  # a scale-down whose rebalance breaks the SLO waits until the budget allows it
     LAG_GROWING = enum.auto()  # no scale-down while lag grows or is above half the SLO
     STEP_LIMITED = enum.auto()  # the policy's step limit cut the move short
     AT_MIN = enum.auto()

@@ -22,6 +22,7 @@ class PolicyArrays:
     min_replicas: IntArray
     max_replicas: IntArray
     max_lag_seconds: FloatArray
+    slo_objective: FloatArray
     target_utilization: FloatArray
     capacity_prior: FloatArray
     capacity_learn: BoolArray
@@ -75,6 +76,7 @@ class PolicyArrays:
             min_replicas=i([p.min_replicas for p in ps]),
             max_replicas=i([max(p.max_replicas, p.min_replicas) for p in ps]),
             max_lag_seconds=f([p.max_lag_seconds for p in ps]),
+            slo_objective=f([min(max(p.slo_objective, 0.0), 1.0) for p in ps]),
             target_utilization=f([min(max(p.target_utilization, 0.05), 1.0) for p in ps]),
             capacity_prior=f([max(p.capacity.per_replica, 1e-9) for p in ps]),
             capacity_learn=b([p.capacity.learn for p in ps]),
