@@ -141,6 +141,7 @@ class ScalingPolicy:
     min_replicas: int = 1
     max_replicas: int = 10
     target_utilization: float = 0.7
+    slo_objective: float = 0.99  # fraction of time lag must stay within max_lag_seconds (the error budget)
     smoothing: Smoothing = field(default_factory=Smoothing)
     scale_up: ScaleUp = field(default_factory=ScaleUp)
     scale_down: ScaleDown = field(default_factory=ScaleDown)
