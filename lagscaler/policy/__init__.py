@@ -1,5 +1,16 @@
 """Per-workload policy files: the typed model, the JSON Schema and the YAML loader."""
 
+from lagscaler.policy.hpa import hpa_spec_for, render_hpa_manifest
+from lagscaler.policy.loader import (
+    PolicyError,
+    PolicyIssue,
+    check_policy_file,
+    check_policy_text,
+    load_policy_dir,
+    load_policy_file,
+    parse_policy,
+    policy_schema,
+)
 from lagscaler.policy.model import (
     Capacity,
     Fallback,
@@ -21,6 +32,8 @@ __all__ = [
     "Hpa",
     "KafkaSource",
     "Mode",
+    "PolicyError",
+    "PolicyIssue",
     "ScaleDown",
     "ScaleTargetRef",
     "ScaleUp",
@@ -28,4 +41,12 @@ __all__ = [
     "Smoothing",
     "StaleAction",
     "Stateful",
+    "check_policy_file",
+    "check_policy_text",
+    "hpa_spec_for",
+    "load_policy_dir",
+    "load_policy_file",
+    "parse_policy",
+    "policy_schema",
+    "render_hpa_manifest",
 ]

@@ -1,0 +1,418 @@
+"""Policy files: the shipped examples, the schema, and every kind of mistake a user can make."""
+
+from __future__ import annotations
+
+import copy
+import json
+import re
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from lagscaler.errors import UserError
+from lagscaler.policy import (
+    Mode,
+    PolicyError,
+    ScalingPolicy,
+    StaleAction,
+    check_policy_text,
+    load_policy_dir,
+    load_policy_file,
+    parse_policy,
+    policy_schema,
+)
+from lagscaler.policy.loader import parse_bytes
+
+POLICIES = Path(__file__).resolve().parent.parent / "policies"
+ISSUE = re.compile(r"^[^\n]+:\d+:\d+: [^\n]+: [^\n]+$")
+
+MINIMAL = """\
+apiVersion: lagscaler.io/v1
+kind: ScalingPolicy
+metadata:
+  name: orders
+spec:
+  scaleTargetRef:
+    name: orders-consumer
+  kafka:
+    group: orders
+  maxLagSeconds: 30
+  capacity:
+    perReplica: 2000
+"""
+
+
+def errors(text: str, source: str = "p.yaml") -> list[str]:
+    policy, issues = check_policy_text(text, source)
+    assert (policy is None) == bool(issues)
+    return [str(issue) for issue in issues]
+
+
+def with_spec(extra: str) -> str:
+    """The minimal policy with more lines appended under ``spec:`` (two-space indented)."""
+    return MINIMAL + "".join(f"  {line}\n" for line in extra.splitlines())
+
+
+# --- the shipped examples -----------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("path", sorted(POLICIES.glob("*.yaml")), ids=lambda p: p.name)
+def test_every_shipped_policy_loads(path):
+    policy = load_policy_file(path)
+    assert policy.source == str(path)
+    assert policy.min_replicas <= policy.max_replicas
+
+
+def test_the_examples_cover_the_three_kinds_of_workload():
+    policies, problems = load_policy_dir(POLICIES)
+    assert problems == []
+    by_name = {p.name: p for p in policies}
+    clickstream = by_name["clickstream"]
+    assert (clickstream.max_replicas, clickstream.stateful, clickstream.mode) == (64, None, Mode.HPA)
+    assert clickstream.capacity.per_replica * clickstream.target_utilization * 64 >= 100_000
+    sessionizer = by_name["sessionizer"]
+    assert sessionizer.stateful is not None
+    assert sessionizer.stateful.changelog_topic == "sessionizer-sessions-store-changelog"
+    assert sessionizer.stateful.restore_bytes_per_second == 40 * 2**20
+    assert sessionizer.smoothing.seasonal_period_seconds == 86400
+    assert (sessionizer.fallback.action, sessionizer.fallback.replicas) == (StaleAction.REPLICAS, 16)
+    assert by_name["ledger-writer"].mode is Mode.HANDOVER
+    assert by_name["ledger-writer"].kafka.topics == ("payments.settled", "payments.refunded")
+
+
+# --- the schema and the model agree --------------------------------------------------------------
+
+
+def test_a_minimal_policy_takes_the_model_defaults():
+    policy = parse_policy(MINIMAL)
+    expected = ScalingPolicy(
+        name="orders",
+        namespace="default",
+        target=policy.target,
+        kafka=policy.kafka,
+        max_lag_seconds=30,
+        capacity=policy.capacity,
+        source="<string>",
+    )
+    assert policy == expected
+    assert (policy.target.kind, policy.target.api_version, policy.kafka.topics) == (
+        "Deployment",
+        "apps/v1",
+        (),
+    )
+
+
+def schema_defaults(schema: dict[str, Any], path: tuple[str, ...] = ()):
+    for name, sub in schema.get("properties", {}).items():
+        if "default" in sub:
+            yield (*path, name), sub["default"]
+        yield from schema_defaults(sub, (*path, name))
+
+
+def test_every_schema_default_is_the_model_default():
+    baseline = parse_policy(MINIMAL)
+    defaults = list(schema_defaults(policy_schema()))
+    assert len(defaults) > 20
+    for path, default in defaults:
+        document = yaml.safe_load(MINIMAL)
+        node = document
+        for key in path[:-1]:
+            node = node.setdefault(key, {})
+        if path[:2] == ("spec", "stateful"):
+            continue  # stateful has no default section to compare against
+        node[path[-1]] = default
+        explicit = parse_policy(yaml.safe_dump(document))
+        assert explicit == baseline, f"schema default of {'.'.join(path)} differs from the model"
+
+
+def test_every_field_in_the_schema_has_a_description():
+    def walk(schema: dict[str, Any], path: str):
+        for name, sub in schema.get("properties", {}).items():
+            assert sub.get("description"), f"{path}.{name} has no description"
+            walk(sub, f"{path}.{name}")
+
+    walk(policy_schema(), "")
+
+
+def test_the_schema_is_packaged_with_the_code():
+    from importlib import resources
+
+    text = resources.files("lagscaler.policy").joinpath("schema.json").read_text()
+    assert json.loads(text)["$schema"] == "https://json-schema.org/draft/2020-12/schema"
+
+
+# --- mistakes, one line each, at the right place ------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("text", "expected"),
+    [
+        ("", ["p.yaml:1:1: <document>: the file is empty; expected one ScalingPolicy document"]),
+        (
+            "# only a comment\n",
+            ["p.yaml:1:1: <document>: the file is empty; expected one ScalingPolicy document"],
+        ),
+        (
+            MINIMAL + "---\n" + MINIMAL,
+            [
+                "p.yaml:14:1: <document>: a policy file holds exactly one document; found 2 (one file per policy)"
+            ],
+        ),
+        (
+            "a: [1, 2\n",
+            [
+                "p.yaml:2:1: <yaml>: expected ',' or ']', but got '<stream end>' (while parsing a flow sequence)"
+            ],
+        ),
+        ("- 1\n", ["p.yaml:1:1: <document>: expected a mapping, got a list"]),
+        (
+            MINIMAL.replace("lagscaler.io/v1", "lagscaler.io/v2"),
+            ['p.yaml:1:13: apiVersion: must be "lagscaler.io/v1", got "lagscaler.io/v2" (a string)'],
+        ),
+        (
+            MINIMAL.replace("  name: orders\n", "  name: Orders_1\n"),
+            [
+                "p.yaml:4:9: metadata.name: must be a DNS-1123 label: lowercase letters, digits and '-', starting"
+                ' and ending with a letter or digit, at most 63 characters; got "Orders_1" (a string)'
+            ],
+        ),
+        (
+            MINIMAL.replace("    group: orders\n", "    topics: [orders]\n"),
+            ["p.yaml:8:3: spec.kafka: missing required field 'group'"],
+        ),
+        (
+            with_spec("minReplica: 2"),
+            ["p.yaml:13:3: spec.minReplica: unknown field 'minReplica'; did you mean 'minReplicas'?"],
+        ),
+        (
+            with_spec("maxReplicas: many"),
+            ['p.yaml:13:16: spec.maxReplicas: expected an integer, got "many" (a string)'],
+        ),
+        (
+            with_spec("maxReplicas: 2.5"),
+            ["p.yaml:13:16: spec.maxReplicas: expected an integer, got 2.5 (a number)"],
+        ),
+        (with_spec("maxReplicas: 0"), ["p.yaml:13:16: spec.maxReplicas: must be >= 1, got 0"]),
+        (
+            with_spec("mode: auto"),
+            ['p.yaml:13:9: spec.mode: must be one of: hpa, handover; got "auto" (a string)'],
+        ),
+        (
+            with_spec("targetUtilization: 1.5"),
+            ["p.yaml:13:22: spec.targetUtilization: must be <= 1, got 1.5"],
+        ),
+        (
+            with_spec("minReplicas: 8\nmaxReplicas: 4"),
+            ["p.yaml:13:16: spec.minReplicas: minReplicas (8) is greater than maxReplicas (4)"],
+        ),
+        (
+            with_spec("maxReplicas: 5\nmaxReplicas: 6"),
+            ["p.yaml:14:3: spec.maxReplicas: duplicate key 'maxReplicas' (first at line 13)"],
+        ),
+        (
+            with_spec("fallback: {action: replicas}"),
+            ["p.yaml:13:13: spec.fallback: action 'replicas' needs 'replicas': the count to fall back to"],
+        ),
+        (
+            with_spec("fallback: {action: replicas, replicas: 40}"),
+            ["p.yaml:13:42: spec.fallback.replicas: 40 is outside [minReplicas, maxReplicas] = [1, 10]"],
+        ),
+        (
+            with_spec("fallback: {replicas: 3}"),
+            [
+                "p.yaml:13:24: spec.fallback.replicas: 'replicas' is only used with action 'replicas' (action is 'error')"
+            ],
+        ),
+        (
+            with_spec("stateful: {restoreBytesPerSecond: 50Mi}"),
+            ["p.yaml:13:13: spec.stateful: give the state size as stateBytes or changelogTopic"],
+        ),
+        (
+            with_spec("stateful: {restoreBytesPerSecond: 50Mi, stateBytes: 1Ti, changelogTopic: c}"),
+            ["p.yaml:13:13: spec.stateful: give stateBytes or changelogTopic, not both"],
+        ),
+        (
+            with_spec("stateful: {restoreBytesPerSecond: fast, stateBytes: 1Ti}"),
+            [
+                "p.yaml:13:37: spec.stateful.restoreBytesPerSecond: must be a number of bytes or a quantity such as"
+                ' 512, 1.5Gi, 200G or 50Mi; got "fast" (a string)'
+            ],
+        ),
+        (
+            with_spec("kafka2: {group: x}\n<<: {a: 1}"),
+            [
+                "p.yaml:13:3: spec.kafka2: unknown field 'kafka2'; did you mean 'kafka'?",
+                "p.yaml:14:3: spec: YAML merge keys (<<) are not supported; write the fields out",
+            ],
+        ),
+        (
+            with_spec("startupSeconds: .nan"),
+            ["p.yaml:13:19: spec.startupSeconds: must be a finite number, got .nan"],
+        ),
+        (with_spec("hpa: !custom {}"), ["p.yaml:13:8: spec.hpa: unsupported YAML tag !custom"]),
+        (
+            with_spec("smoothing: {seasonalPeriodSeconds: 2024-01-01}"),
+            [
+                "p.yaml:13:38: spec.smoothing.seasonalPeriodSeconds: expected a number or null,"
+                ' got "2024-01-01" (a string)'
+            ],
+        ),
+        (
+            MINIMAL.replace("    group: orders\n", "    group: orders\n    topics: [a, a]\n"),
+            ["p.yaml:10:13: spec.kafka.topics: must not list the same item twice"],
+        ),
+    ],
+)
+def test_mistakes_are_reported_where_they_are(text, expected):
+    assert errors(text) == expected
+
+
+def test_every_problem_in_a_file_is_reported_at_once():
+    text = """\
+apiVersion: lagscaler.io/v1
+kind: Policy
+metadata: {name: orders, nmespace: shop}
+spec:
+  scaleTargetRef: {name: x}
+  kafka: {group: 7}
+  maxLagSeconds: -5
+  capacity: {perReplica: 0}
+  minReplicas: 9
+  maxReplicas: 3
+"""
+    found = errors(text)
+    assert len(found) == 6, found
+    assert all(ISSUE.match(line) for line in found)
+    assert [line.split(": ")[1] for line in found] == [
+        "kind",
+        "metadata.nmespace",
+        "spec.kafka.group",
+        "spec.maxLagSeconds",
+        "spec.capacity.perReplica",
+        "spec.minReplicas",
+    ]
+
+
+def test_missing_file_directory_and_binary_file(tmp_path):
+    with pytest.raises(PolicyError) as missing:
+        load_policy_file(tmp_path / "nope.yaml")
+    assert missing.value.errors == (f"{tmp_path / 'nope.yaml'}:1:1: <file>: no such file",)
+    with pytest.raises(PolicyError) as directory:
+        load_policy_file(tmp_path)
+    assert directory.value.errors[0].endswith(
+        "<file>: is a directory; give a policy file (or use load_policy_dir)"
+    )
+    binary = tmp_path / "b.yaml"
+    binary.write_bytes(b"\xff\xfe\x00bad")
+    with pytest.raises(PolicyError, match=r"b\.yaml:1:1: <file>: not UTF-8 text \(byte 0\)"):
+        load_policy_file(binary)
+
+
+def test_policy_error_is_a_user_error_holding_every_line():
+    with pytest.raises(UserError) as raised:
+        parse_policy(with_spec("minReplicas: 0\nmode: x"), "p.yaml")
+    assert isinstance(raised.value, PolicyError)
+    assert len(raised.value.errors) == 2
+    assert str(raised.value) == "\n".join(raised.value.errors)
+
+
+def test_quantities_for_sizes():
+    assert parse_bytes("50Mi") == 50 * 2**20
+    assert parse_bytes("1.5Gi") == 1.5 * 2**30
+    assert parse_bytes("200G") == 200e9
+    assert parse_bytes(512) == 512.0
+    policy = parse_policy(
+        with_spec("stateful: {restoreBytesPerSecond: 100M, stateBytes: 2Ti, standbyReplicas: 1}")
+    )
+    assert policy.stateful is not None
+    assert (policy.stateful.restore_bytes_per_second, policy.stateful.state_bytes) == (100e6, 2 * 2**40)
+
+
+# --- directories ---------------------------------------------------------------------------------
+
+
+def test_a_directory_loads_the_good_and_reports_the_bad(tmp_path):
+    (tmp_path / "a.yaml").write_text(MINIMAL)
+    (tmp_path / "b.yml").write_text(
+        MINIMAL.replace("name: orders\n", "name: billing\n", 1).replace("group: orders", "group: billing")
+    )
+    (tmp_path / "c.yaml").write_text(with_spec("maxReplicas: -1"))
+    (tmp_path / "d.yaml").write_text(MINIMAL)  # same namespace/name as a.yaml
+    (tmp_path / "e.yaml").write_text(MINIMAL.replace("name: orders\n", "name: orders2\n", 1))  # same group
+    (tmp_path / ".hidden.yaml").write_text("garbage: [")
+    (tmp_path / "notes.txt").write_text("not a policy")
+    policies, problems = load_policy_dir(tmp_path)
+    assert sorted(p.name for p in policies) == ["billing", "orders"]
+    assert [p.split(": ", 2)[1] for p in problems] == [
+        "spec.maxReplicas",
+        "metadata.name",
+        "spec.kafka.group",
+    ]
+    assert (
+        problems[1]
+        == f"{tmp_path / 'd.yaml'}:4:9: metadata.name: policy default/orders is also defined in {tmp_path / 'a.yaml'}"
+    )
+
+
+def test_a_missing_directory_is_one_error(tmp_path):
+    policies, problems = load_policy_dir(tmp_path / "nowhere")
+    assert policies == []
+    assert problems == [f"{tmp_path / 'nowhere'}:1:1: <file>: no such directory"]
+
+
+# --- fuzzing: nothing but PolicyError ever comes out ---------------------------------------------
+
+
+@settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(st.text(max_size=400))
+def test_arbitrary_text_never_raises(text):
+    policy, issues = check_policy_text(text, "f.yaml")
+    assert policy is None or not issues
+    assert all(ISSUE.match(str(issue)) for issue in issues)
+
+
+json_values = st.recursive(
+    st.none()
+    | st.booleans()
+    | st.integers(-10, 10**6)
+    | st.floats(allow_nan=False, allow_infinity=False)
+    | st.text(max_size=12),
+    lambda children: (
+        st.lists(children, max_size=3) | st.dictionaries(st.text(max_size=8), children, max_size=3)
+    ),
+    max_leaves=8,
+)
+
+
+def paths(value: Any, prefix: tuple = ()) -> list[tuple]:
+    out = [prefix]
+    if isinstance(value, dict):
+        for key, child in value.items():
+            out.extend(paths(child, (*prefix, key)))
+    return out
+
+
+@settings(max_examples=300, deadline=None)
+@given(data=st.data())
+def test_a_valid_policy_with_any_one_value_replaced_never_raises(data):
+    document = yaml.safe_load((POLICIES / "sessionizer.yaml").read_text())
+    target = data.draw(st.sampled_from(paths(document)[1:]))
+    mutated = copy.deepcopy(document)
+    node = mutated
+    for key in target[:-1]:
+        node = node[key]
+    if data.draw(st.booleans()):
+        node[target[-1]] = data.draw(json_values)
+    else:
+        del node[target[-1]]
+    policy, issues = check_policy_text(yaml.safe_dump(mutated), "m.yaml")
+    if policy is None:
+        assert issues
+        assert all(ISSUE.match(str(issue)) for issue in issues)
+    else:
+        assert not issues
+        assert isinstance(policy, ScalingPolicy)
