@@ -129,6 +129,37 @@ def test_every_schema_default_is_the_model_default():
         assert explicit == baseline, f"schema default of {'.'.join(path)} differs from the model"
 
 
+def test_every_model_field_can_be_written_in_a_file():
+    # A field added to the model must be added to the schema too, or no policy file can set it.
+    import dataclasses
+    import typing
+
+    def camel(name: str) -> str:
+        head, *rest = name.split("_")
+        return head + "".join(part.capitalize() for part in rest)
+
+    def check(cls: type, schema: dict[str, Any], where: str) -> None:
+        hints = typing.get_type_hints(cls)
+        for item in dataclasses.fields(cls):
+            if cls is ScalingPolicy and item.name in ("name", "namespace", "source"):
+                continue
+            key = "scaleTargetRef" if (cls is ScalingPolicy and item.name == "target") else camel(item.name)
+            assert key in schema["properties"], (
+                f"{where}.{key} ({cls.__name__}.{item.name}) is not in the schema"
+            )
+            nested = [
+                a
+                for a in (hints[item.name], *typing.get_args(hints[item.name]))
+                if dataclasses.is_dataclass(a)
+            ]
+            if nested:
+                check(nested[0], schema["properties"][key], f"{where}.{key}")
+
+    spec = policy_schema()["properties"]["spec"]
+    check(ScalingPolicy, spec, "spec")
+    assert set(policy_schema()["properties"]["metadata"]["properties"]) >= {"name", "namespace"}
+
+
 def test_every_field_in_the_schema_has_a_description():
     def walk(schema: dict[str, Any], path: str):
         for name, sub in schema.get("properties", {}).items():
