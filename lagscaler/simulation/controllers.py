@@ -133,7 +133,8 @@ class LagscalerController:
         return self.start
 
     def reading(self, now: float, view: GroupView) -> float:
-        sample = view.group_sample(self.policy.kafka.group)
+        topic = self.policy.kafka.topics[0] if self.policy.kafka.topics else "events"
+        sample = view.group_sample(self.policy.kafka.group, topic)
         obs = observe(sample, self.policy, replicas=view.replicas, now=now)
         decisions, self.state = decide(self.params, self.state, ObservationBatch.stack([obs]))
         self.last = decisions[0]
