@@ -75,14 +75,12 @@ class ExternalMetric:
     target_type: TargetType
     target: float
     name: str = "lagscaler_desired_replicas"
+    target_milli: int = field(init=False, repr=False, compare=False)
 
     def __post_init__(self) -> None:
+        object.__setattr__(self, "target_milli", milli_value(self.target))
         if self.target_milli <= 0:
             raise ValueError(f"metric {self.name}: target must be positive, got {self.target!r}")
-
-    @property
-    def target_milli(self) -> int:
-        return milli_value(self.target)
 
 
 @dataclass(frozen=True, slots=True)
@@ -189,6 +187,7 @@ class HpaSpec:
     behavior: Behavior | None = None
     cluster_tolerance: float = 0.1
     downscale_stabilization_seconds: float = 300.0
+    _resolved: tuple[ResolvedRules, ResolvedRules, Tolerances] = field(init=False, repr=False, compare=False)
 
     def __post_init__(self) -> None:
         if not self.metrics:
@@ -201,26 +200,36 @@ class HpaSpec:
             )
         if not (math.isfinite(self.cluster_tolerance) and self.cluster_tolerance >= 0):
             raise ValueError(f"cluster tolerance must be >= 0, got {self.cluster_tolerance}")
+        object.__setattr__(self, "_resolved", self.resolved())
+
+    def resolved(self) -> tuple[ResolvedRules, ResolvedRules, Tolerances]:
+        """Scale-up rules, scale-down rules and tolerances after defaulting (computed once)."""
+        up = _resolve(self.behavior.scale_up if self.behavior else None, DEFAULT_SCALE_UP, 0.0)
+        down = _resolve(
+            self.behavior.scale_down if self.behavior else None,
+            DEFAULT_SCALE_DOWN,
+            self.downscale_stabilization_seconds,
+        )
+        up_tolerance = up.tolerance if self.behavior else None
+        down_tolerance = down.tolerance if self.behavior else None
+        tolerances = Tolerances(
+            scale_down=self.cluster_tolerance if down_tolerance is None else down_tolerance,
+            scale_up=self.cluster_tolerance if up_tolerance is None else up_tolerance,
+        )
+        return up, down, tolerances
 
     @property
     def scale_up_rules(self) -> ResolvedRules:
-        given = self.behavior.scale_up if self.behavior else None
-        return _resolve(given, DEFAULT_SCALE_UP, 0.0)
+        return self._resolved[0]
 
     @property
     def scale_down_rules(self) -> ResolvedRules:
-        given = self.behavior.scale_down if self.behavior else None
-        return _resolve(given, DEFAULT_SCALE_DOWN, self.downscale_stabilization_seconds)
+        return self._resolved[1]
 
     @property
     def tolerances(self) -> Tolerances:
         """The dead band around a usage ratio of 1: per-HPA where set, else the cluster's."""
-        up = self.scale_up_rules.tolerance if self.behavior else None
-        down = self.scale_down_rules.tolerance if self.behavior else None
-        return Tolerances(
-            scale_down=self.cluster_tolerance if down is None else down,
-            scale_up=self.cluster_tolerance if up is None else up,
-        )
+        return self._resolved[2]
 
 
 @dataclass(frozen=True, slots=True)
