@@ -84,7 +84,7 @@ point_lists = st.lists(
 )
 
 
-@settings(max_examples=300)
+@settings(max_examples=150)
 @given(
     st.lists(st.tuples(point_lists, st.booleans()), min_size=1, max_size=8),
     st.integers(2, 6),

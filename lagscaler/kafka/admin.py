@@ -27,11 +27,13 @@ from typing import Any, Generic, TypeVar
 
 from aiokafka.client import AIOKafkaClient
 from aiokafka.errors import KafkaError as AIOKafkaError
+from aiokafka.errors import NodeNotReadyError, RequestTimedOutError
 from aiokafka.protocol.group import MemberAssignment
 
 from lagscaler.kafka import errors as codes
 from lagscaler.kafka.errors import KafkaRequestFailed, KafkaUnavailable, error_name
 from lagscaler.kafka.protocol import (
+    DELETE_GROUPS,
     DESCRIBE_GROUPS,
     FIND_COORDINATOR,
     LATEST_TIMESTAMP,
@@ -314,12 +316,20 @@ class KafkaAdmin:
                 raise
             except (AIOKafkaError, OSError, TimeoutError) as exc:
                 self.stats.failed(name)
-                detail = str(exc) or type(exc).__name__
-                if isinstance(exc, TimeoutError):
-                    detail = f"no answer within {self.settings.request_timeout:g}s"
-                raise KafkaUnavailable(f"broker {node_id} did not answer {name}: {detail}") from None
+                where = f"Kafka broker {node_id} ({self._address(node_id)})"
+                if isinstance(exc, NodeNotReadyError):
+                    message = f"cannot connect to {where}"
+                elif isinstance(exc, TimeoutError | RequestTimedOutError):
+                    message = f"{where} did not answer {name} within {self.settings.request_timeout:g}s"
+                else:
+                    message = f"{where} failed during {name}: {str(exc) or type(exc).__name__}"
+                raise KafkaUnavailable(message) from None
         assert isinstance(response, Response)
         return response
+
+    def _address(self, node_id: int) -> str:
+        broker = self._client.cluster.broker_metadata(node_id) if self._client is not None else None
+        return "unknown address" if broker is None else f"{broker.host}:{broker.port}"
 
     async def _send_any(self, request_factory: Callable[[], WireRequest]) -> Response:
         """Send to any broker, trying the next one if a broker does not answer."""
@@ -406,6 +416,7 @@ class KafkaAdmin:
                 elif code in codes.COORDINATOR_RETRIABLE:
                     retry.append(group)
                     reasons[group] = error_name(code)
+                    self.stats.retried("FindCoordinator", error_name(code))
                 else:
                     result.errors[group] = f"cannot find the coordinator of group {group}: {error_name(code)}"
             pending = retry
@@ -476,6 +487,7 @@ class KafkaAdmin:
                         self.forget_coordinator(group)
                         reasons[group] = str(outcome)
                     retry.extend(chunk)
+                    self.stats.retried(what, "COORDINATOR_UNREACHABLE", len(chunk))
                     continue
                 if isinstance(outcome, BaseException):
                     raise outcome
@@ -485,6 +497,7 @@ class KafkaAdmin:
                         self.forget_coordinator(group)
                         reasons[group] = value.reason
                         retry.append(group)
+                        self.stats.retried(what, value.reason)
                     elif isinstance(value, str):
                         result.errors[group] = value
                     else:
@@ -562,6 +575,27 @@ class KafkaAdmin:
             return dict(zip(chunk, singles, strict=True))
 
         return await self._by_coordinator(groups, call, "OffsetFetch")
+
+    async def delete_groups(self, groups: Collection[str]) -> GroupResults[bool]:
+        """Delete groups (they must have no members): one DeleteGroups per coordinator.
+
+        Not used by sampling; the demo, tests and benchmarks use it to clean up what they seeded.
+        """
+
+        async def call(node: int, chunk: list[str]) -> dict[str, bool | _Retry | str]:
+            response = await self.send(node, self._request(DELETE_GROUPS, lambda v: {"groups_names": chunk}))
+            out: dict[str, bool | _Retry | str] = {}
+            for r in response.body["results"]:
+                code = r["error_code"]
+                if code in codes.COORDINATOR_RETRIABLE:
+                    out[r["group_id"]] = _Retry(error_name(code))
+                elif code in (codes.NONE, codes.GROUP_ID_NOT_FOUND):
+                    out[r["group_id"]] = code == codes.NONE
+                else:
+                    out[r["group_id"]] = f"cannot delete group {r['group_id']}: {error_name(code)}"
+            return out
+
+        return await self._by_coordinator(groups, call, "DeleteGroups")
 
     # -- topics and offsets --------------------------------------------------------------------
 
@@ -643,6 +677,7 @@ class KafkaAdmin:
                         reasons[tp] = str(outcome)
                     unreachable.update(by_leader[node])
                     retry.extend(by_leader[node])
+                    self.stats.retried("ListOffsets", "LEADER_UNREACHABLE", len(by_leader[node]))
                     continue
                 if isinstance(outcome, BaseException):
                     raise outcome
@@ -654,6 +689,7 @@ class KafkaAdmin:
                     elif code in codes.LEADER_RETRIABLE:
                         reasons[tp] = error_name(code)
                         retry.append(tp)
+                        self.stats.retried("ListOffsets", error_name(code))
                     else:
                         result.errors[tp] = error_name(code)
                 for tp in by_leader[node]:

@@ -183,6 +183,16 @@ def _describe_groups(v: int, d: _Dialect) -> tuple[Schema, Schema]:
 DESCRIBE_GROUPS = Api("DescribeGroups", 15, 1, 6, 5, _describe_groups)
 
 
+def _delete_groups(v: int, d: _Dialect) -> tuple[Schema, Schema]:
+    request = d.struct(("groups_names", d.array(d.string())))
+    result = d.struct(("group_id", d.string()), ("error_code", Int16))
+    response = d.struct(("throttle_time_ms", Int32), ("results", d.array(result)))
+    return request, response
+
+
+DELETE_GROUPS = Api("DeleteGroups", 42, 0, 2, 2, _delete_groups)
+
+
 def _offset_fetch(v: int, d: _Dialect) -> tuple[Schema, Schema]:
     topic_request = d.struct(("name", d.string()), ("partition_indexes", d.array(Int32)))
     group_request = d.struct(
@@ -406,6 +416,7 @@ class WireRequest:
 
 
 __all__ = [
+    "DELETE_GROUPS",
     "DESCRIBE_GROUPS",
     "FIND_COORDINATOR",
     "LATEST_TIMESTAMP",

@@ -13,16 +13,24 @@ from dataclasses import dataclass, field
 
 @dataclass
 class RequestStats:
-    """Requests sent and failed, by API name (``OffsetFetch``, ``ListOffsets``...)."""
+    """Requests sent and failed, by API name (``OffsetFetch``, ``ListOffsets``...).
+
+    ``retries`` counts work redone after a recoverable answer, keyed ``"API:REASON"`` (e.g.
+    ``"OffsetFetch:NOT_COORDINATOR"``): how often coordinators moved or leaders changed under us.
+    """
 
     requests: Counter[str] = field(default_factory=Counter)
     failures: Counter[str] = field(default_factory=Counter)
+    retries: Counter[str] = field(default_factory=Counter)
 
     def sent(self, api: str) -> None:
         self.requests[api] += 1
 
     def failed(self, api: str) -> None:
         self.failures[api] += 1
+
+    def retried(self, api: str, reason: str, count: int = 1) -> None:
+        self.retries[f"{api}:{reason}"] += count
 
     @property
     def total(self) -> int:

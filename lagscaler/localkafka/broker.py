@@ -107,6 +107,10 @@ class BrokerConfig:
     gets its own free port and appears in :meth:`LocalBroker.address`. ``extra_properties`` are
     appended to ``server.properties`` (``{workdir}`` is replaced by the work directory), and
     ``format_args`` are passed to ``kafka-storage format`` (e.g. ``--add-scram``).
+
+    A broker is its own controller unless ``controller`` names one (``<id>@host:port``): then it
+    runs as a broker-only node ``node_id`` of that cluster (same ``cluster_id``) — see
+    :meth:`LocalBroker.joining`, which is how tests get a second broker and a second coordinator.
     """
 
     extra_listeners: Mapping[str, str] = field(default_factory=dict)
@@ -115,6 +119,9 @@ class BrokerConfig:
     heap: str = "512m"
     log_level: str = "WARN"
     start_timeout: float = 90.0
+    node_id: int = 1
+    cluster_id: str | None = None
+    controller: str | None = None
 
 
 class LocalBroker:
@@ -136,6 +143,9 @@ class LocalBroker:
             self.ports[name] = free_port()
         self._process: subprocess.Popen[bytes] | None = None
         self._formatted = False
+        self.cluster_id = self.config.cluster_id or base64.urlsafe_b64encode(
+            uuid.uuid4().bytes
+        ).decode().rstrip("=")
 
     # -- addresses -------------------------------------------------------------------------------
 
@@ -171,12 +181,17 @@ class LocalBroker:
 
     def _write_config(self) -> Path:
         protocols = {"PLAINTEXT": "PLAINTEXT", "CONTROLLER": "PLAINTEXT", **self.config.extra_listeners}
-        listeners = ",".join(f"{n}://127.0.0.1:{p}" for n, p in self.ports.items())
+        joining = self.config.controller is not None
+        listeners = ",".join(
+            f"{n}://127.0.0.1:{p}" for n, p in self.ports.items() if not (joining and n == "CONTROLLER")
+        )
         advertised = ",".join(f"{n}://127.0.0.1:{p}" for n, p in self.ports.items() if n != "CONTROLLER")
+        node = self.config.node_id
         props = {
-            "process.roles": "broker,controller",
-            "node.id": "1",
-            "controller.quorum.voters": f"1@127.0.0.1:{self.ports['CONTROLLER']}",
+            "process.roles": "broker" if joining else "broker,controller",
+            "node.id": str(node),
+            "controller.quorum.voters": self.config.controller
+            or f"{node}@127.0.0.1:{self.ports['CONTROLLER']}",
             "listeners": listeners,
             "advertised.listeners": advertised,
             "controller.listener.names": "CONTROLLER",
@@ -213,10 +228,8 @@ class LocalBroker:
         ]
 
     def _format(self, properties: Path) -> None:
-        cid = base64.urlsafe_b64encode(uuid.uuid4().bytes).decode().rstrip("=")
-        cmd = self._jvm(
-            "kafka.tools.StorageTool", "format", "-t", cid, "-c", str(properties), *self.config.format_args
-        )
+        args = ["format", "-t", self.cluster_id, "-c", str(properties), *self.config.format_args]
+        cmd = self._jvm("kafka.tools.StorageTool", *args)
         result = subprocess.run(cmd, capture_output=True, text=True, check=False)
         if result.returncode != 0:
             raise BrokerError(f"formatting Kafka storage failed: {(result.stdout + result.stderr).strip()}")
@@ -283,6 +296,23 @@ class LocalBroker:
             with contextlib.suppress(ProcessLookupError):
                 os.killpg(process.pid, signal.SIGKILL)
             process.wait()
+
+    def joining(self, node_id: int, *, heap: str | None = None) -> LocalBroker:
+        """A broker-only node ``node_id`` that joins this broker's cluster (this node stays the controller).
+
+        It shares this broker's extra properties and listeners; start it after this one.
+        """
+        config = BrokerConfig(
+            extra_listeners=self.config.extra_listeners,
+            extra_properties=self.config.extra_properties,
+            heap=heap or self.config.heap,
+            log_level=self.config.log_level,
+            start_timeout=self.config.start_timeout,
+            node_id=node_id,
+            cluster_id=self.cluster_id,
+            controller=f"{self.config.node_id}@127.0.0.1:{self.ports['CONTROLLER']}",
+        )
+        return LocalBroker(config, distribution=self.distribution)
 
     def close(self) -> None:
         """Stop the broker and remove its work directory if we created it."""

@@ -1,1 +1,6 @@
-"""The lag sampler: an asyncio loop that turns batched Kafka admin requests into signals."""
+"""The lag sampler: batched Kafka requests per cycle → a :class:`~lagscaler.signals.Snapshot`."""
+
+from lagscaler.sampler.sampler import SampleFailed, Sampler
+from lagscaler.sampler.settings import SamplerConfigError, SamplerSettings
+
+__all__ = ["SampleFailed", "Sampler", "SamplerConfigError", "SamplerSettings"]

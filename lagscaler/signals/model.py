@@ -41,7 +41,9 @@ class PartitionSample:
     messages per second over the last sample interval and are ``None`` until two samples exist.
     ``lag_seconds`` is how far behind the newest message the committed offset is, in time; when the
     committed offset is older than the sampler's history, ``lag_seconds`` is a lower bound and
-    ``lag_seconds_lower_bound`` says so.
+    ``lag_seconds_lower_bound`` says so. ``owner`` is the member id of the group member the
+    partition is assigned to (``None``: nobody holds it); ``owner_client_id``/``owner_host`` are
+    that member's client id and host, as ``kafka-consumer-groups --describe`` shows them.
     """
 
     topic: str
@@ -55,6 +57,8 @@ class PartitionSample:
     consume_rate: float | None = None
     status: PartitionStatus = PartitionStatus.UNKNOWN
     owner: str | None = None
+    owner_client_id: str | None = None
+    owner_host: str | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -63,6 +67,9 @@ class GroupSample:
 
     ``sampled_at`` is wall-clock Unix time in seconds. ``stale`` is set when the last cycle failed
     and this is the previous good sample kept in its place; ``error`` then names the failure.
+    ``found`` is false for a group Kafka does not know (never existed, or deleted): such a sample has
+    no partitions. ``warnings`` name partial problems of a good sample (e.g. a partition whose end
+    offset could not be read this cycle and is therefore left out).
     """
 
     group: str
@@ -72,6 +79,8 @@ class GroupSample:
     partitions: tuple[PartitionSample, ...] = ()
     stale: bool = False
     error: str | None = None
+    found: bool = True
+    warnings: tuple[str, ...] = ()
 
     @property
     def total_lag(self) -> int:
@@ -81,12 +90,18 @@ class GroupSample:
 
 @dataclass(frozen=True, slots=True)
 class Snapshot:
-    """The result of one sample cycle over all configured groups."""
+    """The result of one sample cycle over all configured groups.
+
+    ``duration`` is how long the cycle took (seconds); ``requests`` counts the Kafka requests it
+    sent, by API name — what the "cheap at hundreds of groups" claim is measured with.
+    """
 
     sampled_at: float
     groups: tuple[GroupSample, ...] = field(default_factory=tuple)
     stale: bool = False
     error: str | None = None
+    duration: float | None = None
+    requests: tuple[tuple[str, int], ...] = ()
 
     def group(self, name: str) -> GroupSample | None:
         """The named group's sample, or ``None`` when it was not sampled."""

@@ -16,7 +16,7 @@ recreated, or truncated): its table and the history of every group on it start o
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Collection, Sequence
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -91,8 +91,14 @@ class SignalTracker:
         end: IntArray,
         owned: BoolArray,
         now: float,
+        *,
+        keep: Collection[GroupPartition] = (),
     ) -> Signals:
-        """Record one cycle (keys distinct; ``committed`` −1 = no commit) and derive the signals."""
+        """Record one cycle (keys distinct; ``committed`` −1 = no commit) and derive the signals.
+
+        History of keys neither given nor in ``keep`` is forgotten. ``keep`` is for partitions that
+        could not be sampled this cycle (their group's coordinator did not answer) but still exist.
+        """
         committed = np.asarray(committed, dtype=np.int64)
         end = np.asarray(end, dtype=np.int64)
         owned = np.asarray(owned, dtype=np.bool_)
@@ -101,9 +107,10 @@ class SignalTracker:
             raise ValueError("keys, committed, end and owned must have the same length")
 
         # Forget what is no longer sampled, then find (or allocate) rows for what is.
-        self._history.clear(self._groups.retain(keys))
+        self._history.clear(self._groups.retain([*keys, *keep]))
         partition_keys = list(dict.fromkeys((topic, partition) for _, topic, partition in keys))
-        self._tables.clear(self._partitions.retain(partition_keys))
+        kept_partitions = [(topic, partition) for _, topic, partition in keep]
+        self._tables.clear(self._partitions.retain([*partition_keys, *kept_partitions]))
         rows, new_rows = self._groups.assign(keys)
         self._history.ensure_rows(self._groups.capacity)
         self._history.clear(new_rows)

@@ -1,0 +1,83 @@
+"""A broker that goes away: the cycle fails visibly, the last snapshot is kept (stale), nothing crashes.
+
+This test stops and restarts a broker, so it runs its own (the session broker is shared).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+
+import pytest
+
+from lagscaler.kafka import KafkaSettings
+from lagscaler.kafka.seed import commit, create_topics, produce
+from lagscaler.localkafka import LocalBroker
+from lagscaler.sampler import SampleFailed, Sampler, SamplerSettings
+from lagscaler.signals import Snapshot
+
+pytestmark = [pytest.mark.kafka, pytest.mark.slow]
+
+
+async def test_outage_keeps_a_stale_snapshot_and_recovers_after_restart(unique: str) -> None:
+    broker = LocalBroker()
+    await asyncio.to_thread(broker.start)
+    try:
+        settings = KafkaSettings(bootstrap=(broker.bootstrap,), request_timeout=3.0)
+        topic, group = f"{unique}-t", f"{unique}-g"
+        await create_topics(settings, {topic: 2})
+        await produce(settings, {(topic, 0): 8, (topic, 1): 4})
+        await commit(settings, group, {(topic, 0): 3, (topic, 1): 4})
+
+        async with Sampler(settings, SamplerSettings(groups=(group,), cycle_timeout=10)) as sampler:
+            good = await sampler.sample()
+            assert good.groups[0].total_lag == 5
+
+            # Stopped, not killed: to the sampler it is gone either way, and a cleanly stopped
+            # broker restarts in half the time (no log recovery), which keeps the suite fast.
+            await asyncio.to_thread(broker.stop)
+            started = time.monotonic()
+            with pytest.raises(SampleFailed) as caught:
+                await sampler.sample()
+            assert time.monotonic() - started < 10
+            assert "\n" not in str(caught.value)
+            stale = sampler.latest
+            assert stale is not None
+            assert (stale.stale, stale.error) == (True, str(caught.value))
+            assert stale.groups[0].partitions == good.groups[0].partitions  # the last good numbers
+            assert stale.groups[0].stale
+            assert sampler.failures == 1
+
+            # The service loop lives through the outage, handing out the stale snapshot.
+            seen: list[Snapshot] = []
+            three = asyncio.Event()
+
+            def collect(snapshot: Snapshot) -> None:
+                seen.append(snapshot)
+                if len(seen) >= 3:
+                    three.set()
+
+            task = asyncio.create_task(sampler.run(interval=0.1, on_snapshot=collect))
+            try:
+                await asyncio.wait_for(three.wait(), 30)
+                assert not task.done()
+                assert all(s.stale for s in seen)
+            finally:
+                task.cancel()
+                await asyncio.gather(task, return_exceptions=True)
+
+            await asyncio.to_thread(broker.start)  # same ports, same data
+            recovered = None
+            for _ in range(20):  # the restarted broker loads the group before it serves it
+                try:
+                    recovered = await sampler.sample()
+                    break
+                except SampleFailed:
+                    await asyncio.sleep(0.5)
+            assert recovered is not None
+            assert not recovered.stale
+            assert recovered.groups[0].total_lag == 5
+            assert recovered.groups[0].partitions[0].produce_rate == 0.0  # history survived the outage
+    finally:
+        broker.kill()
+        broker.close()
