@@ -6,6 +6,7 @@ caches' clocks are fakes, so expiry is tested without sleeping.
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import AsyncIterator
 from pathlib import Path
 
@@ -160,3 +161,24 @@ def test_request_attributes_follow_the_apiserver_request_info_rules() -> None:
     )
     core = request_attributes("GET", "/api/v1/namespaces/kube-system/configmaps", {}, user)
     assert (core.group, core.version, core.resource, core.verb) == ("", "v1", "configmaps", "list")
+
+
+async def test_a_burst_of_identical_misses_costs_one_review(standin: KubeApiStandIn) -> None:
+    standin.allow("fay")
+    standin.tokens["tok"] = ReviewedUser("fay")
+    client = await kube_api_client(standin.directory / "standin.kubeconfig")
+    assert client is not None
+    try:
+        authz = Authorizer(KubeAccessReviewer(client))
+        authn = Authenticator(AuthenticationSource(AuthenticationFlags()), KubeTokenReviewer(client))
+        path = "/apis/external.metrics.k8s.io/v1beta1/namespaces/ns/m"
+        decisions = await asyncio.gather(
+            *(authz.authorize(request_attributes("GET", path, {}, ReviewedUser("fay"))) for _ in range(20))
+        )
+        assert all(d.allowed for d in decisions)
+        assert len(standin.access_reviews) == 1
+        identities = await asyncio.gather(*(authn.authenticate(None, _headers("tok")) for _ in range(20)))
+        assert {i.user.name for i in identities} == {"fay"}
+        assert len(standin.token_reviews) == 1
+    finally:
+        await client.close()

@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import asyncio
 import datetime as dt
+import functools
 import hashlib
 import json
 import logging
@@ -38,7 +39,7 @@ from lagscaler.api.authz import Authorizer, request_attributes
 from lagscaler.api.cache import SERVED_METRICS, MetricsCache
 from lagscaler.api.health import HealthChecks
 from lagscaler.api.quantity import format_quantity
-from lagscaler.api.selector import SelectorError, parse_selector
+from lagscaler.api.selector import Selector, SelectorError, parse_selector
 from lagscaler.kube import KubeReviewError
 from lagscaler.observability import METRICS_KEY, ServiceMetrics
 
@@ -139,6 +140,13 @@ def _negotiate(request: web.Request) -> web.Response | None:
     return status_response(406, f"only application/json is served; Accept was {accept[:200]!r}")
 
 
+@functools.lru_cache(maxsize=1024)
+def _parse_selector_cached(text: str) -> Selector:
+    """The HPA sends the same few selectors every sync: parse each once (errors are not cached)."""
+    return parse_selector(text)
+
+
+@functools.lru_cache(maxsize=4096)
 def _rfc3339(timestamp: float) -> str:
     return dt.datetime.fromtimestamp(timestamp, dt.UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
 
@@ -201,7 +209,7 @@ async def _metric_values(request: web.Request) -> web.Response:
         )
     selector_text = request.query.get("labelSelector", "")
     try:
-        selector = parse_selector(selector_text)
+        selector = _parse_selector_cached(selector_text)
     except SelectorError as exc:
         return status_response(400, f"invalid labelSelector {selector_text[:200]!r}: {exc}", details=details)
     cache = request.app[CACHE_KEY]

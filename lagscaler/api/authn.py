@@ -38,7 +38,7 @@ from cryptography.hazmat.primitives import hashes
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 from multidict import CIMultiDictProxy
 
-from lagscaler.api.reviewcache import TTLCache
+from lagscaler.api.reviewcache import SingleFlight, TTLCache
 from lagscaler.errors import UserError
 from lagscaler.kube import ExtensionAuthentication, KubeReviewError, ReviewedUser, TokenReviewer
 from lagscaler.observability import ServiceMetrics
@@ -354,6 +354,7 @@ class Authenticator:
         self._metrics = metrics
         self._token_ttl = token_ttl_seconds
         self._token_cache: TTLCache[bytes, _TokenAnswer] = TTLCache(cache_entries, clock)
+        self._inflight: SingleFlight[bytes, _TokenAnswer] = SingleFlight()
         self._facts = _FactsCache(source.config)
         self._facts_max = 1024
 
@@ -446,13 +447,18 @@ class Authenticator:
             self._count("hit")
             return cached.user
         self._count("miss")
+        reviewer = self._tokens
+
+        async def review() -> _TokenAnswer:
+            answer = _TokenAnswer(await reviewer.review_token(token))
+            self._token_cache.put(key, answer, self._token_ttl)
+            return answer
+
         try:
-            user = await self._tokens.review_token(token)
+            return (await self._inflight.run(key, review)).user
         except KubeReviewError as exc:
             _log.warning("TokenReview failed: %s", exc)
             raise AuthenticationFailed("token-review-error", str(exc)) from exc
-        self._token_cache.put(key, _TokenAnswer(user), self._token_ttl)
-        return user
 
     def _count(self, result: str) -> None:
         if self._metrics is not None:

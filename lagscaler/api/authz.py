@@ -23,7 +23,7 @@ import logging
 import time
 from collections.abc import Callable, Mapping
 
-from lagscaler.api.reviewcache import TTLCache
+from lagscaler.api.reviewcache import SingleFlight, TTLCache
 from lagscaler.kube import AccessDecision, AccessRequest, AccessReviewer, ReviewedUser
 from lagscaler.observability import ServiceMetrics
 
@@ -130,6 +130,7 @@ class Authorizer:
         self._ttl_allowed = allowed_ttl_seconds
         self._ttl_denied = denied_ttl_seconds
         self._cache: TTLCache[tuple[object, ...], AccessDecision] = TTLCache(cache_entries, clock)
+        self._inflight: SingleFlight[tuple[object, ...], AccessDecision] = SingleFlight()
 
     async def authorize(self, request: AccessRequest) -> AccessDecision:
         if self.always_allow:
@@ -146,9 +147,14 @@ class Authorizer:
             self._count("hit")
             return cached
         self._count("miss")
-        decision = await self._reviewer.review_access(request)
-        self._cache.put(key, decision, self._ttl_allowed if decision.allowed else self._ttl_denied)
-        return decision
+        reviewer = self._reviewer
+
+        async def review() -> AccessDecision:
+            decision = await reviewer.review_access(request)
+            self._cache.put(key, decision, self._ttl_allowed if decision.allowed else self._ttl_denied)
+            return decision
+
+        return await self._inflight.run(key, review)
 
     def _count(self, result: str) -> None:
         if self._metrics is not None:

@@ -7,12 +7,13 @@ Bounded (least recently used entries go first) so a flood of distinct tokens can
 
 from __future__ import annotations
 
+import asyncio
 import time
 from collections import OrderedDict
-from collections.abc import Callable, Hashable
+from collections.abc import Awaitable, Callable, Hashable
 from typing import Generic, TypeVar
 
-__all__ = ["TTLCache"]
+__all__ = ["SingleFlight", "TTLCache"]
 
 K = TypeVar("K", bound=Hashable)
 V = TypeVar("V")
@@ -47,3 +48,32 @@ class TTLCache(Generic[K, V]):
 
     def __len__(self) -> int:
         return len(self._entries)
+
+
+class SingleFlight(Generic[K, V]):
+    """Concurrent lookups of one key share one call: a burst of cache misses costs one review.
+
+    The call runs as its own task, so a caller that gives up (its request was cancelled) does not
+    cancel the review for the others waiting on it.
+    """
+
+    def __init__(self) -> None:
+        self._inflight: dict[K, asyncio.Task[V]] = {}
+
+    async def run(self, key: K, call: Callable[[], Awaitable[V]]) -> V:
+        task = self._inflight.get(key)
+        if task is None:
+
+            async def wrapped() -> V:
+                return await call()
+
+            task = asyncio.create_task(wrapped())
+            self._inflight[key] = task
+            task.add_done_callback(lambda done: self._finished(key, done))
+        return await asyncio.shield(task)
+
+    def _finished(self, key: K, task: asyncio.Task[V]) -> None:
+        if self._inflight.get(key) is task:
+            del self._inflight[key]
+        if not task.cancelled():
+            task.exception()  # retrieved: nobody may be left to await it
