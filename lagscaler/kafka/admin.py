@@ -198,11 +198,15 @@ def _capture_client_errors() -> Iterator[list[str]]:
 
     handler = _Collect(level=logging.WARNING)
     logger = logging.getLogger("aiokafka")
+    level = logger.level
+    if logger.getEffectiveLevel() > logging.WARNING:  # quieted (the CLI does): still create the records
+        logger.setLevel(logging.WARNING)
     logger.addHandler(handler)
     try:
         yield seen
     finally:
         logger.removeHandler(handler)
+        logger.setLevel(level)
 
 
 # --- the admin ----------------------------------------------------------------------------------

@@ -1,0 +1,229 @@
+"""``lagscaler lag``: a one-shot (or repeated) consumer-group lag report, as a table or as JSON.
+
+The connection flags (``--bootstrap-server`` and the TLS/SASL ones) are defined once here —
+:func:`add_kafka_arguments` and :func:`kafka_settings_from_args` — for every command that talks
+to Kafka. Secrets come from files (``--sasl-password-file``) or the environment
+(``LAGSCALER_SASL_PASSWORD``), never from a flag, so they stay out of shell history and ``ps``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import logging
+import os
+import sys
+from pathlib import Path
+
+from lagscaler.errors import UserError
+from lagscaler.kafka import (
+    KafkaSettings,
+    SaslMechanism,
+    SaslSettings,
+    Secret,
+    SecurityProtocol,
+    TlsSettings,
+)
+from lagscaler.observability.logging import configure_logging
+from lagscaler.sampler import SampleFailed, Sampler, SamplerSettings
+from lagscaler.signals.model import Snapshot
+from lagscaler.signals.report import render_table, snapshot_json
+
+PASSWORD_ENV = "LAGSCALER_SASL_PASSWORD"
+USERNAME_ENV = "LAGSCALER_SASL_USERNAME"
+KEY_PASSWORD_ENV = "LAGSCALER_SSL_KEY_PASSWORD"
+
+
+def _positive(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a number of seconds, got {text!r}") from None
+    if not value > 0:
+        raise argparse.ArgumentTypeError(f"must be positive, got {text}")
+    return value
+
+
+def _count(text: str) -> int:
+    if not text.isdigit() or int(text) < 1:
+        raise argparse.ArgumentTypeError(f"expected a whole number ≥ 1, got {text!r}")
+    return int(text)
+
+
+def add_kafka_arguments(parser: argparse.ArgumentParser) -> None:
+    """The flags that say how to reach and authenticate to a Kafka cluster."""
+    kafka = parser.add_argument_group("Kafka connection")
+    kafka.add_argument("--bootstrap-server", required=True, metavar="HOST:PORT[,HOST:PORT...]")
+    kafka.add_argument(
+        "--client-id", default="lagscaler", help="client id shown in broker logs (default: %(default)s)"
+    )
+    kafka.add_argument(
+        "--timeout",
+        type=_positive,
+        default=10.0,
+        metavar="SECONDS",
+        help="bound on each Kafka request, connecting included (default: %(default)s)",
+    )
+    kafka.add_argument(
+        "--security-protocol",
+        choices=[p.value for p in SecurityProtocol],
+        default=SecurityProtocol.PLAINTEXT.value,
+    )
+    kafka.add_argument("--ssl-cafile", type=Path, metavar="FILE", help="CA certificates (PEM) to trust")
+    kafka.add_argument(
+        "--ssl-certfile", type=Path, metavar="FILE", help="client certificate (PEM), for mutual TLS"
+    )
+    kafka.add_argument("--ssl-keyfile", type=Path, metavar="FILE", help="client private key (PEM)")
+    kafka.add_argument(
+        "--ssl-key-password-file",
+        type=Path,
+        metavar="FILE",
+        help=f"passphrase of the client key (or ${KEY_PASSWORD_ENV})",
+    )
+    kafka.add_argument(
+        "--ssl-no-check-hostname", action="store_true", help="accept a broker certificate for another name"
+    )
+    kafka.add_argument("--sasl-mechanism", choices=[m.value for m in SaslMechanism])
+    kafka.add_argument("--sasl-username", metavar="NAME", help=f"(or ${USERNAME_ENV})")
+    kafka.add_argument(
+        "--sasl-password-file",
+        type=Path,
+        metavar="FILE",
+        help=f"file holding the SASL password (or ${PASSWORD_ENV})",
+    )
+
+
+def kafka_settings_from_args(args: argparse.Namespace) -> KafkaSettings:
+    """Validated connection settings from :func:`add_kafka_arguments` flags and the environment."""
+    protocol = SecurityProtocol(args.security_protocol)
+    tls_flags = (args.ssl_cafile, args.ssl_certfile, args.ssl_keyfile, args.ssl_key_password_file)
+    tls = None
+    if protocol.uses_tls or any(tls_flags) or args.ssl_no_check_hostname:
+        key_password = None
+        if args.ssl_key_password_file is not None:
+            key_password = Secret.from_file(args.ssl_key_password_file)
+        elif os.environ.get(KEY_PASSWORD_ENV):
+            key_password = Secret.from_env(KEY_PASSWORD_ENV)
+        tls = TlsSettings(
+            cafile=args.ssl_cafile,
+            certfile=args.ssl_certfile,
+            keyfile=args.ssl_keyfile,
+            key_password=key_password,
+            check_hostname=not args.ssl_no_check_hostname,
+        )
+    sasl = None
+    username = args.sasl_username or os.environ.get(USERNAME_ENV)
+    if protocol.uses_sasl or args.sasl_mechanism or args.sasl_username or args.sasl_password_file:
+        if not args.sasl_mechanism:
+            raise UserError("SASL needs --sasl-mechanism (PLAIN, SCRAM-SHA-256 or SCRAM-SHA-512)")
+        if args.sasl_password_file is not None:
+            password = Secret.from_file(args.sasl_password_file)
+        elif os.environ.get(PASSWORD_ENV) is not None:
+            password = Secret.from_env(PASSWORD_ENV)
+        else:
+            raise UserError(f"SASL needs a password: --sasl-password-file FILE or ${PASSWORD_ENV}")
+        sasl = SaslSettings(SaslMechanism(args.sasl_mechanism), username or "", password)
+    return KafkaSettings(
+        bootstrap=args.bootstrap_server,
+        client_id=args.client_id,
+        request_timeout=args.timeout,
+        security_protocol=protocol,
+        tls=tls,
+        sasl=sasl,
+    )
+
+
+def quiet_logs() -> None:
+    """A report command writes its report to stdout and its one error line to stderr, nothing else.
+
+    The sampler logs a failed cycle as a warning and aiokafka logs connection trouble at ERROR on its
+    own; the CLI reports the failure once, as one line, so both are kept below the surface (and
+    always away from stdout, where ``--output json`` must stay machine-readable).
+    """
+    configure_logging(level="critical", fmt="console", stream=sys.stderr)
+    logger = logging.getLogger("aiokafka")
+    logger.propagate = False
+    if not any(isinstance(h, logging.NullHandler) for h in logger.handlers):
+        logger.addHandler(logging.NullHandler())
+
+
+def _sampler_settings(args: argparse.Namespace) -> SamplerSettings:
+    if args.all_groups and args.group:
+        raise UserError("give either --group or --all-groups, not both")
+    if not args.all_groups and not args.group:
+        raise UserError("name the consumer groups with --group G (repeatable) or use --all-groups")
+    if args.count is not None and args.watch is None and args.count != 1:
+        raise UserError("--count needs --watch SECONDS (the time between samples)")
+    return SamplerSettings(
+        groups=tuple(args.group or ()),
+        all_groups=args.all_groups,
+        topics=tuple(args.topic or ()),
+        interval=args.watch or 1.0,
+        cycle_timeout=3 * args.timeout,
+    )
+
+
+def _print(snapshot: Snapshot, output: str) -> None:
+    if output == "json":
+        print(json.dumps(snapshot_json(snapshot)), flush=True)
+    else:
+        print(render_table(snapshot), flush=True)
+
+
+async def _report(kafka: KafkaSettings, settings: SamplerSettings, args: argparse.Namespace) -> int:
+    count = args.count or (1 if args.watch is None else None)
+    printed = failures = 0
+    async with Sampler(kafka, settings) as sampler:
+        while count is None or printed + failures < count:
+            started = asyncio.get_running_loop().time()
+            try:
+                snapshot = await sampler.sample()
+            except SampleFailed as exc:
+                if printed == 0:
+                    raise UserError(str(exc), exit_code=1) from None
+                failures += 1  # while watching, report and keep watching
+                print(f"lagscaler: warning: {exc}", file=sys.stderr, flush=True)
+            else:
+                if printed == 0:
+                    missing = [g.group for g in snapshot.groups if not g.found]
+                    if missing and not settings.all_groups:
+                        names = ", ".join(f"'{g}'" for g in missing)
+                        raise UserError(f"consumer group {names} does not exist", exit_code=1)
+                if printed and args.output == "table":
+                    print()
+                _print(snapshot, args.output)
+                printed += 1
+            if count is None or printed + failures < count:
+                elapsed = asyncio.get_running_loop().time() - started
+                await asyncio.sleep(max(0.0, settings.interval - elapsed))
+    return 1 if failures else 0
+
+
+def run_lag(args: argparse.Namespace) -> int:
+    kafka = kafka_settings_from_args(args)
+    settings = _sampler_settings(args)
+    quiet_logs()
+    return asyncio.run(_report(kafka, settings, args))
+
+
+def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    parser = subparsers.add_parser(
+        "lag",
+        help="report consumer-group lag, like kafka-consumer-groups --describe plus rates and lag seconds",
+        description=(
+            "Sample consumer-group lag once, or every --watch SECONDS. Rates and lag in seconds need two "
+            "samples, so they are null (-) in a one-shot report. Partitions a group has never committed on "
+            "are listed with no committed offset and are not counted in the group's lag."
+        ),
+    )
+    add_kafka_arguments(parser)
+    what = parser.add_argument_group("what to sample")
+    what.add_argument("--group", action="append", metavar="GROUP", help="a consumer group (repeatable)")
+    what.add_argument("--all-groups", action="store_true", help="every consumer group of the cluster")
+    what.add_argument("--topic", action="append", metavar="TOPIC", help="only these topics (repeatable)")
+    out = parser.add_argument_group("output")
+    out.add_argument("--output", choices=["table", "json"], default="table")
+    out.add_argument("--watch", type=_positive, metavar="SECONDS", help="sample again every SECONDS")
+    out.add_argument("--count", type=_count, metavar="N", help="stop after N samples (with --watch)")
+    parser.set_defaults(handler=run_lag)
