@@ -361,3 +361,14 @@ async def test_prometheus_endpoint_reports_api_latency_and_auth_failures(api: Ap
         in text
     )
     assert 'lagscaler_api_auth_failures_total{reason="anonymous"} 1.0' in text
+
+
+async def test_a_repeated_answer_turns_stale_on_time(api: Api) -> None:
+    path, selector = f"{GV}/namespaces/shop/{DESIRED_REPLICAS}", f"{WORKLOAD_LABEL}=orders"
+    for _ in range(2):  # the second answer may be the remembered one
+        status, _, _ = await api.get(path, labelSelector=selector)
+        assert status == 200
+    api.clock.now = T0 + 60.5
+    status, body, _ = await api.get(path, labelSelector=selector)
+    assert status == 503
+    assert "shop/orders" in body["message"]

@@ -193,6 +193,32 @@ async def _api_resource_list(request: web.Request) -> web.Response:
 # ------------------------------------------------------------------------------------ metric values
 
 
+class _Answers:
+    """Rendered answers for the current snapshot: the HPA repeats the same request every sync.
+
+    An entry is valid until the snapshot changes or a workload in it turns stale, so a memoized
+    answer is always the answer that would be computed now.
+    """
+
+    _MAX = 1024
+
+    def __init__(self) -> None:
+        self.snapshot: object = None
+        self.entries: dict[tuple[str, str, str], tuple[bytes, float]] = {}
+
+    def reset(self, snapshot: object) -> None:
+        self.snapshot = snapshot
+        self.entries = {}
+
+    def remember(self, key: tuple[str, str, str], body: bytes, valid_until: float) -> None:
+        if len(self.entries) >= self._MAX:
+            self.entries.clear()
+        self.entries[key] = (body, valid_until)
+
+
+_ANSWERS_KEY = web.AppKey("answers", _Answers)
+
+
 async def _metric_values(request: web.Request) -> web.Response:
     if (refusal := _negotiate(request)) is not None:
         return refusal
@@ -215,6 +241,13 @@ async def _metric_values(request: web.Request) -> web.Response:
     cache = request.app[CACHE_KEY]
     snapshot = cache.snapshot
     now = cache.now()
+    answers = request.app[_ANSWERS_KEY]
+    key = (namespace, metric, selector_text)
+    if answers.snapshot is not snapshot:
+        answers.reset(snapshot)
+    memo = answers.entries.get(key)
+    if memo is not None and now <= memo[1]:
+        return web.Response(body=memo[0], content_type="application/json")
     selection = snapshot.select(namespace, metric, selector, now)
     if not selection.namespace_known:
         return status_response(
@@ -250,9 +283,11 @@ async def _metric_values(request: web.Request) -> web.Response:
         if value.window_seconds is not None:
             item["window"] = value.window_seconds
         items.append(item)
-    return _json(
+    body = _dumps(
         {"kind": "ExternalMetricValueList", "apiVersion": GROUP_VERSION, "metadata": {}, "items": items}
     )
+    answers.remember(key, body, selection.fresh_until)
+    return web.Response(body=body, content_type="application/json")
 
 
 async def _not_found_in_group(request: web.Request) -> web.Response:
@@ -398,10 +433,16 @@ async def _error_middleware(
         response = status_response(500, "internal error; see the lagscaler log")
     route = request.match_info.route.resource
     template = route.canonical if route is not None else "unmatched"
-    request.app[METRICS_KEY].api_request_duration.labels(
-        template, request.method, str(response.status)
-    ).observe(time.perf_counter() - started)
+    _latency_child(request.app[METRICS_KEY], template, request.method, response.status).observe(
+        time.perf_counter() - started
+    )
     return response
+
+
+@functools.lru_cache(maxsize=512)
+def _latency_child(metrics: ServiceMetrics, route: str, method: str, code: int) -> Any:
+    """The histogram child for a label set (``labels()`` is a locked dict lookup; this is cheaper)."""
+    return metrics.api_request_duration.labels(route, method, str(code))
 
 
 # ------------------------------------------------------------------------------------------ factory
@@ -430,6 +471,7 @@ def create_app(
     app[LIVENESS_KEY] = liveness or HealthChecks()
     app[METRICS_KEY] = metrics
     app[_OPENAPI_KEY] = _openapi_views(load_openapi())
+    app[_ANSWERS_KEY] = _Answers()
     app.cleanup_ctx.extend(lifetimes)
     add = app.router.add_get
     add("/apis", _api_group_list)

@@ -428,11 +428,16 @@ class Authenticator:
         groups = tuple(value for header in front.group_headers for value in headers.getall(header, ()))
         uid = _first_header(headers, front.uid_headers) or ""
         extra: dict[str, list[str]] = {}
+        prefixes = tuple(prefix.lower() for prefix in front.extra_prefixes)
         for header, value in headers.items():
-            for prefix in front.extra_prefixes:
-                if header.lower().startswith(prefix.lower()) and len(header) > len(prefix):
+            lowered = header.lower()
+            if not lowered.startswith(prefixes):
+                continue
+            for prefix in prefixes:
+                if lowered.startswith(prefix) and len(header) > len(prefix):
                     key = unquote(header[len(prefix) :]).lower()
                     extra.setdefault(key, []).append(value)
+                    break
         user = ReviewedUser(
             name=name, uid=uid, groups=groups, extra={key: tuple(values) for key, values in extra.items()}
         )

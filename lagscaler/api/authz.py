@@ -19,6 +19,7 @@ without asking and is for local runs only.
 
 from __future__ import annotations
 
+import functools
 import logging
 import time
 from collections.abc import Callable, Mapping
@@ -47,38 +48,11 @@ _METHOD_VERBS = {
 
 def request_attributes(method: str, path: str, query: Mapping[str, str], user: ReviewedUser) -> AccessRequest:
     """The authorization attributes of a request, derived as kube-apiserver derives them."""
-    non_resource = AccessRequest(user=user, verb=method.lower(), path=path)
-    parts = [part for part in path.strip("/").split("/") if part] if path.strip("/") else []
-    if len(parts) < 3 or parts[0] not in _API_PREFIXES:
-        return non_resource
-    prefix, parts = parts[0], parts[1:]
-    group = ""
-    if prefix not in _GROUPLESS_PREFIXES:
-        if len(parts) < 3:
-            return non_resource
-        group, parts = parts[0], parts[1:]
-    version, parts = parts[0], parts[1:]
-    if parts[0] in _SPECIAL_VERBS:
-        if len(parts) < 2:
-            return non_resource  # the apiserver refuses these; nothing here serves them either
-        verb = parts[0]
-        parts = parts[1:]
-        via_path = True
-    else:
-        verb = _METHOD_VERBS.get(method.upper(), "")
-        via_path = False
-    namespace = ""
-    if parts and parts[0] == "namespaces" and len(parts) > 1:
-        namespace = parts[1]
-        if len(parts) > 2 and parts[2] not in _NAMESPACE_SUBRESOURCES:
-            parts = parts[2:]
-    resource = parts[0] if parts else ""
-    name = parts[1] if len(parts) >= 2 else ""
-    subresource = parts[2] if len(parts) >= 3 and not via_path else ""
-    if not name and verb == "get":
-        verb = "watch" if query.get("watch", "").lower() not in ("", "false", "0") else "list"
-    if not name and verb == "delete":
-        verb = "deletecollection"
+    watch = query.get("watch", "").lower() not in ("", "false", "0")
+    info = _resource_info(method, path, watch)
+    if info is None:
+        return AccessRequest(user=user, verb=method.lower(), path=path)
+    verb, resource, namespace, group, version, name, subresource = info
     return AccessRequest(
         user=user,
         verb=verb,
@@ -89,6 +63,47 @@ def request_attributes(method: str, path: str, query: Mapping[str, str], user: R
         name=name,
         subresource=subresource,
     )
+
+
+@functools.lru_cache(maxsize=4096)
+def _resource_info(method: str, path: str, watch: bool) -> tuple[str, str, str, str, str, str, str] | None:
+    """(verb, resource, namespace, group, version, name, subresource), or None for a non-resource path.
+
+    Memoized: the HPA asks for the same few paths every sync.
+    """
+    trimmed = path.strip("/")
+    parts = trimmed.split("/") if trimmed else []  # empty segments are kept, as in Go's strings.Split
+    if len(parts) < 3 or parts[0] not in _API_PREFIXES:
+        return None
+    prefix, parts = parts[0], parts[1:]
+    group = ""
+    if prefix not in _GROUPLESS_PREFIXES:
+        if len(parts) < 3:
+            return None
+        group, parts = parts[0], parts[1:]
+    version, parts = parts[0], parts[1:]
+    if parts[0] in _SPECIAL_VERBS:
+        if len(parts) < 2:
+            return None  # the apiserver refuses these; nothing here serves them either
+        verb = parts[0]
+        parts = parts[1:]
+        via_path = True
+    else:
+        verb = _METHOD_VERBS.get(method.upper(), "")
+        via_path = False
+    namespace = ""
+    if parts[0] == "namespaces" and len(parts) > 1:
+        namespace = parts[1]
+        if len(parts) > 2 and parts[2] not in _NAMESPACE_SUBRESOURCES:
+            parts = parts[2:]
+    resource = parts[0]
+    name = parts[1] if len(parts) >= 2 else ""
+    subresource = parts[2] if len(parts) >= 3 and not via_path else ""
+    if not name and verb == "get":
+        verb = "watch" if watch else "list"
+    if not name and verb == "delete":
+        verb = "deletecollection"
+    return verb, resource, namespace, group, version, name, subresource
 
 
 def _cache_key(request: AccessRequest) -> tuple[object, ...]:

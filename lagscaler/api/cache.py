@@ -114,6 +114,7 @@ class Selection:
     items: tuple[tuple[MetricValue, float], ...] = ()  # (value, sample time)
     unavailable: tuple[WorkloadMetrics, ...] = ()  # matched workloads that are stale with no fallback
     namespace_known: bool = True
+    fresh_until: float = math.inf  # when the first matched fresh workload turns stale (answer changes)
 
 
 @dataclass(frozen=True, slots=True)
@@ -152,11 +153,14 @@ class CacheSnapshot:
             return Selection(namespace_known=False)
         items: list[tuple[MetricValue, float]] = []
         unavailable: list[WorkloadMetrics] = []
+        fresh_until = math.inf
         for workload in workloads:
             matched = [v for v in workload.values if v.metric == metric and selector.matches(v.labels)]
             freshness = workload.freshness(now)
             if freshness is Freshness.FRESH:
                 items.extend((v, workload.sampled_at) for v in matched)
+                if matched:
+                    fresh_until = min(fresh_until, workload.sampled_at + workload.max_age_seconds)
                 continue
             served = [
                 v for v in workload.stale_values or () if v.metric == metric and selector.matches(v.labels)
@@ -166,7 +170,7 @@ class CacheSnapshot:
                     unavailable.append(workload)
                 continue
             items.extend((v, workload.sampled_at) for v in served)
-        return Selection(items=tuple(items), unavailable=tuple(unavailable))
+        return Selection(items=tuple(items), unavailable=tuple(unavailable), fresh_until=fresh_until)
 
 
 class MetricsCache:
