@@ -228,13 +228,9 @@ async def _bench(args: argparse.Namespace) -> int:
                             # server CPU per request: this process only serves while the generator runs
                             bucket["cpu"] += time.process_time() - cpu_before
                             bucket["requests"] += int(args.rate * (args.seconds + args.warmup))
-                            assert isinstance(bucket["latencies"], list) and isinstance(
-                                bucket["lateness"], list
-                            )
                             bucket["latencies"].extend(out["latencies"])
                             bucket["lateness"].extend(out["lateness"])
                             errors = bucket["errors"]
-                            assert isinstance(errors, dict)
                             for key, count in out["errors"].items():
                                 errors[key] = errors.get(key, 0) + count
                             print(
@@ -263,7 +259,8 @@ def _report(results: dict[str, dict[str, Any]], args: argparse.Namespace, sar_ca
             "cpu_us": 1e6 * bucket["cpu"] / max(1, bucket["requests"]),
         }
     print(
-        f"open loop, {args.rate:g} requests/s, {args.seconds:g} s x {args.rounds} rounds per target, TLS + front-proxy cert"
+        f"open loop, {args.rate:g} requests/s, {args.seconds:g} s x {args.rounds} rounds per target, "
+        f"{args.connections} TLS connections with the front-proxy certificate"
     )
     print(
         f"{'target':8}{'requests':>10}{'errors':>8}{'p50 ms':>9}{'p99 ms':>9}{'p99.9 ms':>10}{'mean ms':>9}"
