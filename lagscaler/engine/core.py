@@ -215,6 +215,13 @@ def _season(
 
 def decide(params: PolicyArrays, state: EngineState, obs: ObservationBatch) -> tuple[Decisions, EngineState]:
     """Decide replica counts for W workloads; pure and deterministic (same inputs, same outputs)."""
+    # Extreme inputs (a rate of 1e-300) overflow intermediate ratios to inf; every such ratio is
+    # guarded or clamped afterwards, so the warnings carry no information.
+    with np.errstate(over="ignore", divide="ignore", invalid="ignore"):
+        return _decide(params, state, obs)
+
+
+def _decide(params: PolicyArrays, state: EngineState, obs: ObservationBatch) -> tuple[Decisions, EngineState]:
     w = params.size
     now = _finite(obs.at, 0.0)
     first = ~state.initialized
@@ -370,8 +377,11 @@ def decide(params: PolicyArrays, state: EngineState, obs: ObservationBatch) -> t
     candidate = _clamp(candidate, lo, hi)
 
     dwell_up = params.startup + params.rebalance_stall + restore + slo
+    # A fresh engine (a restart) has no window behind it: like the HPA's initial recommendation, its
+    # first observation counts as a change, so the first scale-down waits a whole window.
+    down_since = np.where(first & usable, now, state.scaled_down_at)
     next_down = np.maximum(
-        np.maximum(state.scaled_up_at + dwell_up, state.scaled_down_at + params.down_stabilization),
+        np.maximum(state.scaled_up_at + dwell_up, down_since + params.down_stabilization),
         membership_changed_at + warmup,
     )
     dwell_over = now >= next_down
@@ -450,7 +460,7 @@ def decide(params: PolicyArrays, state: EngineState, obs: ObservationBatch) -> t
     )
 
     scaled_up_at = np.where(usable & moved_up, now, state.scaled_up_at)
-    scaled_down_at = np.where(usable & moved_down, now, state.scaled_down_at)
+    scaled_down_at = np.where(usable & moved_down, now, down_since)
     next_down_after = np.maximum(
         np.maximum(scaled_up_at + dwell_up, scaled_down_at + params.down_stabilization),
         membership_changed_at + warmup,
