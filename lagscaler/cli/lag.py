@@ -171,8 +171,14 @@ def _print(snapshot: Snapshot, output: str) -> None:
         print(render_table(snapshot), flush=True)
 
 
-async def _report(kafka: KafkaSettings, settings: SamplerSettings, args: argparse.Namespace) -> int:
-    count = args.count or (1 if args.watch is None else None)
+async def report(
+    kafka: KafkaSettings, settings: SamplerSettings, *, output: str = "table", count: int | None = 1
+) -> int:
+    """Print ``count`` samples (``None``: until interrupted), ``settings.interval`` seconds apart.
+
+    The first sample must succeed and find every named group, or this raises a one-line
+    :class:`UserError`; a later failure is reported on stderr and watching goes on (exit code 1).
+    """
     printed = failures = 0
     async with Sampler(kafka, settings) as sampler:
         while count is None or printed + failures < count:
@@ -182,7 +188,7 @@ async def _report(kafka: KafkaSettings, settings: SamplerSettings, args: argpars
             except SampleFailed as exc:
                 if printed == 0:
                     raise UserError(str(exc), exit_code=1) from None
-                failures += 1  # while watching, report and keep watching
+                failures += 1
                 print(f"lagscaler: warning: {exc}", file=sys.stderr, flush=True)
             else:
                 if printed == 0:
@@ -190,9 +196,9 @@ async def _report(kafka: KafkaSettings, settings: SamplerSettings, args: argpars
                     if missing and not settings.all_groups:
                         names = ", ".join(f"'{g}'" for g in missing)
                         raise UserError(f"consumer group {names} does not exist", exit_code=1)
-                if printed and args.output == "table":
+                if printed and output == "table":
                     print()
-                _print(snapshot, args.output)
+                _print(snapshot, output)
                 printed += 1
             if count is None or printed + failures < count:
                 elapsed = asyncio.get_running_loop().time() - started
@@ -204,7 +210,8 @@ def run_lag(args: argparse.Namespace) -> int:
     kafka = kafka_settings_from_args(args)
     settings = _sampler_settings(args)
     quiet_logs()
-    return asyncio.run(_report(kafka, settings, args))
+    count = args.count or (1 if args.watch is None else None)
+    return asyncio.run(report(kafka, settings, output=args.output, count=count))
 
 
 def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
