@@ -1,0 +1,137 @@
+"""``lagscaler simulate`` end to end: a policy file and a CSV in, a table, JSON or a report out."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from lagscaler.cli import main
+
+POLICY = """\
+apiVersion: lagscaler.io/v1
+kind: ScalingPolicy
+metadata:
+  name: orders
+  namespace: shop
+spec:
+  scaleTargetRef:
+    name: orders
+  kafka:
+    group: orders
+  maxLagSeconds: 30
+  maxReplicas: 12
+  capacity:
+    perReplica: 1000
+  targetUtilization: 0.85
+"""
+
+
+@pytest.fixture
+def files(tmp_path: Path) -> tuple[Path, Path]:
+    policy = tmp_path / "orders.yaml"
+    policy.write_text(POLICY)
+    trace = tmp_path / "trace.csv"
+    rows = ["timestamp,value"]
+    for minute in range(0, 121, 5):  # two hours: quiet, a burst, quiet
+        rows.append(
+            f"2024-01-01 {minute // 60:02d}:{minute % 60:02d}:00,{900 if 40 <= minute <= 70 else 150}"
+        )
+    trace.write_text("\n".join(rows) + "\n")
+    return policy, trace
+
+
+def test_json_output_has_the_documented_shape(
+    files: tuple[Path, Path], capsys: pytest.CaptureFixture[str]
+) -> None:
+    policy, trace = files
+    code = main(
+        [
+            "simulate",
+            "--trace",
+            str(trace),
+            "--policy",
+            str(policy),
+            "--peak-rate",
+            "9000",
+            "--output",
+            "json",
+        ]
+    )
+    assert code == 0
+    out = json.loads(capsys.readouterr().out)
+    assert set(out["policies"]) == {"lagscaler", "keda", "hpa-rate", "static", "oracle"}
+    for numbers in out["policies"].values():
+        for key in (
+            "replica_hours",
+            "slo_violation_fraction",
+            "max_lag_seconds",
+            "p99_lag_seconds",
+            "stall_seconds",
+        ):
+            assert isinstance(numbers[key], float)
+        assert isinstance(numbers["scale_events"], int)
+    assert out["fluid_bound_replica_hours"] > 0
+
+
+def test_table_output_and_a_report_directory(
+    files: tuple[Path, Path], tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    policy, trace = files
+    report = tmp_path / "report"
+    args = ["simulate", "--trace", str(trace), "--policy", str(policy), "--peak-rate", "9000"]
+    assert main([*args, "--baselines", "keda,static", "--report", str(report)]) == 0
+    out = capsys.readouterr().out
+    assert "keda" in out
+    assert "static" in out
+    assert "hpa-rate" not in out
+    assert (report / "simulation.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    assert "fluid bound" in (report / "table.txt").read_text()
+    assert set(json.loads((report / "result.json").read_text())["policies"]) == {"keda", "static"}
+
+
+@pytest.mark.parametrize(
+    "case",
+    [
+        (["--baselines", "keda,nope"], None, None, "unknown baseline 'nope'"),
+        (
+            [],
+            "timestamp,value\n2024-01-01 00:00:00,x\n2024-01-01 00:05:00,1\n",
+            None,
+            "trace.csv:2: value 'x'",
+        ),
+        ([], None, POLICY.replace("  maxLagSeconds: 30\n", ""), "maxLagSeconds"),
+        (["--peak-rate", "-3"], None, None, "--peak-rate"),
+        (
+            [],
+            None,
+            POLICY
+            + "  stateful:\n    restoreBytesPerSecond: 1000000\n    changelogTopic: orders-changelog\n",
+            "needs stateful.stateBytes",
+        ),
+    ],
+)
+def test_bad_input_is_one_error_line(
+    files: tuple[Path, Path],
+    capsys: pytest.CaptureFixture[str],
+    case: tuple[list[str], str | None, str | None, str],
+) -> None:
+    extra, trace_text, policy_text, message = case
+    policy, trace = files
+    if trace_text is not None:
+        trace.write_text(trace_text)
+    if policy_text is not None:
+        policy.write_text(policy_text)
+    code = main(["simulate", "--trace", str(trace), "--policy", str(policy), *extra])
+    err = capsys.readouterr().err
+    assert code != 0
+    assert err.startswith("lagscaler: error: ")
+    assert message in err
+    assert err.count("\n") == 1
+
+
+def test_a_missing_trace_file_is_named(files: tuple[Path, Path], capsys: pytest.CaptureFixture[str]) -> None:
+    policy, trace = files
+    assert main(["simulate", "--trace", str(trace) + ".missing", "--policy", str(policy)]) != 0
+    assert "cannot read trace" in capsys.readouterr().err
