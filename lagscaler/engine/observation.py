@@ -20,8 +20,9 @@ import numpy as np
 
 from lagscaler.engine.sizing import BoolArray, FloatArray, IntArray
 from lagscaler.policy.model import ScalingPolicy
-from lagscaler.signals.model import GroupSample, PartitionSample
+from lagscaler.signals.model import GroupSample, PartitionStatus
 
+_STUCK = frozenset(s for s in PartitionStatus if s.stuck)
 BACKLOG_SECONDS = 5.0
 """A partition is *backlogged* when it is at least this far behind in time. Below it, lag is what
 periodic offset commits leave behind (auto-commit every 5 s by default), not a queue."""
@@ -81,38 +82,43 @@ def observe(
     lag_seconds = 0.0
     stuck = 0
     stuck_lag = 0.0
-    # per owner: [consume rate, all partitions backlogged]
-    owners: dict[str | None, list[float]] = {}
-    for p in parts:
+    owner_rate: dict[str | None, float] = {}
+    owner_idle: set[str | None] = set()  # owners with a partition that is not backlogged
+    for p in parts:  # the hot loop of a cycle: kept to plain attribute reads and arithmetic
         plag = float(p.lag) if p.lag is not None else 0.0
-        if p.status.stuck:
+        if p.status in _STUCK:
             stuck += 1
             stuck_lag += plag
             continue
-        if p.produce_rate is None or p.consume_rate is None:
+        produce = p.produce_rate
+        consume = p.consume_rate
+        if produce is None or consume is None:
             rates_known = False
-        produce = p.produce_rate or 0.0
-        consume = p.consume_rate or 0.0
+            produce = produce or 0.0
+            consume = consume or 0.0
         arrival += produce
         consumed += consume
         lag += plag
-        behind = _lag_seconds(p, plag, produce)
+        behind = p.lag_seconds
+        if behind is None or not math.isfinite(behind):
+            behind = 0.0 if plag <= 0 else (plag / produce if produce > 0 else math.inf)
+        elif behind < 0:
+            behind = 0.0
         lag_seconds = max(lag_seconds, behind)
-        entry = owners.setdefault(p.owner, [0.0, 1.0])
-        entry[0] += consume
+        owner = p.owner
+        owner_rate[owner] = owner_rate.get(owner, 0.0) + consume
         if behind < BACKLOG_SECONDS or plag <= 0:
-            entry[1] = 0.0
+            owner_idle.add(owner)
 
     busy_rate = 0.0
     busy_members = 0
-    if list(owners) == [None]:
+    if list(owner_rate) == [None]:
         # No ownership reported: the whole group counts as busy only when every partition is behind.
-        rate, busy = owners[None]
-        if busy and sample.members > 0:
-            busy_rate, busy_members = rate, sample.members
+        if None not in owner_idle and sample.members > 0:
+            busy_rate, busy_members = owner_rate[None], sample.members
     else:
-        for owner, (rate, busy) in owners.items():
-            if owner is not None and busy:
+        for owner, rate in owner_rate.items():
+            if owner is not None and owner not in owner_idle:
                 busy_rate += rate
                 busy_members += 1
 
@@ -132,15 +138,6 @@ def observe(
         stale=stale,
         state_bytes=state_bytes,
     )
-
-
-def _lag_seconds(p: PartitionSample, lag: float, produce_rate: float) -> float:
-    """The sampler's time lag when it has one; else messages behind at the current produce rate."""
-    if p.lag_seconds is not None and math.isfinite(p.lag_seconds):
-        return max(p.lag_seconds, 0.0)
-    if lag <= 0:
-        return 0.0
-    return lag / produce_rate if produce_rate > 0 else math.inf
 
 
 @dataclass(frozen=True, slots=True)
