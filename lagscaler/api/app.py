@@ -130,14 +130,22 @@ _ACCEPTABLE = frozenset(
 
 
 def _negotiate(request: web.Request) -> web.Response | None:
-    accept = request.headers.get("Accept", "").strip()
-    if not accept:
+    accept = request.headers.get("Accept", "")
+    if _json_acceptable(accept):
         return None
+    return status_response(406, f"only application/json is served; Accept was {accept[:200]!r}")
+
+
+@functools.lru_cache(maxsize=256)
+def _json_acceptable(accept: str) -> bool:
+    """Whether an Accept header admits our JSON (memoized: clients send the same header every time)."""
+    if not accept.strip():
+        return True
     for part in accept.split(","):
         media, _, params = part.strip().partition(";")
         if media.strip().lower() in _ACCEPTABLE and "q=0" not in params.replace(" ", "").split(";"):
-            return None
-    return status_response(406, f"only application/json is served; Accept was {accept[:200]!r}")
+            return True
+    return False
 
 
 @functools.lru_cache(maxsize=1024)
@@ -360,8 +368,11 @@ async def _openapi_group_version(request: web.Request) -> web.Response:
 # ------------------------------------------------------------------------------------- middlewares
 
 
+_HEALTH_PREFIXES = tuple(p + "/" for p in HEALTH_PATHS)
+
+
 def _is_health(path: str) -> bool:
-    return any(path == p or path.startswith(p + "/") for p in HEALTH_PATHS)
+    return path in HEALTH_PATHS or path.startswith(_HEALTH_PREFIXES)
 
 
 def _peer_certificate(request: web.Request) -> bytes | None:
