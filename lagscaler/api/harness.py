@@ -18,7 +18,7 @@ from typing import Any
 from lagscaler.api.settings import ApiSettings
 from lagscaler.kube import CertificateAuthority, KeyPair, KubeApiStandIn
 
-__all__ = ["FRONT_PROXY_NAME", "ClientCert", "LocalCluster", "aggregator_headers"]
+__all__ = ["FRONT_PROXY_NAME", "HPA_USER", "ClientCert", "LocalCluster", "aggregator_headers"]
 
 FRONT_PROXY_NAME = "front-proxy-client"  # kubeadm's CN for the aggregator's client certificate
 HPA_USER = "system:serviceaccount:kube-system:horizontal-pod-autoscaler"
