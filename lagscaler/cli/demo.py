@@ -19,16 +19,8 @@ import secrets
 import sys
 from dataclasses import dataclass
 
-from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
-from aiokafka.structs import OffsetAndMetadata
-from aiokafka.structs import TopicPartition as _TP
-
 from lagscaler.cli.lag import quiet_logs, report
-from lagscaler.kafka import KafkaSettings
-from lagscaler.kafka.seed import create_topics, produce
-from lagscaler.localkafka import kafka_endpoint
-from lagscaler.sampler import SamplerSettings
-from lagscaler.signals.status import StatusRules
+from lagscaler.kafka.settings import KafkaSettings
 
 
 @dataclass(frozen=True)
@@ -51,6 +43,10 @@ class DemoSettings:
 
 async def consume_and_commit(kafka: KafkaSettings, group: str, targets: dict[tuple[str, int], int]) -> None:
     """Read each partition from the start up to its target offset as ``group``, then commit there."""
+    from aiokafka import AIOKafkaConsumer  # noqa: PLC0415 - heavy imports only when the demo runs
+    from aiokafka.structs import OffsetAndMetadata  # noqa: PLC0415
+    from aiokafka.structs import TopicPartition as _TP  # noqa: PLC0415
+
     consumer = AIOKafkaConsumer(**kafka.client_options(), group_id=group, enable_auto_commit=False)
     await consumer.start()
     try:
@@ -71,6 +67,8 @@ async def consume_and_commit(kafka: KafkaSettings, group: str, targets: dict[tup
 
 async def keep_producing(kafka: KafkaSettings, topic: str, partitions: int, rate: float) -> None:
     """Append ``rate`` messages per second (clock-paced), round-robin over partitions, until cancelled."""
+    from aiokafka import AIOKafkaProducer  # noqa: PLC0415 - heavy imports only when the demo runs
+
     producer = AIOKafkaProducer(**kafka.client_options(), linger_ms=20)
     await producer.start()
     loop = asyncio.get_running_loop()
@@ -88,6 +86,10 @@ async def keep_producing(kafka: KafkaSettings, topic: str, partitions: int, rate
 
 async def run_demo(kafka: KafkaSettings, demo: DemoSettings) -> int:
     """Seed a topic and a lagging group, then print ``lagscaler lag`` for it while traffic continues."""
+    from lagscaler.kafka.seed import create_topics, produce  # noqa: PLC0415 - heavy imports only when run
+    from lagscaler.sampler import SamplerSettings  # noqa: PLC0415
+    from lagscaler.signals.status import StatusRules  # noqa: PLC0415
+
     say = _say
     say(f"Creating topic {demo.topic} ({demo.partitions} partitions) and producing {demo.produced} messages…")
     await create_topics(kafka, {demo.topic: demo.partitions})
@@ -126,6 +128,8 @@ def _say(text: str) -> None:
 
 
 def _demo(args: argparse.Namespace) -> int:
+    from lagscaler.localkafka import kafka_endpoint  # noqa: PLC0415 - heavy imports only when the demo runs
+
     quiet_logs()
     suffix = secrets.token_hex(3)
     demo = DemoSettings(

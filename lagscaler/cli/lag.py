@@ -10,14 +10,14 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import json
 import logging
 import os
 import sys
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from lagscaler.errors import UserError
-from lagscaler.kafka import (
+from lagscaler.kafka.settings import (
     KafkaSettings,
     SaslMechanism,
     SaslSettings,
@@ -25,10 +25,14 @@ from lagscaler.kafka import (
     SecurityProtocol,
     TlsSettings,
 )
-from lagscaler.observability.logging import configure_logging
-from lagscaler.sampler import SampleFailed, Sampler, SamplerSettings
-from lagscaler.signals.model import Snapshot
-from lagscaler.signals.report import render_table, snapshot_json
+
+if TYPE_CHECKING:
+    from lagscaler.sampler import SamplerSettings
+    from lagscaler.signals.model import Snapshot
+
+# The sampler (numpy, aiokafka, structlog) is imported when a report runs, not when the command
+# line is built: every `lagscaler ...` invocation builds the full parser, and a one-shot report's
+# wall time is mostly interpreter start-up.
 
 PASSWORD_ENV = "LAGSCALER_SASL_PASSWORD"
 USERNAME_ENV = "LAGSCALER_SASL_USERNAME"
@@ -141,7 +145,12 @@ def quiet_logs() -> None:
     own; the CLI reports the failure once, as one line, so both are kept below the surface (and
     always away from stdout, where ``--output json`` must stay machine-readable).
     """
-    configure_logging(level="critical", fmt="console", stream=sys.stderr)
+    import structlog  # noqa: PLC0415 - see the note on imports at the top
+
+    structlog.configure(
+        wrapper_class=structlog.make_filtering_bound_logger(logging.CRITICAL),
+        logger_factory=structlog.PrintLoggerFactory(sys.stderr),
+    )
     logger = logging.getLogger("aiokafka")
     logger.propagate = False
     if not any(isinstance(h, logging.NullHandler) for h in logger.handlers):
@@ -149,6 +158,8 @@ def quiet_logs() -> None:
 
 
 def _sampler_settings(args: argparse.Namespace) -> SamplerSettings:
+    from lagscaler.sampler import SamplerSettings  # noqa: PLC0415 - see the note on imports at the top
+
     if args.all_groups and args.group:
         raise UserError("give either --group or --all-groups, not both")
     if not args.all_groups and not args.group:
@@ -165,6 +176,10 @@ def _sampler_settings(args: argparse.Namespace) -> SamplerSettings:
 
 
 def _print(snapshot: Snapshot, output: str) -> None:
+    import json  # noqa: PLC0415 - see the note on imports at the top
+
+    from lagscaler.signals.report import render_table, snapshot_json  # noqa: PLC0415
+
     if output == "json":
         print(json.dumps(snapshot_json(snapshot)), flush=True)
     else:
@@ -179,6 +194,8 @@ async def report(
     The first sample must succeed and find every named group, or this raises a one-line
     :class:`UserError`; a later failure is reported on stderr and watching goes on (exit code 1).
     """
+    from lagscaler.sampler import SampleFailed, Sampler  # noqa: PLC0415 - see the note on imports at the top
+
     printed = failures = 0
     async with Sampler(kafka, settings) as sampler:
         while count is None or printed + failures < count:

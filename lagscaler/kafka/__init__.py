@@ -1,27 +1,58 @@
-"""Kafka edge: connection settings and the admin requests aiokafka lacks, spoken on its protocol layer."""
+"""Kafka edge: connection settings and the admin requests aiokafka lacks, spoken on its protocol layer.
 
-from lagscaler.kafka.admin import (
-    ClusterLayout,
-    CommittedOffsets,
-    EndOffsets,
-    GroupDescription,
-    GroupMember,
-    GroupResults,
-    KafkaAdmin,
-    ListedGroup,
-    TopicPartition,
-)
-from lagscaler.kafka.errors import KafkaError, KafkaRequestFailed, KafkaUnavailable
-from lagscaler.kafka.settings import (
-    KafkaConfigError,
-    KafkaSettings,
-    SaslMechanism,
-    SaslSettings,
-    Secret,
-    SecurityProtocol,
-    TlsSettings,
-)
-from lagscaler.kafka.stats import RequestStats
+Exports resolve lazily (PEP 562), so code that only needs the settings — the command line
+building its flags — does not pay for importing aiokafka.
+"""
+
+from __future__ import annotations
+
+import importlib
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from lagscaler.kafka.admin import (
+        ClusterLayout,
+        CommittedOffsets,
+        EndOffsets,
+        GroupDescription,
+        GroupMember,
+        GroupResults,
+        KafkaAdmin,
+        ListedGroup,
+        TopicPartition,
+    )
+    from lagscaler.kafka.errors import KafkaError, KafkaRequestFailed, KafkaUnavailable
+    from lagscaler.kafka.settings import (
+        KafkaConfigError,
+        KafkaSettings,
+        SaslMechanism,
+        SaslSettings,
+        Secret,
+        SecurityProtocol,
+        TlsSettings,
+    )
+    from lagscaler.kafka.stats import RequestStats
+
+_HOMES = {
+    "lagscaler.kafka.admin": [
+        "ClusterLayout", "CommittedOffsets", "EndOffsets", "GroupDescription", "GroupMember",
+        "GroupResults", "KafkaAdmin", "ListedGroup", "TopicPartition",
+    ],
+    "lagscaler.kafka.errors": ["KafkaError", "KafkaRequestFailed", "KafkaUnavailable"],
+    "lagscaler.kafka.settings": [
+        "KafkaConfigError", "KafkaSettings", "SaslMechanism", "SaslSettings", "Secret",
+        "SecurityProtocol", "TlsSettings",
+    ],
+    "lagscaler.kafka.stats": ["RequestStats"],
+}  # fmt: skip
+_HOME = {name: module for module, names in _HOMES.items() for name in names}
+
+
+def __getattr__(name: str) -> Any:
+    if name not in _HOME:
+        raise AttributeError(f"module 'lagscaler.kafka' has no attribute {name!r}")
+    return getattr(importlib.import_module(_HOME[name]), name)
+
 
 __all__ = [
     "ClusterLayout",

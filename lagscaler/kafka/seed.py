@@ -26,7 +26,7 @@ def _settings(target: KafkaSettings | str) -> KafkaSettings:
 async def wait_for_topics(
     target: KafkaSettings | str, expected: Mapping[str, int | None], *, within: float = 30.0
 ) -> None:
-    """Wait until each topic has the given number of partitions, all with a leader (``None``: is gone).
+    """Wait until each topic has the given number of partitions, all served by a leader (``None``: is gone).
 
     Topic creation and deletion return before every broker has caught up; seeding and tests wait
     here instead of racing the metadata propagation.
@@ -44,7 +44,11 @@ async def wait_for_topics(
                 for topic, partitions in expected.items()
             )
             if done:
-                return
+                # Metadata can name a leader before that broker serves the partition: ask it.
+                live = [(t, n) for t, n in expected.items() if n is not None]
+                ends = await admin.list_end_offsets(list(layout.partitions(t for t, _ in live)), layout)
+                if not ends.errors and not ends.missing:
+                    return
             if asyncio.get_running_loop().time() > deadline:
                 raise TimeoutError(f"topics did not reach {dict(expected)} within {within:g}s")
             await asyncio.sleep(0.1)
