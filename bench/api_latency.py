@@ -17,6 +17,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
+import os
 import statistics
 import sys
 import tempfile
@@ -285,6 +286,7 @@ def _report(results: dict[str, dict[str, Any]], args: argparse.Namespace, sar_ca
         and rows["bare"]["errors"] == 0
     )
     print("targets (p99 <= 5 ms, <= 2x bare, 0 errors):", "MET" if ok else "NOT MET")
+    print(f"niceness {os.nice(0)}, load average {' '.join(f'{x:.1f}' for x in os.getloadavg())}")
     for name, bucket in results.items():
         if bucket["errors"]:
             print(f"{name} errors: {bucket['errors']}")
@@ -300,6 +302,13 @@ def main() -> int:
     )
     parser.add_argument("--rounds", type=int, default=2, help="alternating bare/full rounds")
     parser.add_argument("--connections", type=int, default=16, help="kept-alive TLS connections (default 16)")
+    parser.add_argument(
+        "--nice",
+        type=int,
+        default=0,
+        help="niceness for server and generator (negative needs root): on a shared machine this stands in "
+        "for the CPU request a pod would have",
+    )
     parser.add_argument("--generate", action="store_true", help=argparse.SUPPRESS)
     parser.add_argument("--url", help=argparse.SUPPRESS)
     parser.add_argument("--ca", help=argparse.SUPPRESS)
@@ -309,6 +318,8 @@ def main() -> int:
     args = parser.parse_args()
     if args.rate <= 0 or args.seconds <= 0 or args.rounds < 1:
         parser.error("--rate and --seconds must be positive, --rounds at least 1")
+    if args.nice and not args.generate:
+        os.nice(args.nice)  # the generator inherits it
     if args.generate:
         print(json.dumps(asyncio.run(_generate(args))))
         return 0
