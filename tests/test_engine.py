@@ -143,14 +143,14 @@ def test_scales_down_late_and_only_when_lag_is_calm() -> None:
 def test_a_scale_down_whose_restore_breaks_the_slo_waits_for_the_error_budget() -> None:
     # 240 s to restore a moved partition against a 30 s SLO: every rebalance is a miss by itself.
     stateful = policy(stateful=Stateful(restore_bytes_per_second=1e6, state_bytes=24 * 240e6))
-    decisions, _, replicas = follow(stateful, 4, 2000.0, 1800.0, first_arrival=9000.0)
+    decisions, _, replicas = follow(stateful, 4, 1000.0, 1800.0, first_arrival=9000.0)
     assert replicas == 12  # scaled up for the first burst, then held
     decision = decisions[0]
     assert "ERROR_BUDGET" in decision.reasons
     assert decision.restore_seconds == pytest.approx(240.0)
     assert decision.next_scale_down_at > 1800.0
     # The same workload without state scales back down.
-    assert follow(policy(), 4, 2000.0, 1800.0, first_arrival=9000.0)[2] < 12
+    assert follow(policy(), 4, 1000.0, 1800.0, first_arrival=9000.0)[2] < 12
 
 
 def test_learns_the_true_capacity_from_busy_members() -> None:

@@ -365,7 +365,13 @@ def _decide(params: PolicyArrays, state: EngineState, obs: ObservationBatch) -> 
         usable=usable,
         largest=True,
     )
-    down_need = aligned_replicas(np.maximum(down_win.aggregate, forecast) / u / c, partitions)
+    # When the rebalance breaks the SLO by itself (stall + restore > SLO), the moved partitions come
+    # back that far behind; the lower count must leave enough headroom to catch them up within
+    # 1 / TARGET_AGE_FRACTION SLOs, or the miss drags on for minutes at a tight utilisation.
+    peak_rate = np.maximum(down_win.aggregate, forecast)
+    over = np.maximum(params.rebalance_stall + restore - slo, 0.0)
+    catch_up = peak_rate * (1.0 + over * TARGET_AGE_FRACTION / slo)
+    down_need = aligned_replicas(np.maximum(peak_rate / u, catch_up) / c, partitions)
     down_need = _clamp(np.maximum(down_need, need), lo, hi)
     down_room = np.maximum(
         np.ceil(replicas * params.down_step_percent / 100.0).astype(np.int64), params.down_step_replicas
@@ -442,8 +448,8 @@ def _decide(params: PolicyArrays, state: EngineState, obs: ObservationBatch) -> 
         (moved_up, Reason.SCALE_UP),
         (moved_down, Reason.SCALE_DOWN),
         (~moved_up & ~moved_down, Reason.HOLD),
-        (usable & (drain_capacity > arrival_need), Reason.BACKLOG),
-        (usable & (drain_capacity <= arrival_need), Reason.ARRIVAL),
+        (usable & (drain_capacity > arrival_need) & (drain_rate > 0), Reason.BACKLOG),
+        (usable & ((drain_capacity <= arrival_need) | (drain_rate <= 0)), Reason.ARRIVAL),
         (usable & (seasonal_peak > np.maximum(level, projected)), Reason.SEASONAL_FLOOR),
         (wants_down & ~dwell_over, Reason.DWELL),
         (wants_down & dwell_over & ~calm, Reason.LAG_GROWING),
