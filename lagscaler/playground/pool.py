@@ -355,6 +355,8 @@ class WorkerPool:
     async def _watch(self, worker: _Worker) -> None:
         await asyncio.gather(self._read_events(worker), self._read_stderr(worker))
         returncode = await worker.process.wait()
+        if worker.process.stdin is not None:
+            worker.process.stdin.close()  # only now: its end of file would tell a live worker to stop
         if worker.state is WorkerState.STOPPING:
             worker.state = WorkerState.EXITED
         else:
