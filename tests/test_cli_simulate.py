@@ -63,6 +63,14 @@ def test_json_output_has_the_documented_shape(
     out = json.loads(capsys.readouterr().out)
     assert set(out["policies"]) == {"lagscaler", "keda", "hpa-rate", "static", "oracle"}
     for numbers in out["policies"].values():
+        assert set(numbers) == {
+            "replica_hours",
+            "slo_violation_fraction",
+            "max_lag_seconds",
+            "p99_lag_seconds",
+            "scale_events",
+            "stall_seconds",
+        }
         for key in (
             "replica_hours",
             "slo_violation_fraction",
@@ -72,6 +80,7 @@ def test_json_output_has_the_documented_shape(
         ):
             assert isinstance(numbers[key], float)
         assert isinstance(numbers["scale_events"], int)
+    assert set(out["details"]["keda"]) == {"stall_violation_fraction", "rebalances"}
     assert out["fluid_bound_replica_hours"] > 0
 
 
