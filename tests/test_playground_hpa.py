@@ -36,7 +36,7 @@ from lagscaler.kafka.seed import create_topics
 from lagscaler.kube import CertificateAuthority
 from lagscaler.localkafka import KafkaEndpoint
 from lagscaler.playground import ClientIdentity, HpaLoopSettings, LocalHpa, PoolSettings, WorkerPool
-from lagscaler.playground.probe import describe_group
+from lagscaler.playground.probe import wait_for_members
 from lagscaler.policy import Capacity, KafkaSource, ScaleTargetRef, ScalingPolicy
 
 pytestmark = pytest.mark.kafka
@@ -69,9 +69,9 @@ class Setup:
         values = () if desired is None else (MetricValue(DESIRED_REPLICAS, desired, labels),)
         self.cache.publish([WorkloadMetrics(NAMESPACE, WORKLOAD, sampled, values, max_age_seconds=60)])
 
-    async def members(self) -> int:
-        view = await describe_group(self.kafka.bootstrap, self.group)
-        return view.members if view.state == "Stable" else -1
+    async def members(self, count: int) -> tuple[str, ...]:
+        """The client ids once the group is Stable with ``count`` members."""
+        return (await wait_for_members(self.kafka.bootstrap, self.group, count)).client_ids
 
 
 @pytest.fixture
@@ -123,7 +123,7 @@ async def test_the_loop_scales_the_pool_to_the_served_count_and_freezes_on_503(s
         assert up.reason == "DesiredWithinRange"
         assert pool.replicas == 3
         await pool.wait_ready(within=30)
-        assert await setup.members() == 3
+        assert len(await setup.members(3)) == 3
 
         setup.serve(1, stale=True)
         frozen_from = len(hpa.timeline)
@@ -139,7 +139,7 @@ async def test_the_loop_scales_the_pool_to_the_served_count_and_freezes_on_503(s
         assert pool.replicas == 1
     assert hpa.failures == []
     await pool.wait_ready(within=30)
-    assert await setup.members() == 1
+    assert await setup.members(1) == (f"{setup.group}-0",)
     syncs = [s.at for s in hpa.timeline]
     assert syncs == sorted(syncs)
     assert len(syncs) >= 5

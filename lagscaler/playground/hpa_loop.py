@@ -180,6 +180,9 @@ class LocalHpa:
     ``periodic`` runs :meth:`sync_once` every sync period while the context is open (the first sync
     at once); with ``periodic=False`` the caller drives syncs itself, e.g. with a hand-moved
     ``clock`` to test stabilization windows and rate limits without waiting for them.
+
+    Give the target its initial count first (a Deployment's own ``replicas``): at 0 replicas with
+    ``minReplicas > 0`` the HPA does nothing (``ScalingDisabled``), as the real one.
     """
 
     def __init__(

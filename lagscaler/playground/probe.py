@@ -6,13 +6,21 @@ sampler, so tests and the demo can check the pool and the sampler against what K
 
 from __future__ import annotations
 
+import asyncio
 from dataclasses import dataclass
 
 from aiokafka import AIOKafkaConsumer
 from aiokafka.admin import AIOKafkaAdminClient
 from aiokafka.structs import TopicPartition
 
-__all__ = ["GroupView", "committed_offsets", "describe_group", "end_offsets", "topic_partitions"]
+__all__ = [
+    "GroupView",
+    "committed_offsets",
+    "describe_group",
+    "end_offsets",
+    "topic_partitions",
+    "wait_for_members",
+]
 
 
 @dataclass(frozen=True, slots=True)
@@ -43,6 +51,20 @@ async def describe_group(bootstrap: str, group: str) -> GroupView:
             ids = sorted(str(m[2] if len(m) == 6 else m[1]) for m in members)
             return GroupView(str(state), tuple(ids))
     return GroupView("Dead", ())
+
+
+async def wait_for_members(bootstrap: str, group: str, count: int, *, within: float = 30.0) -> GroupView:
+    """Wait until the group is ``Stable`` with ``count`` members (a rebalance has completed around them)."""
+    deadline = asyncio.get_running_loop().time() + within
+    while True:
+        view = await describe_group(bootstrap, group)
+        if view.state == "Stable" and view.members == count:
+            return view
+        if asyncio.get_running_loop().time() > deadline:
+            raise TimeoutError(
+                f"group {group} is {view.state} with {view.members} members, not Stable with {count}"
+            )
+        await asyncio.sleep(0.2)
 
 
 async def committed_offsets(bootstrap: str, group: str) -> dict[tuple[str, int], int]:

@@ -9,8 +9,9 @@ broker, whose work per message is simulated. What it models, because the autosca
   ``commit_interval`` seconds, when partitions are revoked, and on shutdown; a batch fetched before a
   rebalance is dropped, not processed on partitions this replica no longer owns.
 * **Stateful restore.** With ``restore_seconds_per_partition > 0``, after each (re)assignment the
-  replica replays "state" for that long per partition it did not own before, processing nothing
-  meanwhile (as a Kafka Streams task restores its changelog), so a rebalance costs what it costs.
+  replica replays "state" for that long per partition it did not own before; those partitions are
+  paused meanwhile while the ones it kept go on (as Kafka Streams restores a moved task's changelog
+  before the task runs), so a rebalance costs what it costs.
 * **Clean shutdown.** SIGTERM (or SIGINT) commits and leaves the group (a LeaveGroup, so the group
   rebalances at once instead of waiting out the session timeout). When its parent goes away (stdin
   reaches end of file) it shuts down too: a crashed pool never leaves orphans consuming.
@@ -49,7 +50,7 @@ _log = logging.getLogger("lagscaler.playground.worker")
 # started:   {"pid"}                                  the consumer has started (joining the group)
 # assigned:  {"partitions": [[topic, p]...], "new": n, "restore_seconds": s}   a rebalance finished
 # revoked:   {"partitions": [[topic, p]...]}          a rebalance started
-# restored:  {"partitions": n}                        the restore after an assignment is over
+# restored:  {"partitions": n}                        the n restoring partitions are processed from now
 # committed: {"processed": total, "committed": m}     a commit succeeded (m offsets)
 # stopped:   {"processed": total}                     left the group; the process exits next
 EVENTS = ("started", "assigned", "revoked", "restored", "committed", "stopped")
@@ -167,7 +168,7 @@ class _Replica(ConsumerRebalanceListener):  # type: ignore[misc]  # aiokafka shi
         self.total = 0
         self.generation = 0  # bumped on every revocation: a batch fetched before it is stale
         self.restore_until = 0.0
-        self.restoring = 0  # partitions being restored right now
+        self.restoring: set[TopicPartition] = set()  # newly owned partitions, paused while restoring
         self.busy_until = 0.0
 
     # --- rebalance callbacks (run in the consumer's coordinator task) -------------------------------
@@ -188,7 +189,10 @@ class _Replica(ConsumerRebalanceListener):  # type: ignore[misc]  # aiokafka shi
             new = self.owned - self.previously_owned
             restore = len(new) * self.settings.restore_seconds_per_partition
             self.restore_until = time.monotonic() + restore
-            self.restoring = len(new) if restore > 0 else 0
+            # Partitions kept from before still have their state and go on; moved ones wait for theirs.
+            self.restoring = new if restore > 0 else set()
+            if self.restoring:
+                self.consumer.pause(*self.restoring)
         _emit("assigned", partitions=_pairs(assigned), new=len(new), restore_seconds=restore)
 
     # --- processing -----------------------------------------------------------------------------------
@@ -216,20 +220,19 @@ class _Replica(ConsumerRebalanceListener):  # type: ignore[misc]  # aiokafka shi
         self.busy_until = max(self.busy_until, now) + records / self.settings.capacity
         await asyncio.sleep(self.busy_until - now)
 
-    async def _wait_for_restore(self, stop: asyncio.Event) -> None:
-        while (left := self.restore_until - time.monotonic()) > 0 and not stop.is_set():
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(stop.wait(), min(left, 0.2))
-        if self.restoring and not stop.is_set() and self.restore_until <= time.monotonic():
-            _emit("restored", partitions=self.restoring)
-            self.restoring = 0
+    async def _finish_restore(self) -> None:
+        async with self.lock:
+            if self.restoring and self.restore_until <= time.monotonic():
+                self.consumer.resume(*(self.restoring & self.owned))
+                _emit("restored", partitions=len(self.restoring))
+                self.restoring = set()
 
     async def run(self, stop: asyncio.Event) -> None:
+        """Fetch, work, commit until ``stop``; getmany keeps being called while restoring (as Kafka
+        Streams keeps polling), so a long restore never exceeds ``max.poll.interval.ms``."""
         last_commit = time.monotonic()
         while not stop.is_set():
-            await self._wait_for_restore(stop)
-            if stop.is_set():
-                break
+            await self._finish_restore()
             generation = self.generation
             batches = await self.consumer.getmany(timeout_ms=200, max_records=self.settings.chunk_records)
             async with self.lock:
@@ -237,12 +240,10 @@ class _Replica(ConsumerRebalanceListener):  # type: ignore[misc]  # aiokafka shi
                     # Fetched before a rebalance: the positions were reset to the committed offsets, so
                     # these records come again to whoever owns their partitions now.
                     batches = {}
-                elif self.restore_until > time.monotonic():
-                    # Assigned while this fetch was in flight and restoring now: come back to them later.
-                    for tp, records in batches.items():
-                        if tp in self.owned:
-                            self.consumer.seek(tp, records[0].offset)
-                    batches = {}
+                for tp in [tp for tp in batches if tp in self.restoring]:
+                    # Defensive: a paused partition's records are not returned, but if some were, they
+                    # are not processed before the restore; they are fetched again after it.
+                    self.consumer.seek(tp, batches.pop(tp)[0].offset)
                 count = sum(len(records) for records in batches.values())
                 if count:
                     await self._work(count)
