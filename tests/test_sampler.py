@@ -121,7 +121,8 @@ async def test_partitions_added_while_sampling_appear_without_a_commit(
     await create_topics(bootstrap, {topic: 1})
     await produce(bootstrap, {(topic, 0): 3})
     await commit(bootstrap, group, {(topic, 0): 3})
-    async with Sampler(kafka_settings, SamplerSettings(groups=(group,))) as sampler:
+    settings = SamplerSettings(groups=(group,), metadata_interval=0)  # fresh metadata every cycle
+    async with Sampler(kafka_settings, settings) as sampler:
         before = await sampler.sample()
         await add_partitions(bootstrap, topic, 3)
         await produce(bootstrap, {(topic, 2): 4})
@@ -132,6 +133,22 @@ async def test_partitions_added_while_sampling_appear_without_a_commit(
         (topic, 1): (None, 0, None),
         (topic, 2): (None, 4, None),
     }
+
+
+async def test_a_commit_on_a_partition_unknown_to_cached_metadata_refreshes_it(
+    kafka_settings: KafkaSettings, unique: str
+) -> None:
+    topic, group = f"{unique}-t", f"{unique}-g"
+    bootstrap = kafka_settings.bootstrap[0]
+    await create_topics(bootstrap, {topic: 1})
+    await commit(bootstrap, group, {(topic, 0): 0})
+    async with Sampler(kafka_settings, SamplerSettings(groups=(group,))) as sampler:  # metadata cached 30 s
+        await sampler.sample()
+        await add_partitions(bootstrap, topic, 2)
+        await produce(bootstrap, {(topic, 1): 5})
+        await commit(bootstrap, group, {(topic, 1): 2})
+        after = await sampler.sample()
+    assert table(after, group) == {(topic, 0): (0, 0, 0), (topic, 1): (2, 5, 3)}
 
 
 async def test_topic_deleted_while_sampling_drops_out_without_failing(

@@ -245,6 +245,7 @@ class KafkaAdmin:
         self._slots: asyncio.Semaphore | None = None
         self._coordinators: dict[str, int] = {}
         self._unbatched_nodes: set[int] = set()  # brokers without OffsetFetch v8
+        self._encoded_offsets: dict[int, tuple[tuple[TopicPartition, ...], dict[int, bytes]]] = {}
 
     # -- lifetime ------------------------------------------------------------------------------
 
@@ -296,9 +297,11 @@ class KafkaAdmin:
         *,
         min_version: int | None = None,
         cap: int | None = None,
+        encoded: dict[int, bytes] | None = None,
     ) -> WireRequest:
         caps = [c for c in (cap, self._caps.get(api.name)) if c is not None]
-        return WireRequest(api, body, min_version=min_version, cap=min(caps) if caps else None)
+        limit = min(caps) if caps else None
+        return WireRequest(api, body, min_version=min_version, cap=limit, encoded=encoded)
 
     def broker_ids(self) -> list[int]:
         if self._client is None:
@@ -732,7 +735,13 @@ class KafkaAdmin:
                 ],
             }
 
-        response = await self.send(node, self._request(LIST_OFFSETS, body))
+        # The same partitions are asked for every cycle: encode that request once per leader.
+        key = tuple(partitions)
+        cached = self._encoded_offsets.get(node)
+        if cached is None or cached[0] != key:
+            cached = (key, {})
+            self._encoded_offsets[node] = cached
+        response = await self.send(node, self._request(LIST_OFFSETS, body, encoded=cached[1]))
         return {
             (t["name"], p["partition_index"]): (p["error_code"], p["offset"])
             for t in response.body["topics"]

@@ -356,18 +356,22 @@ class _ResponseDecoder:
 class _PreparedRequest:
     """One request at one version, shaped like aiokafka's ``RequestStruct``."""
 
-    def __init__(self, api: Api, version: int, body: Mapping[str, Any]) -> None:
+    def __init__(
+        self, api: Api, version: int, body: Mapping[str, Any] | None, encoded: bytes | None = None
+    ) -> None:
         request_schema, response_schema = api.schema(version)
         self.API_KEY = api.key
         self.API_VERSION = version
         self.FLEXIBLE_VERSION = version >= api.first_flexible
         self.RESPONSE_TYPE = _ResponseDecoder(api, version, response_schema)
-        self._schema = request_schema
-        self._values = _to_wire(request_schema, body)
         self._name = api.name
+        if encoded is None:
+            assert body is not None
+            encoded = bytes(request_schema.encode(_to_wire(request_schema, body)))
+        self._encoded = encoded
 
     def encode(self) -> bytes:
-        return bytes(self._schema.encode(self._values))
+        return self._encoded
 
     def build_request_header(self, correlation_id: int, client_id: str) -> Any:
         header = RequestHeader_v2 if self.FLEXIBLE_VERSION else RequestHeader_v1
@@ -386,6 +390,9 @@ class WireRequest:
 
     ``body`` builds the request fields for the chosen version (fields a version lacks are ignored,
     so one builder serves every version). ``chosen`` records the version actually sent.
+
+    ``encoded`` is an optional cache (version → bytes) owned by the caller: a request sent every
+    cycle with the same content (ListOffsets for the same 10,000 partitions) is encoded once.
     """
 
     def __init__(
@@ -395,11 +402,13 @@ class WireRequest:
         *,
         min_version: int | None = None,
         cap: int | None = None,
+        encoded: dict[int, bytes] | None = None,
     ) -> None:
         self.api = api
         self._body = body
         self._min = min_version
         self._cap = cap
+        self._encoded = encoded
         self.chosen: int | None = None
 
     def prepare(self, versions: Mapping[int, tuple[int, int]]) -> _PreparedRequest:
@@ -409,7 +418,12 @@ class WireRequest:
                 self.api.name, (self._min, self.api.max_version), versions.get(self.api.key)
             )
         self.chosen = version
-        return _PreparedRequest(self.api, version, self._body(version))
+        if self._encoded is None:
+            return _PreparedRequest(self.api, version, self._body(version))
+        cached = self._encoded.get(version)
+        prepared = _PreparedRequest(self.api, version, None if cached else self._body(version), cached)
+        self._encoded[version] = prepared.encode()
+        return prepared
 
     def __repr__(self) -> str:
         return f"WireRequest({self.api.name})"

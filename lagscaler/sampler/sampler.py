@@ -104,6 +104,9 @@ class Sampler:
         self._admin: KafkaAdmin | None = None
         self._listed: dict[str, str | None] = {}
         self._listed_at = -math.inf
+        self._layout: ClusterLayout | None = None
+        self._layout_for: frozenset[str] = frozenset()
+        self._layout_at = -math.inf
 
     # -- lifetime ------------------------------------------------------------------------------
 
@@ -211,9 +214,11 @@ class Sampler:
         if self.settings.all_groups and self.settings.topics:
             states = [s for s in states if s.topics(self.settings.topics)]
         topics = set().union(*(s.topics(self.settings.topics) for s in states)) if states else set()
-        layout = await admin.metadata(topics) if topics else ClusterLayout({}, {})
+        layout = await self._current_layout(admin, topics, states)
         wanted = list(layout.partitions(sorted(topics)))
         ends = await admin.list_end_offsets(wanted, layout) if wanted else None
+        if ends is not None and (ends.missing or ends.errors):
+            self._layout_at = -math.inf  # something moved or went away: fresh metadata next cycle
         now_wall, now = time.time(), time.monotonic()
 
         end_offsets = ends.offsets if ends else {}
@@ -230,6 +235,25 @@ class Sampler:
                 groups[name] = self._stale_group(name, errors[name], now_wall)
         ordered = tuple(groups[n] for n in names if n in groups)
         return Snapshot(sampled_at=now_wall, groups=ordered)
+
+    async def _current_layout(
+        self, admin: KafkaAdmin, topics: set[str], states: Sequence[GroupState]
+    ) -> ClusterLayout:
+        """The cached partition layout, or a fresh one when it is old or does not cover what groups touch."""
+        if not topics:
+            return ClusterLayout({}, {})
+        layout = self._layout
+        fresh = time.monotonic() - self._layout_at < self.settings.metadata_interval
+        if (
+            layout is not None
+            and fresh
+            and topics <= self._layout_for
+            and not _unknown_partitions(states, layout)
+        ):
+            return layout
+        layout = await admin.metadata(topics)
+        self._layout, self._layout_for, self._layout_at = layout, frozenset(topics), time.monotonic()
+        return layout
 
     def _kept_keys(self, errors: Mapping[str, str]) -> list[GroupPartition]:
         """History to keep for groups that could not be sampled this cycle (from the last snapshot)."""
@@ -250,6 +274,19 @@ class Sampler:
         return GroupSample(
             group=name, state="Unknown", members=0, sampled_at=now_wall, stale=True, error=error
         )
+
+
+def _unknown_partitions(states: Sequence[GroupState], layout: ClusterLayout) -> bool:
+    """Does any group commit on, or hold, a partition the layout does not list (it grew since)?"""
+    for state in states:
+        touched = list(state.committed.offsets) if state.committed else []
+        if state.description is not None:
+            touched += [tp for m in state.description.members for tp in m.assignment]
+        for topic, partition in touched:
+            known = layout.topics.get(topic)
+            if known is not None and partition not in known:
+                return True
+    return False
 
 
 @dataclass(frozen=True)

@@ -21,7 +21,11 @@ class SamplerSettings:
     sample to partitions of those topics (and, with ``all_groups``, to groups that read them).
     ``history`` is the number of samples kept per partition: it bounds memory and is how far back
     lag in seconds can see (``history × interval`` seconds). ``cycle_timeout`` bounds one whole
-    cycle; ``concurrency`` bounds Kafka requests in flight.
+    cycle; ``concurrency`` bounds Kafka requests in flight. Partition layout (Metadata) is reused for
+    ``metadata_interval`` seconds — like a Kafka client's ``metadata.max.age.ms`` — and fetched at once
+    when a group touches a topic or partition the cached layout does not know, or a partition's end
+    offset could not be read; so a partition added to a topic shows up within that interval, or as
+    soon as a member is assigned it.
     """
 
     groups: tuple[str, ...] = ()
@@ -33,6 +37,7 @@ class SamplerSettings:
     cycle_timeout: float = 30.0
     concurrency: int = 8
     discovery_interval: float = 30.0
+    metadata_interval: float = 30.0
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "groups", tuple(dict.fromkeys(self.groups)))
@@ -53,5 +58,5 @@ class SamplerSettings:
             raise SamplerConfigError(f"cycle timeout must be positive, got {self.cycle_timeout}")
         if self.concurrency < 1:
             raise SamplerConfigError(f"concurrency must be at least 1, got {self.concurrency}")
-        if self.discovery_interval < 0:
-            raise SamplerConfigError("discovery interval must not be negative")
+        if self.discovery_interval < 0 or self.metadata_interval < 0:
+            raise SamplerConfigError("discovery and metadata intervals must not be negative")

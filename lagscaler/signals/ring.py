@@ -121,9 +121,13 @@ class RingHistory:
     def set_last(self, name: str, rows: IntArray, values: npt.ArrayLike) -> None:
         self.columns[name][rows, self.last_slot(rows)] = values
 
-    def order(self, rows: IntArray) -> tuple[IntArray, BoolArray]:
-        """Slot indices oldest → newest, right-aligned, and which positions hold a sample."""
-        positions = np.arange(self.window)
+    def order(self, rows: IntArray, last: int | None = None) -> tuple[IntArray, BoolArray]:
+        """Slot indices oldest → newest, right-aligned, and which positions hold a sample.
+
+        ``last`` limits the result to the newest ``last`` positions (cheaper when only they matter).
+        """
+        width = self.window if last is None else min(last, self.window)
+        positions = np.arange(self.window - width, self.window)
         slots = (self.head[rows][:, None] + positions[None, :]) % self.window
         valid = positions[None, :] >= (self.window - self.count[rows])[:, None]
         return slots, valid

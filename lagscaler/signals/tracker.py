@@ -154,7 +154,7 @@ class SignalTracker:
 
         seconds, lower = self._tables.lag_seconds(key_prow, np.where(has_commit, committed, NO_COMMIT), now)
 
-        slots, valid = self._history.order(rows)
+        slots, valid = self._history.order(rows, last=self.settings.status.window)
         status = evaluate_statuses(
             self._history.ordered("committed", rows, slots),
             self._history.ordered("end", rows, slots),
