@@ -11,8 +11,8 @@ import pytest
 from lagscaler.errors import UserError
 from lagscaler.kafka.seed import create_topics
 from lagscaler.localkafka import KafkaEndpoint
-from lagscaler.playground import LoadProducer, ProducerSettings, RateProfile
-from lagscaler.playground.probe import end_offsets
+from lagscaler.playground import LoadProducer, PoolSettings, ProducerSettings, RateProfile, WorkerPool
+from lagscaler.playground.probe import committed_offsets, end_offsets
 
 pytestmark = pytest.mark.kafka
 
@@ -66,3 +66,24 @@ async def test_a_missing_topic_is_a_clear_error(kafka: KafkaEndpoint, unique: st
     with pytest.raises(UserError, match=f"topic '{unique}' has no partitions"):
         async with LoadProducer(ProducerSettings(kafka.bootstrap, unique), profile):
             pass
+
+
+async def test_a_pool_with_enough_capacity_keeps_up_with_the_producer(
+    kafka: KafkaEndpoint, unique: str
+) -> None:
+    """The shape of the end-to-end setup: producer and pool running side by side on one topic."""
+    await create_topics(kafka.bootstrap, {unique: 4})
+    group = f"{unique}-g"
+    pool_settings = PoolSettings(
+        kafka.bootstrap, group, (unique,), 400.0, commit_interval_seconds=0.5, heartbeat_interval_ms=500
+    )
+    profile = RateProfile.from_schedule([(2.0, 300)])
+    async with WorkerPool(pool_settings) as pool:
+        await pool.scale_to(2)
+        await pool.wait_ready(within=30)
+        async with LoadProducer(ProducerSettings(kafka.bootstrap, unique), profile) as producer:
+            stats = await producer.finished()
+        await pool.wait_until(lambda p: p.processed >= stats.produced, within=20, what="the pool to catch up")
+    assert stats.produced == 600
+    assert pool.processed == 600
+    assert sum((await committed_offsets(kafka.bootstrap, group)).values()) == 600  # committed on the way out
