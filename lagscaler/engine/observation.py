@@ -22,7 +22,6 @@ from lagscaler.engine.sizing import BoolArray, FloatArray, IntArray
 from lagscaler.policy.model import ScalingPolicy
 from lagscaler.signals.model import GroupSample, PartitionStatus
 
-_STUCK = frozenset(s for s in PartitionStatus if s.stuck)
 BACKLOG_SECONDS = 5.0
 """A partition is *backlogged* when it is at least this far behind in time. Below it, lag is what
 periodic offset commits leave behind (auto-commit every 5 s by default), not a queue."""
@@ -84,9 +83,11 @@ def observe(
     stuck_lag = 0.0
     owner_rate: dict[str | None, float] = {}
     owner_idle: set[str | None] = set()  # owners with a partition that is not backlogged
-    for p in parts:  # the hot loop of a cycle: kept to plain attribute reads and arithmetic
-        plag = float(p.lag) if p.lag is not None else 0.0
-        if p.status in _STUCK:
+    stall, stop, inf, isfinite = PartitionStatus.STALL, PartitionStatus.STOP, math.inf, math.isfinite
+    for p in parts:  # the hot loop of a cycle: identity checks and arithmetic only (no enum hashing)
+        plag = p.lag or 0
+        status = p.status
+        if status is stall or status is stop:
             stuck += 1
             stuck_lag += plag
             continue
@@ -100,8 +101,8 @@ def observe(
         consumed += consume
         lag += plag
         behind = p.lag_seconds
-        if behind is None or not math.isfinite(behind):
-            behind = 0.0 if plag <= 0 else (plag / produce if produce > 0 else math.inf)
+        if behind is None or not isfinite(behind):  # unknown: estimate from the rates
+            behind = 0.0 if plag <= 0 else (plag / produce if produce > 0 else inf)
         elif behind < 0:
             behind = 0.0
         lag_seconds = max(lag_seconds, behind)
