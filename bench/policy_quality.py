@@ -199,10 +199,14 @@ def write_results(
     body.append("</details>")
     text = RESULTS.read_text(encoding="utf-8")
     marker = "## Policy quality"
+    notes = "### Reading the results"
     if marker in text:
         start = text.index(marker)
         nxt = text.find("\n## ", start + len(marker))
-        text = text[:start] + "\n".join(body) + ("\n" + text[nxt + 1 :] if nxt >= 0 else "\n")
+        old = text[start : nxt if nxt >= 0 else len(text)]
+        if notes in old:  # the hand-written reading of the numbers survives a re-run (re-read it!)
+            body.extend(["", old[old.index(notes) :].rstrip("\n")])
+        text = text[:start] + "\n".join(body) + ("\n\n" + text[nxt + 1 :] if nxt >= 0 else "\n")
     else:
         text = text.rstrip("\n") + "\n\n" + "\n".join(body) + "\n"
     RESULTS.write_text(text, encoding="utf-8")
