@@ -2,30 +2,35 @@
 
 How a count is chosen (every step is an array operation over workloads):
 
-1. **Forecast.** An EWMA level of the arrival rate and its trend (irregular time steps; the trend
-   is the smaller of a fast and a slow estimate, see below). The rate
-   to provision for is the larger of the level and the trend projected over the *reaction time*
-   (HPA sync + pod start-up + rebalance stall + state restore): capacity asked for now arrives no
-   sooner. A seasonal profile, when the policy has a period, can only raise it.
+1. **Forecast.** An EWMA level of the arrival rate and the trend of the measured rate, the trend
+   believed only as far as a fast and a slow estimate agree (a step is one jump, not growth). The
+   rate to provision for is the larger of the level and the trend projected over the *reaction
+   time* (HPA sync + pod start-up + rebalance stall + state restore): capacity asked for now
+   arrives no sooner. A seasonal profile, when the policy has a period, can only raise it.
 2. **Capacity.** The true per-replica rate is learned online as in DS2: only members whose every
    partition is backlogged are busy all the time, so their consume rate *is* their capacity.
    Intervals right after a membership change (stall, restore) are warm-up and ignored. The
    policy's figure is the prior, worth ``prior_weight_seconds`` of evidence.
 3. **Need.** ``max(forecast / target_utilisation, arrival × (1 + excess_age / SLO))``: the second
    term asks for enough spare capacity to bring the worst partition's lag (projected to when new
-   capacity can land) back under half the SLO within one SLO. A stall that the current capacity
-   already drains in time asks for nothing, so a rebalance's own lag does not cascade into
-   another rebalance.
+   capacity can land) back under half the SLO within one SLO.
 4. **Partition alignment.** The smallest count whose busiest member keeps up (``sizing``), clamped
    to ``[min, min(max, partitions)]``.
-5. **Up early and fast, down late and slowly.** A scale-up happens as soon as the need exceeds
-   the current count. A scale-down needs all of: the dwell after the last change is over
-   (after a scale-up: start-up + stall + restore + one SLO of catch-up; after a scale-down: the
-   policy's stabilization), lag neither growing nor above half the SLO, a lower count that covers
-   the *maximum* forecast of the stabilization window, and savings over the payback horizon
+5. **Up early and fast.** Scale up when the current count would run hotter than halfway between
+   the target utilisation and saturation (a dead band: aligned counts are far apart), or when the
+   backlog needs more than the current count *and* a scale-up would drain it sooner, counting the
+   stall and restore that scale-up itself causes. While the last rebalance settles its backlog is
+   the rebalance's, not a shortage: that is what stops rebalance cascades.
+6. **Down late and slowly.** A scale-down needs all of: the dwell after the last change is over
+   (after a scale-up: start-up + stall + restore + one SLO of catch-up; after a scale-down or a
+   restart: the policy's stabilization), lag neither growing nor above half the SLO, a lower count
+   that covers the *maximum* forecast of the stabilization window (with headroom to catch moved
+   partitions up after their restore when that breaks the SLO), savings over the payback horizon
    (fewer replicas × how long the forecast says the lower count will last) larger than the price
-   of the rebalance (see :func:`rebalance_price`).
-6. **Ineffective scale-up.** If a scale-up decided while backlogged did not raise throughput by at
+   of the rebalance (:func:`rebalance_price`), and, when the rebalance breaks the SLO by itself,
+   enough error budget (``slo_objective``) since the last change to pay for that miss
+   (:func:`breach_seconds`).
+7. **Ineffective scale-up.** If a scale-up decided while backlogged did not raise throughput by at
    least 10 % of what it should have (a downstream bottleneck, a hot partition), further scale-ups
    are held for a while and the decision says so.
 """
