@@ -407,3 +407,30 @@ def test_never_nan_or_negative_and_deterministic(
         assert np.all(values >= 0), name
         assert np.array_equal(values, getattr(again, name)), name
     assert first.reasons.tolist() == again.reasons.tolist()
+
+
+def test_only_members_whose_every_partition_is_behind_count_as_busy() -> None:
+    def part(i: int, owner: str | None, behind: float) -> PartitionSample:
+        return PartitionSample(
+            "orders",
+            i,
+            0,
+            1000,
+            int(behind * 100),
+            behind,
+            produce_rate=100.0,
+            consume_rate=90.0,
+            owner=owner,
+        )
+
+    p = policy()
+    # m0 is behind on both its partitions; m1 has one partition caught up, so its rate is not its capacity.
+    owned = (part(0, "m0", 60.0), part(1, "m0", 40.0), part(2, "m1", 60.0), part(3, "m1", 0.0))
+    o = observe(GroupSample("orders", "Stable", 2, 0.0, owned), p, replicas=2)
+    assert (o.busy_members, o.busy_rate) == (1, 180.0)
+    # Without ownership the group is busy only when every partition is behind.
+    anonymous = tuple(part(i, None, 60.0) for i in range(4))
+    o = observe(GroupSample("orders", "Stable", 2, 0.0, anonymous), p, replicas=2)
+    assert (o.busy_members, o.busy_rate) == (2, 360.0)
+    o = observe(GroupSample("orders", "Stable", 2, 0.0, (*anonymous[:3], part(3, None, 0.0))), p, replicas=2)
+    assert o.busy_members == 0
