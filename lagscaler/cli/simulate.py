@@ -110,10 +110,10 @@ def _run(args: argparse.Namespace) -> int:
     policies = parse_policies(args.baselines)
     policy = load_policy_file(args.policy)
     trace = _read_trace(args.trace)
+    if args.hours is not None:  # cut first, so --peak-rate is the peak of what is simulated
+        trace = trace.truncated(args.hours * 3600)
     if args.peak_rate is not None:
         trace = trace.rescaled(args.peak_rate)
-    if args.hours is not None:
-        trace = trace.truncated(args.hours * 3600)
     if args.metric_delay < 0:
         raise UserError(f"--metric-delay must be >= 0, got {args.metric_delay}")
     scenario = Scenario.from_policy(
