@@ -140,6 +140,18 @@ def test_bad_input_is_one_error_line(
     assert err.count("\n") == 1
 
 
+def test_state_bytes_makes_a_changelog_measured_policy_simulable(
+    files: tuple[Path, Path], capsys: pytest.CaptureFixture[str]
+) -> None:
+    policy, trace = files
+    policy.write_text(
+        POLICY + "  stateful:\n    restoreBytesPerSecond: 1000000\n    changelogTopic: orders-changelog\n"
+    )
+    args = ["simulate", "--trace", str(trace), "--policy", str(policy), "--baselines", "static"]
+    assert main([*args, "--state-bytes", "720000000"]) == 0
+    assert "restore 60 s" in capsys.readouterr().out  # 720 MB over 12 partitions at 1 MB/s
+
+
 def test_a_missing_trace_file_is_named(files: tuple[Path, Path], capsys: pytest.CaptureFixture[str]) -> None:
     policy, trace = files
     assert main(["simulate", "--trace", str(trace) + ".missing", "--policy", str(policy)]) != 0

@@ -7,6 +7,7 @@ import json
 import sys
 from collections.abc import Iterator
 from contextlib import contextmanager
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -70,6 +71,12 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
         help="age of the data each HPA acts on (default 15)",
     )
     parser.add_argument("--hours", type=_positive(float), help="simulate only the first HOURS of the trace")
+    parser.add_argument(
+        "--state-bytes",
+        type=_positive(float),
+        metavar="BYTES",
+        help="state size of a stateful policy that measures it from a changelog topic (or to override it)",
+    )
     parser.set_defaults(handler=_run)
 
 
@@ -109,6 +116,10 @@ def _progress(total_hint: float) -> Iterator[Progress | None]:
 def _run(args: argparse.Namespace) -> int:
     policies = parse_policies(args.baselines)
     policy = load_policy_file(args.policy)
+    if args.state_bytes is not None:
+        if policy.stateful is None:
+            raise UserError(f"--state-bytes: {args.policy} is not a stateful policy")
+        policy = replace(policy, stateful=replace(policy.stateful, state_bytes=args.state_bytes))
     trace = _read_trace(args.trace)
     if args.hours is not None:  # cut first, so --peak-rate is the peak of what is simulated
         trace = trace.truncated(args.hours * 3600)

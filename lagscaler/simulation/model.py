@@ -74,7 +74,7 @@ class Scenario:
             if policy.stateful.state_bytes is None:
                 raise UserError(
                     f"{policy.source or policy.key}: simulating a stateful workload needs "
-                    "stateful.stateBytes (a changelog topic's size is only measured on a live cluster)"
+                    "stateful.stateBytes or --state-bytes (a changelog topic's size is only measured live)"
                 )
             restore = policy.stateful.state_bytes / max(p, 1) / policy.stateful.restore_bytes_per_second
         return cls(
