@@ -1,11 +1,20 @@
 """The scaling policy engine: pure, synchronous, vectorised across workloads (numpy, no IO).
 
-Each cycle::
+How the service calls it::
 
-    params = PolicyArrays.from_policies(policies)      # once per loaded policy set
-    state = EngineState.initial(params)                # kept for the policy set's lifetime
-    obs = ObservationBatch.stack([observe(snapshot.group(p.kafka.group), p, replicas=n) ...])
-    decisions, state = decide(params, state, obs)      # decisions[i] / decisions.by_key()
+    params = PolicyArrays.from_policies(policies)      # once per loaded policy set (order = keys)
+    state = EngineState.initial(params)                # kept for that policy set's lifetime
+    # every sample cycle, with the scale targets' current replica counts from Kubernetes:
+    obs = ObservationBatch.stack([
+        observe(snapshot.group(p.kafka.group), p, replicas=current[p.key], now=snapshot.sampled_at,
+                state_bytes=measured_changelog_bytes.get(p.key, math.nan))
+        for p in policies
+    ])
+    decisions, state = decide(params, state, obs)      # decisions[i], decisions.by_key()
+    # serve lagscaler.hpa.served_value(decisions[i].desired_replicas, current, hpa_spec_for(policy))
+
+A missing group (``snapshot.group`` is ``None``) or a stale sample holds the last decision (reason
+``STALE``); the engine never raises on odd numbers (NaN, inf, negative): it clamps them.
 """
 
 from lagscaler.engine.core import Engine, decide, rebalance_price, restore_seconds
