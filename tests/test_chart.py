@@ -151,6 +151,10 @@ def test_args_carry_kafka_security_from_secrets_not_values() -> None:
     assert "--sasl-mechanism=SCRAM-SHA-256" in args
     assert "--sasl-password-file=/var/run/kafka-sasl/password" in args
     assert "--ssl-cafile=/var/run/kafka-tls/ca.crt" in args
+    username = {e["name"]: e["valueFrom"]["secretKeyRef"] for e in container["env"]}[
+        "LAGSCALER_SASL_USERNAME"
+    ]
+    assert username == {"name": "kafka-user", "key": "username"}
     assert not any("password=" in a for a in args)
 
 
@@ -212,3 +216,32 @@ def test_secret_mode_uses_the_given_ca_bundle() -> None:
     assert not [d for d in docs if d["kind"] == "Secret"]  # the user's Secret is not overwritten
     volumes = one(docs, "Deployment")["spec"]["template"]["spec"]["volumes"]
     assert {"name": "serving-cert", "secret": {"secretName": "mine"}} in volumes
+
+
+def test_container_args_are_accepted_by_lagscaler_serve() -> None:
+    """The chart and the CLI must not drift apart: parse the rendered args with the real parser."""
+    from lagscaler.cli import _Parser
+    from lagscaler.cli.serve import build_parser
+
+    values = with_values(
+        kafka={
+            "bootstrapServers": "k:9093",
+            "securityProtocol": "SASL_SSL",
+            "sasl": {"mechanism": "SCRAM-SHA-512", "existingSecret": "kafka-user"},
+            "tls": {
+                "existingSecret": "kafka-ca",
+                "caKey": "ca.crt",
+                "certKey": "tls.crt",
+                "keyKey": "tls.key",
+            },
+        }
+    )
+    args = one(render(values), "Deployment")["spec"]["template"]["spec"]["containers"][0]["args"]
+    assert args[0] == "serve"
+    parsed = build_parser(_Parser(prog="lagscaler serve")).parse_args(args[1:])
+    assert parsed.bootstrap_server == "k:9093"
+    assert parsed.sasl_password_file == Path("/var/run/kafka-sasl/password")
+    assert parsed.ssl_certfile == Path("/var/run/kafka-tls/tls.crt")
+    assert parsed.policy_dir == Path("/etc/lagscaler/policies")
+    assert parsed.secure_port == 6443
+    assert parsed.metrics_port == 9090

@@ -25,6 +25,19 @@ class _CommandModule(Protocol):
     def register(self, subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> None: ...
 
 
+def _expand(argv: list[str]) -> list[str]:
+    """Let a command add settings from elsewhere (a config file, the environment) as flags.
+
+    A command module may define ``expand_argv(args) -> list[str]``; it gets the arguments after
+    the command name and returns them with its extra flags in front, so the flags given win.
+    """
+    if not argv or argv[0].startswith("-") or argv[0] not in {m.name for m in pkgutil.iter_modules(__path__)}:
+        return argv
+    module = importlib.import_module(f"{__name__}.{argv[0]}")
+    expand = getattr(module, "expand_argv", None)
+    return [argv[0], *expand(argv[1:])] if expand is not None else argv
+
+
 class _Parser(argparse.ArgumentParser):
     """argparse, but a bad flag is a :class:`UserError` (one line, exit 2) like every other error."""
 
@@ -52,7 +65,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: Sequence[str] | None = None) -> int:
     try:
-        args = build_parser().parse_args(argv)
+        args = build_parser().parse_args(_expand(list(sys.argv[1:] if argv is None else argv)))
         handler = cast(Handler, args.handler)
         return handler(args)
     except UserError as exc:

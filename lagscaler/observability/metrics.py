@@ -96,6 +96,53 @@ class ServiceMetrics:
             ["namespace", "workload"],
             registry=r,
         )
+        # --- per-workload signals and the parts of each decision (what the Grafana dashboard plots)
+        workload = ["namespace", "workload"]
+        self.workload_replicas = Gauge(
+            "lagscaler_workload_replicas",
+            "Replicas the workload runs now (consumer-group members).",
+            workload,
+            registry=r,
+        )
+        self.workload_lag_messages = Gauge(
+            "lagscaler_workload_lag_messages", "Total lag over the workload's topics.", workload, registry=r
+        )
+        self.workload_lag_seconds = Gauge(
+            "lagscaler_workload_lag_seconds",
+            "How far behind the newest message the worst partition is, in seconds.",
+            workload,
+            registry=r,
+        )
+        self.workload_slo_seconds = Gauge(
+            "lagscaler_workload_slo_seconds",
+            "The policy's SLO: maximum lag in seconds.",
+            workload,
+            registry=r,
+        )
+        self.workload_arrival_rate = Gauge(
+            "lagscaler_workload_arrival_rate",
+            "Messages per second produced to the workload's topics.",
+            workload,
+            registry=r,
+        )
+        self.workload_forecast_rate = Gauge(
+            "lagscaler_workload_forecast_rate",
+            "The engine's forecast arrival rate (messages per second).",
+            workload,
+            registry=r,
+        )
+        self.workload_capacity_per_replica = Gauge(
+            "lagscaler_workload_capacity_per_replica",
+            "Estimated true processing rate of one replica (messages per second of busy time).",
+            workload,
+            registry=r,
+        )
+        self.workload_stuck_partitions = Gauge(
+            "lagscaler_workload_stuck_partitions",
+            "Partitions in STALL or STOP: ignored for sizing, since more replicas would not help them.",
+            workload,
+            registry=r,
+        )
         # --- policies
         self.policy_errors = Gauge(
             "lagscaler_policy_errors",
@@ -107,6 +154,22 @@ class ServiceMetrics:
             "Policy file (re)loads, by outcome.",
             ["outcome"],
             registry=r,
+        )
+
+    @property
+    def per_workload(self) -> tuple[Gauge, ...]:
+        """Gauges labelled by (namespace, workload): their series go when the workload's policy goes."""
+        return (
+            self.cache_age,
+            self.desired_replicas,
+            self.workload_replicas,
+            self.workload_lag_messages,
+            self.workload_lag_seconds,
+            self.workload_slo_seconds,
+            self.workload_arrival_rate,
+            self.workload_forecast_rate,
+            self.workload_capacity_per_replica,
+            self.workload_stuck_partitions,
         )
 
     def exposition(self) -> bytes:

@@ -1,0 +1,235 @@
+"""One scaling cycle: policies → sample → decide → publish, and the loop that repeats it.
+
+The API answers from the cache only, so nothing here is on a request's path: a slow or absent
+Kafka delays the next publication, never an answer. When a cycle cannot reach Kafka the sampler
+keeps the previous snapshot (marked stale) and the engine holds its decisions; the published
+values keep their old sample time, so the API judges them stale by age and serves what each policy
+chose for that case.
+
+Several replicas of the service may run this loop at once, each against Kafka on its own: there is
+no leader, and an answer never depends on which replica took the request (they sample the same
+offsets and run the same deterministic engine; a replica that restarted holds scale-downs for a
+window, so it never asks for less than an older replica would).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import math
+import time
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, replace
+
+import structlog
+
+from lagscaler.api import CheckResult, MetricsCache, WorkloadMetrics
+from lagscaler.engine import Decision, Decisions, EngineState, ObservationBatch, PolicyArrays, decide, observe
+from lagscaler.engine.reload import carry_over
+from lagscaler.observability import ServiceMetrics
+from lagscaler.policy import ScalingPolicy
+from lagscaler.sampler import SampleFailed, Sampler
+from lagscaler.service.policies import PolicySet, PolicyWatcher
+from lagscaler.service.publish import raw_signals, workload_metrics
+from lagscaler.signals import GroupSample, Snapshot
+
+log = structlog.get_logger("lagscaler.service")
+
+
+@dataclass(frozen=True, slots=True)
+class LoopSettings:
+    """How often to sample and decide; changed policy files are picked up at the start of each cycle."""
+
+    interval: float = 10.0
+
+
+class ScalingLoop:
+    """Owns the engine's state for the loaded policy set and publishes each cycle's result."""
+
+    def __init__(
+        self,
+        sampler: Sampler,
+        watcher: PolicyWatcher,
+        cache: MetricsCache,
+        metrics: ServiceMetrics,
+        *,
+        settings: LoopSettings | None = None,
+        clock: Callable[[], float] = time.time,
+    ) -> None:
+        self.sampler = sampler
+        self.watcher = watcher
+        self.cache = cache
+        self.metrics = metrics
+        self.settings = settings or LoopSettings()
+        self._clock = clock
+        self._policies: tuple[ScalingPolicy, ...] = ()
+        self._version = -1
+        self._params = PolicyArrays.from_policies(())
+        self._state = EngineState.initial(self._params)
+        self._requests_seen: dict[str, int] = {}
+        self._failures_seen: dict[str, int] = {}
+        self._labelled: set[tuple[str, str]] = set()
+        self.decisions: Mapping[str, Decision] = {}
+        self.cycles = 0
+        self.succeeded = 0
+        self.last_error: str | None = None
+
+    # -- health ----------------------------------------------------------------------------------
+
+    def sampler_ready(self) -> CheckResult:
+        """Ready once a cycle has succeeded (or there is nothing to sample); the detail says why not."""
+        if not self._policies:
+            return CheckResult(True, "no policies loaded: nothing to sample")
+        if self.succeeded == 0:
+            return CheckResult(False, f"no successful sample cycle yet ({self.last_error or 'starting'})")
+        if self.last_error:
+            return CheckResult(
+                True, f"last cycle failed, serving per each policy's fallback: {self.last_error}"
+            )
+        return CheckResult(True, f"{self.succeeded} cycles, {len(self._policies)} workloads")
+
+    def policies_ready(self) -> CheckResult:
+        current = self.watcher.current
+        if not current.version:
+            return CheckResult(False, "policies not loaded yet")
+        detail = f"{len(current.policies)} policies in force"
+        if current.errors:
+            detail += "; invalid: " + " | ".join(current.error_lines)
+        return CheckResult(True, detail)
+
+    # -- one cycle -------------------------------------------------------------------------------
+
+    def _apply_policies(self, current: PolicySet) -> None:
+        self.metrics.policy_errors.set(len(current.errors))
+        if current.version == self._version:
+            return
+        old_keys = self._params.keys
+        policies = tuple(sorted(current.policies, key=lambda p: p.key))
+        self._params = PolicyArrays.from_policies(policies)
+        self._state = carry_over(old_keys, self._state, self._params)
+        self._policies = policies
+        self._version = current.version
+        groups = tuple(dict.fromkeys(p.kafka.group for p in policies))
+        if groups:
+            self.sampler.settings = replace(self.sampler.settings, groups=groups, all_groups=False)
+        self.metrics.policy_reloads.labels("ok" if not current.errors else "partial").inc()
+        for namespace, workload in self._labelled - {(p.namespace, p.name) for p in policies}:
+            for gauge in self.metrics.per_workload:
+                with contextlib.suppress(KeyError):
+                    gauge.remove(namespace, workload)
+        self._labelled &= {(p.namespace, p.name) for p in policies}
+
+    async def _sample(self) -> Snapshot | None:
+        started = time.monotonic()
+        try:
+            snapshot = await self.sampler.sample()
+        except SampleFailed as exc:
+            self.last_error = str(exc)
+            self.metrics.sample_cycle_errors.labels(_reason(exc)).inc()
+            return self.sampler.latest
+        finally:
+            self.metrics.sample_cycle_duration.observe(time.monotonic() - started)
+            self._export_requests()
+        self.last_error = None
+        self.succeeded += 1
+        return snapshot
+
+    def _export_requests(self) -> None:
+        for seen, counts, outcome in (
+            (self._requests_seen, self.sampler.stats.requests, "sent"),
+            (self._failures_seen, self.sampler.stats.failures, "failed"),
+        ):
+            for api, total in counts.items():
+                delta = total - seen.get(api, 0)
+                if delta > 0:
+                    self.metrics.kafka_requests.labels(api, outcome).inc(delta)
+                seen[api] = total
+
+    async def cycle(self) -> Decisions:
+        """Reload changed policies, sample, decide and publish once."""
+        self.cycles += 1
+        self._apply_policies(self.watcher.refresh())
+        snapshot = await self._sample() if self._policies else None
+        now = self._clock()
+        samples = [snapshot.group(p.kafka.group) if snapshot else None for p in self._policies]
+        observations = [
+            observe(sample, policy, replicas=_members(sample), now=now)
+            for sample, policy in zip(samples, self._policies, strict=True)
+        ]
+        decisions, self._state = decide(self._params, self._state, ObservationBatch.stack(observations))
+        self.decisions = decisions.by_key()
+        published = [
+            self._publish_one(policy, decisions[i], sample, now)
+            for i, (policy, sample) in enumerate(zip(self._policies, samples, strict=True))
+        ]
+        self.cache.publish(published)
+        return decisions
+
+    def _publish_one(
+        self, policy: ScalingPolicy, decision: Decision, sample: GroupSample | None, now: float
+    ) -> WorkloadMetrics:
+        signals = raw_signals(sample, policy)
+        members = sample.members if sample is not None else None
+        sampled_at = sample.sampled_at if sample is not None else 0.0
+        detail = ""
+        if sample is None:
+            detail = f"group {policy.kafka.group} has not been sampled yet"
+        elif sample.stale:
+            detail = f"Kafka unreachable: {sample.error or self.last_error or 'unknown error'}"
+        m = self.metrics
+        labels = (policy.namespace, policy.name)
+        self._labelled.add(labels)
+        m.cache_age.labels(*labels).set(max(0.0, now - sampled_at) if sample is not None else math.inf)
+        m.desired_replicas.labels(*labels).set(decision.desired_replicas)
+        m.workload_replicas.labels(*labels).set(members or 0)
+        m.workload_lag_messages.labels(*labels).set(signals.lag_messages)
+        m.workload_lag_seconds.labels(*labels).set(signals.lag_seconds)
+        m.workload_slo_seconds.labels(*labels).set(policy.max_lag_seconds)
+        m.workload_arrival_rate.labels(*labels).set(signals.produce_rate)
+        m.workload_forecast_rate.labels(*labels).set(_finite(decision.forecast_arrival_rate))
+        m.workload_capacity_per_replica.labels(*labels).set(_finite(decision.capacity_per_replica))
+        m.workload_stuck_partitions.labels(*labels).set(decision.stuck_partitions)
+        direction = (
+            "up"
+            if decision.desired_replicas > decision.current_replicas
+            else "down"
+            if decision.desired_replicas < decision.current_replicas
+            else "hold"
+        )
+        m.decisions.labels(*labels, direction).inc()
+        return workload_metrics(
+            policy, decision, signals, sampled_at=sampled_at, current_replicas=members, detail=detail
+        )
+
+    # -- the loop --------------------------------------------------------------------------------
+
+    async def run(self) -> None:
+        """Cycle every ``interval`` seconds until cancelled; a failing cycle is logged, never fatal."""
+        while True:
+            started = time.monotonic()
+            try:
+                await self.cycle()
+            except asyncio.CancelledError:
+                raise
+            except Exception as exc:  # a bug in one cycle must not stop scaling for good
+                self.last_error = f"{type(exc).__name__}: {exc}"
+                self.metrics.sample_cycle_errors.labels("internal").inc()
+                log.exception("scaling cycle failed")
+            await asyncio.sleep(max(0.0, self.settings.interval - (time.monotonic() - started)))
+
+
+def _members(sample: GroupSample | None) -> int:
+    return sample.members if sample is not None else 0
+
+
+def _finite(value: float) -> float:
+    return value if math.isfinite(value) else 0.0
+
+
+def _reason(exc: Exception) -> str:
+    text = str(exc).lower()
+    if "did not finish" in text or "timed out" in text or "timeout" in text:
+        return "timeout"
+    if "connect" in text or "unreachable" in text or "refused" in text:
+        return "unreachable"
+    return "kafka"

@@ -1,0 +1,113 @@
+"""From one cycle's decision to what the API serves for a workload (pure).
+
+For each workload the API serves one item per metric, labelled ``lagscaler.io/workload`` and
+``lagscaler.io/group`` (and ``lagscaler.io/topic`` when the workload reads exactly one topic, so a
+topic selector cannot silently sum a multi-topic workload's lag-in-seconds):
+
+* ``lagscaler_desired_replicas``: the engine's count encoded for a stock HPA (see
+  :mod:`lagscaler.hpa.metric`); this is the metric the recommended HPA acts on;
+* ``lagscaler_lag_messages``, ``lagscaler_lag_seconds``, ``lagscaler_produce_rate``: the raw
+  signals, over the policy's topics, stuck partitions included (they are real lag).
+
+What a stale workload serves is the policy's choice (``spec.fallback``): nothing (503, the HPA
+freezes), the count that drives the HPA to ``fallback.replicas``, or the last values.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+from lagscaler.api.cache import (
+    DESIRED_REPLICAS,
+    GROUP_LABEL,
+    LAG_MESSAGES,
+    LAG_SECONDS,
+    PRODUCE_RATE,
+    TOPIC_LABEL,
+    WORKLOAD_LABEL,
+    MetricValue,
+    WorkloadMetrics,
+)
+from lagscaler.engine import Decision
+from lagscaler.hpa import plan_served_metric
+from lagscaler.policy import ScalingPolicy, StaleAction
+from lagscaler.policy.hpa import hpa_spec_for
+from lagscaler.signals import GroupSample
+
+
+@dataclass(frozen=True, slots=True)
+class RawSignals:
+    """The raw per-workload signals over the policy's topics."""
+
+    lag_messages: float = 0.0
+    lag_seconds: float = 0.0
+    produce_rate: float = 0.0
+    topics: tuple[str, ...] = ()
+
+
+def raw_signals(sample: GroupSample | None, policy: ScalingPolicy) -> RawSignals:
+    """Total lag, worst lag in seconds and total produce rate of the workload's partitions."""
+    if sample is None:
+        return RawSignals(topics=policy.kafka.topics)
+    wanted = set(policy.kafka.topics)
+    lag = 0.0
+    worst = 0.0
+    produced = 0.0
+    topics: set[str] = set()
+    for p in sample.partitions:
+        if wanted and p.topic not in wanted:
+            continue
+        topics.add(p.topic)
+        lag += p.lag or 0
+        if p.lag_seconds is not None and math.isfinite(p.lag_seconds):
+            worst = max(worst, p.lag_seconds)
+        produced += p.produce_rate or 0.0
+    return RawSignals(lag, worst, produced, tuple(sorted(topics)) or policy.kafka.topics)
+
+
+def labels_for(policy: ScalingPolicy, topics: tuple[str, ...]) -> dict[str, str]:
+    labels = {WORKLOAD_LABEL: policy.name, GROUP_LABEL: policy.kafka.group}
+    if len(topics) == 1:
+        labels[TOPIC_LABEL] = topics[0]
+    return labels
+
+
+def workload_metrics(
+    policy: ScalingPolicy,
+    decision: Decision,
+    signals: RawSignals,
+    *,
+    sampled_at: float,
+    current_replicas: int | None,
+    detail: str = "",
+) -> WorkloadMetrics:
+    """The :class:`WorkloadMetrics` the API serves for ``policy`` after this cycle."""
+    spec = hpa_spec_for(policy)
+    labels = labels_for(policy, signals.topics)
+    desired = plan_served_metric(decision.desired_replicas, current_replicas, spec)
+    values = (
+        MetricValue(DESIRED_REPLICAS, desired.value, labels),
+        MetricValue(LAG_MESSAGES, signals.lag_messages, labels),
+        MetricValue(LAG_SECONDS, signals.lag_seconds, labels),
+        MetricValue(PRODUCE_RATE, signals.produce_rate, labels),
+    )
+    fallback = policy.fallback
+    stale_values: tuple[MetricValue, ...] | None
+    if fallback.action is StaleAction.ERROR:
+        stale_values = None
+    elif fallback.action is StaleAction.HOLD:
+        stale_values = values
+    else:
+        replicas = fallback.replicas if fallback.replicas is not None else policy.min_replicas
+        plan = plan_served_metric(replicas, current_replicas, spec)
+        stale_values = (MetricValue(DESIRED_REPLICAS, plan.value, labels),)
+    return WorkloadMetrics(
+        namespace=policy.namespace,
+        name=policy.name,
+        sampled_at=sampled_at,
+        values=values,
+        max_age_seconds=fallback.max_age_seconds,
+        stale_values=stale_values,
+        detail=detail,
+    )

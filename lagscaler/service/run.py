@@ -1,0 +1,114 @@
+"""``lagscaler serve`` assembled: policies, sampler, engine loop, cache and the HTTPS API.
+
+:func:`running_service` is an async context manager so the same composition serves the CLI, the
+local demo and the end-to-end tests; leaving it stops the loop, the API and the Kafka client, in
+that order, and leaves no task behind.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from collections.abc import AsyncIterator
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import structlog
+
+from lagscaler.api import ApiSettings, CheckResult, HealthChecks, MetricsCache, RunningApi, running_api
+from lagscaler.errors import UserError
+from lagscaler.kafka import KafkaSettings
+from lagscaler.observability import ServiceMetrics
+from lagscaler.sampler import Sampler, SamplerSettings
+from lagscaler.service.loop import LoopSettings, ScalingLoop
+from lagscaler.service.policies import PolicyWatcher
+
+log = structlog.get_logger("lagscaler.service")
+
+
+@dataclass(frozen=True)
+class ServeSettings:
+    """Everything ``lagscaler serve`` needs, validated before anything starts."""
+
+    kafka: KafkaSettings
+    policy_dir: Path
+    api: ApiSettings = field(default_factory=ApiSettings)
+    interval: float = 10.0
+    history: int = 120
+    cycle_timeout: float | None = None  # default: the interval, at least 5 s
+
+    def __post_init__(self) -> None:
+        if not self.interval > 0:
+            raise UserError(f"--sample-interval must be positive, got {self.interval:g}")
+        if self.history < 2:
+            raise UserError(f"--history must keep at least 2 samples, got {self.history}")
+
+    def sampler_settings(self, groups: tuple[str, ...]) -> SamplerSettings:
+        timeout = self.cycle_timeout if self.cycle_timeout is not None else max(5.0, self.interval)
+        return SamplerSettings(
+            groups=groups,
+            all_groups=not groups,  # no policy yet: the loop does not sample until one loads
+            interval=self.interval,
+            history=self.history,
+            cycle_timeout=timeout,
+        )
+
+
+@dataclass(frozen=True, slots=True)
+class RunningService:
+    api: RunningApi
+    loop: ScalingLoop
+    cache: MetricsCache
+    metrics: ServiceMetrics
+
+
+@contextlib.asynccontextmanager
+async def running_service(
+    settings: ServeSettings, metrics: ServiceMetrics | None = None
+) -> AsyncIterator[RunningService]:
+    metrics = metrics or ServiceMetrics()
+    watcher = PolicyWatcher(settings.policy_dir)
+    initial = watcher.refresh()
+    for line in initial.error_lines:
+        log.error("policy problem", problem=line)
+    cache = MetricsCache()
+    groups = tuple(dict.fromkeys(p.kafka.group for p in initial.policies))
+    async with Sampler(settings.kafka, settings.sampler_settings(groups)) as sampler:
+        loop = ScalingLoop(
+            sampler, watcher, cache, metrics, settings=LoopSettings(interval=settings.interval)
+        )
+        readiness = HealthChecks()
+        readiness.add("policies", loop.policies_ready)
+        readiness.add("sampler", loop.sampler_ready)
+        task = asyncio.create_task(loop.run(), name="lagscaler-scaling-loop")
+
+        def loop_alive() -> CheckResult:
+            if task.done():
+                return CheckResult(False, "the scaling loop has stopped")
+            return CheckResult(True, f"{loop.cycles} cycles")
+
+        liveness = HealthChecks()
+        liveness.add("scaling-loop", loop_alive)
+        try:
+            async with running_api(
+                settings.api, cache, readiness=readiness, liveness=liveness, metrics=metrics
+            ) as api:
+                yield RunningService(api, loop, cache, metrics)
+        finally:
+            task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
+
+
+async def serve_forever(settings: ServeSettings, stop: asyncio.Event) -> None:
+    """Run the service until ``stop`` is set (SIGTERM/SIGINT in the CLI)."""
+    async with running_service(settings) as service:
+        log.info(
+            "lagscaler serving",
+            api=service.api.url,
+            metrics=service.api.metrics_url,
+            policies=len(service.loop.watcher.current.policies),
+            interval=settings.interval,
+        )
+        await stop.wait()
+    log.info("lagscaler stopped")

@@ -1,0 +1,152 @@
+"""``lagscaler serve`` as a user runs it: settings from file, environment and flags; errors; signals."""
+
+from __future__ import annotations
+
+import argparse
+import os
+import signal
+import ssl
+import subprocess
+import sys
+import time
+import urllib.request
+from pathlib import Path
+
+import pytest
+
+from lagscaler.cli import _Parser, main
+from lagscaler.cli.serve import build_parser, settings_argv
+from lagscaler.errors import UserError
+from lagscaler.localkafka import KafkaEndpoint, free_port
+
+
+def parse(argv: list[str], environ: dict[str, str] | None = None) -> argparse.Namespace:
+    parser = build_parser(_Parser(prog="serve", add_help=False))
+    return parser.parse_args(settings_argv(parser, argv, environ or {}))
+
+
+@pytest.fixture
+def config(tmp_path: Path) -> Path:
+    path = tmp_path / "lagscaler.yaml"
+    path.write_text(
+        "bootstrap-server: file-kafka:9092\n"
+        "policy-dir: /etc/lagscaler/policies\n"
+        "sample-interval: 5\n"
+        "authorization-always-allow: true\n"
+        "requestheader-allowed-names: [front-proxy-client, aggregator]\n"
+    )
+    return path
+
+
+def test_flags_override_environment_which_overrides_the_file(config: Path) -> None:
+    env = {"LAGSCALER_SAMPLE_INTERVAL": "7", "LAGSCALER_BOOTSTRAP_SERVER": "env-kafka:9092"}
+    args = parse(["--config", str(config), "--sample-interval", "9"], env)
+    assert args.sample_interval == 9
+    assert args.bootstrap_server == "env-kafka:9092"
+    args = parse(["--config", str(config)], env)
+    assert args.sample_interval == 7
+    args = parse(["--config", str(config)])
+    assert args.sample_interval == 5
+    assert args.bootstrap_server == "file-kafka:9092"
+    assert args.authorization_always_allow is True
+    assert args.requestheader_allowed_names == ("front-proxy-client", "aggregator")
+    assert args.policy_dir == Path("/etc/lagscaler/policies")
+
+
+def test_config_file_can_come_from_the_environment(config: Path) -> None:
+    args = parse([], {"LAGSCALER_CONFIG": str(config)})
+    assert args.bootstrap_server == "file-kafka:9092"
+
+
+def test_false_in_the_file_leaves_a_switch_off(tmp_path: Path) -> None:
+    path = tmp_path / "c.yaml"
+    path.write_text("bootstrap-server: k:1\npolicy-dir: p\nauthorization-always-allow: false\n")
+    assert not parse(["--config", str(path)]).authorization_always_allow
+
+
+@pytest.mark.parametrize(
+    ("content", "message"),
+    [
+        (
+            "bootstrap-servers: k:9092\n",
+            "unknown setting 'bootstrap-servers' (did you mean bootstrap-server?)",
+        ),
+        ("- a\n- b\n", "expected a mapping of settings"),
+        ("secure-port: [1, {a: 2}]\n", "secure-port"),
+        ("bootstrap-server: [unclosed\n", "not valid YAML"),
+        ("authorization-always-allow: maybe\n", "expected true or false"),
+    ],
+)
+def test_bad_config_files_are_one_line_errors_naming_the_problem(
+    tmp_path: Path, content: str, message: str
+) -> None:
+    path = tmp_path / "bad.yaml"
+    path.write_text(content)
+    with pytest.raises(UserError, match=r".*") as info:
+        parse(["--config", str(path), "--bootstrap-server", "k:1", "--policy-dir", "p"])
+    assert message in str(info.value)
+    assert str(path) in str(info.value)
+
+
+def test_cli_reports_bad_input_in_one_line(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["serve", "--config", str(tmp_path / "missing.yaml")]) == 2
+    assert "missing.yaml" in capsys.readouterr().err
+    code = main(["serve", "--bootstrap-server", "127.0.0.1:9", "--policy-dir", str(tmp_path / "nope")])
+    err = capsys.readouterr().err
+    assert code != 0
+    assert err.count("\n") == 1
+    assert "policy directory" in err
+    assert "does not exist" in err
+    os.environ["LAGSCALER_SECURE_PORT"] = "https"
+    try:
+        assert main(["serve", "--bootstrap-server", "k:1", "--policy-dir", str(tmp_path)]) == 2
+    finally:
+        del os.environ["LAGSCALER_SECURE_PORT"]
+    assert "--secure-port" in capsys.readouterr().err
+
+
+@pytest.mark.kafka
+def test_serve_runs_ready_and_stops_on_sigterm(kafka: KafkaEndpoint, tmp_path: Path) -> None:
+    policies = tmp_path / "policies"
+    policies.mkdir()
+    (policies / "demo.yaml").write_text(
+        Path(__file__).resolve().parents[1].joinpath("policies", "clickstream.yaml").read_text()
+    )
+    port = free_port()
+    config = tmp_path / "serve.yaml"
+    config.write_text(
+        f"bootstrap-server: {kafka.bootstrap}\npolicy-dir: {policies}\nsample-interval: 1\n"
+        f"bind-address: 127.0.0.1\nsecure-port: {port}\nmetrics-port: -1\n"
+        "authentication-skip-lookup: true\nlog-format: json\n"
+    )
+    process = subprocess.Popen(
+        [sys.executable, "-m", "lagscaler", "serve", "--config", str(config)],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+    )
+    try:
+        context = ssl.create_default_context()
+        context.check_hostname = False
+        context.verify_mode = ssl.CERT_NONE  # no certificate given: a self-signed one, for local use
+        deadline = time.monotonic() + 60
+        while True:
+            try:
+                with urllib.request.urlopen(
+                    f"https://127.0.0.1:{port}/readyz", context=context, timeout=2
+                ) as r:
+                    assert r.status == 200
+                    break
+            except OSError:
+                if time.monotonic() > deadline or process.poll() is not None:
+                    raise
+                time.sleep(0.5)
+        process.send_signal(signal.SIGTERM)
+        output, _ = process.communicate(timeout=30)
+        assert process.returncode == 0, output
+        assert "self-signed" in output.lower()  # the loud warning
+        assert '"event": "lagscaler stopped"' in output
+    finally:
+        if process.poll() is None:
+            process.kill()
+            process.wait()
