@@ -425,9 +425,20 @@ def _decide(params: PolicyArrays, state: EngineState, obs: ObservationBatch) -> 
     wants_down = usable & ~scaling_up & (candidate < replicas)
     scaling_down = wants_down & dwell_over & calm & worth_it & paced
 
+    # A scale-down decided earlier and not yet carried out stays decided while the group is calm:
+    # the engine runs every sample interval, the HPA acts at its own sync, and a decision that
+    # reverted to "hold" on the next cycle (the dwell it just started) would be seen by the HPA only
+    # if a sync happened to fall in between. It is raised if the need grew, and dropped on any
+    # scale-up or once lag grows.
+    pending_down = (
+        state.initialized & usable & ~scaling_up & ~scaling_down & calm & (state.desired < replicas)
+    )
+    pending_target = np.minimum(np.maximum(state.desired, down_need), replicas)
+
     initialized = state.initialized | usable
     held = np.where(state.initialized, state.desired, replicas)
     desired = np.where(scaling_up, up_target, np.where(scaling_down, candidate, replicas))
+    desired = np.where(pending_down, pending_target, desired)
     desired = np.where(usable, desired, held)
     desired = _clamp(desired, lo, hi)
 
@@ -471,7 +482,7 @@ def _decide(params: PolicyArrays, state: EngineState, obs: ObservationBatch) -> 
     )
 
     scaled_up_at = np.where(usable & moved_up, now, state.scaled_up_at)
-    scaled_down_at = np.where(usable & moved_down, now, down_since)
+    scaled_down_at = np.where(usable & moved_down & ~pending_down, now, down_since)
     next_down_after = np.maximum(
         np.maximum(scaled_up_at + dwell_up, scaled_down_at + params.down_stabilization),
         membership_changed_at + warmup,

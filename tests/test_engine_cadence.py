@@ -1,0 +1,82 @@
+"""The engine as the service runs it: every sample interval, while the HPA acts at its own sync.
+
+Found end to end on the real broker: the engine decided a scale-down, then on the next cycle (the
+replicas not changed yet) saw the dwell it had just started and went back to "hold", so the HPA only
+saw the scale-down if one of its syncs fell inside that one sample interval. A decision must stay
+decided until it is carried out, or until the load says otherwise.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from lagscaler.engine import Decisions, EngineState, Observation, ObservationBatch, PolicyArrays, decide
+from lagscaler.policy.model import Capacity, KafkaSource, ScaleDown, ScaleTargetRef, ScalingPolicy
+
+INTERVAL = 1.0  # the service samples every second; the HPA syncs every 15 s
+
+
+def policy(scale_down: ScaleDown) -> ScalingPolicy:
+    return ScalingPolicy(
+        name="orders",
+        namespace="shop",
+        target=ScaleTargetRef("orders"),
+        kafka=KafkaSource("orders"),
+        max_lag_seconds=30.0,
+        capacity=Capacity(per_replica=1000.0),
+        max_replicas=24,
+        scale_down=scale_down,
+    )
+
+
+def obs(at: float, *, replicas: int, arrival: float, **fields: float) -> Observation:
+    values: dict[str, float] = {"consume_rate": arrival, **fields}
+    return Observation(
+        at=at, replicas=replicas, members=replicas, partitions=24, arrival_rate=arrival, **values
+    )
+
+
+def until_scale_down(
+    p: ScalingPolicy, replicas: int, arrival: float
+) -> tuple[PolicyArrays, EngineState, float, int]:
+    params = PolicyArrays.from_policies([p])
+    state = EngineState.initial(params)
+    for t in np.arange(0.0, 3600.0, INTERVAL):
+        decisions, state = decide(
+            params, state, ObservationBatch.stack([obs(t, replicas=replicas, arrival=arrival)])
+        )
+        if decisions[0].desired_replicas < replicas:
+            return params, state, float(t), decisions[0].desired_replicas
+    raise AssertionError("no scale-down within an hour of a tenth of the capacity")
+
+
+def test_a_scale_down_stays_decided_until_the_replicas_follow() -> None:
+    p = policy(scale_down=ScaleDown(stabilization_seconds=60.0))
+    params, state, t, target = until_scale_down(p, 12, 1000.0)
+    decisions: Decisions | None = None
+    for later in np.arange(t + INTERVAL, t + 15.0, INTERVAL):  # the HPA has not synced yet: still 12
+        decisions, state = decide(
+            params, state, ObservationBatch.stack([obs(later, replicas=12, arrival=1000.0)])
+        )
+        assert decisions[0].desired_replicas == target, decisions[0]
+    # The HPA acts; the next decision starts from the new count and holds it.
+    decisions, state = decide(
+        params, state, ObservationBatch.stack([obs(t + 15.0, replicas=target, arrival=1000.0)])
+    )
+    assert decisions[0].desired_replicas == target
+
+
+def test_a_pending_scale_down_is_dropped_when_lag_grows_and_raised_when_load_returns() -> None:
+    p = policy(scale_down=ScaleDown(stabilization_seconds=60.0))
+    params, state, t, target = until_scale_down(p, 12, 1000.0)
+    growing = obs(t + 1.0, replicas=12, arrival=1000.0, lag=20000.0, lag_seconds=20.0, consume_rate=800.0)
+    decisions, _ = decide(params, state, ObservationBatch.stack([growing]))
+    assert decisions[0].desired_replicas == 12
+
+    decisions = None
+    for later in np.arange(t + 1.0, t + 120.0, INTERVAL):  # the load comes back before the HPA acted
+        decisions, state = decide(
+            params, state, ObservationBatch.stack([obs(later, replicas=12, arrival=6000.0)])
+        )
+    assert decisions is not None
+    assert target < decisions[0].desired_replicas <= 12
