@@ -245,3 +245,29 @@ def test_container_args_are_accepted_by_lagscaler_serve() -> None:
     assert parsed.policy_dir == Path("/etc/lagscaler/policies")
     assert parsed.secure_port == 6443
     assert parsed.metrics_port == 9090
+
+
+def test_dashboard_plots_only_metrics_lagscaler_exports() -> None:
+    """Every series the Grafana dashboard queries is one the service registers (no silent empty panels)."""
+    import json
+    import re
+
+    from lagscaler.observability import ServiceMetrics
+
+    dashboard = json.loads((CHART / "dashboards" / "lagscaler.json").read_text())
+    exprs = [t["expr"] for p in dashboard["panels"] for t in p.get("targets", [])]
+    assert exprs
+    suffixes = {"counter": ("_total",), "histogram": ("_bucket", "_sum", "_count"), "gauge": ("",)}
+    exported = {
+        family.name + suffix
+        for family in ServiceMetrics().registry.collect()
+        for suffix in suffixes.get(family.type, ("",))
+    }
+    for expr in exprs:
+        names = set(re.findall(r"\b(lagscaler_[a-z_]+)", expr))
+        assert names, expr
+        for name in names:
+            assert name in exported, f"{name} in {expr!r} is not exported"
+    cm = one(render(with_values(grafanaDashboard={"enabled": True})), "ConfigMap", "dashboard")
+    assert cm["metadata"]["labels"]["grafana_dashboard"] == "1"
+    assert json.loads(cm["data"]["lagscaler.json"]) == dashboard
