@@ -166,12 +166,16 @@ def _sampler_settings(args: argparse.Namespace) -> SamplerSettings:
         raise UserError("name the consumer groups with --group G (repeatable) or use --all-groups")
     if args.count is not None and args.watch is None and args.count != 1:
         raise UserError("--count needs --watch SECONDS (the time between samples)")
+    defaults = SamplerSettings(all_groups=True)
+    # History only has to cover the samples this report takes (it is allocated up front).
+    history = defaults.history if args.watch is not None and args.count is None else max(args.count or 1, 2)
     return SamplerSettings(
         groups=tuple(args.group or ()),
         all_groups=args.all_groups,
         topics=tuple(args.topic or ()),
         interval=args.watch or 1.0,
         cycle_timeout=3 * args.timeout,
+        history=min(defaults.history, max(history, defaults.status.window)),
     )
 
 
