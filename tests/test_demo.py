@@ -24,6 +24,8 @@ def test_demo_shows_a_lagging_group_with_rates(
         "3",
         "--watch",
         "0.5",
+        "--scale-duration",
+        "0",  # the scaling part is tested on its own (tests/test_e2e.py)
     ]
     assert main(args) == 0
     out, err = capsys.readouterr()

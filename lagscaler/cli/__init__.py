@@ -2,8 +2,10 @@
 
 Each subcommand lives in its own module in this package and exposes
 ``register(subparsers) -> None``; the parser is assembled by discovering those modules, so adding
-a command never touches this file. A handler returns the exit code. Any :class:`UserError`
-becomes one ``lagscaler: error: ...`` line and a non-zero exit, never a traceback.
+a command never touches this file. When the command is named, only its module is imported: a
+one-shot ``lagscaler lag`` must not pay for importing the API server's stack (about a second).
+A handler returns the exit code. Any :class:`UserError` becomes one ``lagscaler: error: ...``
+line and a non-zero exit, never a traceback.
 """
 
 from __future__ import annotations
@@ -25,13 +27,17 @@ class _CommandModule(Protocol):
     def register(self, subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> None: ...
 
 
+def _commands() -> list[str]:
+    return sorted(m.name for m in pkgutil.iter_modules(__path__) if not m.name.startswith("_"))
+
+
 def _expand(argv: list[str]) -> list[str]:
     """Let a command add settings from elsewhere (a config file, the environment) as flags.
 
     A command module may define ``expand_argv(args) -> list[str]``; it gets the arguments after
     the command name and returns them with its extra flags in front, so the flags given win.
     """
-    if not argv or argv[0].startswith("-") or argv[0] not in {m.name for m in pkgutil.iter_modules(__path__)}:
+    if not argv or argv[0] not in _commands():
         return argv
     module = importlib.import_module(f"{__name__}.{argv[0]}")
     expand = getattr(module, "expand_argv", None)
@@ -45,7 +51,8 @@ class _Parser(argparse.ArgumentParser):
         raise UserError(f"{self.prog}: {message}")
 
 
-def build_parser() -> argparse.ArgumentParser:
+def build_parser(only: str | None = None) -> argparse.ArgumentParser:
+    """The full parser, or (``only``) one with just the named command registered."""
     parser = _Parser(
         prog="lagscaler",
         description="Autoscale Kafka consumers on Kubernetes from lag, arrival rate and true capacity.",
@@ -55,17 +62,17 @@ def build_parser() -> argparse.ArgumentParser:
         dest="command", metavar="COMMAND", parser_class=_Parser
     )
     subparsers.required = True
-    for info in sorted(pkgutil.iter_modules(__path__), key=lambda m: m.name):
-        if info.name.startswith("_"):
-            continue
-        module = cast(_CommandModule, importlib.import_module(f"{__name__}.{info.name}"))
+    for name in [only] if only is not None else _commands():
+        module = cast(_CommandModule, importlib.import_module(f"{__name__}.{name}"))
         module.register(subparsers)
     return parser
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     try:
-        args = build_parser().parse_args(_expand(list(sys.argv[1:] if argv is None else argv)))
+        arguments = _expand(list(sys.argv[1:] if argv is None else argv))
+        named = arguments[0] if arguments and arguments[0] in _commands() else None
+        args = build_parser(only=named).parse_args(arguments)
         handler = cast(Handler, args.handler)
         return handler(args)
     except UserError as exc:

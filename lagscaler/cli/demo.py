@@ -1,4 +1,5 @@
-"""``lagscaler demo``: a Kafka broker, a consumer group with lag, and ``lagscaler lag`` watching it.
+"""``lagscaler demo``: a Kafka broker, a consumer group with lag, ``lagscaler lag`` watching it, and then
+lagscaler scaling a real consumer pool through a local HPA (:mod:`lagscaler.cli._scaling_demo`).
 
 Zero set-up on purpose: the broker is the local one from Maven Central jars (or ``KAFKA_BOOTSTRAP``,
 or testcontainers when Docker answers — :func:`lagscaler.localkafka.kafka_endpoint`), started and
@@ -128,6 +129,7 @@ def _say(text: str) -> None:
 
 
 def _demo(args: argparse.Namespace) -> int:
+    from lagscaler.cli._scaling_demo import ScalingDemoSettings, run_scaling_demo  # noqa: PLC0415
     from lagscaler.localkafka import kafka_endpoint  # noqa: PLC0415 - heavy imports only when the demo runs
 
     quiet_logs()
@@ -135,18 +137,45 @@ def _demo(args: argparse.Namespace) -> int:
     demo = DemoSettings(
         topic=f"{args.topic}-{suffix}", group=f"{args.group}-{suffix}", reports=args.count, watch=args.watch
     )
+    scaling = (
+        ScalingDemoSettings(
+            topic=f"{args.topic}-clicks-{suffix}",
+            group=f"{args.group}-clicks-{suffix}",
+            duration=args.scale_duration,
+        )
+        if args.scale_duration > 0
+        else None
+    )
     _say("Starting Kafka (the first run downloads it from Maven Central into ~/.cache/lagscaler)…")
     with kafka_endpoint() as endpoint:
         _say(f"Kafka is up at {endpoint.bootstrap} ({endpoint.source}).")
         code = asyncio.run(run_demo(KafkaSettings(bootstrap=(endpoint.bootstrap,)), demo))
+        if scaling is not None:
+            _say(
+                "\nNow lagscaler scales a real consumer pool: workers, lagscaler serve and a local HPA "
+                "that reads lagscaler's external metrics API over HTTPS, as a cluster's would."
+            )
+            result = asyncio.run(run_scaling_demo(endpoint.bootstrap, scaling, say=_say))
+            code = code or (0 if result.within_slo else 1)
         if endpoint.broker is not None:
             _say("Stopping the local broker…")
     return code
 
 
+def _seconds(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a number of seconds: {text!r}") from None
+    if value != 0 and value < 40:
+        raise argparse.ArgumentTypeError("the scaling part needs at least 40 seconds (or 0 to skip it)")
+    return value
+
+
 def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     parser = subparsers.add_parser(
-        "demo", help="start a local Kafka, create a consumer group with lag and show `lagscaler lag` for it"
+        "demo",
+        help="start a local Kafka, show `lagscaler lag` on a lagging group, then scale a consumer pool live",
     )
     defaults = DemoSettings()
     parser.add_argument("--topic", default=defaults.topic, help="topic name prefix (default: %(default)s)")
@@ -156,5 +185,12 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
     )
     parser.add_argument(
         "--watch", type=float, default=defaults.watch, help="seconds between reports (default: %(default)s)"
+    )
+    parser.add_argument(
+        "--scale-duration",
+        type=_seconds,
+        default=120.0,
+        metavar="SECONDS",
+        help="seconds of load in the scaling part; 0 skips it (default: %(default)s)",
     )
     parser.set_defaults(handler=_demo)

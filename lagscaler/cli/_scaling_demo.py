@@ -1,0 +1,202 @@
+"""The scaling half of ``lagscaler demo``: lagscaler driving a real consumer pool through a local HPA.
+
+Everything a cluster would run, on one machine and the real broker: a producer following a load
+curve, a pool of consumer processes with a fixed per-replica capacity (the "Deployment"),
+``lagscaler serve`` (sampler, engine, HTTPS external metrics API with front-proxy authentication) and
+a local HPA loop that reads the API as the aggregator forwards the controller's requests and scales
+the pool. A line per HPA sync shows load, lag against the SLO, and replicas as they follow.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import tempfile
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from lagscaler.errors import UserError
+
+
+@dataclass(frozen=True)
+class ScalingDemoSettings:
+    """The load curve and the workload. The peak needs ``ceil(peak / (capacity × 0.7))`` replicas."""
+
+    topic: str = "lagscaler-demo-clicks"
+    group: str = "lagscaler-demo-clicks-consumer"
+    partitions: int = 6
+    capacity: float = 150.0  # msg/s one worker processes
+    slo_seconds: float = 15.0
+    low: float = 60.0
+    peak: float = 600.0
+    duration: float = 120.0  # seconds of load: a quiet start, a ramp to the peak, a plateau, a fall
+    sync_seconds: float = 3.0
+
+    def __post_init__(self) -> None:
+        if self.duration < 40:
+            raise UserError(
+                f"--duration must be at least 40 seconds to show a rise and a fall, got {self.duration:g}"
+            )
+
+    def schedule(self) -> list[tuple[float, float]]:
+        """(seconds, msg/s) steps: 15 % quiet, 10 % ramp in three steps, 35 % peak, 40 % quiet again."""
+        d = self.duration
+        ramp = [(0.1 * d / 3, self.low + (self.peak - self.low) * k / 3) for k in (1, 2, 3)]
+        return [(0.15 * d, self.low), *ramp, (0.35 * d, self.peak), (0.4 * d, self.low)]
+
+
+@dataclass(frozen=True)
+class ScalingDemoResult:
+    """What happened: replicas per HPA sync, lag in seconds per line shown, and HPA metric errors."""
+
+    replicas: list[tuple[float, int]] = field(default_factory=list)  # (seconds since load start, replicas)
+    lag_seconds: list[tuple[float, float]] = field(default_factory=list)
+    metric_errors: int = 0
+    slo_seconds: float = 0.0
+
+    @property
+    def worst_lag(self) -> float:
+        return max((v for _, v in self.lag_seconds if math.isfinite(v)), default=0.0)
+
+    @property
+    def peak(self) -> int:
+        return max((r for _, r in self.replicas), default=0)
+
+    @property
+    def final(self) -> int:
+        return self.replicas[-1][1] if self.replicas else 0
+
+    @property
+    def scale_events(self) -> int:
+        return sum(1 for (_, a), (_, b) in zip(self.replicas, self.replicas[1:], strict=False) if a != b)
+
+    @property
+    def within_slo(self) -> bool:
+        return self.worst_lag <= self.slo_seconds
+
+
+def _policy(demo: ScalingDemoSettings) -> dict[str, object]:
+    return {
+        "apiVersion": "lagscaler.io/v1",
+        "kind": "ScalingPolicy",
+        "metadata": {"name": "clicks", "namespace": "demo"},
+        "spec": {
+            "scaleTargetRef": {"name": "clicks-consumer"},
+            "kafka": {"group": demo.group, "topics": [demo.topic]},
+            "maxLagSeconds": demo.slo_seconds,
+            "minReplicas": 1,
+            "maxReplicas": demo.partitions,
+            "capacity": {"perReplica": demo.capacity, "learn": True, "priorWeightSeconds": 60},
+            "targetUtilization": 0.7,
+            "smoothing": {"halfLifeSeconds": 3, "forecastHorizonSeconds": 6},
+            "scaleDown": {"stabilizationSeconds": 10, "paybackHorizonSeconds": 60},
+            "startupSeconds": 3,
+            "rebalanceStallSeconds": 2,
+            "fallback": {"maxAgeSeconds": 15, "action": "error"},
+            "hpa": {"syncPeriodSeconds": demo.sync_seconds},
+        },
+    }
+
+
+async def run_scaling_demo(
+    bootstrap: str, demo: ScalingDemoSettings, say: Callable[[str], None] = print
+) -> ScalingDemoResult:
+    """Run the scenario on the cluster at ``bootstrap`` and say what happens, a line per HPA sync."""
+    from lagscaler.api import LAG_SECONDS  # noqa: PLC0415 - heavy imports only when the demo runs
+    from lagscaler.api.harness import LocalCluster  # noqa: PLC0415
+    from lagscaler.kafka import KafkaSettings  # noqa: PLC0415
+    from lagscaler.kafka.seed import create_topics  # noqa: PLC0415
+    from lagscaler.playground import (  # noqa: PLC0415
+        ClientIdentity,
+        LoadProducer,
+        LocalHpa,
+        PoolSettings,
+        ProducerSettings,
+        RateProfile,
+        WorkerPool,
+    )
+    from lagscaler.policy import load_policy_file  # noqa: PLC0415
+    from lagscaler.service.run import ServeSettings, running_service  # noqa: PLC0415
+
+    out = say
+    await create_topics(bootstrap, {demo.topic: demo.partitions})
+    with tempfile.TemporaryDirectory(prefix="lagscaler-demo-") as work:
+        root = Path(work)
+        (root / "policies").mkdir()
+        policy_path = root / "policies" / "clicks.yaml"
+        policy_path.write_text(json.dumps(_policy(demo), indent=2))
+        policy = load_policy_file(policy_path)
+        async with LocalCluster(root / "pki") as cluster:
+            settings = ServeSettings(
+                kafka=KafkaSettings(bootstrap=(bootstrap,), request_timeout=3.0),
+                policy_dir=root / "policies",
+                api=cluster.settings(authorization_always_allow=True),
+                interval=1.0,
+            )
+            pool_settings = PoolSettings(
+                bootstrap=bootstrap,
+                group=demo.group,
+                topics=(demo.topic,),
+                capacity_per_replica=demo.capacity,
+                heartbeat_interval_ms=500,
+                session_timeout_ms=6000,
+            )
+            async with running_service(settings) as service, WorkerPool(pool_settings) as pool:
+                out(f"lagscaler serve: external metrics API on {service.api.url}")
+                out(f"                 Prometheus metrics on {service.api.metrics_url}")
+                out(
+                    f"Workload demo/clicks: {demo.partitions} partitions, "
+                    f"one worker does {demo.capacity:g} msg/s, "
+                    f"SLO {demo.slo_seconds:g} s lag; load {demo.low:g} → {demo.peak:g} → {demo.low:g} msg/s "
+                    f"over {demo.duration:g} s; the HPA syncs every {demo.sync_seconds:g} s.\n"
+                )
+                await pool.scale_to(1)
+                await pool.wait_ready(within=60)
+                hpa = LocalHpa.for_policy(
+                    policy, pool, url=service.api.url, identity=ClientIdentity.from_cluster(cluster)
+                )
+                profile = RateProfile.from_schedule(demo.schedule())
+                out(f"{'time':>6} {'load msg/s':>10} {'lag s':>6} {'decided':>7} {'replicas':>8}  why")
+                lags: list[tuple[float, float]] = []
+                async with hpa, LoadProducer(ProducerSettings(bootstrap, demo.topic), profile):
+                    started = time.monotonic()
+                    shown = 0
+                    while (elapsed := time.monotonic() - started) < demo.duration:
+                        await _sleep_until(started + (shown + 1) * demo.sync_seconds)
+                        shown += 1
+                        workload = service.cache.snapshot.workloads.get(("demo", "clicks"))
+                        lag_s = (
+                            next((v.value for v in workload.values if v.metric == LAG_SECONDS), math.nan)
+                            if workload
+                            else math.nan
+                        )
+                        decision = service.loop.decisions.get("demo/clicks")
+                        lags.append((elapsed, lag_s))
+                        why = (
+                            ", ".join(r for r in decision.reasons if r not in ("HOLD",))
+                            if decision
+                            else "starting"
+                        )
+                        out(
+                            f"{elapsed:6.0f} {profile.rate_at(elapsed):10.0f} {lag_s:6.1f} "
+                            f"{decision.desired_replicas if decision else '-':>7} {pool.replicas:>8}  {why}"
+                        )
+                result = ScalingDemoResult(
+                    replicas=[(sync.at, sync.replicas) for sync in hpa.timeline],
+                    lag_seconds=lags,
+                    metric_errors=sum(1 for sync in hpa.timeline if sync.errors),
+                    slo_seconds=demo.slo_seconds,
+                )
+                out(
+                    f"\nPeak {result.peak} replicas, back to {result.final}; {result.scale_events} scale "
+                    f"events; worst lag {result.worst_lag:.1f} s against an SLO of {demo.slo_seconds:g} s."
+                )
+                return result
+
+
+async def _sleep_until(deadline: float) -> None:
+    import asyncio  # noqa: PLC0415
+
+    await asyncio.sleep(max(0.0, deadline - time.monotonic()))
