@@ -6,7 +6,7 @@ VENV   ?= .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 
-.PHONY: setup demo test lint bench clean
+.PHONY: setup test-deps demo test lint clean
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -15,18 +15,21 @@ $(STAMP): pyproject.toml
 	@touch $(STAMP)
 
 setup: $(STAMP)
+	$(BIN)/lagscaler broker fetch
+
+# What only the tests need: kubectl (Debian's kubernetes-client) and the HPA's own Go client
+# (k8s.io/metrics, built from the Go module proxy and cached) that tests/test_api_clients.py uses.
+test-deps: $(STAMP)
 	@command -v kubectl >/dev/null 2>&1 || { command -v apt-get >/dev/null 2>&1 && [ "$$(id -u)" = 0 ] && \
 		(apt-get install -y -qq kubernetes-client >/dev/null 2>&1 || \
 		 (apt-get update -qq >/dev/null 2>&1 && apt-get install -y -qq kubernetes-client >/dev/null)) ; } || \
 		echo "note: kubectl not installed; the kubectl compatibility test will say so"
-	$(BIN)/lagscaler broker fetch
-	@# the HPA's own Go client (k8s.io/metrics) that tests/test_api_clients.py reads the API with; cached
 	$(BIN)/python -m tests.goclient.build
 
 demo: setup
 	$(BIN)/lagscaler demo
 
-test: setup
+test: setup test-deps
 	$(BIN)/pytest
 
 lint: setup
