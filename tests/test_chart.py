@@ -271,3 +271,13 @@ def test_dashboard_plots_only_metrics_lagscaler_exports() -> None:
     cm = one(render(with_values(grafanaDashboard={"enabled": True})), "ConfigMap", "dashboard")
     assert cm["metadata"]["labels"]["grafana_dashboard"] == "1"
     assert json.loads(cm["data"]["lagscaler.json"]) == dashboard
+
+
+def test_policies_from_files_pass_through_and_load() -> None:
+    """``helm --set-file policies.NAME=FILE`` gives the text; it reaches the pod as written and loads."""
+    from lagscaler.policy import parse_policy
+
+    text = (CHART.parents[1] / "policies" / "clickstream.yaml").read_text()
+    cm = one(render(with_values(policies={"clickstream": text})), "ConfigMap", "policies")
+    assert cm["data"]["clickstream.yaml"].strip() == text.strip()
+    assert parse_policy(cm["data"]["clickstream.yaml"], "clickstream.yaml").name == "clickstream"

@@ -27,7 +27,7 @@ from lagscaler.api import CheckResult, MetricsCache, WorkloadMetrics
 from lagscaler.engine import Decision, Decisions, EngineState, ObservationBatch, PolicyArrays, decide, observe
 from lagscaler.engine.reload import carry_over
 from lagscaler.observability import ServiceMetrics
-from lagscaler.policy import ScalingPolicy
+from lagscaler.policy import Mode, ScalingPolicy
 from lagscaler.sampler import SampleFailed, Sampler
 from lagscaler.service.policies import PolicySet, PolicyWatcher
 from lagscaler.service.publish import raw_signals, workload_metrics
@@ -109,6 +109,12 @@ class ScalingLoop:
         self._state = carry_over(old_keys, self._state, self._params)
         self._policies = policies
         self._version = current.version
+        for policy in policies:
+            if policy.mode is Mode.HANDOVER:
+                log.warning(
+                    "handover mode is not run by serve yet: serving metrics only, no HPA should act on them",
+                    workload=policy.key,
+                )
         groups = tuple(dict.fromkeys(p.kafka.group for p in policies))
         if groups:
             self.sampler.settings = replace(self.sampler.settings, groups=groups, all_groups=False)
