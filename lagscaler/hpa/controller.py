@@ -204,6 +204,17 @@ def _change_in_period(events: tuple[ScaleEvent, ...], period: int, now: float) -
     return sum(event.change for event in events if event.time > cutoff)
 
 
+def _period_start(
+    current: int,
+    up_events: tuple[ScaleEvent, ...],
+    down_events: tuple[ScaleEvent, ...],
+    period: int,
+    now: float,
+) -> int:
+    """The replica count at the start of a policy's period: what the rate limit is measured from."""
+    return current - _change_in_period(up_events, period, now) + _change_in_period(down_events, period, now)
+
+
 def scale_up_limit(
     current: int,
     up_events: tuple[ScaleEvent, ...],
@@ -216,11 +227,7 @@ def scale_up_limit(
         return current
     proposals = []
     for policy in rules.policies:
-        start = (
-            current
-            - _change_in_period(up_events, policy.period_seconds, now)
-            + _change_in_period(down_events, policy.period_seconds, now)
-        )
+        start = _period_start(current, up_events, down_events, policy.period_seconds, now)
         if policy.type is PolicyType.PODS:
             proposals.append(start + policy.value)
         else:
@@ -241,11 +248,7 @@ def scale_down_limit(
         return current
     proposals = []
     for policy in rules.policies:
-        start = (
-            current
-            - _change_in_period(up_events, policy.period_seconds, now)
-            + _change_in_period(down_events, policy.period_seconds, now)
-        )
+        start = _period_start(current, up_events, down_events, policy.period_seconds, now)
         if policy.type is PolicyType.PODS:
             proposals.append(start - policy.value)
         else:
