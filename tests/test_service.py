@@ -276,3 +276,34 @@ async def test_broker_outage_of_a_minute_freezes_or_falls_back_per_policy_then_r
                 await client.close()
     finally:
         await asyncio.to_thread(broker.close)
+
+
+async def test_two_replicas_serve_the_same_answer_whichever_samples_first(
+    kafka: KafkaEndpoint, cluster: LocalCluster, tmp_path: Path, unique: str
+) -> None:
+    """Two service replicas, started apart, sample on their own and give the HPA the same values."""
+    topic, group = f"{unique}-ha", f"{unique}-ha-workers"
+    await seed_lagging_group(kafka.bootstrap, topic, group)
+    policies = tmp_path / "policies"
+    policies.mkdir()
+    (policies / "ha.yaml").write_text(policy_yaml("ha", group, topic, minReplicas=2))
+    settings = serve_settings(cluster, kafka.bootstrap, policies)
+    async with running_service(settings) as first:
+        one = Client(cluster, first)
+        try:
+            await eventually(lambda: _has_value(one, "ha"))
+            await asyncio.sleep(1.5)  # the second replica starts later and samples at other moments
+            async with running_service(settings) as second:
+                two = Client(cluster, second)
+                try:
+                    await eventually(lambda: _has_value(two, "ha"))
+                    for metric in ("lagscaler_desired_replicas", "lagscaler_lag_messages"):
+                        assert await one.value(metric, "ha") == await two.value(metric, "ha"), metric
+                finally:
+                    await two.close()
+        finally:
+            await one.close()
+
+
+async def _has_value(client: Client, workload: str) -> None:
+    assert await client.value("lagscaler_lag_messages", workload) == 600
