@@ -44,7 +44,8 @@ class Trace:
         peak = self.peak
         if peak <= 0:
             raise TraceError(f"{self.name}: every value is 0; nothing to rescale")
-        return Trace(self.name, self.times, self.rates * (peak_rate / peak))
+        # Divide first: rates / peak is at most 1, where peak_rate / peak overflows for a tiny peak.
+        return Trace(self.name, self.times, self.rates / peak * peak_rate)
 
     def truncated(self, seconds: float) -> Trace:
         """The first ``seconds`` of the trace (the whole trace when it is shorter)."""
