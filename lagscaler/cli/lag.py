@@ -16,6 +16,7 @@ import sys
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from lagscaler.cli._types import positive
 from lagscaler.errors import UserError
 from lagscaler.kafka.settings import (
     KafkaSettings,
@@ -39,16 +40,6 @@ USERNAME_ENV = "LAGSCALER_SASL_USERNAME"
 KEY_PASSWORD_ENV = "LAGSCALER_SSL_KEY_PASSWORD"
 
 
-def _positive(text: str) -> float:
-    try:
-        value = float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a number of seconds, got {text!r}") from None
-    if not value > 0:
-        raise argparse.ArgumentTypeError(f"must be positive, got {text}")
-    return value
-
-
 def _count(text: str) -> int:
     if not text.isdigit() or int(text) < 1:
         raise argparse.ArgumentTypeError(f"expected a whole number ≥ 1, got {text!r}")
@@ -64,7 +55,7 @@ def add_kafka_arguments(parser: argparse.ArgumentParser) -> None:
     )
     kafka.add_argument(
         "--timeout",
-        type=_positive,
+        type=positive(float),
         default=10.0,
         metavar="SECONDS",
         help="bound on each Kafka request, connecting included (default: %(default)s)",
@@ -252,6 +243,6 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
     what.add_argument("--topic", action="append", metavar="TOPIC", help="only these topics (repeatable)")
     out = parser.add_argument_group("output")
     out.add_argument("--output", choices=["table", "json"], default="table")
-    out.add_argument("--watch", type=_positive, metavar="SECONDS", help="sample again every SECONDS")
+    out.add_argument("--watch", type=positive(float), metavar="SECONDS", help="sample again every SECONDS")
     out.add_argument("--count", type=_count, metavar="N", help="stop after N samples (with --watch)")
     parser.set_defaults(handler=run_lag)

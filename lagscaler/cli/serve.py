@@ -18,20 +18,11 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
+from lagscaler.cli._types import positive
 from lagscaler.errors import UserError
 
 ENV_PREFIX = "LAGSCALER_"
 _NOT_SETTINGS = {"help", "config"}
-
-
-def _positive(text: str) -> float:
-    try:
-        value = float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"not a number: {text!r}") from None
-    if not value > 0:
-        raise argparse.ArgumentTypeError(f"must be positive, got {text!r}")
-    return value
 
 
 def build_parser(parser: argparse.ArgumentParser) -> argparse.ArgumentParser:
@@ -47,7 +38,7 @@ def build_parser(parser: argparse.ArgumentParser) -> argparse.ArgumentParser:
     )
     service.add_argument(
         "--sample-interval",
-        type=_positive,
+        type=positive(float),
         default=10.0,
         metavar="SECONDS",
         help="seconds between cycles (default 10)",

@@ -9,8 +9,8 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import replace
 from pathlib import Path
-from typing import Any
 
+from lagscaler.cli._types import positive
 from lagscaler.errors import UserError
 from lagscaler.policy import load_policy_file
 from lagscaler.simulation.compare import POLICIES, compare, parse_policies
@@ -20,19 +20,6 @@ from lagscaler.simulation.simulator import Progress
 from lagscaler.simulation.trace import Trace, TraceError, parse_trace
 
 LONG_RUN_STEPS = 200_000  # above this a progress bar is shown even when stderr is not a terminal
-
-
-def _positive(kind: type[int] | type[float]) -> Any:
-    def parse(text: str) -> int | float:
-        try:
-            value = kind(text)
-        except ValueError:
-            raise argparse.ArgumentTypeError(f"{text!r} is not a number") from None
-        if not value > 0:
-            raise argparse.ArgumentTypeError(f"must be > 0, got {text}")
-        return value
-
-    return parse
 
 
 def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
@@ -48,7 +35,7 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
     parser.add_argument("--trace", required=True, type=Path, help="CSV with 'timestamp,value' rows")
     parser.add_argument("--policy", required=True, type=Path, help="the ScalingPolicy file to simulate")
     parser.add_argument(
-        "--peak-rate", type=_positive(float), help="rescale the trace so its peak is this many msg/s"
+        "--peak-rate", type=positive(float), help="rescale the trace so its peak is this many msg/s"
     )
     parser.add_argument(
         "--baselines",
@@ -60,7 +47,7 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
     parser.add_argument("--output", choices=("table", "json"), default="table")
     parser.add_argument(
         "--partitions",
-        type=_positive(int),
+        type=positive(int),
         help="partitions of the topic (default: the policy's maxReplicas)",
     )
     parser.add_argument(
@@ -70,10 +57,10 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
         metavar="SECONDS",
         help="age of the data each HPA acts on (default 15)",
     )
-    parser.add_argument("--hours", type=_positive(float), help="simulate only the first HOURS of the trace")
+    parser.add_argument("--hours", type=positive(float), help="simulate only the first HOURS of the trace")
     parser.add_argument(
         "--state-bytes",
-        type=_positive(float),
+        type=positive(float),
         metavar="BYTES",
         help="state size of a stateful policy that measures it from a changelog topic (or to override it)",
     )
