@@ -263,6 +263,11 @@ def _decide(params: PolicyArrays, state: EngineState, obs: ObservationBatch) -> 
     reaction = params.sync_period + params.startup + params.rebalance_stall + restore
     horizon = np.maximum(params.forecast_horizon, reaction)
     projected = level + np.maximum(trend, 0.0) * horizon
+    # While the group is being outrun (arrivals above what it consumes and the lag growing), the rise
+    # is not noise for the slow trend to veto: sizing a scale-up made while behind believes the fast one.
+    lag = np.minimum(np.maximum(_finite(obs.lag, 0.0), 0.0), _BIG)
+    outrun = ~first & (lag > state.lag_prev) & (x > consumed * 1.0001 + 1e-9)
+    outrun_rate = np.where(outrun, level + np.maximum(trend_fast, 0.0) * horizon, 0.0)
 
     # 2. Capacity (DS2: busy members' consume rate is their true rate), after warm-up only.
     members = np.maximum(obs.members, 0)
@@ -289,7 +294,6 @@ def _decide(params: PolicyArrays, state: EngineState, obs: ObservationBatch) -> 
     u = params.target_utilization
     raw_age = obs.lag_seconds
     age = np.where(np.isnan(raw_age), 0.0, np.minimum(np.maximum(raw_age, 0.0), MAX_LAG_SECONDS))
-    lag = np.minimum(np.maximum(_finite(obs.lag, 0.0), 0.0), _BIG)
     a_now = np.maximum(x, 0.0)
     keeps_up = np.divide(capacity_now, a_now, out=np.ones(w), where=a_now > 0)
     falling_behind = np.maximum(1.0 - np.minimum(keeps_up, 1.0), 0.0)
@@ -311,6 +315,15 @@ def _decide(params: PolicyArrays, state: EngineState, obs: ObservationBatch) -> 
     drain_rate = np.maximum(drain_capacity - a_now, 0.0)
     need = aligned_replicas(required / c, partitions)
     need = _clamp(need, lo, hi)
+    # A scale-up made while behind moves partitions that stop for the stall and their restore on top
+    # of the backlog they have when the new capacity lands, and come back that far behind. Beyond the
+    # SLO they must catch up within 1 / TARGET_AGE_FRACTION SLOs (as after a scale-down), or the count
+    # that just paid for a rebalance drains so slowly that a second scale-up, and a second restore,
+    # follows. (A scale-up with no backlog to drain is sized on arrival alone, as before.)
+    moved_over = np.where(excess > 0, np.maximum(age_then + params.rebalance_stall + restore - slo, 0.0), 0.0)
+    rate_then = np.maximum(np.maximum(forecast, a_now), outrun_rate)
+    up_catch_up = np.where(moved_over > 0, rate_then * (1.0 + moved_over * TARGET_AGE_FRACTION / slo), 0.0)
+    up_need = _clamp(aligned_replicas(np.maximum(required, up_catch_up) / c, partitions), lo, hi)
 
     # Up-stabilization: the smallest recommendation over the window must still ask for more.
     if params.any_up_stabilization:
@@ -319,14 +332,14 @@ def _decide(params: PolicyArrays, state: EngineState, obs: ObservationBatch) -> 
             values=state.up_window_value,
             now=now,
             length=params.up_stabilization,
-            value=need.astype(np.float64),
+            value=up_need.astype(np.float64),
             usable=usable,
             largest=False,
         )
-        up_rec = np.minimum(up_win.aggregate.astype(np.int64), need)
+        up_rec = np.minimum(up_win.aggregate.astype(np.int64), up_need)
     else:
-        up_win = _Windows(state.up_window_id, state.up_window_value, need.astype(np.float64))
-        up_rec = need
+        up_win = _Windows(state.up_window_id, state.up_window_value, up_need.astype(np.float64))
+        up_rec = up_need
     ineffective_now = state.ineffective_until > now
     up_rec = np.where(ineffective_now, np.minimum(up_rec, replicas), up_rec)
 
