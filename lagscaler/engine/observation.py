@@ -20,7 +20,7 @@ import numpy as np
 
 from lagscaler.engine.sizing import BoolArray, FloatArray, IntArray
 from lagscaler.policy.model import ScalingPolicy
-from lagscaler.signals.model import GroupSample, PartitionStatus
+from lagscaler.signals.model import GroupSample, PartitionSample, PartitionStatus
 
 BACKLOG_SECONDS = 5.0
 """A partition is *backlogged* when it is at least this far behind in time. Below it, lag is what
@@ -45,6 +45,16 @@ class Observation:
     stuck_lag: float = 0.0
     stale: bool = False  # the sample is older than the policy's fallback age, or marked stale
     state_bytes: float = math.nan  # measured state (changelog size) of a stateful workload, if known
+    # The raw signals the service publishes, over *every* partition of the policy's topics (stuck ones
+    # too: their lag is real), gathered in the same pass so a cycle reads each partition once.
+    produce_rate_all: float = 0.0  # reported produce rates summed (unknown counts as 0)
+    reported_lag_seconds: float = 0.0  # the worst lag in seconds the sampler reported (finite values)
+    topics: tuple[str, ...] = ()  # the topics the sample covered, sorted
+
+    @property
+    def total_lag(self) -> float:
+        """Messages behind over every partition of the policy's topics, stuck ones included."""
+        return self.lag + self.stuck_lag
 
     @classmethod
     def missing(cls, at: float, replicas: int, partitions: int = 0) -> Observation:
@@ -84,12 +94,18 @@ def observe(
     owner_rate: dict[str | None, float] = {}
     owner_idle: set[str | None] = set()  # owners with a partition that is not backlogged
     stall, stop, inf, isfinite = PartitionStatus.STALL, PartitionStatus.STOP, math.inf, math.isfinite
+    stuck_produce = 0.0
+    reported_worst = 0.0  # the raw signal: reported lag seconds only, stuck partitions included
     for p in parts:  # the hot loop of a cycle: identity checks and arithmetic only (no enum hashing)
         plag = p.lag or 0
         status = p.status
         if status is stall or status is stop:
             stuck += 1
             stuck_lag += plag
+            stuck_produce += p.produce_rate or 0.0
+            reported = p.lag_seconds
+            if reported is not None and reported > reported_worst and isfinite(reported):
+                reported_worst = reported
             continue
         produce = p.produce_rate
         consume = p.consume_rate
@@ -105,6 +121,8 @@ def observe(
             behind = 0.0 if plag <= 0 else (plag / produce if produce > 0 else inf)
         elif behind < 0:
             behind = 0.0
+        elif behind > reported_worst:
+            reported_worst = behind
         lag_seconds = max(lag_seconds, behind)
         owner = p.owner
         owner_rate[owner] = owner_rate.get(owner, 0.0) + consume
@@ -138,7 +156,17 @@ def observe(
         stuck_lag=stuck_lag,
         stale=stale,
         state_bytes=state_bytes,
+        produce_rate_all=arrival + stuck_produce,  # arrival counts an unknown rate as 0, as the raw sum does
+        reported_lag_seconds=reported_worst,
+        topics=_covered(parts, policy.kafka.topics),
     )
+
+
+def _covered(parts: Sequence[PartitionSample], named: tuple[str, ...]) -> tuple[str, ...]:
+    """The topics ``parts`` are on, sorted (without a pass over them when the policy names one topic)."""
+    if len(named) == 1:
+        return named if parts else ()
+    return tuple(sorted({p.topic for p in parts}))
 
 
 @dataclass(frozen=True, slots=True)

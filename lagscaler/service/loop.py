@@ -24,7 +24,16 @@ from dataclasses import dataclass, replace
 import structlog
 
 from lagscaler.api import CheckResult, MetricsCache, WorkloadMetrics
-from lagscaler.engine import Decision, Decisions, EngineState, ObservationBatch, PolicyArrays, decide, observe
+from lagscaler.engine import (
+    Decision,
+    Decisions,
+    EngineState,
+    Observation,
+    ObservationBatch,
+    PolicyArrays,
+    decide,
+    observe,
+)
 from lagscaler.engine.reload import carry_over
 from lagscaler.observability import ServiceMetrics
 from lagscaler.policy import Mode, ScalingPolicy
@@ -165,16 +174,21 @@ class ScalingLoop:
         decisions, self._state = decide(self._params, self._state, ObservationBatch.stack(observations))
         self.decisions = decisions.by_key()
         published = [
-            self._publish_one(policy, decisions[i], sample, now)
+            self._publish_one(policy, decisions[i], sample, observations[i], now)
             for i, (policy, sample) in enumerate(zip(self._policies, samples, strict=True))
         ]
         self.cache.publish(published)
         return decisions
 
     def _publish_one(
-        self, policy: ScalingPolicy, decision: Decision, sample: GroupSample | None, now: float
+        self,
+        policy: ScalingPolicy,
+        decision: Decision,
+        sample: GroupSample | None,
+        observation: Observation,
+        now: float,
     ) -> WorkloadMetrics:
-        signals = raw_signals(sample, policy)
+        signals = raw_signals(observation, policy)
         members = sample.members if sample is not None else None
         sampled_at = sample.sampled_at if sample is not None else 0.0
         detail = ""

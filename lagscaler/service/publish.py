@@ -15,7 +15,6 @@ freezes), the count that drives the HPA to ``fallback.replicas``, or the last va
 
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass
 
 from lagscaler.api.cache import (
@@ -29,11 +28,10 @@ from lagscaler.api.cache import (
     MetricValue,
     WorkloadMetrics,
 )
-from lagscaler.engine import Decision
+from lagscaler.engine import Decision, Observation
 from lagscaler.hpa import plan_served_metric
 from lagscaler.policy import ScalingPolicy, StaleAction
 from lagscaler.policy.hpa import hpa_spec_for
-from lagscaler.signals import GroupSample
 
 
 @dataclass(frozen=True, slots=True)
@@ -46,24 +44,17 @@ class RawSignals:
     topics: tuple[str, ...] = ()
 
 
-def raw_signals(sample: GroupSample | None, policy: ScalingPolicy) -> RawSignals:
-    """Total lag, worst lag in seconds and total produce rate of the workload's partitions."""
-    if sample is None:
-        return RawSignals(topics=policy.kafka.topics)
-    wanted = set(policy.kafka.topics)
-    lag = 0.0
-    worst = 0.0
-    produced = 0.0
-    topics: set[str] = set()
-    for p in sample.partitions:
-        if wanted and p.topic not in wanted:
-            continue
-        topics.add(p.topic)
-        lag += p.lag or 0
-        if p.lag_seconds is not None and math.isfinite(p.lag_seconds):
-            worst = max(worst, p.lag_seconds)
-        produced += p.produce_rate or 0.0
-    return RawSignals(lag, worst, produced, tuple(sorted(topics)) or policy.kafka.topics)
+def raw_signals(observation: Observation, policy: ScalingPolicy) -> RawSignals:
+    """Total lag, worst lag in seconds and total produce rate of the workload's partitions.
+
+    Read from the engine's :class:`Observation`, which gathers them in its one pass over the sample.
+    """
+    return RawSignals(
+        lag_messages=observation.total_lag,
+        lag_seconds=observation.reported_lag_seconds,
+        produce_rate=observation.produce_rate_all,
+        topics=observation.topics or policy.kafka.topics,
+    )
 
 
 def labels_for(policy: ScalingPolicy, topics: tuple[str, ...]) -> dict[str, str]:
