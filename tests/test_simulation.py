@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
+
 import numpy as np
 import pytest
 
@@ -162,3 +164,14 @@ def test_baseline_names_are_checked() -> None:
     assert parse_policies(None)[0] == "lagscaler"
     with pytest.raises(UserError, match="unknown baseline 'kedda'"):
         parse_policies(["kedda"])
+
+
+def test_the_oracle_scales_for_each_burst_once_and_meets_the_slo() -> None:
+    """With foresight, bursts are cheaper to serve than to hold for: one scale-up before each, covering
+    the whole ramp, and no scale-down stacking its stall on a backlog still draining."""
+    trace = spike_trace(hours=3.0).rescaled(20000.0)
+    policy = replace(bench_like(), capacity=Capacity(per_replica=2000.0), max_replicas=24)
+    result = compare(trace, policy, Scenario.from_policy(policy, partitions=24), ["static", "oracle"])
+    oracle, static = result.policy("oracle"), result.policy("static")
+    assert oracle.slo_violation_fraction <= 0.01
+    assert oracle.replica_hours < 0.7 * static.replica_hours

@@ -240,10 +240,12 @@ class FutureMax:
 class OracleController:
     """Perfect foresight of arrivals, greedy: capacity in place before it is needed, held for ``hold``.
 
-    At each sync it provisions for the peak arrival until capacity ordered now can serve
-    (start-up + stall + restore + two syncs), times ``margin``; it scales down only to a count that
-    covers the peak of the next ``hold`` seconds, so every rebalance it pays for lasts. The whole
-    schedule is computed up front from the future arrivals.
+    At each sync it checks the peak arrival until capacity ordered now can serve (start-up + stall
+    + restore + two syncs), times ``margin``; when that needs more replicas it scales up to cover the
+    peak of that lead plus ``coalesce`` seconds, so a ramp costs one rebalance rather than one per
+    sync. It scales down only to a count that covers the peak of the next ``hold`` seconds, so every
+    rebalance it pays for lasts, and never while a backlog over half the SLO drains (stalls stack).
+    The whole schedule is computed up front from the future arrivals.
     """
 
     policy: ScalingPolicy
@@ -252,19 +254,25 @@ class OracleController:
     start: int
     hold_seconds: float
     margin: float
+    coalesce_seconds: float = 0.0
     name: str = "oracle"
     needs_lag_seconds: bool = False
     spec: HpaSpec = field(init=False)
     up: IntArray = field(init=False)
+    reach: IntArray = field(init=False)
     hold: IntArray = field(init=False)
 
     def __post_init__(self) -> None:
         s = self.scenario
         self.spec = exact_hpa(self.policy)
-        self.name = f"oracle[hold={self.hold_seconds:g}s,margin={self.margin:g}]"
+        self.name = (
+            f"oracle[hold={self.hold_seconds:g}s,margin={self.margin:g},coalesce={self.coalesce_seconds:g}s]"
+        )
         steps = np.arange(len(self.future.levels[0]), dtype=np.int64)
         lead = s.startup_seconds + s.rebalance_stall_seconds + s.restore_seconds + 2 * s.sync_period_seconds
         self.up = self._aligned(self.future.ahead(steps, math.ceil(lead / s.step_seconds)))
+        reach = math.ceil((lead + self.coalesce_seconds) / s.step_seconds)
+        self.reach = np.maximum(self.up, self._aligned(self.future.ahead(steps, reach)))
         self.hold = np.maximum(
             self.up, self._aligned(self.future.ahead(steps, math.ceil(self.hold_seconds / s.step_seconds)))
         )
@@ -282,8 +290,19 @@ class OracleController:
     def reading(self, now: float, view: GroupView) -> float:
         index = min(round(now / self.scenario.step_seconds), len(self.up) - 1)
         up = int(self.up[index])
-        target = up if up > view.replicas else max(up, min(int(self.hold[index]), view.replicas))
+        if up > view.replicas:
+            target = int(self.reach[index])
+        elif self._draining(view):
+            target = view.replicas
+        else:
+            target = max(up, min(int(self.hold[index]), view.replicas))
         return plan_served_metric(target, view.replicas, self.spec).value
+
+    def _draining(self, view: GroupView) -> bool:
+        """A backlog over half the SLO is still draining: a scale-down's stall now would stack on it."""
+        rate = view.produce_rate
+        behind = np.divide(view.lag, rate, out=np.zeros_like(view.lag), where=rate > 0)
+        return float(behind.max(initial=0.0)) > 0.5 * self.scenario.max_lag_seconds
 
 
 def oracle_candidates(
@@ -292,4 +311,10 @@ def oracle_candidates(
     """The oracle's schedule family: the cheapest one that meets the SLO is the oracle."""
     holds = (900.0, 3600.0, 4 * 3600.0)
     margins = (1.05, 1.25)
-    return [OracleController(policy, scenario, future, start, h, m) for h in holds for m in margins]
+    coalesce = (0.0, 300.0)
+    return [
+        OracleController(policy, scenario, future, start, h, m, c)
+        for h in holds
+        for m in margins
+        for c in coalesce
+    ]
