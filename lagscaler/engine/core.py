@@ -6,7 +6,9 @@ How a count is chosen (every step is an array operation over workloads):
    believed only as far as a fast and a slow estimate agree (a step is one jump, not growth). The
    rate to provision for is the larger of the level and the trend projected over the *reaction
    time* (HPA sync + pod start-up + rebalance stall + state restore): capacity asked for now
-   arrives no sooner. A seasonal profile, when the policy has a period, can only raise it.
+   arrives no sooner. While the group is being outrun, the measured rate at its latest slope over
+   the reaction time (a surge) is believed too, so a fast burst is met by one scale-up, not one per
+   sync. A seasonal profile, when the policy has a period, can only raise it.
 2. **Capacity.** The true per-replica rate is learned online as in DS2: only members whose every
    partition is backlogged are busy all the time, so their consume rate *is* their capacity.
    Intervals right after a membership change (stall, restore) are warm-up and ignored. The
@@ -264,10 +266,11 @@ def _decide(params: PolicyArrays, state: EngineState, obs: ObservationBatch) -> 
     horizon = np.maximum(params.forecast_horizon, reaction)
     projected = level + np.maximum(trend, 0.0) * horizon
     # While the group is being outrun (arrivals above what it consumes and the lag growing), the rise
-    # is not noise for the slow trend to veto: sizing a scale-up made while behind believes the fast one.
+    # is not noise for the slow trend to veto: provision for where the measured rate will be when
+    # capacity ordered now lands, at its latest slope. A burst climbing faster than the reaction time
+    # otherwise costs one scale-up, and one rebalance stall, per sync on its way up.
     lag = np.minimum(np.maximum(_finite(obs.lag, 0.0), 0.0), _BIG)
     outrun = ~first & (lag > state.lag_prev) & (x > consumed * 1.0001 + 1e-9)
-    outrun_rate = np.where(outrun, level + np.maximum(trend_fast, 0.0) * horizon, 0.0)
 
     # 2. Capacity (DS2: busy members' consume rate is their true rate), after warm-up only.
     members = np.maximum(obs.members, 0)
@@ -309,7 +312,16 @@ def _decide(params: PolicyArrays, state: EngineState, obs: ObservationBatch) -> 
         else None
     )
     seasonal_peak = season.peak_within(horizon) if season is not None else np.zeros(w)
-    forecast = np.maximum(np.maximum(level, projected), seasonal_peak)
+    # The surge (see the forecast above) is believed only when being outrun threatens the SLO: at the
+    # current shortfall the worst partition would be past half the SLO before new capacity lands.
+    # Rates measured over a second or two are noisy, and noise that threatens nothing is not a burst.
+    # The measured rate is an average over the last interval, so half an interval older than ``now``.
+    # A rebalance's own stall also makes the group fall behind; until it settles, that is not a
+    # surge (as DS2 ignores warm-up intervals).
+    rise = np.maximum(np.maximum(slope, trend_fast), 0.0)
+    surging = outrun & warm & (excess > 0)
+    surge = np.where(surging, np.maximum(level, x) + rise * (reaction + dt / 2.0), 0.0)
+    forecast = np.maximum(np.maximum(np.maximum(level, projected), seasonal_peak), surge)
     arrival_need = forecast / u
     required = np.maximum(arrival_need, drain_capacity)
     drain_rate = np.maximum(drain_capacity - a_now, 0.0)
@@ -321,7 +333,7 @@ def _decide(params: PolicyArrays, state: EngineState, obs: ObservationBatch) -> 
     # that just paid for a rebalance drains so slowly that a second scale-up, and a second restore,
     # follows. (A scale-up with no backlog to drain is sized on arrival alone, as before.)
     moved_over = np.where(excess > 0, np.maximum(age_then + params.rebalance_stall + restore - slo, 0.0), 0.0)
-    rate_then = np.maximum(np.maximum(forecast, a_now), outrun_rate)
+    rate_then = np.maximum(forecast, a_now)
     up_catch_up = np.where(moved_over > 0, rate_then * (1.0 + moved_over * TARGET_AGE_FRACTION / slo), 0.0)
     up_need = _clamp(aligned_replicas(np.maximum(required, up_catch_up) / c, partitions), lo, hi)
 
@@ -373,22 +385,26 @@ def _decide(params: PolicyArrays, state: EngineState, obs: ObservationBatch) -> 
     behind = warm & (drain_capacity > capacity_soon) & (drain_then < drain_now)
     scaling_up = usable & (hot | behind | (replicas < lo)) & (up_rec > replicas)
 
-    # 5. Scale-down: the count the window's peak forecast needs.
+    # 5. Scale-down: the count the window's peak traffic needs. The window keeps what was measured
+    # (level or rate, whichever is higher), not past extrapolations: a ramp's projection overshoots
+    # its peak, and a long window would hold that overshoot for its whole length.
     down_win = _window(
         ids=state.down_window_id,
         values=state.down_window_value,
         now=now,
         length=params.down_stabilization,
-        value=forecast,
+        value=np.maximum(level, x),
         usable=usable,
         largest=True,
     )
     # When the rebalance breaks the SLO by itself (stall + restore > SLO), the moved partitions come
     # back that far behind; the lower count must leave enough headroom to catch them up within
-    # 1 / TARGET_AGE_FRACTION SLOs, or the miss drags on for minutes at a tight utilisation.
+    # 1 / TARGET_AGE_FRACTION SLOs, or the miss drags on for minutes at a tight utilisation. The
+    # catch-up happens right after the move, at today's rate: the window's peak is covered by
+    # ``peak_rate / u`` (asking catch-up headroom on top of the peak kept a group at twice its need).
     peak_rate = np.maximum(down_win.aggregate, forecast)
     over = np.maximum(params.rebalance_stall + restore - slo, 0.0)
-    catch_up = peak_rate * (1.0 + over * TARGET_AGE_FRACTION / slo)
+    catch_up = forecast * (1.0 + over * TARGET_AGE_FRACTION / slo)
     down_need = aligned_replicas(np.maximum(peak_rate / u, catch_up) / c, partitions)
     down_need = _clamp(np.maximum(down_need, need), lo, hi)
     down_room = np.maximum(
@@ -480,6 +496,7 @@ def _decide(params: PolicyArrays, state: EngineState, obs: ObservationBatch) -> 
         (usable & (drain_capacity > arrival_need) & (drain_rate > 0), Reason.BACKLOG),
         (usable & ((drain_capacity <= arrival_need) | (drain_rate <= 0)), Reason.ARRIVAL),
         (usable & (seasonal_peak > np.maximum(level, projected)), Reason.SEASONAL_FLOOR),
+        (usable & (surge > np.maximum(np.maximum(level, projected), seasonal_peak)), Reason.SURGE),
         (wants_down & ~dwell_over, Reason.DWELL),
         (wants_down & dwell_over & ~calm, Reason.LAG_GROWING),
         (wants_down & dwell_over & calm & ~worth_it, Reason.NOT_WORTH_IT),

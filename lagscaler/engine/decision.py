@@ -29,6 +29,7 @@ class Reason(enum.IntFlag):
     INEFFECTIVE_SCALE_UP = enum.auto()  # the last scale-up did not raise throughput: no further scale-up
     STALE = enum.auto()  # no fresh data: the last decision holds
     WARMING_UP = enum.auto()  # not enough history yet (no rates): the current count holds
+    SURGE = enum.auto()  # arrivals outrun the group: sized for their rate, at its slope, when capacity lands
 
     def codes(self) -> tuple[str, ...]:
         """The set flags' names, in declaration order."""
