@@ -154,6 +154,9 @@ async def run_scaling_demo(
                 )
                 await pool.scale_to(1)
                 await pool.wait_ready(within=60)
+                # The HPA starts once lagscaler serves the workload: until the first cycle sees the
+                # group, the API answers 404, which a real HPA reports as FailedGetExternalMetric.
+                await _served(lambda: ("demo", "clicks") in service.cache.snapshot.workloads, within=30)
                 hpa = LocalHpa.for_policy(
                     policy, pool, url=service.api.url, identity=ClientIdentity.from_cluster(cluster)
                 )
@@ -193,7 +196,20 @@ async def run_scaling_demo(
                     f"\nPeak {result.peak} replicas, back to {result.final}; {result.scale_events} scale "
                     f"events; worst lag {result.worst_lag:.1f} s against an SLO of {demo.slo_seconds:g} s."
                 )
+                for sync in hpa.timeline:  # what froze the HPA, as `kubectl describe hpa` would show it
+                    for error in sync.errors:
+                        out(f"HPA metric error at {sync.at:.0f} s: {error}")
                 return result
+
+
+async def _served(ready: Callable[[], bool], *, within: float) -> None:
+    import asyncio  # noqa: PLC0415
+
+    deadline = time.monotonic() + within
+    while not ready():
+        if time.monotonic() > deadline:
+            raise UserError(f"lagscaler served no metric for the demo workload within {within:g} s")
+        await asyncio.sleep(0.1)
 
 
 async def _sleep_until(deadline: float) -> None:
