@@ -43,6 +43,7 @@ CAPACITY = 2_000.0
 PARTITIONS = 24
 RESTORE_RATE = 50e6  # bytes/s per moved partition
 STATE_BYTES = 60.0 * RESTORE_RATE * PARTITIONS  # 60 s to restore one partition's share
+STATEFUL_LOOKBACK = 4 * 3600.0  # seconds of traffic a stateful scale-down must be sufficient for
 
 
 def bench_policy(stateful: bool) -> ScalingPolicy:
@@ -58,8 +59,14 @@ def bench_policy(stateful: bool) -> ScalingPolicy:
         max_replicas=PARTITIONS,
         target_utilization=0.85,
         scale_up=ScaleUp(max_step_percent=400.0, max_step_replicas=PARTITIONS),
+        # Every rebalance of the stateful workload is an SLO miss by itself (60 s restore > 30 s SLO):
+        # it gives capacity back only when the last 4 hours say it is not needed (as Flink's
+        # autoscaler waits out an hour of recommendations, and as the shipped sessionizer example's
+        # payback horizon says). The stateless one needs only the HPA's usual 5 minutes.
         scale_down=ScaleDown(
-            stabilization_seconds=300.0, max_step_percent=100.0, max_step_replicas=PARTITIONS
+            stabilization_seconds=STATEFUL_LOOKBACK if stateful else 300.0,
+            max_step_percent=100.0,
+            max_step_replicas=PARTITIONS,
         ),
         startup_seconds=30.0,
         rebalance_stall_seconds=10.0,
@@ -101,6 +108,7 @@ def checks(results: list[tuple[Run, SimulationResult]], stateful: bool) -> list[
         "|---|---|---|---|---|---|---|---|---|---|",
     ]
     ratios: dict[str, list[float]] = {"keda": [], "hpa-rate": [], "oracle": []}
+    oracle_ratios: dict[str, list[float]] = {"keda": [], "hpa-rate": []}
     for _job, res in rows:
         ls = res.policy("lagscaler")
         keda, rate, static, oracle = (res.policy(n) for n in ("keda", "hpa-rate", "static", "oracle"))
@@ -108,6 +116,8 @@ def checks(results: list[tuple[Run, SimulationResult]], stateful: bool) -> list[
         floor_bound = res.fluid_bound_replica_hours < 1.5 * res.duration_seconds / 3600
         for name, other in (("keda", keda), ("hpa-rate", rate), ("oracle", oracle)):
             ratios[name].append(ls.replica_hours / other.replica_hours)
+        for name, other in (("keda", keda), ("hpa-rate", rate)):
+            oracle_ratios[name].append(oracle.replica_hours / other.replica_hours)
         slo_ok = ls.slo_violation_fraction <= best + 1e-9 and (
             oracle.slo_violation_fraction > 0.01 or ls.slo_violation_fraction <= 0.01
         )
@@ -129,6 +139,9 @@ def checks(results: list[tuple[Run, SimulationResult]], stateful: bool) -> list[
     )
     lines.append("")
     lines.append(f"Median replica-hours ({kind}): {summary}.")
+    # A cost target below the oracle's own ratio cannot be met at the oracle's SLO: say so beside it.
+    reach = ", ".join(f"x {name} {statistics.median(v):.2f}" for name, v in oracle_ratios.items())
+    lines.append(f"The oracle itself (perfect foresight, SLO ≤ 1 % where it can): {reach}.")
     return lines
 
 
@@ -183,7 +196,8 @@ def write_results(
         "Scenario: peak 20k msg/s, 2k msg/s per replica, 24 partitions, 30 s start-up, 10 s stall, "
         "60 s restore per moved partition (stateful), SLO 30 s, HPA sync 15 s on 15 s old data. "
         f"Real traces: their first {days:g} days. One stateless and one stateful policy for every trace "
-        "(`bench_policy` in the script: target utilisation 0.85, defaults otherwise).",
+        "(`bench_policy` in the script: target utilisation 0.85; scale-down stabilization 5 min "
+        "stateless, 4 h stateful; defaults otherwise).",
         "",
         "✗ marks a missed target. SLO target: no worse than the best autoscaling baseline (keda, "
         "hpa-rate) and ≤ 1 % wherever the oracle is ≤ 1 %. `static` is sized for the trace's peak "
