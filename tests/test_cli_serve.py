@@ -53,6 +53,16 @@ def test_flags_override_environment_which_overrides_the_file(config: Path) -> No
     assert args.policy_dir == Path("/etc/lagscaler/policies")
 
 
+def test_the_state_file_comes_from_the_file_the_environment_or_a_flag(config: Path) -> None:
+    assert parse(["--config", str(config)]).state_file is None  # off unless asked for
+    with config.open("a") as out:
+        out.write("state-file: /var/lib/lagscaler/engine.npz\n")
+    assert parse(["--config", str(config)]).state_file == Path("/var/lib/lagscaler/engine.npz")
+    env = {"LAGSCALER_STATE_FILE": "/data/engine.npz"}
+    assert parse(["--config", str(config)], env).state_file == Path("/data/engine.npz")
+    assert parse(["--config", str(config), "--state-file", "x.npz"], env).state_file == Path("x.npz")
+
+
 def test_config_file_can_come_from_the_environment(config: Path) -> None:
     args = parse([], {"LAGSCALER_CONFIG": str(config)})
     assert args.bootstrap_server == "file-kafka:9092"

@@ -11,6 +11,7 @@ import json
 import resource
 import time
 from collections.abc import AsyncIterator
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -55,6 +56,15 @@ async def seed_lagging_group(bootstrap: str, topic: str, group: str) -> None:
     await create_topics(bootstrap, {topic: 4})
     await produce(bootstrap, {(topic, p): 250 for p in range(4)})
     await commit(bootstrap, group, {(topic, p): 100 for p in range(4)})
+
+
+async def orders_workload(bootstrap: str, tmp_path: Path, topic: str, group: str) -> Path:
+    """A lagging group (see :func:`seed_lagging_group`) and a policy directory with its policy."""
+    await seed_lagging_group(bootstrap, topic, group)
+    policies = tmp_path / "policies"
+    policies.mkdir()
+    (policies / "orders.yaml").write_text(policy_yaml("orders", group, topic))
+    return policies
 
 
 class Client:
@@ -126,10 +136,7 @@ async def test_serves_lag_and_a_decision_for_a_real_group(
     kafka: KafkaEndpoint, cluster: LocalCluster, tmp_path: Path, unique: str
 ) -> None:
     topic, group = f"{unique}-orders", f"{unique}-workers"
-    await seed_lagging_group(kafka.bootstrap, topic, group)
-    policies = tmp_path / "policies"
-    policies.mkdir()
-    (policies / "orders.yaml").write_text(policy_yaml("orders", group, topic))
+    policies = await orders_workload(kafka.bootstrap, tmp_path, topic, group)
 
     async with running_service(serve_settings(cluster, kafka.bootstrap, policies)) as service:
         client = Client(cluster, service)
@@ -307,3 +314,39 @@ async def test_two_replicas_serve_the_same_answer_whichever_samples_first(
 
 async def _has_value(client: Client, workload: str) -> None:
     assert await client.value("lagscaler_lag_messages", workload) == 600
+
+
+def set_aside(directory: Path) -> list[Path]:
+    """State files the service found unreadable and moved aside."""
+    return sorted(directory.glob("engine.npz.unreadable-*"))
+
+
+async def test_the_engine_state_survives_a_restart_and_a_damaged_file_is_kept_aside(
+    kafka: KafkaEndpoint, cluster: LocalCluster, tmp_path: Path, unique: str
+) -> None:
+    topic, group = f"{unique}-orders", f"{unique}-workers"
+    policies = await orders_workload(kafka.bootstrap, tmp_path, topic, group)
+    state_file = tmp_path / "engine.npz"
+    settings = replace(serve_settings(cluster, kafka.bootstrap, policies), state_file=state_file)
+
+    async with running_service(settings) as service:
+        assert service.loop.restored == ()
+
+        async def decided() -> None:
+            assert "shop/orders" in service.loop.decisions
+
+        await eventually(decided)
+    # Written at least once while running, and again when the loop stopped.
+    assert state_file.exists()
+
+    async with running_service(settings) as service:
+        assert service.loop.restored == ("shop/orders",)
+
+    state_file.write_bytes(b"half a file")
+    async with running_service(settings) as service:
+        assert service.loop.restored == ()
+        await eventually(decided)
+    kept = set_aside(tmp_path)
+    assert len(kept) == 1
+    assert kept[0].read_bytes() == b"half a file"  # nothing is lost
+    assert state_file.exists()  # a fresh state was written in its place

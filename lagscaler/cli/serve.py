@@ -46,6 +46,13 @@ def build_parser(parser: argparse.ArgumentParser) -> argparse.ArgumentParser:
     service.add_argument(
         "--history", type=int, default=120, metavar="SAMPLES", help="samples kept per partition (default 120)"
     )
+    service.add_argument(
+        "--state-file",
+        type=Path,
+        metavar="FILE",
+        help="keep the engine's learned state (capacity, windows, dwell timers) here across restarts; "
+        "put it on a volume that outlives the pod",
+    )
     service.add_argument("--log-format", choices=["auto", "json", "console"], default="auto")
     service.add_argument("--log-level", choices=["debug", "info", "warning", "error"], default="info")
     add_kafka_arguments(parser)
@@ -153,6 +160,7 @@ def run_serve(args: argparse.Namespace) -> int:
         api=api_settings_from_args(args),
         interval=args.sample_interval,
         history=args.history,
+        state_file=args.state_file,
     )
     configure_logging(args.log_level, args.log_format)
 

@@ -20,6 +20,7 @@ import math
 import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, replace
+from pathlib import Path
 
 import structlog
 
@@ -40,6 +41,7 @@ from lagscaler.policy import Mode, ScalingPolicy
 from lagscaler.sampler import SampleFailed, Sampler
 from lagscaler.service.policies import PolicySet, PolicyWatcher
 from lagscaler.service.publish import raw_signals, workload_metrics
+from lagscaler.service.statefile import StateFileError, load_state, save_state
 from lagscaler.signals import GroupSample, Snapshot
 
 log = structlog.get_logger("lagscaler.service")
@@ -47,9 +49,15 @@ log = structlog.get_logger("lagscaler.service")
 
 @dataclass(frozen=True, slots=True)
 class LoopSettings:
-    """How often to sample and decide; changed policy files are picked up at the start of each cycle."""
+    """How often to sample and decide; changed policy files are picked up at the start of each cycle.
+
+    ``state_file``: where the engine's learned state survives restarts (see :mod:`.statefile`),
+    written every ``save_every`` seconds and when the loop stops.
+    """
 
     interval: float = 10.0
+    state_file: Path | None = None
+    save_every: float = 60.0
 
 
 class ScalingLoop:
@@ -75,6 +83,11 @@ class ScalingLoop:
         self._version = -1
         self._params = PolicyArrays.from_policies(())
         self._state = EngineState.initial(self._params)
+        self._state_keys: tuple[str, ...] = ()  # the workloads ``_state``'s rows belong to
+        self._saved_at = -math.inf
+        self.restored: tuple[str, ...] = ()
+        if self.settings.state_file is not None:
+            self._restore(self.settings.state_file)
         self._requests_seen: dict[str, int] = {}
         self._failures_seen: dict[str, int] = {}
         self._labelled: set[tuple[str, str]] = set()
@@ -112,10 +125,10 @@ class ScalingLoop:
         self.metrics.policy_errors.set(len(current.errors))
         if current.version == self._version:
             return
-        old_keys = self._params.keys
         policies = tuple(sorted(current.policies, key=lambda p: p.key))
         self._params = PolicyArrays.from_policies(policies)
-        self._state = carry_over(old_keys, self._state, self._params)
+        self._state = carry_over(self._state_keys, self._state, self._params)
+        self._state_keys = tuple(self._params.keys)
         self._policies = policies
         self._version = current.version
         for policy in policies:
@@ -178,7 +191,36 @@ class ScalingLoop:
             for i, (policy, sample) in enumerate(zip(self._policies, samples, strict=True))
         ]
         self.cache.publish(published)
+        if self.settings.state_file is not None and now - self._saved_at >= self.settings.save_every:
+            self._saved_at = now
+            await asyncio.to_thread(self._save, self.settings.state_file, self._state_keys, self._state)
         return decisions
+
+    # -- the state file --------------------------------------------------------------------------
+
+    def _restore(self, path: Path) -> None:
+        """Start from the saved state; an unreadable file is moved aside (never lost) and logged."""
+        try:
+            loaded = load_state(path)
+        except StateFileError as exc:
+            aside = path.with_name(f"{path.name}.unreadable-{int(self._clock())}")
+            with contextlib.suppress(OSError):
+                path.rename(aside)
+            log.error("engine state not restored, starting fresh", problem=str(exc), kept_as=str(aside))
+            return
+        if loaded is None:
+            log.info("no engine state saved yet, starting fresh", file=str(path))
+            return
+        self._state_keys, self._state = loaded
+        self.restored = self._state_keys
+        log.info("engine state restored", file=str(path), workloads=len(self._state_keys))
+
+    def _save(self, path: Path, keys: tuple[str, ...], state: EngineState) -> None:
+        try:
+            save_state(path, keys, state)
+        except OSError as exc:  # a full or read-only volume must not stop scaling
+            self.metrics.sample_cycle_errors.labels("state-file").inc()
+            log.warning("engine state not saved", file=str(path), problem=str(exc))
 
     def _publish_one(
         self,
@@ -225,6 +267,13 @@ class ScalingLoop:
 
     async def run(self) -> None:
         """Cycle every ``interval`` seconds until cancelled; a failing cycle is logged, never fatal."""
+        try:
+            await self._cycle_forever()
+        finally:
+            if self.settings.state_file is not None and self._state_keys:
+                self._save(self.settings.state_file, self._state_keys, self._state)
+
+    async def _cycle_forever(self) -> None:
         while True:
             started = time.monotonic()
             try:

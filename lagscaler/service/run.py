@@ -36,6 +36,7 @@ class ServeSettings:
     interval: float = 10.0
     history: int = 120
     cycle_timeout: float | None = None  # default: the interval, at least 5 s
+    state_file: Path | None = None  # the engine's learned state, kept across restarts
 
     def __post_init__(self) -> None:
         if not self.interval > 0:
@@ -75,7 +76,11 @@ async def running_service(
     groups = tuple(dict.fromkeys(p.kafka.group for p in initial.policies))
     async with Sampler(settings.kafka, settings.sampler_settings(groups)) as sampler:
         loop = ScalingLoop(
-            sampler, watcher, cache, metrics, settings=LoopSettings(interval=settings.interval)
+            sampler,
+            watcher,
+            cache,
+            metrics,
+            settings=LoopSettings(interval=settings.interval, state_file=settings.state_file),
         )
         readiness = HealthChecks()
         readiness.add("policies", loop.policies_ready)

@@ -1,0 +1,90 @@
+"""The engine's memory on disk, so that a restart does not make lagscaler forget what it learned.
+
+A fresh engine knows nothing: it re-learns each workload's true capacity from the prior, and it
+treats its first observation as a change, so no scale-down happens for a whole stabilization
+window (hours, for a stateful workload whose every rebalance breaks the SLO). ``--state-file``
+keeps the :class:`~lagscaler.engine.EngineState` rows, keyed by ``namespace/name``, in one ``.npz``
+file; the loop restores them at start (through :func:`~lagscaler.engine.reload.carry_over`, as a
+policy reload does) and writes the file again every ``save_every`` seconds and at shutdown.
+
+The file is written to a temporary name and renamed over the old one, so a crash mid-write leaves
+the previous version. Times in it are wall-clock seconds, as the engine's are.
+"""
+
+from __future__ import annotations
+
+import os
+import zipfile
+from collections.abc import Sequence
+from dataclasses import fields
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from lagscaler.engine import EngineState, PolicyArrays
+from lagscaler.errors import UserError
+
+FORMAT = 1
+"""Bumped when the layout changes; a file of another format is refused, not misread."""
+
+_KEYS = "__keys__"
+_FORMAT = "__format__"
+
+
+class StateFileError(UserError):
+    """The state file exists but is not one this version can read; the message names the problem."""
+
+
+def save_state(path: Path, keys: Sequence[str], state: EngineState) -> None:
+    """Write ``state`` (rows in the order of ``keys``) to ``path`` atomically."""
+    columns = {item.name: np.asarray(getattr(state, item.name)) for item in fields(EngineState)}
+    columns[_FORMAT] = np.asarray(FORMAT)
+    columns[_KEYS] = np.asarray(list(keys), dtype=np.str_)
+    tmp = path.with_name(path.name + ".tmp")
+    with tmp.open("wb") as out:
+        # numpy's stubs check ``**kwds`` against ``allow_pickle: bool``; every value here is an array.
+        savez: Any = np.savez
+        savez(out, **columns)
+        out.flush()
+        os.fsync(out.fileno())
+    os.replace(tmp, path)
+
+
+def load_state(path: Path) -> tuple[tuple[str, ...], EngineState] | None:
+    """The keys and state saved in ``path``, or None when there is no file yet.
+
+    Raises :class:`StateFileError` naming the file and what is wrong with it.
+    """
+    if not path.exists():
+        return None
+    template = EngineState.initial(PolicyArrays.from_policies(()))
+    try:
+        with np.load(path, allow_pickle=False) as data:
+            if _FORMAT not in data.files or _KEYS not in data.files:
+                raise StateFileError(f"{path}: not a lagscaler state file (no format or keys)")
+            version = int(data[_FORMAT])
+            if version != FORMAT:
+                raise StateFileError(f"{path}: state file format {version}, this lagscaler reads {FORMAT}")
+            keys = tuple(str(k) for k in data[_KEYS].tolist())
+            columns = {}
+            for item in fields(EngineState):
+                if item.name not in data.files:
+                    raise StateFileError(f"{path}: state file has no {item.name!r}")
+                column = data[item.name]
+                expected = getattr(template, item.name)
+                shape = (len(keys), *expected.shape[1:])
+                if column.shape != shape:
+                    raise StateFileError(f"{path}: {item.name!r} has shape {column.shape}, expected {shape}")
+                if column.dtype.kind != expected.dtype.kind:
+                    raise StateFileError(
+                        f"{path}: {item.name!r} holds {column.dtype}, expected {expected.dtype}"
+                    )
+                columns[item.name] = column.astype(expected.dtype, copy=True)
+    except StateFileError:
+        raise
+    except (OSError, ValueError, EOFError, zipfile.BadZipFile) as exc:
+        raise StateFileError(f"{path}: unreadable state file: {exc}") from exc
+    if len(set(keys)) != len(keys):
+        raise StateFileError(f"{path}: a workload appears twice in the state file")
+    return keys, EngineState(**columns)

@@ -1,0 +1,140 @@
+"""The engine's state file: what a restart keeps, and what a damaged file does."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import fields
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from lagscaler.engine import EngineState, Observation, ObservationBatch, PolicyArrays, decide
+from lagscaler.engine.reload import carry_over
+from lagscaler.policy.model import Capacity, KafkaSource, ScaleTargetRef, ScalingPolicy
+from lagscaler.service.statefile import StateFileError, load_state, save_state
+
+
+def policy(name: str) -> ScalingPolicy:
+    return ScalingPolicy(
+        name=name,
+        namespace="shop",
+        target=ScaleTargetRef(name),
+        kafka=KafkaSource(name),
+        max_lag_seconds=30.0,
+        capacity=Capacity(per_replica=1000.0),
+        max_replicas=12,
+    )
+
+
+def run(params: PolicyArrays, state: EngineState, start: float, end: float, rate: float) -> EngineState:
+    """Feed every workload ``rate`` msg/s on 6 replicas from ``start`` to ``end``, every 15 s."""
+    for at in np.arange(start, end, 15.0):
+        batch = ObservationBatch.stack(
+            [
+                Observation(
+                    at=float(at), replicas=6, members=6, partitions=12, arrival_rate=rate, consume_rate=rate
+                )
+                for _ in range(params.size)
+            ]
+        )
+        _, state = decide(params, state, batch)
+    return state
+
+
+def round_trip(
+    tmp_path: Path, keys: Sequence[str], state: EngineState
+) -> tuple[tuple[str, ...], EngineState]:
+    """Save ``state`` to a file and load it back, as a stop and a start of the service do."""
+    path = tmp_path / "engine.npz"
+    save_state(path, keys, state)
+    loaded = load_state(path)
+    assert loaded is not None
+    assert not path.with_name("engine.npz.tmp").exists()
+    return loaded
+
+
+def assert_same(a: EngineState, b: EngineState) -> None:
+    for item in fields(EngineState):
+        left, right = getattr(a, item.name), getattr(b, item.name)
+        assert left.dtype == right.dtype, item.name
+        np.testing.assert_array_equal(left, right, err_msg=item.name)
+
+
+def test_a_saved_state_loads_back_unchanged(tmp_path: Path) -> None:
+    params = PolicyArrays.from_policies([policy("a"), policy("b")])
+    state = run(params, EngineState.initial(params), 0.0, 600.0, 4000.0)
+    keys, restored = round_trip(tmp_path, params.keys, state)
+    assert keys == tuple(params.keys)
+    assert_same(restored, state)
+
+
+def test_no_file_yet_means_start_fresh(tmp_path: Path) -> None:
+    assert load_state(tmp_path / "missing.npz") is None
+
+
+def first_scale_down(params: PolicyArrays, state: EngineState, start: float, rate: float) -> float:
+    """When the engine first decides to go below 6 replicas, fed ``rate`` msg/s from ``start``."""
+    for at in np.arange(start, start + 1800.0, 15.0):
+        quiet = Observation(
+            at=float(at), replicas=6, members=6, partitions=12, arrival_rate=rate, consume_rate=rate
+        )
+        decisions, state = decide(params, state, ObservationBatch.stack([quiet]))
+        if decisions[0].desired_replicas < 6:
+            return float(at)
+    return np.inf
+
+
+def test_a_restart_with_the_state_does_not_restart_the_scale_down_dwell(tmp_path: Path) -> None:
+    # Traffic falls from 4000 to 500 msg/s at t = 600 and lagscaler restarts at t = 800. A fresh
+    # engine counts its first observation as a change and waits a whole window (300 s) from the
+    # restart; restored, it already saw 200 s of the window and scales down as if never restarted.
+    params = PolicyArrays.from_policies([policy("a")])
+    state = run(params, EngineState.initial(params), 0.0, 600.0, 4000.0)
+    state = run(params, state, 600.0, 800.0, 500.0)
+    restored = carry_over(*round_trip(tmp_path, params.keys, state), params)
+    assert restored.capacity[0] == state.capacity[0]
+    never_restarted = first_scale_down(params, state, 800.0, 500.0)
+    fresh = first_scale_down(params, EngineState.initial(params), 800.0, 500.0)
+    kept = first_scale_down(params, restored, 800.0, 500.0)
+    assert kept == never_restarted
+    assert fresh >= 800.0 + 300.0 > kept
+
+
+def test_a_workload_added_or_removed_while_down_is_matched_by_name(tmp_path: Path) -> None:
+    before = PolicyArrays.from_policies([policy("a"), policy("b")])
+    state = run(before, EngineState.initial(before), 0.0, 600.0, 4000.0)
+    after = PolicyArrays.from_policies([policy("b"), policy("c")])
+    carried = carry_over(*round_trip(tmp_path, before.keys, state), after)
+    assert carried.initialized[0]  # b kept its row
+    assert carried.level[0] == state.level[1]
+    assert not carried.initialized[1]  # c starts fresh
+
+
+@pytest.mark.parametrize(
+    ("damage", "message"),
+    [
+        (lambda p: p.write_bytes(b"not a zip"), "unreadable state file"),
+        (lambda p: p.write_bytes(p.read_bytes()[:200]), "unreadable state file"),
+        (lambda p: np.savez(p.open("wb"), level=np.zeros(2)), "not a lagscaler state file"),
+    ],
+)
+def test_a_damaged_file_is_refused_with_its_name_and_the_problem(
+    tmp_path: Path, damage: object, message: str
+) -> None:
+    params = PolicyArrays.from_policies([policy("a"), policy("b")])
+    path = tmp_path / "engine.npz"
+    save_state(path, params.keys, EngineState.initial(params))
+    damage(path)  # type: ignore[operator]
+    with pytest.raises(StateFileError, match=message) as caught:
+        load_state(path)
+    assert str(path) in str(caught.value)
+
+
+def test_a_file_with_a_wrong_shape_names_the_field(tmp_path: Path) -> None:
+    params = PolicyArrays.from_policies([policy("a")])
+    state = EngineState.initial(params)
+    path = tmp_path / "engine.npz"
+    save_state(path, ["shop/a", "shop/b"], state)  # two keys, one row
+    with pytest.raises(StateFileError, match="'initialized' has shape"):
+        load_state(path)
