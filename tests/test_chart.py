@@ -77,7 +77,9 @@ def test_lint_is_clean_in_strict_mode() -> None:
                 "sasl": {"mechanism": "SCRAM-SHA-512", "existingSecret": "kafka-user"},
                 "tls": {"existingSecret": "kafka-ca", "caKey": "ca.crt"},
             },
+            engineState={"enabled": True, "existingClaim": "lagscaler-state"},
         ),
+        with_values(engineState={"enabled": True}),
         with_values(
             certificates={
                 "mode": "certManager",
@@ -85,7 +87,7 @@ def test_lint_is_clean_in_strict_mode() -> None:
             }
         ),
     ],
-    ids=["minimal", "everything-on", "cert-manager"],
+    ids=["minimal", "everything-on", "state-in-emptydir", "cert-manager"],
 )
 def test_every_object_is_valid_kubernetes(values: dict[str, Any]) -> None:
     for doc in render(values):
@@ -234,9 +236,11 @@ def test_container_args_are_accepted_by_lagscaler_serve() -> None:
                 "certKey": "tls.crt",
                 "keyKey": "tls.key",
             },
-        }
+        },
+        engineState={"enabled": True},
     )
-    args = one(render(values), "Deployment")["spec"]["template"]["spec"]["containers"][0]["args"]
+    pod = one(render(values), "Deployment")["spec"]["template"]["spec"]
+    args = pod["containers"][0]["args"]
     assert args[0] == "serve"
     parsed = build_parser(_Parser(prog="lagscaler serve")).parse_args(args[1:])
     assert parsed.bootstrap_server == "k:9093"
@@ -245,6 +249,11 @@ def test_container_args_are_accepted_by_lagscaler_serve() -> None:
     assert parsed.policy_dir == Path("/etc/lagscaler/policies")
     assert parsed.secure_port == 6443
     assert parsed.metrics_port == 9090
+    # One state file per pod, on the mounted volume; Kubernetes expands $(POD_NAME) from the env.
+    assert parsed.state_file == Path("/var/lib/lagscaler/$(POD_NAME).npz")
+    env = {e["name"]: e for e in pod["containers"][0]["env"]}
+    assert env["POD_NAME"]["valueFrom"] == {"fieldRef": {"fieldPath": "metadata.name"}}
+    assert {"name": "engine-state", "mountPath": "/var/lib/lagscaler"} in pod["containers"][0]["volumeMounts"]
 
 
 def test_dashboard_plots_only_metrics_lagscaler_exports() -> None:
