@@ -16,6 +16,7 @@ from lagscaler.localkafka import (
     LocalBroker,
     parse_describe,
 )
+from lagscaler.localkafka.broker import new_cluster_id
 from lagscaler.localkafka.distribution import _pom
 
 pytestmark = pytest.mark.kafka
@@ -96,3 +97,12 @@ g1              t1              2          10              12              2    
 g1              t1              0          -               5               -               -               -               -
 """
     assert parse_describe(out) == {("g1", "t1", 2): (10, 12, 2), ("g1", "t1", 0): (None, 5, None)}
+
+
+def test_random_cluster_ids_never_look_like_an_option_to_kafka_storage() -> None:
+    # One random base64url id in 64 starts with "-", and `kafka-storage format -t -abc...` then fails
+    # with "expected one argument": a broker start that failed one run in 64.
+    ids = [new_cluster_id() for _ in range(2000)]
+    assert not [i for i in ids if i.startswith("-")]
+    assert all(len(i) == 22 for i in ids)
+    assert len(set(ids)) == len(ids)

@@ -99,6 +99,18 @@ async def probe(bootstrap: str, timeout: float = 5.0) -> int:  # noqa: ASYNC109 
         quiet.setLevel(level)
 
 
+def new_cluster_id() -> str:
+    """A random cluster id as Kafka writes them (base64url of 16 bytes), never starting with ``-``.
+
+    One in 64 random ids starts with ``-``, which ``kafka-storage format -t ID`` reads as an option
+    ("expected one argument"); Kafka's own ``Uuid.randomUuid()`` draws again in that case too.
+    """
+    while True:
+        candidate = base64.urlsafe_b64encode(uuid.uuid4().bytes).decode().rstrip("=")
+        if not candidate.startswith("-"):
+            return candidate
+
+
 @dataclass(frozen=True)
 class BrokerConfig:
     """What is configurable about the local broker.
@@ -143,9 +155,7 @@ class LocalBroker:
             self.ports[name] = free_port()
         self._process: subprocess.Popen[bytes] | None = None
         self._formatted = False
-        self.cluster_id = self.config.cluster_id or base64.urlsafe_b64encode(
-            uuid.uuid4().bytes
-        ).decode().rstrip("=")
+        self.cluster_id = self.config.cluster_id or new_cluster_id()
 
     # -- addresses -------------------------------------------------------------------------------
 
