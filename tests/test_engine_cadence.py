@@ -80,3 +80,24 @@ def test_a_pending_scale_down_is_dropped_when_lag_grows_and_raised_when_load_ret
         )
     assert decisions is not None
     assert target < decisions[0].desired_replicas <= 12
+
+
+def test_a_withdrawn_scale_down_does_not_start_the_dwell_the_next_one_waits_for() -> None:
+    # Found on the real broker: consumers commit in batches, so lag ticks up for a sample now and
+    # then. A pending scale-down is withdrawn on such a tick (no scale-down while lag grows); if the
+    # decision itself had started the stabilization dwell, the next chance would come a whole window
+    # later, and a few unlucky ticks against the HPA's sync kept the group at its peak for minutes.
+    p = policy(scale_down=ScaleDown(stabilization_seconds=60.0))
+    params, state, t, target = until_scale_down(p, 12, 1000.0)
+    tick = obs(t + 1.0, replicas=12, arrival=1000.0, lag=500.0, lag_seconds=0.5, consume_rate=900.0)
+    decisions, state = decide(params, state, ObservationBatch.stack([tick]))
+    assert decisions[0].desired_replicas == 12  # withdrawn: lag grew
+    decisions, state = decide(
+        params, state, ObservationBatch.stack([obs(t + 2.0, replicas=12, arrival=1000.0)])
+    )
+    assert decisions[0].desired_replicas == target  # decided again at once: the group never shrank
+    # Once the group has shrunk, the dwell runs from then.
+    decisions, state = decide(
+        params, state, ObservationBatch.stack([obs(t + 15.0, replicas=target, arrival=1000.0)])
+    )
+    assert decisions[0].next_scale_down_at >= t + 15.0 + 60.0

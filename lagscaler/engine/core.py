@@ -512,7 +512,11 @@ def _decide(params: PolicyArrays, state: EngineState, obs: ObservationBatch) -> 
     )
 
     scaled_up_at = np.where(usable & moved_up, now, state.scaled_up_at)
-    scaled_down_at = np.where(usable & moved_down & ~pending_down, now, down_since)
+    # The dwell after a scale-down runs from when the group actually shrank, not from the decision:
+    # the HPA acts at its own sync, and a decision withdrawn before it did (lag ticked up for a
+    # sample) must not hold the next one off for a whole stabilization window.
+    shrank = usable & changed & (members < state.members_seen)
+    scaled_down_at = np.where(shrank, now, down_since)
     next_down_after = np.maximum(
         np.maximum(scaled_up_at + dwell_up, scaled_down_at + params.down_stabilization),
         membership_changed_at + warmup,
