@@ -50,7 +50,7 @@ def round_trip(
     save_state(path, keys, state)
     loaded = load_state(path)
     assert loaded is not None
-    assert not path.with_name("engine.npz.tmp").exists()
+    assert [f.name for f in tmp_path.iterdir()] == ["engine.npz"]  # no temporary file left behind
     return loaded
 
 

@@ -13,7 +13,9 @@ the previous version. Times in it are wall-clock seconds, as the engine's are.
 
 from __future__ import annotations
 
+import contextlib
 import os
+import tempfile
 import zipfile
 from collections.abc import Sequence
 from dataclasses import fields
@@ -41,14 +43,21 @@ def save_state(path: Path, keys: Sequence[str], state: EngineState) -> None:
     columns = {item.name: np.asarray(getattr(state, item.name)) for item in fields(EngineState)}
     columns[_FORMAT] = np.asarray(FORMAT)
     columns[_KEYS] = np.asarray(list(keys), dtype=np.str_)
-    tmp = path.with_name(path.name + ".tmp")
-    with tmp.open("wb") as out:
-        # numpy's stubs check ``**kwds`` against ``allow_pickle: bool``; every value here is an array.
-        savez: Any = np.savez
-        savez(out, **columns)
-        out.flush()
-        os.fsync(out.fileno())
-    os.replace(tmp, path)
+    # A temporary name of its own: a periodic save still running in its thread when the shutdown
+    # save starts must not write into the same file.
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "wb") as out:
+            # numpy's stubs check ``**kwds`` against ``allow_pickle: bool``; every value is an array.
+            savez: Any = np.savez
+            savez(out, **columns)
+            out.flush()
+            os.fsync(out.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        with contextlib.suppress(OSError):
+            os.unlink(tmp)
+        raise
 
 
 def load_state(path: Path) -> tuple[tuple[str, ...], EngineState] | None:
