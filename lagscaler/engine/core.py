@@ -270,7 +270,9 @@ def _decide(params: PolicyArrays, state: EngineState, obs: ObservationBatch) -> 
     # capacity ordered now lands, at its latest slope. A burst climbing faster than the reaction time
     # otherwise costs one scale-up, and one rebalance stall, per sync on its way up.
     lag = np.minimum(np.maximum(_finite(obs.lag, 0.0), 0.0), _BIG)
-    outrun = ~first & (lag > state.lag_prev) & (x > consumed * 1.0001 + 1e-9)
+    lag_rising = ~first & (lag > state.lag_prev)
+    arrivals_ahead = x > consumed * 1.0001 + 1e-9  # more arrives than the group consumes
+    outrun = lag_rising & arrivals_ahead
 
     # 2. Capacity (DS2: busy members' consume rate is their true rate), after warm-up only.
     members = np.maximum(obs.members, 0)
@@ -425,7 +427,7 @@ def _decide(params: PolicyArrays, state: EngineState, obs: ObservationBatch) -> 
         membership_changed_at + warmup,
     )
     dwell_over = now >= next_down
-    lag_growing = (~first & (lag > state.lag_prev)) | (a_now > consumed * 1.0001 + 1e-9)
+    lag_growing = lag_rising | arrivals_ahead
     calm = ~lag_growing & (age <= TARGET_AGE_FRACTION * slo)
 
     # How long the lower count lasts: until the trend or the seasonal profile outgrows it.

@@ -271,11 +271,12 @@ class OracleController:
         steps = np.arange(len(self.future.levels[0]), dtype=np.int64)
         lead = s.startup_seconds + s.rebalance_stall_seconds + s.restore_seconds + 2 * s.sync_period_seconds
         self.up = self._aligned(self.future.ahead(steps, math.ceil(lead / s.step_seconds)))
-        reach = math.ceil((lead + self.coalesce_seconds) / s.step_seconds)
-        self.reach = np.maximum(self.up, self._aligned(self.future.ahead(steps, reach)))
-        self.hold = np.maximum(
-            self.up, self._aligned(self.future.ahead(steps, math.ceil(self.hold_seconds / s.step_seconds)))
+        # A longer look ahead from the same step never sees less: ``reach`` and ``hold`` are >= ``up``.
+        self.reach = self._aligned(
+            self.future.ahead(steps, math.ceil((lead + self.coalesce_seconds) / s.step_seconds))
         )
+        hold = math.ceil(max(self.hold_seconds, lead) / s.step_seconds)
+        self.hold = self._aligned(self.future.ahead(steps, hold))
 
     def initial_replicas(self) -> int:
         return self.start
