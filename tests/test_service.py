@@ -58,12 +58,14 @@ async def seed_lagging_group(bootstrap: str, topic: str, group: str) -> None:
     await commit(bootstrap, group, {(topic, p): 100 for p in range(4)})
 
 
-async def orders_workload(bootstrap: str, tmp_path: Path, topic: str, group: str) -> Path:
-    """A lagging group (see :func:`seed_lagging_group`) and a policy directory with its policy."""
+async def lagging_workload(
+    bootstrap: str, tmp_path: Path, name: str, topic: str, group: str, **spec: Any
+) -> Path:
+    """A lagging group (see :func:`seed_lagging_group`) and a policy directory holding ``name.yaml``."""
     await seed_lagging_group(bootstrap, topic, group)
     policies = tmp_path / "policies"
     policies.mkdir()
-    (policies / "orders.yaml").write_text(policy_yaml("orders", group, topic))
+    (policies / f"{name}.yaml").write_text(policy_yaml(name, group, topic, **spec))
     return policies
 
 
@@ -136,7 +138,7 @@ async def test_serves_lag_and_a_decision_for_a_real_group(
     kafka: KafkaEndpoint, cluster: LocalCluster, tmp_path: Path, unique: str
 ) -> None:
     topic, group = f"{unique}-orders", f"{unique}-workers"
-    policies = await orders_workload(kafka.bootstrap, tmp_path, topic, group)
+    policies = await lagging_workload(kafka.bootstrap, tmp_path, "orders", topic, group)
 
     async with running_service(serve_settings(cluster, kafka.bootstrap, policies)) as service:
         client = Client(cluster, service)
@@ -173,11 +175,8 @@ async def test_policy_reload_keeps_the_last_good_version(
     kafka: KafkaEndpoint, cluster: LocalCluster, tmp_path: Path, unique: str
 ) -> None:
     topic, group = f"{unique}-pay", f"{unique}-payers"
-    await seed_lagging_group(kafka.bootstrap, topic, group)
-    policies = tmp_path / "policies"
-    policies.mkdir()
+    policies = await lagging_workload(kafka.bootstrap, tmp_path, "pay", topic, group, minReplicas=2)
     path = policies / "pay.yaml"
-    path.write_text(policy_yaml("pay", group, topic, minReplicas=2))
 
     async with running_service(serve_settings(cluster, kafka.bootstrap, policies)) as service:
         client = Client(cluster, service)
@@ -290,10 +289,7 @@ async def test_two_replicas_serve_the_same_answer_whichever_samples_first(
 ) -> None:
     """Two service replicas, started apart, sample on their own and give the HPA the same values."""
     topic, group = f"{unique}-ha", f"{unique}-ha-workers"
-    await seed_lagging_group(kafka.bootstrap, topic, group)
-    policies = tmp_path / "policies"
-    policies.mkdir()
-    (policies / "ha.yaml").write_text(policy_yaml("ha", group, topic, minReplicas=2))
+    policies = await lagging_workload(kafka.bootstrap, tmp_path, "ha", topic, group, minReplicas=2)
     settings = serve_settings(cluster, kafka.bootstrap, policies)
     async with running_service(settings) as first:
         one = Client(cluster, first)
@@ -325,7 +321,7 @@ async def test_the_engine_state_survives_a_restart_and_a_damaged_file_is_kept_as
     kafka: KafkaEndpoint, cluster: LocalCluster, tmp_path: Path, unique: str
 ) -> None:
     topic, group = f"{unique}-orders", f"{unique}-workers"
-    policies = await orders_workload(kafka.bootstrap, tmp_path, topic, group)
+    policies = await lagging_workload(kafka.bootstrap, tmp_path, "orders", topic, group)
     state_file = tmp_path / "engine.npz"
     settings = replace(serve_settings(cluster, kafka.bootstrap, policies), state_file=state_file)
 
