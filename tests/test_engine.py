@@ -20,6 +20,7 @@ from lagscaler.engine import (
     decide,
     observe,
 )
+from lagscaler.engine.observation import BACKLOG_SECONDS
 from lagscaler.engine.sizing import aligned_replicas, effective_replicas, moved_fraction
 from lagscaler.policy.model import (
     Capacity,
@@ -368,12 +369,15 @@ def test_non_decreasing_in_lag(p: ScalingPolicy, replicas: int, rate: float, low
 
 @settings(max_examples=40, deadline=None)
 @given(policies, st.integers(1, 24), rates, lags, st.floats(1.0, 1e6))
-def test_no_scale_down_while_lag_grows(
+def test_no_scale_down_while_a_backlog_grows(
     p: ScalingPolicy, replicas: int, rate: float, lag: float, growth: float
 ) -> None:
+    # A backlog: at least BACKLOG_SECONDS behind (below it, lag moving is offset commits' cadence,
+    # tests/test_engine_cadence.py).
     state = situation(p, replicas, rate, lag)
     grown = lag + growth
-    o = obs(900.0, replicas=replicas, arrival=rate, lag=grown, lag_seconds=grown / max(rate, 1.0))
+    behind = max(grown / max(rate, 1.0), BACKLOG_SECONDS)
+    o = obs(900.0, replicas=replicas, arrival=rate, lag=grown, lag_seconds=behind)
     assert one(p, state, o)[0].desired_replicas >= min(replicas, p.max_replicas, 24)
 
 

@@ -14,7 +14,9 @@ over all workloads that returns a small frozen result for the later stages.
    forgets within a few half-lives, not growth (no Holt-style overshoot). The projection is the
    level plus the rising trend over ``max(forecastHorizonSeconds, reaction time)``; a seasonal
    profile (``seasonalPeriodSeconds``) gives its peak over the same horizon. Lag rising while
-   more arrives than the group consumes means the group is *outrun*.
+   more arrives than the group consumes means the group is *outrun*; lag *grows* only when that
+   happens with a real backlog (the worst partition at least ``BACKLOG_SECONDS`` behind): below
+   it, lag ticking up and down is consumers committing offsets in batches, not a queue.
 2. **Capacity** (:func:`~lagscaler.engine.stages.capacity.estimate_capacity`). The true
    per-replica rate is learned online as in DS2: members whose every partition is backlogged are
    busy all the time, so their consume rate *is* their capacity. The warm-up after a membership
@@ -24,7 +26,10 @@ over all workloads that returns a small frozen result for the later stages.
 3. **Need** (:func:`~lagscaler.engine.stages.need.size_need`). The rate to provision for is the
    largest of the level, the projection, the seasonal peak and the *surge*: while the group is
    outrun, the last rebalance has settled and the backlog threatens the SLO, the measured rate at
-   its latest slope over the reaction time (a burst is met by one scale-up, not one per sync).
+   its slope over the reaction time (a burst is met by one scale-up, not one per sync). The slope
+   is the latest interval's, except where a rebalance breaks the SLO by itself: a scale-up is then
+   held for hours, and one interval's jump (often a step, not a ramp) is not believed until the
+   fast trend confirms it.
    The need is ``max(forecast / targetUtilization, arrival × (1 + excess / SLO))``, the excess
    being how far past half the SLO the worst partition will be when new capacity lands; the count
    is the smallest whose busiest member keeps up (:mod:`~lagscaler.engine.sizing`: on 24
@@ -41,9 +46,15 @@ over all workloads that returns a small frozen result for the later stages.
 5. **Scale down late and slowly** (:func:`~lagscaler.engine.stages.scale_down.plan_scale_down`).
    The candidate covers the highest measured rate of the stabilization window at the target
    utilisation (and, when a rebalance breaks the SLO by itself, the catch-up of the moved
-   partitions), step-limited to an aligned count. It is taken only when all of these hold: the
-   dwell is over (after a scale-up: start-up + stall + restore + one SLO; after a scale-down or a
-   restart: the stabilization window), lag neither grows nor is above half the SLO, the replicas
+   partitions). The step limit stops on an aligned count, and when no aligned count lies within
+   it, on the next aligned count below (a smaller step loses as much throughput and costs one more
+   rebalance; rounding up instead kept 64 replicas on 64 partitions forever); a step inside the
+   HPA's tolerance band, which the HPA would never carry out, is widened to the nearest count it
+   reaches, or not taken when even the need is inside the band. So once its gates open, a
+   scale-down always moves. The gates: the dwell is over (after a scale-up: start-up + stall +
+   restore + one SLO; after a scale-down: stall + restore + one SLO, its rebalance settling; and
+   never before a whole window has been observed since the engine started), lag neither grows nor
+   is above half the SLO, the replicas
    saved while the forecast says the lower count lasts (at most the payback horizon) outweigh the
    rebalance's price (:func:`~lagscaler.engine.stages.pricing.rebalance_price`), and, when the
    rebalance breaks the SLO by itself, the error budget (``sloObjective``) since the last change

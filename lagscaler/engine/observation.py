@@ -160,6 +160,8 @@ def _scan(parts: Sequence[PartitionSample]) -> _Scan:
             behind = 0.0
         elif behind > reported_worst:
             reported_worst = behind
+        if plag <= 0:
+            behind = 0.0  # nothing waits: an age reported from a stale time index is not a backlog
         lag_seconds = max(lag_seconds, behind)
         owner = p.owner
         owner_rate[owner] = owner_rate.get(owner, 0.0) + consume

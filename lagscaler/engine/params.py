@@ -45,6 +45,7 @@ class PolicyArrays:
     state_bytes: FloatArray  # NaN when unknown (measured from a changelog topic at run time)
     restore_rate: FloatArray  # bytes/s a moved partition's state restores at
     sync_period: FloatArray
+    down_tolerance: FloatArray  # the HPA's band below a ratio of 1 (0 with per-HPA tolerance)
 
     @property
     def size(self) -> int:
@@ -106,4 +107,8 @@ class PolicyArrays:
                 [max(p.stateful.restore_bytes_per_second, 1e-9) if p.stateful else 1.0 for p in ps]
             ),
             sync_period=f([max(p.hpa.sync_period_seconds, 1.0) for p in ps]),
+            # lagscaler's manifest sets tolerance 0 where the cluster keeps the field (policy/hpa.py).
+            down_tolerance=f(
+                [0.0 if p.hpa.configurable_tolerance else min(max(p.hpa.tolerance, 0.0), 1.0) for p in ps]
+            ),
         )

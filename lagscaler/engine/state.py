@@ -42,11 +42,13 @@ class EngineState:
     up_check_pending: BoolArray
     ineffective_until: FloatArray
     down_window_id: IntArray  # (W, WINDOW_SLOTS) bucket ids
-    down_window_value: FloatArray  # (W, WINDOW_SLOTS) max arrival forecast per bucket
+    down_window_value: FloatArray  # (W, WINDOW_SLOTS) max measured arrival rate per bucket
     up_window_id: IntArray
     up_window_value: FloatArray  # (W, WINDOW_SLOTS) min scale-up recommendation per bucket
     season: FloatArray  # (W, SEASON_BINS) arrival profile over the seasonal period
-    season_since: FloatArray  # first usable observation (the profile is used after one full period)
+    # The first usable observation: the seasonal profile is used after one full period, and the
+    # scale-down window is trusted after one full window (the name is from when only seasons used it).
+    season_since: FloatArray
 
     @classmethod
     def initial(cls, params: PolicyArrays) -> EngineState:

@@ -7,6 +7,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from lagscaler.engine.observation import BACKLOG_SECONDS
 from lagscaler.engine.params import PolicyArrays
 from lagscaler.engine.sizing import BoolArray, FloatArray
 from lagscaler.engine.stages.prepare import Inputs
@@ -33,6 +34,7 @@ class Forecast:
     lag_rising: BoolArray  # lag (messages) is higher than at the last usable observation
     arrivals_ahead: BoolArray  # more arrives than the group consumes
     outrun: BoolArray  # both: the group is falling behind right now
+    lag_growing: BoolArray  # either, beyond what offset commits explain (a backlog of BACKLOG_SECONDS)
 
 
 def forecast_arrivals(params: PolicyArrays, state: EngineState, *, inputs: Inputs) -> Forecast:
@@ -54,12 +56,26 @@ def forecast_arrivals(params: PolicyArrays, state: EngineState, *, inputs: Input
         0.0,
     )
     profile = (
-        season(params=params, state=state, now=inputs.now, dt=dt, arrival=arrival, usable=inputs.usable)
+        season(
+            params=params,
+            state=state,
+            now=inputs.now,
+            dt=dt,
+            arrival=arrival,
+            usable=inputs.usable,
+            since=inputs.observed_since,
+        )
         if params.any_seasonal
         else None
     )
     lag_rising = ~first & (inputs.lag > state.lag_prev)
     arrivals_ahead = arrival > inputs.consumed * OUTRUN_MARGIN + 1e-9
+    # Consumers commit offsets in batches (every second or few), so live lag sits near one commit
+    # interval's arrivals and ticks up and down with each commit, and the consume rate read from
+    # committed offsets jitters with it. Below BACKLOG_SECONDS those ticks are commits, not a queue:
+    # only a real backlog that rises, or is outrun, counts as growing (else a scale-down flips to
+    # hold and back every sample, and the HPA sees whichever its sync happens to read).
+    backlog = inputs.age >= BACKLOG_SECONDS
     return Forecast(
         level=level,
         slope=slope,
@@ -72,4 +88,5 @@ def forecast_arrivals(params: PolicyArrays, state: EngineState, *, inputs: Input
         lag_rising=lag_rising,
         arrivals_ahead=arrivals_ahead,
         outrun=lag_rising & arrivals_ahead,
+        lag_growing=backlog & (lag_rising | arrivals_ahead),
     )

@@ -51,7 +51,14 @@ def size_need(
         drain_capacity, np.where(inputs.age > TARGET_AGE_FRACTION * slo, inputs.lag / slo, 0.0)
     )
     # The measured rate is an average over the last interval, so half an interval older than ``now``.
-    rise = np.maximum(np.maximum(forecast.slope, forecast.trend_fast), 0.0)
+    # One interval's jump may be a step, not the start of a ramp. Where a rebalance breaks the SLO by
+    # itself (stall + restore > SLO), a scale-up is held for hours (error-budget pacing): believe only
+    # the slope the fast trend has confirmed. Elsewhere the excess is given back within a window,
+    # while a second scale-up would cost another stall: believe the latest interval's slope.
+    breaks_slo = params.rebalance_stall + inputs.restore > slo
+    rise = np.maximum(
+        np.where(breaks_slo, forecast.trend_fast, np.maximum(forecast.slope, forecast.trend_fast)), 0.0
+    )
     surging = forecast.outrun & capacity.warm & (excess > 0)
     surge = np.where(
         surging, np.maximum(forecast.level, arrival) + rise * (inputs.reaction + inputs.dt / 2.0), 0.0

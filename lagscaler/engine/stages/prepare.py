@@ -32,6 +32,7 @@ class Inputs:
 
     now: FloatArray  # s, Unix time of the observation
     dt: FloatArray  # s since the last usable observation (0 on the first and on unusable rows)
+    observed_since: FloatArray  # s, Unix time of the first usable observation of this state (inf: none)
     first: BoolArray  # no usable observation before this one
     usable: BoolArray  # fresh sample with known rates
     stale: BoolArray  # the sample is stale (as observed)
@@ -72,6 +73,7 @@ def prepare(params: PolicyArrays, state: EngineState, obs: ObservationBatch) -> 
     return Inputs(
         now=now,
         dt=dt,
+        observed_since=np.where(usable, np.minimum(state.season_since, now), state.season_since),
         first=first,
         usable=usable,
         stale=obs.stale,

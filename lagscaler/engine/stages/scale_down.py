@@ -12,6 +12,7 @@ from lagscaler.engine.sizing import (
     FloatArray,
     IntArray,
     aligned_at_least,
+    aligned_at_most,
     aligned_replicas,
     clamp,
     effective_replicas,
@@ -35,7 +36,7 @@ class ScaleDownPlan:
     candidate: IntArray  # the count to shrink to: ``need`` or the step-limited floor, aligned
     step_limited: BoolArray  # the step limit kept the candidate above ``need``
     dwell_up: FloatArray  # s a scale-up blocks scale-downs: start-up + stall + restore + one SLO
-    down_since: FloatArray  # s, Unix time the last scale-down (or a restart) started the stabilization
+    dwell_down: FloatArray  # s a scale-down blocks the next: stall + restore + one SLO
     dwell_over: BoolArray  # every dwell since the last change is over
     calm: BoolArray  # lag neither growing nor above TARGET_AGE_FRACTION of the SLO
     price: FloatArray  # replica-seconds the move to ``candidate`` costs
@@ -62,16 +63,16 @@ def plan_scale_down(
     )
     candidate, step_limited = _step_limited(params, inputs=inputs, down_need=down_need)
     dwell_up = params.startup + params.rebalance_stall + inputs.restore + inputs.slo
-    # A fresh engine (a restart) has no window behind it: like the HPA's initial recommendation, its
-    # first observation counts as a change, so the first scale-down waits a whole window.
-    down_since = np.where(inputs.first & inputs.usable, inputs.now, state.scaled_down_at)
-    next_down = np.maximum(
-        np.maximum(state.scaled_up_at + dwell_up, down_since + params.down_stabilization),
-        capacity.membership_changed_at + capacity.warmup,
+    dwell_down = params.rebalance_stall + inputs.restore + inputs.slo
+    next_down = next_scale_down(
+        params,
+        inputs=inputs,
+        capacity=capacity,
+        scaled_up_at=state.scaled_up_at + dwell_up,
+        scaled_down_at=state.scaled_down_at + dwell_down,
     )
     dwell_over = inputs.now >= next_down
-    lag_growing = forecast.lag_rising | forecast.arrivals_ahead
-    calm = ~lag_growing & (inputs.age <= TARGET_AGE_FRACTION * inputs.slo)
+    calm = ~forecast.lag_growing & (inputs.age <= TARGET_AGE_FRACTION * inputs.slo)
     price, worth_it = _payback(
         params, inputs=inputs, forecast=forecast, capacity=capacity, candidate=candidate
     )
@@ -86,7 +87,7 @@ def plan_scale_down(
         candidate=candidate,
         step_limited=step_limited,
         dwell_up=dwell_up,
-        down_since=down_since,
+        dwell_down=dwell_down,
         dwell_over=dwell_over,
         calm=calm,
         price=price,
@@ -96,6 +97,32 @@ def plan_scale_down(
         wants_down=wants_down,
         scaling_down=wants_down & dwell_over & calm & worth_it & paced,
     )
+
+
+def next_scale_down(
+    params: PolicyArrays,
+    *,
+    inputs: Inputs,
+    capacity: CapacityEstimate,
+    scaled_up_at: FloatArray,
+    scaled_down_at: FloatArray,
+) -> FloatArray:
+    """When the dwell after the last change is over: ``scaled_*_at`` already include their dwell.
+
+    The window must also have been observed whole since the engine started (a fresh engine has no
+    window behind it: like the HPA's initial recommendation, its first scale-down waits a whole
+    window), and the warm-up after the last membership change must be over. A scale-down is not
+    followed by a whole window's wait: the window's peak already says what the traffic allows, and
+    each step is priced and paced; it waits for its own rebalance to settle (``dwell_down``).
+    """
+    ends: FloatArray = np.maximum(
+        np.maximum(scaled_up_at, scaled_down_at),
+        np.maximum(
+            inputs.observed_since + params.down_stabilization,
+            capacity.membership_changed_at + capacity.warmup,
+        ),
+    )
+    return ends
 
 
 def _window_need(
@@ -109,9 +136,10 @@ def _window_need(
 ) -> tuple[Windows, IntArray]:
     """The count the window's peak traffic needs (never below the need).
 
-    The window keeps what was measured (level or rate, whichever is higher), not past
-    extrapolations: a ramp's projection overshoots its peak, and a long window would hold that
-    overshoot for its whole length. When the rebalance breaks the SLO by itself (stall + restore >
+    The window keeps the measured rates, neither past extrapolations (a ramp's projection
+    overshoots its peak, and a long window would hold that overshoot for its whole length) nor the
+    smoothed level (after a burst it decays for minutes past the window, stepping the count down
+    one aligned count, and one rebalance, at a time). When the rebalance breaks the SLO by itself (stall + restore >
     SLO), the moved partitions come back that far behind; the lower count must leave enough
     headroom to catch them up within 1 / TARGET_AGE_FRACTION SLOs, or the miss drags on for
     minutes at a tight utilisation. The catch-up happens right after the move, at today's rate:
@@ -123,7 +151,7 @@ def _window_need(
         values=state.down_window_value,
         now=inputs.now,
         length=params.down_stabilization,
-        value=np.maximum(forecast.level, inputs.arrival),
+        value=inputs.arrival,
         usable=inputs.usable,
         largest=True,
     )
@@ -137,16 +165,65 @@ def _window_need(
 
 
 def _step_limited(params: PolicyArrays, *, inputs: Inputs, down_need: IntArray) -> tuple[IntArray, BoolArray]:
-    """The candidate within the step limit, on an aligned count; and whether the limit cut it."""
-    replicas = inputs.replicas
+    """The count to shrink to, as far toward ``down_need`` as the step limit lets one HPA sync go.
+
+    Returns the candidate and whether the step limit kept it above ``down_need``. Every candidate
+    below the current count is one the HPA can actually carry out, so a scale-down, once its gates
+    open, always moves (liveness: ``tests/test_engine_liveness.py``).
+    """
+    replicas, partitions = inputs.replicas, inputs.partitions
     room = np.maximum(
         np.ceil(replicas * params.down_step_percent / 100.0).astype(np.int64), params.down_step_replicas
     )
     floor = np.maximum(replicas - room, inputs.lo)
-    candidate = np.maximum(down_need, floor)
-    limited = candidate > down_need
-    candidate = np.where(limited, aligned_at_least(candidate, inputs.partitions), candidate)
-    return clamp(candidate, inputs.lo, inputs.hi), limited
+    limited = floor > down_need
+    # Round the floor up to an aligned count: a count in between pays for replicas that add no
+    # throughput. When that rounds back up to the current count, the limit leaves no aligned count
+    # to stop on: take the next aligned count below. A smaller, unaligned step would lose as much
+    # throughput (the busiest member sets the pace) and cost a rebalance more; staying would never
+    # scale down (64 replicas on 64 partitions with a 25 % limit: 48 rounds up to 64, forever).
+    aligned = aligned_at_least(floor, partitions)
+    next_below = np.maximum(aligned_at_most(replicas - 1, partitions), down_need)
+    candidate = np.where(limited, np.where(aligned < replicas, aligned, next_below), down_need)
+    # The HPA ignores a usage ratio inside its tolerance band (hpa/metric.py): a smaller step down
+    # than the band would be served and never carried out. Widen it to the largest aligned count
+    # the HPA reaches, or hold when even the need is inside the band.
+    reach = _reachable_below(replicas, params.down_tolerance)
+    wider = np.maximum(aligned_at_most(reach, partitions), down_need)
+    fallback = np.where(_reachable(wider, reach, params) & (wider < replicas), wider, replicas)
+    candidate = np.where((candidate >= replicas) | _reachable(candidate, reach, params), candidate, fallback)
+    candidate = clamp(candidate, inputs.lo, inputs.hi)
+    return candidate, candidate > down_need
+
+
+def _reachable_below(replicas: IntArray, tolerance: FloatArray) -> IntArray:
+    """The largest count one HPA sync can scale ``replicas`` down to (``replicas`` when the band is 0).
+
+    The HPA keeps the count while ``usage / (target × replicas) >= 1 - tolerance``, and lagscaler
+    serves ``D - 0.999`` for ``D`` replicas (``(1000 D - 999)`` milli, hpa/metric.py): ``D`` is
+    reachable when ``(1000 D - 999) / (1000 R) < 1 - tolerance``.
+    """
+    r = replicas.astype(np.float64)
+    ratio_limit = 1.0 - tolerance
+    guess = np.ceil((ratio_limit * 1000.0 * r + 999.0) / 1000.0) - 1.0
+    for _ in range(2):  # correct float rounding either way, with the HPA's own comparison
+        guess = np.where(_ratio(guess + 1.0, r) < ratio_limit, guess + 1.0, guess)
+        guess = np.where(_ratio(guess, r) < ratio_limit, guess, guess - 1.0)
+    return np.minimum(np.maximum(guess, 0.0), r).astype(np.int64)
+
+
+def _ratio(count: FloatArray, replicas: FloatArray) -> FloatArray:
+    """The usage ratio the HPA computes when lagscaler serves ``count`` replicas to scale down."""
+    ratio: FloatArray = np.divide(
+        count * 1000.0 - 999.0, replicas * 1000.0, out=np.full_like(count, np.inf), where=replicas > 0
+    )
+    return ratio
+
+
+def _reachable(count: IntArray, reach: IntArray, params: PolicyArrays) -> BoolArray:
+    """One HPA sync can land on ``count``: within reach, or ``minReplicas`` (the HPA's clamp stops there)."""
+    reachable: BoolArray = (count <= reach) | (count == params.min_replicas)
+    return reachable
 
 
 def _payback(

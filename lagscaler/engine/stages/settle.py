@@ -15,7 +15,7 @@ from lagscaler.engine.stages.capacity import CapacityEstimate
 from lagscaler.engine.stages.forecast import Forecast
 from lagscaler.engine.stages.need import Need
 from lagscaler.engine.stages.prepare import Inputs
-from lagscaler.engine.stages.scale_down import ScaleDownPlan
+from lagscaler.engine.stages.scale_down import ScaleDownPlan, next_scale_down
 from lagscaler.engine.stages.scale_up import ScaleUpPlan
 from lagscaler.engine.state import EngineState
 
@@ -58,12 +58,15 @@ def settle(params: PolicyArrays, state: EngineState, *, stages: Stages) -> tuple
     scaled_up_at = np.where(usable & (desired > replicas), now, state.scaled_up_at)
     # The dwell after a scale-down runs from when the group actually shrank, not from the decision:
     # the HPA acts at its own sync, and a decision withdrawn before it did (lag ticked up for a
-    # sample) must not hold the next one off for a whole stabilization window.
+    # sample) must not hold the next one off.
     shrank = usable & capacity.changed & (inputs.members < state.members_seen)
-    scaled_down_at = np.where(shrank, now, down.down_since)
-    next_down_after = np.maximum(
-        np.maximum(scaled_up_at + down.dwell_up, scaled_down_at + params.down_stabilization),
-        capacity.membership_changed_at + capacity.warmup,
+    scaled_down_at = np.where(shrank, now, state.scaled_down_at)
+    next_down_after = next_scale_down(
+        params,
+        inputs=inputs,
+        capacity=capacity,
+        scaled_up_at=scaled_up_at + down.dwell_up,
+        scaled_down_at=scaled_down_at + down.dwell_down,
     )
     need = stages.need
     decisions = Decisions(
@@ -239,5 +242,5 @@ def _next_state(
         up_window_id=up.window.ids,
         up_window_value=up.window.values,
         season=season.profile if season is not None else state.season,
-        season_since=season.since if season is not None else state.season_since,
+        season_since=inputs.observed_since,
     )

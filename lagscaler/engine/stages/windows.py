@@ -57,7 +57,7 @@ class Season:
     """The seasonal profile after this cycle's update, read ahead of now."""
 
     profile: FloatArray  # (W, SEASON_BINS) messages/s: arrival EWMA per bin of the period
-    since: FloatArray  # (W,) s: first usable observation
+    since: FloatArray  # (W,) s: first usable observation (a full period must be observed)
     ahead: FloatArray  # (W, SEASON_BINS) messages/s: the profile from the current bin on
     starts: FloatArray  # (W, SEASON_BINS) s: from now until each of those bins starts
     mature: BoolArray  # (W,) a full period has been observed
@@ -85,6 +85,7 @@ def season(
     dt: FloatArray,
     arrival: FloatArray,
     usable: BoolArray,
+    since: FloatArray,
 ) -> Season:
     """Fold this observation into the seasonal arrival profile (an EWMA per bin of the period)."""
     rows = np.arange(arrival.shape[0])
@@ -101,7 +102,6 @@ def season(
     profile = state.season.copy()
     write = usable & on
     profile[rows, current_bin] = np.where(write, updated, old)
-    since = np.where(write, np.minimum(state.season_since, now), state.season_since)
     mature = on & (now - since >= period)
 
     offsets = np.arange(SEASON_BINS)
