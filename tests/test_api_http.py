@@ -264,8 +264,16 @@ async def test_stale_without_fallback_is_503_and_freezes(api: Api) -> None:
     assert status == 503
     assert_status(body, 503, "ServiceUnavailable")
     assert "shop/orders" in body["message"]
-    assert "stale" in body["message"]
+    assert "is 61s old, over fallback.maxAgeSeconds=60" in body["message"]
+    assert "fallback.action is error" in body["message"]
+    assert "no fallback" not in body["message"]  # the policy has one: it says "error"
     assert response.headers["Retry-After"] == "5"
+    api.clock.now = T0 + 60.04  # rounding must not make it read "60s old, over ... 60"
+    status, body, _ = await api.get(
+        f"{GV}/namespaces/shop/{DESIRED_REPLICAS}", labelSelector=f"{WORKLOAD_LABEL}=orders"
+    )
+    assert status == 503
+    assert "is 60.04s old, over fallback.maxAgeSeconds=60" in body["message"]
     api.clock.now = T0 + 60
     status, _, _ = await api.get(
         f"{GV}/namespaces/shop/{DESIRED_REPLICAS}", labelSelector=f"{WORKLOAD_LABEL}=orders"
@@ -288,6 +296,7 @@ async def test_stale_with_fallback_serves_the_fallback_value(api: Api) -> None:
         f"{GV}/namespaces/shop/{LAG_SECONDS}", labelSelector=f"{WORKLOAD_LABEL}=orders"
     )
     assert status == 503
+    assert f"the policy's fallback serves no {LAG_SECONDS}" in body["message"]
     # one stale workload in a multi-workload answer fails the whole answer: the HPA sums items
     api.cache.publish([workload("orders"), workload("billing", sampled_at=T0 + 100)])
     status, body, _ = await api.get(f"{GV}/namespaces/shop/{DESIRED_REPLICAS}")

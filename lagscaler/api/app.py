@@ -9,9 +9,11 @@ Choices worth knowing:
   error anyway ("no metrics returned from external metrics API") and freezes; a ``NotFound`` Status
   carries a message that says which namespace, metric and selector matched nothing, and that message
   is what ``kubectl describe hpa`` shows in the ``FailedGetExternalMetric`` event.
-- **Stale data without a fallback is a 503** (``ServiceUnavailable`` with ``Retry-After``) for the
-  whole request if *any* matched workload is stale: the HPA sums items, so a partial answer would
-  under-count and scale down by mistake. An error freezes scaling instead.
+- **Stale data the policy gives no value for is a 503** (``ServiceUnavailable`` with
+  ``Retry-After``: its ``fallback.action`` is ``error``, or its fallback does not cover the metric)
+  for the whole request if *any* matched workload is stale: the HPA sums items, so a partial answer
+  would under-count and scale down by mistake. An error freezes scaling instead. The message says
+  how old the sample is with enough decimals to be visibly over the limit.
 - **Content negotiation**: JSON is answered to clients that accept JSON, ``*/*``, or Kubernetes
   protobuf (client-go decodes whatever content type the answer declares, and the HPA's client asks
   for protobuf first); anything else gets 406.
@@ -36,7 +38,7 @@ from aiohttp import web
 
 from lagscaler.api.authn import AuthenticationFailed, Authenticator
 from lagscaler.api.authz import Authorizer, request_attributes
-from lagscaler.api.cache import SERVED_METRICS, MetricsCache
+from lagscaler.api.cache import SERVED_METRICS, MetricsCache, WorkloadMetrics
 from lagscaler.api.health import HealthChecks
 from lagscaler.api.quantity import format_quantity
 from lagscaler.api.selector import Selector, SelectorError, parse_selector
@@ -262,14 +264,10 @@ async def _metric_values(request: web.Request) -> web.Response:
             404, f'no lagscaler workload in namespace "{namespace}" (metric "{metric}")', details=details
         )
     if selection.unavailable:
-        stale = ", ".join(
-            f"{w.namespace}/{w.name} (last sample {_rfc3339(w.sampled_at)}, {now - w.sampled_at:.0f}s ago, "
-            f"max {w.max_age_seconds:g}s{'; ' + w.detail if w.detail else ''})"
-            for w in selection.unavailable
-        )
+        why = "; ".join(_unavailable_reason(w, metric, now) for w in selection.unavailable)
         return status_response(
             503,
-            f'external metric "{metric}" is stale and the policy has no fallback: {stale}',
+            f'external metric "{metric}" is unavailable: {why}',
             details={**details, "retryAfterSeconds": 5},
             headers={"Retry-After": "5"},
         )
@@ -296,6 +294,30 @@ async def _metric_values(request: web.Request) -> web.Response:
     )
     answers.remember(key, body, selection.fresh_until)
     return web.Response(body=body, content_type="application/json")
+
+
+def _age(age: float, limit: float) -> str:
+    """``age`` with just enough decimals to show it is over ``limit`` (3.04 s is not "3s", max "3s")."""
+    for digits in range(4):
+        text = f"{age:.{digits}f}"
+        if float(text) > limit:
+            return text
+    return f"{age:.3f}"
+
+
+def _unavailable_reason(workload: WorkloadMetrics, metric: str, now: float) -> str:
+    """What happened to one stale workload, in the policy's own terms."""
+    age = now - workload.sampled_at
+    limit = workload.max_age_seconds
+    what = (
+        f"{workload.namespace}/{workload.name}: last sample {_rfc3339(workload.sampled_at)} is "
+        f"{_age(age, limit)}s old, over fallback.maxAgeSeconds={limit:g}"
+    )
+    if workload.stale_values is None:
+        what += ", and the policy's fallback.action is error (the HPA keeps the current replicas)"
+    else:
+        what += f", and the policy's fallback serves no {metric}"
+    return what + (f" ({workload.detail})" if workload.detail else "")
 
 
 async def _not_found_in_group(request: web.Request) -> web.Response:
