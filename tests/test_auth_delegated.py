@@ -119,7 +119,7 @@ async def test_remote_user_header_is_ignored_with_an_ordinary_client_certificate
     assert 'User "alice" cannot list resource' in body["message"]
     (review,) = setup.cluster.standin.access_reviews
     assert review["spec"]["user"] == "alice"
-    assert review["spec"]["groups"] == ["devs"]
+    assert review["spec"]["groups"] == ["devs", "system:authenticated"]
 
 
 async def test_certificate_from_another_ca_is_refused_in_the_handshake(setup: Setup, tmp_path: Path) -> None:
@@ -167,7 +167,8 @@ async def test_x509_client_certificate_user_is_cn_and_groups_are_o(setup: Setup)
     bob = setup.cluster.write_client(setup.cluster.cluster_ca.issue_client("bob", ("ops", "devs")), "bob")
     status, _ = await setup.get(cert=bob)
     assert status == 200
-    assert setup.cluster.standin.access_reviews[0]["spec"]["groups"] == ["ops", "devs"]
+    # O becomes groups, and every authenticated user is in system:authenticated (as in Kubernetes)
+    assert setup.cluster.standin.access_reviews[0]["spec"]["groups"] == ["ops", "devs", "system:authenticated"]
 
 
 async def test_bearer_token_accepted_or_refused_by_token_review(setup: Setup) -> None:
@@ -222,7 +223,7 @@ async def test_extra_and_uid_headers_reach_the_access_review(setup: Setup) -> No
     ]
     await setup.get(cert=setup.cluster.front_proxy, headers=headers)
     spec = setup.cluster.standin.access_reviews[0]["spec"]
-    assert spec["groups"] == ["a", "b"]
+    assert spec["groups"] == ["a", "b", "system:authenticated"]
     assert spec["uid"] == "1234"
     assert spec["extra"] == {"scopes": ["view", "edit"], "acme.com/project": ["p1"]}
 
