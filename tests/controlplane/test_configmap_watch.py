@@ -1,0 +1,82 @@
+"""The authentication ConfigMap watcher against a real kube-apiserver's list and watch.
+
+A ConfigMap of the same shape in a namespace of the test's own (the real
+``kube-system/extension-apiserver-authentication`` is kube-apiserver's, and test_authn changes it
+only by adding a CA): created, changed, made invalid, deleted; and a watch from a resourceVersion
+etcd no longer has, which kube-apiserver answers with 410 Gone.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import time
+from collections.abc import Callable
+
+import pytest
+
+from lagscaler.kube import ExtensionAuthentication, ExtensionAuthenticationWatcher, kube_api_client
+
+from .cluster import ControlPlane
+
+pytestmark = [pytest.mark.controlplane, pytest.mark.slow]
+
+
+async def _until(condition: Callable[[], object], what: str, within: float = 30.0) -> None:
+    deadline = time.monotonic() + within
+    while not condition():
+        assert time.monotonic() < deadline, f"timed out waiting for {what}"
+        await asyncio.sleep(0.05)
+
+
+def _configmap(namespace: str, allowed: str) -> str:
+    return json.dumps(
+        {
+            "apiVersion": "v1",
+            "kind": "ConfigMap",
+            "metadata": {"name": "auth", "namespace": namespace},
+            "data": {"requestheader-allowed-names": allowed},
+        }
+    )
+
+
+async def test_watcher_reports_each_version_and_deletion(control_plane: ControlPlane) -> None:
+    namespace = control_plane.namespace("watch-configmap")
+    control_plane.kubectl("apply", "-f", "-", input=_configmap(namespace, '["a"]'))
+    client = await kube_api_client(control_plane.admin_kubeconfig)
+    assert client is not None
+    seen: list[ExtensionAuthentication | None] = []
+    watcher = ExtensionAuthenticationWatcher(
+        client, seen.append, namespace=namespace, name="auth", retry_seconds=0.1
+    )
+    task = asyncio.create_task(watcher.run())
+    try:
+        await _until(lambda: len(seen) == 1, "the initial list")
+        assert seen[0] is not None
+        assert seen[0].requestheader_allowed_names == ("a",)
+        control_plane.kubectl("apply", "-f", "-", input=_configmap(namespace, '["b"]'))
+        await _until(lambda: len(seen) == 2, "the MODIFIED event")
+        assert seen[1] is not None
+        assert seen[1].requestheader_allowed_names == ("b",)
+        control_plane.kubectl("apply", "-f", "-", input=_configmap(namespace, "not json"))  # logged, skipped
+        control_plane.kubectl("delete", "configmap", "auth", "-n", namespace)
+        await _until(lambda: len(seen) == 3, "the DELETED event")
+        assert seen[2] is None
+        assert watcher.lists == 1  # one list, then one watch throughout
+    finally:
+        task.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await task
+        await client.close()
+
+
+async def test_a_watch_from_a_version_that_is_gone_asks_for_a_new_list(control_plane: ControlPlane) -> None:
+    namespace = control_plane.namespace("watch-gone")
+    client = await kube_api_client(control_plane.admin_kubeconfig)
+    assert client is not None
+    try:
+        watcher = ExtensionAuthenticationWatcher(client, lambda _: None, namespace=namespace, name="auth")
+        assert await watcher.watch("1") is None  # 410 Gone: "too old resource version"
+    finally:
+        await client.close()
