@@ -9,6 +9,17 @@ from :meth:`KubeApiStandIn.write_kubeconfig`; nothing is patched.
 
 It records every review it answers so tests can prove caching, and ``down = True`` makes it answer
 503 to simulate an unreachable control plane.
+
+Everything a real kube-apiserver can show is tested against one (``tests/controlplane``: tokens,
+RBAC decisions, the ConfigMap watch, 410 Gone, discovery through the aggregator). This stand-in
+remains for what the real one cannot be made to do on demand, or where none runs:
+
+* go down or answer 503 mid-session (``test_unreachable_authorizer_is_503_not_an_allow``), which
+  would break every other test sharing the session's control plane;
+* tell how many TokenReviews and SubjectAccessReviews it answered, which the cache tests
+  (``tests/test_auth_cache.py``) count;
+* the local runs that have no control plane at all: ``lagscaler demo``, the playground HPA loop,
+  ``bench/api_latency.py``, and API tests that need an authorizer but test something else.
 """
 
 from __future__ import annotations
