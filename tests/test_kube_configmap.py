@@ -1,12 +1,14 @@
 """``kube-system/extension-apiserver-authentication`` parsed, and CA files reloaded into live TLS.
 
 Watching the ConfigMap and a CA rotation through it run against the real kube-apiserver in
-tests/controlplane (test_configmap_watch.py, test_authn.py).
+tests/controlplane (test_configmap_watch.py, test_authn.py); the stand-in is used here only for the
+410 Gone the real one cannot be made to answer.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import ssl
 from collections.abc import Callable
 from pathlib import Path
@@ -21,6 +23,10 @@ from lagscaler.api import (
 from lagscaler.api.harness import ClientCert, LocalCluster, aggregator_headers
 from lagscaler.kube import (
     CertificateAuthority,
+    ExtensionAuthentication,
+    ExtensionAuthenticationWatcher,
+    KubeApiStandIn,
+    kube_api_client,
     parse_extension_authentication,
 )
 
@@ -81,3 +87,28 @@ async def test_client_ca_file_change_is_reloaded(tmp_path: Path) -> None:
             cluster.cluster_ca_file.write_bytes(bundle)
             await _eventually(lambda: api.auth.source.generation >= 2, "the CA file reload")
             assert await _status(api.url, cluster.client_context(zoe), []) == 200
+
+
+async def test_a_watch_answered_410_gone_lists_again(tmp_path: Path) -> None:
+    async with KubeApiStandIn(tmp_path) as standin:
+        standin.set_configmap({"requestheader-allowed-names": '["a"]'})
+        client = await kube_api_client(standin.write_kubeconfig())
+        assert client is not None
+        seen: list[ExtensionAuthentication | None] = []
+        watcher = ExtensionAuthenticationWatcher(client, seen.append, retry_seconds=0.1)
+        task = asyncio.create_task(watcher.run())
+        try:
+            await _eventually(lambda: standin._watchers, "the watch to start")
+            standin.set_configmap({"requestheader-allowed-names": '["b"]'})
+            await _eventually(lambda: len(seen) == 2, "the MODIFIED event")
+            standin.compact()  # the watch ends; resuming from its last version gets 410 Gone
+            standin.set_configmap({"requestheader-allowed-names": '["c"]'})
+            await _eventually(lambda: watcher.lists == 2, "a new list after 410 Gone")
+            await _eventually(
+                lambda: seen[-1] is not None and seen[-1].requestheader_allowed_names == ("c",), "c"
+            )
+        finally:
+            task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
+            await client.close()
