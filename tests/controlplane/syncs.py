@@ -3,14 +3,16 @@
 kube-controller-manager runs with ``--vmodule=horizontal=4``, so ``horizontal.go`` (v1.35.4,
 ``reconcileAutoscaler``) logs each sync of each HPA: ``"Proposing desired replicas"`` with what the
 metrics asked for, then ``"Successfully rescaled"`` (currentReplicas, desiredReplicas) or
-``"Decided not to scale"`` (desiredReplicas); a sync whose metrics failed ends in an error naming
-the scale target. :func:`replay` feeds the same inputs to :func:`lagscaler.hpa.step` sync by sync
-and reports every sync where the model's replica count differs from the controller's.
+``"Decided not to scale"`` (desiredReplicas). A sync whose metrics all failed logs none of these
+(it only records a ``FailedGetExternalMetric`` Event) and changes nothing the next sync depends on,
+so the replay skips it; tests check those through the Events. :func:`replay` feeds the same inputs to :func:`lagscaler.hpa.step` sync by sync
+and reports every sync where the model's proposal or replica count differs from the controller's.
 
 The inputs a test knows only as timelines (the value it served, the Deployment's status.replicas,
 its ready pods) are read around each sync's log time: the controller read them a moment before it
 logged. When a timeline changed inside that moment, every value it took there is tried, and the
-sync counts as matched if any of them gives the controller's answer (it is reported as ambiguous).
+sync counts as matched if any of them gives the controller's proposal and answer (it is reported as
+ambiguous); the matching one is the model's state for the next sync.
 """
 
 from __future__ import annotations
@@ -45,10 +47,9 @@ class Sync:
     """One sync as the controller logged it."""
 
     time: float
-    current: int | None  # spec.replicas it started from (known when it rescaled)
-    desired: int  # spec.replicas it left (unchanged when it held or failed)
+    current: int  # spec.replicas it started from
+    desired: int  # spec.replicas it left (unchanged when it held)
     proposal: int | None  # what the metrics asked for, before stabilization and limits
-    failed: bool = False
 
 
 class SyncLog:
@@ -86,11 +87,6 @@ class SyncLog:
                     desired = int(fields["desiredReplicas"])
                     syncs.append(Sync(when, desired, desired, proposal))
                     proposal = None
-            elif (
-                "failed to compute desired number of replicas" in text and f"for {self.scale_target}:" in text
-            ):
-                syncs.append(Sync(when, None, -1, None, failed=True))
-                proposal = None
         return syncs
 
 
@@ -139,12 +135,8 @@ def replay(
     """Run the model over the controller's syncs; ``served`` holds float values or ``MetricError``."""
     report = Replay()
     state = HpaState()
-    current: int | None = None
     for sync in syncs:
-        start = sync.current if sync.current is not None else current
-        if start is None:
-            report.lines.append(f"{sync.time:.3f}: failed before any replica count was known")
-            continue
+        start = sync.current
         values = served.around(sync.time, before, after) or [MetricError("nothing served")]
         statuses = status_replicas.around(sync.time, before, after) if status_replicas else [start]
         readies = ready_pods.around(sync.time, before, after) if ready_pods else [None]
@@ -162,11 +154,14 @@ def replay(
             )
             outcomes.append(((value, status, ready), result))
         report.syncs += 1
-        expected = start if sync.failed else sync.desired
-        matched = [(inputs, r) for inputs, r in outcomes if r.replicas == expected]
-        real = f"controller {start}->{expected}" + (
-            " (metrics failed)" if sync.failed else f" proposal {sync.proposal}"
-        )
+        expected = sync.desired
+        # the proposal the controller logged decides between candidate inputs, and must agree too
+        matched = [
+            (inputs, r)
+            for inputs, r in outcomes
+            if r.replicas == expected and (sync.proposal is None or r.proposal == sync.proposal)
+        ]
+        real = f"controller {start}->{expected} proposal {sync.proposal}"
         if matched:
             inputs, result = matched[0]
             if len(outcomes) > 1:
@@ -176,12 +171,11 @@ def replay(
             )
         else:
             inputs, result = outcomes[0]
-            models = sorted({r.replicas for _, r in outcomes})
+            models = sorted({(r.replicas, r.proposal) for _, r in outcomes})
             message = (
                 f"{sync.time:.3f}: {real}; model {models} ({result.reason}) from {[i for i, _ in outcomes]}"
             )
             report.mismatches.append(message)
             report.lines.append("MISMATCH " + message)
         state = result.state
-        current = expected
     return report

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import itertools
 import json
 import time
 from collections.abc import AsyncIterator, Callable
@@ -360,6 +361,7 @@ async def test_every_sync_of_the_real_controller_is_what_the_model_predicts(
         tasks = [asyncio.create_task(_every(0.5, tick)), asyncio.create_task(_every(0.2, observe))]
         try:
             await asyncio.sleep(DURATION)
+            ended = time.time()
         finally:
             for task in tasks:
                 task.cancel()
@@ -369,7 +371,7 @@ async def test_every_sync_of_the_real_controller_is_what_the_model_predicts(
     log = lambda: control_plane.log("kube-controller-manager")  # noqa: E731
     for scenario in runs:
         syncs = SyncLog(log, scenario.namespace, scenario.name, scenario.name).read()
-        syncs = [s for s in syncs if s.time >= started - 1]
+        syncs = [s for s in syncs if started - 1 <= s.time <= ended]
         reports[scenario.name] = replay(
             syncs,
             spec_from_manifest(scenario.manifest, control_plane.downscale_stabilization_seconds),
@@ -377,6 +379,22 @@ async def test_every_sync_of_the_real_controller_is_what_the_model_predicts(
             status_replicas=scenario.status,
             ready_pods=scenario.ready if scenario.ready_pods else None,
         )
+    # Syncs whose metric failed log no decision: their Events say so, and no rescale happened in
+    # those stretches (the model freezes too: FailedGetExternalMetric, replicas unchanged).
+    errors = next(r for r in runs if r.name == "errors")
+    events = control_plane.get_json("events", "-n", errors.namespace)["items"]
+    assert any(e["reason"] in ("FailedGetExternalMetric", "FailedComputeMetricsReplicas") for e in events), [
+        e["reason"] for e in events
+    ]
+    stale = [
+        (started + at, started + nxt)
+        for (at, v), (nxt, _) in itertools.pairwise(errors.schedule)
+        if v == STALE
+    ]
+    rescaled = [
+        s for s in SyncLog(log, errors.namespace, "errors", "errors").read() if s.desired != s.current
+    ]
+    assert not [s for s in rescaled for a, b in stale if a + 1 < s.time < b], rescaled
     summary = "\n\n".join(f"== {name}: {report.describe()}" for name, report in reports.items())
     print(summary)
     for name, report in reports.items():

@@ -174,6 +174,7 @@ async def test_a_stock_hpa_follows_lagscaler_up_and_back_down(  # noqa: PLR0917 
     assert any(avg * n == pytest.approx(v, abs=0.001 * n) for avg, n in status_seen for v in served_values)
     # Every sync of the real controller, replayed through lagscaler's model of it.
     report = replay(syncs.read(), hpa_spec_for(load_policy_file(policy_file)), served=served, before=1.5)
+    print(f"replicas over time: {replicas}\n{report.describe()}")
     assert report.syncs >= 10, report.describe()
     assert report.mismatches == [], report.describe()
     assert serve.forbidden_lines() == []
