@@ -9,11 +9,14 @@ Choices worth knowing:
   error anyway ("no metrics returned from external metrics API") and freezes; a ``NotFound`` Status
   carries a message that says which namespace, metric and selector matched nothing, and that message
   is what ``kubectl describe hpa`` shows in the ``FailedGetExternalMetric`` event.
-- **Stale data the policy gives no value for is a 503** (``ServiceUnavailable`` with
-  ``Retry-After``: its ``fallback.action`` is ``error``, or its fallback does not cover the metric)
-  for the whole request if *any* matched workload is stale: the HPA sums items, so a partial answer
-  would under-count and scale down by mistake. An error freezes scaling instead. The message says
-  how old the sample is with enough decimals to be visibly over the limit.
+- **Stale data the policy gives no value for is a 503** (``ServiceUnavailable``: its
+  ``fallback.action`` is ``error``, or its fallback does not cover the metric) for the whole request
+  if *any* matched workload is stale: the HPA sums items, so a partial answer would under-count and
+  scale down by mistake. An error freezes scaling instead. The message says how old the sample is
+  with enough decimals to be visibly over the limit. It carries **no** ``Retry-After``: client-go
+  (the HPA's client) retries a 5xx that has one up to 10 times (``rest/with_retry.go``
+  ``IsNextRetry``, v0.35.4), which held the real controller's sync for ~50 s per HPA and kept
+  ``FailedGetExternalMetric`` out of its status (found on the control-plane tier).
 - **Content negotiation**: JSON is answered to clients that accept JSON, ``*/*``, or Kubernetes
   protobuf (client-go decodes whatever content type the answer declares, and the HPA's client asks
   for protobuf first); anything else gets 406.
@@ -268,8 +271,7 @@ async def _metric_values(request: web.Request) -> web.Response:
         return status_response(
             503,
             f'external metric "{metric}" is unavailable: {why}',
-            details={**details, "retryAfterSeconds": 5},
-            headers={"Retry-After": "5"},
+            details=details,
         )
     if not selection.items:
         return status_response(
@@ -429,7 +431,8 @@ async def _auth_middleware(
     except KubeReviewError as exc:
         metrics.api_auth_failures.labels("authorization-error").inc()
         _log.warning("authorization unavailable for %s %s: %s", request.method, request.path, exc)
-        return status_response(503, "authorization is temporarily unavailable", headers={"Retry-After": "1"})
+        # no Retry-After, as for stale data: the HPA's client would hold its sync retrying
+        return status_response(503, "authorization is temporarily unavailable")
     if not decision.allowed:
         metrics.api_auth_failures.labels("forbidden").inc()
         message = f"{attributes.describe()}" + (f": {decision.reason}" if decision.reason else "")
