@@ -362,8 +362,46 @@ def load_openapi() -> dict[str, Any]:
     return document
 
 
+def _swagger(document: dict[str, Any], paths: dict[str, Any]) -> dict[str, Any]:
+    """The same operations as a Swagger 2.0 document, for the aggregator's ``/openapi/v2`` merge.
+
+    Operations, parameters and response descriptions only (no schemas): kube-aggregator
+    (``pkg/controllers/openapi/aggregator``, v0.35.4) downloads ``/openapi/v2`` from every APIService
+    and logs a warning on each merge for one that answers 404.
+    """
+    operations: dict[str, Any] = {}
+    for path, item in paths.items():
+        operations[path] = {
+            method: {
+                "operationId": operation["operationId"],
+                "description": operation.get("summary", ""),
+                "produces": ["application/json"],
+                "parameters": [
+                    {
+                        "name": p["name"],
+                        "in": p["in"],
+                        "required": bool(p.get("required", False)),
+                        "type": p.get("schema", {}).get("type", "string"),
+                        "description": p.get("description", ""),
+                    }
+                    for p in operation.get("parameters", [])
+                ],
+                "responses": {
+                    code: {"description": r["description"]} for code, r in operation["responses"].items()
+                },
+            }
+            for method, operation in item.items()
+        }
+    info = document["info"]
+    return {
+        "swagger": "2.0",
+        "info": {"title": info["title"], "version": info["version"]},
+        "paths": operations,
+    }
+
+
 def _openapi_views(document: dict[str, Any]) -> dict[str, Any]:
-    """The group-version document the aggregator merges, its hash, and the ``/openapi/v3`` index.
+    """The group-version document the aggregator merges, its hash, the ``/openapi/v3`` index and v2.
 
     Only ``apis/external.metrics.k8s.io/v1beta1`` is listed: the aggregator copies every key an
     APIService lists into the cluster's index, so listing ``apis`` would shadow kube-apiserver's.
@@ -374,11 +412,21 @@ def _openapi_views(document: dict[str, Any]) -> dict[str, Any]:
     digest = hashlib.sha512(body).hexdigest().upper()
     key = f"apis/{GROUP_VERSION}"
     index = {"paths": {key: {"serverRelativeURL": f"/openapi/v3/{key}?hash={digest}"}}}
-    return {"gv_body": body, "hash": digest, "index": _dumps(index)}
+    v2 = _dumps(_swagger(document, gv["paths"]))
+    v2_etag = hashlib.sha512(v2).hexdigest().upper()
+    return {"gv_body": body, "hash": digest, "index": _dumps(index), "v2": v2, "v2_etag": v2_etag}
 
 
 async def _openapi_index(request: web.Request) -> web.Response:
     return web.Response(body=request.app[_OPENAPI_KEY]["index"], content_type="application/json")
+
+
+async def _openapi_v2(request: web.Request) -> web.Response:
+    views = request.app[_OPENAPI_KEY]
+    etag = f'"{views["v2_etag"]}"'
+    if request.headers.get("If-None-Match") == etag:
+        return web.Response(status=304, headers={"Etag": etag})
+    return web.Response(body=views["v2"], content_type="application/json", headers={"Etag": etag})
 
 
 async def _openapi_group_version(request: web.Request) -> web.Response:
@@ -515,6 +563,7 @@ def create_app(
     add(_GV_PATH, _api_resource_list)
     add(_GV_PATH + "/namespaces/{namespace}/{metric}", _metric_values)
     add(_GV_PATH + "/{tail:.*}", _not_found_in_group)
+    add("/openapi/v2", _openapi_v2)
     add("/openapi/v3", _openapi_index)
     add(f"/openapi/v3/apis/{GROUP_VERSION}", _openapi_group_version)
     for path, key, label in (
