@@ -21,7 +21,6 @@ import hashlib
 import json
 import os
 import re
-import shutil
 import subprocess
 import sys
 import tempfile
@@ -39,18 +38,10 @@ BINARIES = {
 }
 _RECIPE_VERSION = "1"  # bump when the way the binaries are built changes
 
-
-def cache_root() -> Path:
-    base = os.environ.get("XDG_CACHE_HOME") or str(Path.home() / ".cache")
-    return Path(base) / "lagscaler" / "kube"
-
-
-def go_binary() -> str | None:
-    found = shutil.which("go")
-    if found:
-        return found
-    fallback = Path("/usr/local/go/bin/go")
-    return str(fallback) if fallback.exists() else None
+try:  # run as `python -m tests.controlplane.build`
+    from tests.goclient.build import cache_root, go_binary
+except ImportError:  # imported by pytest, which puts tests/ itself on the path
+    from goclient.build import cache_root, go_binary
 
 
 def _say(message: str) -> None:
@@ -61,7 +52,7 @@ def install_dir(go: str) -> Path:
     """Where this recipe's binaries live: one directory per (versions, Go toolchain, recipe)."""
     version = subprocess.run([go, "version"], capture_output=True, text=True, check=True).stdout
     digest = hashlib.sha256(f"{KUBERNETES} {ETCD} {_RECIPE_VERSION} {version}".encode()).hexdigest()[:12]
-    return cache_root() / f"kubernetes-{KUBERNETES}-etcd-{ETCD}-{digest}"
+    return cache_root("kube") / f"kubernetes-{KUBERNETES}-etcd-{ETCD}-{digest}"
 
 
 def installed() -> Path | None:
