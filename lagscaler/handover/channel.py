@@ -62,11 +62,17 @@ async def ensure_control_topic(client_options: Mapping[str, Any], topic: str) ->
                     " (one total order of records)"
                 )
         else:
+            # As durable as the cluster allows, up to three copies (a single-broker laptop gets one).
+            brokers = len(admin._client.cluster.brokers())  # aiokafka exposes no broker count
+            replication = max(1, min(3, brokers))
             with contextlib.suppress(TopicAlreadyExistsError):
                 await admin.create_topics(
                     [
                         NewTopic(
-                            topic, num_partitions=1, replication_factor=-1, topic_configs=CONTROL_TOPIC_CONFIG
+                            topic,
+                            num_partitions=1,
+                            replication_factor=replication,
+                            topic_configs=CONTROL_TOPIC_CONFIG,
                         )
                     ]
                 )

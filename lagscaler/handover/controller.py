@@ -356,6 +356,11 @@ class HandoverRunner:
     def leading(self) -> bool:
         return self._leading.is_set()
 
+    @property
+    def leadership_term(self) -> int:
+        """The term this runner leads in (0 before it first leads)."""
+        return self._term
+
     async def wait_leading(self) -> None:
         await self._leading.wait()
 
