@@ -92,7 +92,7 @@ class PlaygroundSettings:
 
 
 class HandoverPlayground:
-    """``async with HandoverPlayground(settings) as play``: ``await play.scale_to(4)``, ``await play.verdict()``."""
+    """Use as ``async with HandoverPlayground(settings) as play``; then ``scale_to`` and ``verdict``."""
 
     def __init__(
         self,
