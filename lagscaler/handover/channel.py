@@ -108,6 +108,7 @@ class ControlChannel:
         *,
         workload: str | None = None,
         client_id: str = "lagscaler-handover",
+        keep_history: bool = False,
     ) -> None:
         self._options = {**client_options, "client_id": client_id}
         self.topic = topic
@@ -115,6 +116,8 @@ class ControlChannel:
         self._prefix = f"{workload}/" if workload is not None else ""
         self.controllers: dict[str, ControllerRecord] = {}
         self.statuses: dict[str, dict[str, WorkerStatus]] = {}
+        # Every controller record applied, in order (keep_history): what tests and the demo replay.
+        self.history: list[ControllerRecord] | None = [] if keep_history else None
         self.records = 0  # applied so far
         self.rejected = 0  # records that could not be decoded (logged once each)
         self._consumer: AIOKafkaConsumer | None = None
@@ -215,6 +218,8 @@ class ControlChannel:
         if isinstance(record, ControllerRecord):
             if record.newer_than(self.controllers.get(record.workload)):
                 self.controllers[record.workload] = record
+                if self.history is not None:
+                    self.history.append(record)
         else:
             self.statuses.setdefault(record.workload, {})[record.worker] = record
 

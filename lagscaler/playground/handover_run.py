@@ -38,7 +38,7 @@ from lagscaler.handover import (
 from lagscaler.handover.backend import Backend
 from lagscaler.kafka import KafkaSettings
 from lagscaler.kafka.seed import create_topics
-from lagscaler.playground.handover_app import SinkReport, check, read_sink
+from lagscaler.playground.handover_app import SinkBatch, SinkReport, check, read_sink
 from lagscaler.playground.probe import committed_offsets, end_offsets
 from lagscaler.playground.producer import LoadProducer, ProducerSettings
 from lagscaler.playground.rates import RateProfile
@@ -107,7 +107,10 @@ class HandoverPlayground:
         self._clock = clock
         self.runner: HandoverRunner | None = None
         self.producer: LoadProducer | None = None
-        self.observer = ControlChannel(self.kafka.client_options(), settings.handover.control_topic)
+        self.sink_batches: list[SinkBatch] = []  # what verdict() read
+        self.observer = ControlChannel(
+            self.kafka.client_options(), settings.handover.control_topic, keep_history=True
+        )
         # Knows every worker of the workload through the state directory, whoever started it.
         self.janitor = self._backend(settings.workload)
 
@@ -195,6 +198,10 @@ class HandoverPlayground:
     def record(self) -> ControllerRecord | None:
         return self.observer.controller(self.settings.workload)
 
+    def history(self) -> list[ControllerRecord]:
+        """Every controller record of the workload seen so far, in order."""
+        return [r for r in self.observer.history or () if r.workload == self.settings.workload]
+
     def settled(self, replicas: int | None = None) -> bool:
         record = self.record()
         return (
@@ -216,6 +223,10 @@ class HandoverPlayground:
         """Decide ``replicas`` (as the engine would) and wait until a generation of that size serves."""
         assert self.runner is not None
         self.runner.set_desired(self.settings.workload, replicas)
+        return await self.wait_settled(replicas, within=within)
+
+    async def wait_settled(self, replicas: int, *, within: float = 90.0) -> ControllerRecord:
+        """Wait until a generation of ``replicas`` serves and no handover is in progress."""
         await self.wait(lambda: self.settled(replicas), within=within, what=f"{replicas} replicas serving")
         record = self.record()
         assert record is not None
@@ -242,7 +253,8 @@ class HandoverPlayground:
         await self.stop_producer()
         await self.drained(within=within)
         produced = await end_offsets(self.settings.bootstrap, self.settings.topic)
-        return check(await read_sink(self.settings.bootstrap, self.settings.sink), produced)
+        self.sink_batches = await read_sink(self.settings.bootstrap, self.settings.sink)
+        return check(self.sink_batches, produced)
 
     def worker_pids(self, generation: int) -> dict[str, int]:
         """The pid of every worker of ``generation`` that has not been confirmed gone."""

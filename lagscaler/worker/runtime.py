@@ -318,16 +318,22 @@ class Worker:
         unknown = [
             tp
             for tp, c in zip(tps, committed, strict=True)
-            if c is None and (tp.topic, tp.partition) not in start
+            if c is None and tp not in self._processed and (tp.topic, tp.partition) not in start
         ]
         beginnings = await consumer.beginning_offsets(unknown) if unknown else {}
         to_commit: dict[TopicPartition, int] = {}
         for tp, c in zip(tps, committed, strict=True):
             if c is not None:
-                positions[tp] = c
                 self._committed[tp] = c
+            if tp in self._processed:
+                # Owned all along (a fence that was lifted, a self-fence after the control topic was
+                # unreachable): go on from what this worker processed, even if its commit failed.
+                positions[tp] = self._processed[tp]
+            elif c is not None:
+                positions[tp] = c
             else:
                 positions[tp] = start.get((tp.topic, tp.partition), beginnings.get(tp, 0))
+            if positions[tp] != c:
                 to_commit[tp] = positions[tp]
         await self._restore(positions)
         for tp, offset in positions.items():
