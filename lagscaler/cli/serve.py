@@ -16,10 +16,13 @@ import os
 import signal
 from collections.abc import Mapping, Sequence
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from lagscaler.cli._types import positive
 from lagscaler.errors import UserError
+
+if TYPE_CHECKING:
+    from lagscaler.service.handover import LocalHandover
 
 ENV_PREFIX = "LAGSCALER_"
 _NOT_SETTINGS = {"help", "config"}
@@ -52,6 +55,42 @@ def build_parser(parser: argparse.ArgumentParser) -> argparse.ArgumentParser:
         metavar="FILE",
         help="keep the engine's learned state (capacity, windows, dwell timers) here across restarts; "
         "put it on a volume that outlives the pod",
+    )
+    handover = parser.add_argument_group(
+        "handover", "run mode: handover policies with local worker processes (docs/handover.md)"
+    )
+    handover.add_argument(
+        "--handover-state-dir",
+        type=Path,
+        metavar="DIR",
+        help="run handovers: worker pid files and logs, and the leader lock, live here",
+    )
+    handover.add_argument(
+        "--handover-command",
+        action="append",
+        default=[],
+        metavar="NAMESPACE/NAME=COMMAND",
+        help="the worker command of a handover workload (repeat per workload)",
+    )
+    handover.add_argument(
+        "--handover-control-topic",
+        default="lagscaler.handover",
+        metavar="TOPIC",
+        help="the compacted control topic (default %(default)s; created if missing)",
+    )
+    handover.add_argument(
+        "--handover-warmup-timeout",
+        type=positive(float),
+        default=120.0,
+        metavar="SECONDS",
+        help="abort a handover whose new generation is not warm by then (default 120)",
+    )
+    handover.add_argument(
+        "--handover-fence-timeout",
+        type=positive(float),
+        default=5.0,
+        metavar="SECONDS",
+        help="kill an old worker that has not stopped by then (default 5)",
     )
     service.add_argument("--log-format", choices=["auto", "json", "console"], default="auto")
     service.add_argument("--log-level", choices=["debug", "info", "warning", "error"], default="info")
@@ -161,6 +200,7 @@ def run_serve(args: argparse.Namespace) -> int:
         interval=args.sample_interval,
         history=args.history,
         state_file=args.state_file,
+        handover=_handover_from_args(args),
     )
     configure_logging(args.log_level, args.log_format)
 
@@ -173,6 +213,26 @@ def run_serve(args: argparse.Namespace) -> int:
 
     asyncio.run(main())
     return 0
+
+
+def _handover_from_args(args: argparse.Namespace) -> LocalHandover | None:
+    from lagscaler.handover import HandoverSettings  # noqa: PLC0415
+    from lagscaler.service.handover import LocalHandover, parse_commands  # noqa: PLC0415
+
+    commands = parse_commands(args.handover_command)
+    if args.handover_state_dir is None:
+        if commands:
+            raise UserError("--handover-command needs --handover-state-dir (where the workers are tracked)")
+        return None
+    try:
+        timeouts = HandoverSettings(
+            control_topic=args.handover_control_topic,
+            warmup_timeout=args.handover_warmup_timeout,
+            fence_timeout=args.handover_fence_timeout,
+        )
+    except ValueError as exc:
+        raise UserError(str(exc)) from None
+    return LocalHandover(args.handover_state_dir, commands, timeouts)
 
 
 def expand_argv(argv: Sequence[str]) -> list[str]:
