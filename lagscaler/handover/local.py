@@ -115,8 +115,10 @@ class LocalProcessBackend:
 
     def _gone(self, worker: LocalWorker) -> bool:
         child = self._children.get(worker.worker)
-        if child is not None and child.poll() is not None:
-            return True
+        if child is not None:
+            # Our own child: its exit status is the truth. (Its /proc environment is still ours until
+            # it has exec'd, so the identity check below would call a just-started worker gone.)
+            return child.poll() is not None
         return not _process_is(worker.pid, worker.worker)
 
     async def observe(self) -> dict[int, frozenset[str]]:
@@ -211,8 +213,9 @@ class LocalProcessBackend:
         _log.info("started worker %s of generation %d (pid %d)", worker, spec.generation, child.pid)
 
     def _signal(self, worker: LocalWorker, signum: int) -> None:
-        if not _process_is(worker.pid, worker.worker):
-            return
+        child = self._children.get(worker.worker)
+        if (child.poll() is not None) if child is not None else not _process_is(worker.pid, worker.worker):
+            return  # gone, or a pid that is no longer this worker's: never signal a stranger
         with contextlib.suppress(ProcessLookupError, PermissionError):
             os.killpg(worker.pid, signum)
 

@@ -56,6 +56,7 @@ class PlaygroundSettings:
     partitions: int = 6
     rate: float = 1000.0  # msg/s while the producer runs
     duration: float = 600.0  # the producer stops after this long, or when the playground closes
+    schedule: tuple[tuple[float, float], ...] = ()  # (seconds, msg/s) steps instead of rate × duration
     stateful: bool = False
     initial_replicas: int = 2
     commit_interval: float = 1.0
@@ -64,9 +65,11 @@ class PlaygroundSettings:
     worker_log_level: str = "WARNING"
     run_controller: bool = True  # False: controllers run as processes of their own (controller_main)
 
+    workload_key: str | None = None  # the workload's namespace/name (default playground/<name>)
+
     @property
     def workload(self) -> str:
-        return f"playground/{self.name}"
+        return self.workload_key or f"playground/{self.name}"
 
     @property
     def topic(self) -> str:
@@ -171,7 +174,7 @@ class HandoverPlayground:
         s = self.settings
         producer = LoadProducer(
             ProducerSettings(s.bootstrap, s.topic, sequenced=True, payload_bytes=16, tick_seconds=0.05),
-            RateProfile.from_schedule([(s.duration, s.rate)], name="steady"),
+            RateProfile.from_schedule(list(s.schedule) or [(s.duration, s.rate)], name="load"),
         )
         await producer.__aenter__()
         self.producer = producer
