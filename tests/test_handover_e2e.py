@@ -16,7 +16,7 @@ from pathlib import Path
 
 import pytest
 
-from lagscaler.handover import HandoverSettings, Phase
+from lagscaler.handover import HandoverSettings
 from lagscaler.localkafka import KafkaEndpoint
 from lagscaler.playground.handover_run import HandoverPlayground, PlaygroundSettings
 
@@ -75,15 +75,18 @@ async def test_handovers_2_4_1_3_lose_and_duplicate_nothing(
         assert report.mismatches == 0
 
 
-async def test_a_handover_is_a_no_op_when_the_size_does_not_change(
+async def test_deciding_the_serving_size_again_starts_no_handover(
     kafka: KafkaEndpoint, unique: str, tmp_path: Path
 ) -> None:
     settings = playground(kafka, unique, tmp_path, rate=200.0)
     async with HandoverPlayground(settings) as play:
         first = await play.scale_to(2)
-        record = await play.scale_to(2)
-        assert record.serving == first.serving
-        assert record.next_generation == first.next_generation
-        assert record.handover is None or record.handover.phase is not Phase.WARMING
+        assert play.runner is not None
+        controller = play.runner.controllers[settings.workload]
+        steps = controller.steps
+        play.runner.set_desired(settings.workload, 2)
+        await play.wait(lambda: controller.steps >= steps + 5, within=30, what="five more controller steps")
+        assert play.record() == first  # not even re-written
         report = await play.verdict()
-    assert report.consistent and report.duplicates == 0, report.summary()
+    assert report.consistent, report.summary()
+    assert report.duplicates == 0, report.summary()
