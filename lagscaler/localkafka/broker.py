@@ -307,6 +307,19 @@ class LocalBroker:
                 os.killpg(process.pid, signal.SIGKILL)
             process.wait()
 
+    def pause(self) -> None:
+        """Freeze the broker (SIGSTOP): connections stay open but nothing answers, as in a long GC pause.
+
+        Keep it shorter than the broker's own session timeouts (about 9 s in KRaft) and :meth:`resume`.
+        """
+        if self._process is not None and self._process.poll() is None:
+            os.killpg(self._process.pid, signal.SIGSTOP)
+
+    def resume(self) -> None:
+        """Let a broker frozen by :meth:`pause` run again (SIGCONT)."""
+        if self._process is not None and self._process.poll() is None:
+            os.killpg(self._process.pid, signal.SIGCONT)
+
     def joining(self, node_id: int, *, heap: str | None = None) -> LocalBroker:
         """A broker-only node ``node_id`` that joins this broker's cluster (this node stays the controller).
 
