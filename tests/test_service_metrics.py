@@ -16,7 +16,6 @@ from prometheus_client.parser import text_string_to_metric_families
 from test_service import lagging_workload, policy_yaml
 
 from lagscaler.api import MetricsCache
-from lagscaler.engine import Reason
 from lagscaler.kafka import KafkaSettings
 from lagscaler.localkafka import KafkaEndpoint, free_port
 from lagscaler.observability import REASON_CODES, SAMPLE_ERROR_REASONS, ServiceMetrics
@@ -49,24 +48,29 @@ def value(metrics: ServiceMetrics, name: str, **labels: str) -> float | None:
 
 
 @contextlib.asynccontextmanager
-async def scaling_loop(
-    bootstrap: str, policies: Path, metrics: ServiceMetrics, clock: Clock
-) -> AsyncIterator[ScalingLoop]:
+async def scaling_loop(bootstrap: str, policies: Path, clock: Clock) -> AsyncIterator[ScalingLoop]:
+    """A loop whose metrics and engine share ``clock``; the test runs its cycles."""
     kafka = KafkaSettings(bootstrap=(bootstrap,), request_timeout=1.0)
     async with Sampler(kafka, SamplerSettings(all_groups=True, cycle_timeout=3.0)) as sampler:
+        metrics = ServiceMetrics(clock=clock)
         yield ScalingLoop(sampler, PolicyWatcher(policies), MetricsCache(), metrics, clock=clock)
+
+
+@pytest.fixture
+async def orders(kafka: KafkaEndpoint, tmp_path: Path, unique: str) -> tuple[Path, str, str]:
+    """A lagging group and its policy directory: (policies, topic, group)."""
+    topic, group = f"{unique}-orders", f"{unique}-workers"
+    return await lagging_workload(kafka.bootstrap, tmp_path, "orders", topic, group), topic, group
 
 
 @pytest.mark.kafka
 async def test_a_decision_change_counts_once_not_every_cycle_until_pods_join(
-    kafka: KafkaEndpoint, tmp_path: Path, unique: str
+    kafka: KafkaEndpoint, orders: tuple[Path, str, str]
 ) -> None:
     """The group has no member: the decision is above the current count every cycle, yet it changed once."""
-    topic, group = f"{unique}-orders", f"{unique}-workers"
-    policies = await lagging_workload(kafka.bootstrap, tmp_path, "orders", topic, group)
-    clock = Clock(1_000.0)
-    metrics = ServiceMetrics(clock=clock)
-    async with scaling_loop(kafka.bootstrap, policies, metrics, clock) as loop:
+    policies, topic, group = orders
+    async with scaling_loop(kafka.bootstrap, policies, clock := Clock(1_000.0)) as loop:
+        metrics = loop.metrics
         for direction in ("up", "down"):  # the workload loads in the first cycle
             assert value(metrics, "lagscaler_decision_changes_total", **WORKLOAD, direction=direction) is None
         await loop.cycle()
@@ -87,20 +91,18 @@ async def test_a_decision_change_counts_once_not_every_cycle_until_pods_join(
         for code in REASON_CODES:
             expected = 1.0 if code in reasons else 0.0
             assert value(metrics, "lagscaler_decision_reason", **WORKLOAD, reason=code) == expected, code
-        assert Reason.SCALE_UP.name in reasons or Reason.HOLD.name in reasons
 
 
 @pytest.mark.kafka
 async def test_data_age_is_measured_when_scraped_and_a_removed_workload_leaves_no_series(
-    kafka: KafkaEndpoint, tmp_path: Path, unique: str
+    kafka: KafkaEndpoint, orders: tuple[Path, str, str]
 ) -> None:
-    topic, group = f"{unique}-orders", f"{unique}-workers"
-    policies = await lagging_workload(kafka.bootstrap, tmp_path, "orders", topic, group)
-    clock = Clock(0.0)
-    metrics = ServiceMetrics(clock=clock)
-    async with scaling_loop(kafka.bootstrap, policies, metrics, clock) as loop:
+    policies, _, _ = orders
+    async with scaling_loop(kafka.bootstrap, policies, clock := Clock(0.0)) as loop:
+        metrics = loop.metrics
         await loop.cycle()
-        sampled_at = loop.sampler.latest.sampled_at  # type: ignore[union-attr]
+        assert loop.sampler.latest is not None
+        sampled_at = loop.sampler.latest.sampled_at
         for later in (1.5, 40.0):  # no cycle in between: a stalled loop's data keeps ageing
             clock.now = sampled_at + later
             assert value(metrics, "lagscaler_cache_age_seconds", **WORKLOAD) == pytest.approx(later)
@@ -118,9 +120,8 @@ async def test_unreachable_kafka_counts_each_request_once_and_a_never_sampled_ag
     policies = tmp_path / "policies"
     policies.mkdir()
     (policies / "orders.yaml").write_text(policy_yaml("orders", "workers", "orders"))
-    clock = Clock(5_000.0)
-    metrics = ServiceMetrics(clock=clock)
-    async with scaling_loop(f"127.0.0.1:{free_port()}", policies, metrics, clock) as loop:
+    async with scaling_loop(f"127.0.0.1:{free_port()}", policies, clock := Clock(5_000.0)) as loop:
+        metrics = loop.metrics
         for reason in SAMPLE_ERROR_REASONS:  # present before anything failed: a healthy panel shows 0
             assert value(metrics, "lagscaler_sample_cycle_errors_total", reason=reason) == 0
         for _ in range(3):
@@ -139,8 +140,8 @@ async def test_a_reload_that_only_adds_an_invalid_file_is_counted(tmp_path: Path
     policies = tmp_path / "policies"
     policies.mkdir()
     (policies / "orders.yaml").write_text(policy_yaml("orders", "workers", "orders"))
-    metrics = ServiceMetrics()
-    async with scaling_loop(f"127.0.0.1:{free_port()}", policies, metrics, Clock(0.0)) as loop:
+    async with scaling_loop(f"127.0.0.1:{free_port()}", policies, Clock(0.0)) as loop:
+        metrics = loop.metrics
         assert value(metrics, "lagscaler_policy_reloads_total", outcome="partial") == 0
         await loop.cycle()
         assert value(metrics, "lagscaler_policy_reloads_total", outcome="ok") == 1
