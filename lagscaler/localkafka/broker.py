@@ -310,7 +310,8 @@ class LocalBroker:
     def pause(self) -> None:
         """Freeze the broker (SIGSTOP): connections stay open but nothing answers, as in a long GC pause.
 
-        Keep it shorter than the broker's own session timeouts (about 9 s in KRaft) and :meth:`resume`.
+        The broker and its in-process controller freeze together; after :meth:`resume` (tried after
+        20 s) it answers at once.
         """
         if self._process is not None and self._process.poll() is None:
             os.killpg(self._process.pid, signal.SIGSTOP)
