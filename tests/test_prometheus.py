@@ -51,13 +51,6 @@ PLAIN_JOB = "lagscaler"
 METRIC_ROUTE = "/apis/external.metrics.k8s.io/v1beta1/namespaces/{namespace}/{metric}"
 PROMTOOL_TESTS = Path(__file__).parent / "promtool"
 DASHBOARD = json.loads((CHART / "dashboards" / "lagscaler.json").read_text())
-ALERTS = (
-    "LagscalerDataStale",
-    "LagscalerLagOverSLO",
-    "LagscalerDecisionNotCarriedOut",
-    "LagscalerSampleErrors",
-    "LagscalerPolicyInvalid",
-)
 
 
 @dataclass
@@ -65,7 +58,6 @@ class Replica:
     service: RunningService
     client: Client
     address: str
-    pod: str
     statuses: list[tuple[float, int]] = field(default_factory=list)  # what the HPA-like poller got
 
     def value(self, name: str, **labels: str) -> float:
@@ -73,8 +65,8 @@ class Replica:
         assert found is not None, (name, labels)
         return found
 
-    def workload(self, name: str) -> float:
-        return self.value(name, workload_namespace="shop", workload="orders")
+    def workload(self, name: str, **labels: str) -> float:
+        return self.value(name, workload_namespace="shop", workload="orders", **labels)
 
 
 @dataclass
@@ -136,6 +128,15 @@ class Board:
                 assert key not in shown, f"two series share the legend {key!r}"
                 shown[key] = [v for _, v in series.values]
         return shown
+
+    async def samples(
+        self, metric: str, replica: Replica, since: float, **labels: str
+    ) -> list[tuple[float, float]]:
+        """The raw samples Prometheus stored for one series of ``replica`` in this job, since ``since``."""
+        matchers = "".join(f', {k}="{v}"' for k, v in labels.items())
+        selector = f'{metric}{{job="{self.job}", instance="{replica.address}"{matchers}}}'
+        (series,) = await self.prom.query(f"{selector}[{math.ceil(self.at.end - since)}s]", self.at.end)
+        return series.values
 
     def most(self, name: str) -> float:
         return max(r.workload(name) for r in self.replicas)
@@ -211,11 +212,8 @@ async def _scale_events(b: Board, panel: dict[str, Any]) -> None:
     for direction in ("up", "down"):
         counts = []
         for r in b.replicas:
-            selector = f'lagscaler_decision_changes_total{{job="{b.job}", instance="{r.address}", direction="{direction}"}}'
-            (first,) = await b.prom.query(f"{selector}[{math.ceil(b.at.end - b.at.start)}s]", b.at.end)
-            counts.append(
-                r.value("lagscaler_decision_changes_total", **_wl, direction=direction) - first.values[0][1]
-            )
+            first = await b.samples("lagscaler_decision_changes_total", r, b.at.start, direction=direction)
+            counts.append(r.workload("lagscaler_decision_changes_total", direction=direction) - first[0][1])
         expected[f"{W} {direction}"] = max(counts)
     assert expected[f"{W} up"] >= 1  # the minReplicas edit, at least
     close(await b.instant(panel, b.at.end), expected)
@@ -268,10 +266,9 @@ async def _age(b: Board, panel: dict[str, Any]) -> None:
     assert got.pop(f"{W} stale after") == STALE_AFTER
     assert all(age > STALE_AFTER for age in got.values()), got
     for r in b.replicas:
-        selector = f'lagscaler_cache_age_seconds{{job="{b.job}", instance="{r.address}"}}'
-        (raw,) = await b.prom.query(f"{selector}[{math.ceil(b.at.end - b.at.stall)}s]", b.at.end)
-        stalled = [v for t, v in raw.values if t > b.at.stall + 1]
-        assert len(stalled) >= 2, raw.values
+        raw = await b.samples("lagscaler_cache_age_seconds", r, b.at.stall)
+        stalled = [v for t, v in raw if t > b.at.stall + 1]
+        assert len(stalled) >= 2, raw
         assert all(a < z for a, z in itertools.pairwise(stalled)), stalled
 
 
@@ -357,16 +354,11 @@ async def _policy_reloads(b: Board, panel: dict[str, Any]) -> None:
     expected = {}
     for r in b.replicas:
         for outcome in ("ok", "partial"):
-            selector = f'lagscaler_policy_reloads_total{{job="{b.job}", instance="{r.address}", outcome="{outcome}"}}'
-            (raw,) = await b.prom.query(f"{selector}[{math.ceil(b.at.end - b.at.start)}s]", b.at.end)
-            expected[f"{r.address} {outcome}"] = (
-                r.value("lagscaler_policy_reloads_total", outcome=outcome) - (raw.values[0][1])
-            )
-            assert expected[f"{r.address} {outcome}"] == 1, (outcome, raw.values)
+            first = await b.samples("lagscaler_policy_reloads_total", r, b.at.start, outcome=outcome)
+            count = r.value("lagscaler_policy_reloads_total", outcome=outcome) - first[0][1]
+            assert count == 1, (r.address, outcome, first)
+            expected[f"{r.address} {outcome}"] = count
     close(await b.instant(panel, b.at.end), expected)
-
-
-_wl = {"workload_namespace": "shop", "workload": "orders"}
 
 
 def panels() -> list[dict[str, Any]]:
@@ -621,8 +613,7 @@ async def test_every_dashboard_query_and_alert_on_a_real_prometheus(
             at = Moments(start=time.time())
             async with running_service(settings[0]) as a, running_service(settings[1]) as b:
                 replicas = [
-                    Replica(s, Client(cluster, s), p.address, p.name)
-                    for s, p in zip((a, b), pods, strict=True)
+                    Replica(s, Client(cluster, s), p.address) for s, p in zip((a, b), pods, strict=True)
                 ]
                 scene = Scene(
                     prom,
