@@ -282,6 +282,7 @@ class ServiceMetrics:
         self.data_age.since((namespace, name), at)
 
     def record_reasons(self, namespace: str, name: str, reasons: Iterable[str]) -> None:
+        """Every reason code as 0 or 1, so a code that stops applying drops to 0 instead of going stale."""
         present = set(reasons)
         for code in REASON_CODES:
             self.decision_reason.labels(namespace, name, code).set(1 if code in present else 0)
