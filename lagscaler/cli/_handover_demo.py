@@ -10,7 +10,6 @@ generation and the handover phase; at the end the sink is checked: every record 
 from __future__ import annotations
 
 import json
-import math
 import tempfile
 import time
 from collections.abc import Callable
@@ -75,8 +74,8 @@ async def run_handover_demo(
     """Run the scenario on the cluster at ``bootstrap``; True when nothing was lost or duplicated."""
     import asyncio  # noqa: PLC0415 - heavy imports only when the demo runs
 
-    from lagscaler.api import LAG_SECONDS  # noqa: PLC0415
     from lagscaler.api.harness import LocalCluster  # noqa: PLC0415
+    from lagscaler.cli._scaling_demo import served_lag_seconds  # noqa: PLC0415
     from lagscaler.handover import HandoverSettings  # noqa: PLC0415
     from lagscaler.kafka import KafkaSettings  # noqa: PLC0415
     from lagscaler.playground.handover_run import HandoverPlayground, PlaygroundSettings  # noqa: PLC0415
@@ -126,12 +125,7 @@ async def run_handover_demo(
                     lines += 1
                     elapsed = time.monotonic() - started
                     record = play.record()
-                    workload = service.cache.snapshot.workloads.get(("demo", "ledger"))
-                    lag = (
-                        next((v.value for v in workload.values if v.metric == LAG_SECONDS), math.nan)
-                        if workload
-                        else math.nan
-                    )
+                    lag = served_lag_seconds(service, "demo", "ledger")
                     decision = service.loop.decisions.get("demo/ledger")
                     serving = (
                         f"gen {record.serving.generation} × {record.serving.replicas}"
