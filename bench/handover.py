@@ -203,7 +203,7 @@ async def handover_scenario(
             await play.scale_to(size)
             transitions.append(Transition(label, started, time.time()))
             await asyncio.sleep(args.hold)
-        report = await play.verdict(within=120)
+        report = await play.verdict(within=120, drain="commits")
         batches = play.sink_batches
     return report, batches, transitions
 
