@@ -38,10 +38,10 @@ from lagscaler.api.authn import AuthenticationFailed, Authenticator
 from lagscaler.api.authz import Authorizer, request_attributes
 from lagscaler.api.cache import SERVED_METRICS, MetricsCache
 from lagscaler.api.health import HealthChecks
-from lagscaler.api.quantity import format_quantity
 from lagscaler.api.selector import Selector, SelectorError, parse_selector
 from lagscaler.kube import KubeReviewError
 from lagscaler.observability import METRICS_KEY, ServiceMetrics
+from lagscaler.quantity import format_quantity
 
 __all__ = [
     "AUTHENTICATOR_KEY",

@@ -54,8 +54,6 @@ from dataclasses import dataclass
 from lagscaler.hpa.controller import average_value_proposal
 from lagscaler.hpa.model import HpaSpec, TargetType
 
-METRIC_NAME = "lagscaler_desired_replicas"
-WORKLOAD_LABEL = "lagscaler.io/workload"
 TARGET_PER_REPLICA = 1  # the HPA's AverageValue target: one unit of the metric per replica
 
 

@@ -10,7 +10,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from lagscaler.api.quantity import QuantityError, format_quantity, parse_quantity
+from lagscaler.quantity import QuantityError, format_quantity, parse_quantity
 
 CANONICAL = re.compile(r"-?[1-9][0-9]*([numkMGTPE]?)|0")
 
