@@ -10,15 +10,23 @@ from __future__ import annotations
 
 import asyncio
 import inspect
+import os
+import shutil
+import subprocess
+import sys
 import time
 from collections.abc import Awaitable, Callable
+from functools import cache
+from pathlib import Path
 from typing import TypeVar
 
 import pytest
 
-__all__ = ["BILLION_LAUGHS", "eventually"]
+__all__ = ["BILLION_LAUGHS", "REPO", "REQUIRE_TOOLS", "eventually", "goclient", "need_tool"]
 
 T = TypeVar("T")
+REPO = Path(__file__).resolve().parents[1]
+REQUIRE_TOOLS = "LAGSCALER_REQUIRE_TOOLS"  # .ci/run sets it: a missing tool fails there, never skips
 
 
 async def eventually(
@@ -60,3 +68,35 @@ BILLION_LAUGHS = "a: &a [lol,lol,lol,lol,lol,lol,lol,lol,lol]\n" + "".join(
     f"{name}: &{name} [{','.join([f'*{previous}'] * 9)}]\n"
     for previous, name in zip("abcdefgh", "bcdefghi", strict=True)
 )
+
+
+def need_tool(found: bool, message: str) -> None:
+    """Skip a test whose outside tool (kubectl, go) is missing; in CI (``$LAGSCALER_REQUIRE_TOOLS``) fail.
+
+    A check that silently skips in CI is a check nobody runs: ``make test-deps`` installs the tools,
+    and CI must prove it did.
+    """
+    if found:
+        return
+    if os.environ.get(REQUIRE_TOOLS):
+        pytest.fail(f"{message}; ${REQUIRE_TOOLS} is set, so this check must run")
+    pytest.skip(message)
+
+
+@cache
+def goclient() -> Path:
+    """The Go program of ``tests/goclient`` (apimachinery and the HPA's client), built once and cached."""
+    need_tool(
+        shutil.which("go") is not None or Path("/usr/local/go/bin/go").exists(),
+        "go is not installed (https://go.dev/doc/install; Debian: apt-get install golang)",
+    )
+    result = subprocess.run(
+        [sys.executable, "-m", "tests.goclient.build"],
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        timeout=1200,
+        check=False,
+    )
+    assert result.returncode == 0, result.stderr
+    return Path(result.stdout.strip())

@@ -81,14 +81,18 @@ type output struct {
 
 // parsed is what upstream makes of one quantity string.
 type parsed struct {
-	Input  string `json:"input"`
-	String string `json:"string,omitempty"`
-	Milli  int64  `json:"milli"`
-	Exact  string `json:"exact,omitempty"`
-	Error  string `json:"error,omitempty"`
+	Input     string `json:"input"`
+	String    string `json:"string,omitempty"`
+	Canonical string `json:"canonical,omitempty"`
+	Milli     int64  `json:"milli"`
+	Exact     string `json:"exact,omitempty"`
+	Error     string `json:"error,omitempty"`
 }
 
-// quantities answers --quantities: one JSON object per stdin line.
+// quantities answers --quantities: one JSON object per stdin line. String is what
+// the parsed quantity prints (it keeps the input's format); Canonical is how the
+// same value prints as a DecimalSI quantity built from it (NewDecimalQuantity),
+// which is how an API server writes a value it computed.
 func quantities() int {
 	in := bufio.NewScanner(os.Stdin)
 	in.Buffer(make([]byte, 1<<20), 1<<20)
@@ -101,7 +105,9 @@ func quantities() int {
 		} else {
 			result.String = q.String()
 			result.Milli = q.MilliValue()
-			result.Exact = q.AsDec().String()
+			exact := q.AsDec()
+			result.Exact = exact.String()
+			result.Canonical = resource.NewDecimalQuantity(*exact, resource.DecimalSI).String()
 		}
 		if err := out.Encode(result); err != nil {
 			return 1
