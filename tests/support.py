@@ -33,7 +33,7 @@ async def eventually(
     check: Callable[[], T | Awaitable[T]],
     *,
     within: float = 30.0,
-    every: float = 0.05,
+    every: float = 0.1,
     what: str | None = None,
 ) -> T:
     """Call ``check`` (sync or async) until it holds, and return what it returned.

@@ -2,16 +2,17 @@
 
 from __future__ import annotations
 
+import asyncio
 import os
 import signal
 import ssl
 import subprocess
 import sys
-import time
 import urllib.request
 from pathlib import Path
 
 import pytest
+from support import eventually
 
 from lagscaler.cli import _Parser, main
 from lagscaler.cli.serve import ServeOptions, build_parser, serve_options
@@ -236,18 +237,18 @@ def test_serve_runs_ready_and_stops_on_sigterm(kafka: KafkaEndpoint, tmp_path: P
         context = ssl.create_default_context()
         context.check_hostname = False
         context.verify_mode = ssl.CERT_NONE  # no certificate given: a self-signed one, for local use
-        deadline = time.monotonic() + 60
-        while True:
+
+        def ready() -> None:
+            assert process.poll() is None, "lagscaler serve exited"
             try:
                 with urllib.request.urlopen(
                     f"https://127.0.0.1:{port}/readyz", context=context, timeout=2
-                ) as r:
-                    assert r.status == 200
-                    break
-            except OSError:
-                if time.monotonic() > deadline or process.poll() is not None:
-                    raise
-                time.sleep(0.5)
+                ) as response:
+                    assert response.status == 200
+            except OSError as exc:  # not listening yet
+                raise AssertionError(str(exc)) from exc
+
+        asyncio.run(eventually(ready, within=60, what="/readyz to answer 200"))
         process.send_signal(signal.SIGTERM)
         output, _ = process.communicate(timeout=30)
         assert process.returncode == 0, output
