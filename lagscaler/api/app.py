@@ -1,6 +1,7 @@
 """The aiohttp application: discovery, metric values, health, OpenAPI; authentication and authorization.
 
-Wire format follows what the aggregator and the HPA's client expect (REFERENCE 1.2): JSON bodies,
+Wire format follows what the aggregator and the HPA's client expect (k8s.io/metrics
+``pkg/apis/external_metrics/v1beta1/types.go``, ``ExternalMetricValueList``): JSON bodies,
 Kubernetes ``Status`` objects for every error, canonical quantities, RFC 3339 timestamps.
 
 Choices worth knowing:
