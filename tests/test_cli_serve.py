@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import logging
 import os
 import signal
 import ssl
@@ -124,8 +125,13 @@ def test_debug_logs_say_which_source_set_each_setting_and_never_a_value(tmp_path
         parser.parse_args(["--config", str(path), "--sasl-username", "alice"]),
         {"LAGSCALER_CLIENT_ID": "hidden-id"},
     )
-    with structlog.testing.capture_logs() as logs:
-        log_sources(given)
+    saved = structlog.get_config()  # another test may have configured a higher level
+    structlog.configure(wrapper_class=structlog.make_filtering_bound_logger(logging.DEBUG))
+    try:
+        with structlog.testing.capture_logs() as logs:
+            log_sources(given)
+    finally:
+        structlog.configure(**saved)
     assert {(e["setting"], e["source"]) for e in logs} == {
         ("bootstrap-server", str(path)),
         ("policy-dir", str(path)),
