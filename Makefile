@@ -19,10 +19,20 @@ $(STAMP): pyproject.toml
 setup: $(STAMP)
 	$(BIN)/lagscaler broker fetch
 
-# What only the tests need: kubectl (Debian's kubernetes-client) and the HPA's own Go client
-# (k8s.io/metrics, built from the Go module proxy and cached) that tests/test_api_clients.py uses.
+# What only the tests need: kubectl (Debian's kubernetes-client), Prometheus and promtool (Debian's
+# prometheus package) and the HPA's own Go client (k8s.io/metrics, built from the Go module proxy and
+# cached) that tests/test_api_clients.py uses. Prometheus is unpacked from the .deb into the cache rather
+# than installed: installing the package would also start a Prometheus service on :9090 where systemd runs.
+PROMETHEUS_DEB_DIR := $(or $(LAGSCALER_CACHE),$(HOME)/.cache/lagscaler)/prometheus
+
 test-deps: $(STAMP)
-	@echo "==> test tools: kubectl (Debian's kubernetes-client) and the HPA's Go client (tests/goclient)"
+	@echo "==> test tools: Prometheus (unpacked from Debian's .deb), kubectl and the HPA's Go client (tests/goclient)"
+	@command -v promtool >/dev/null 2>&1 || [ -x $(PROMETHEUS_DEB_DIR)/usr/bin/promtool ] || \
+		{ command -v apt-get >/dev/null 2>&1 && mkdir -p $(PROMETHEUS_DEB_DIR) && cd $(PROMETHEUS_DEB_DIR) && \
+		  { apt-get download prometheus >/dev/null 2>&1 || \
+		    { [ "$$(id -u)" = 0 ] && apt-get update -qq >/dev/null 2>&1 && apt-get download prometheus >/dev/null ; } ; } && \
+		  dpkg-deb -x prometheus_*.deb . && rm -f prometheus_*.deb ; } || \
+		echo "note: prometheus not unpacked; the Prometheus and alert rule tests will say so"
 	@command -v kubectl >/dev/null 2>&1 || { command -v apt-get >/dev/null 2>&1 && [ "$$(id -u)" = 0 ] && \
 		(apt-get install -y -qq kubernetes-client >/dev/null 2>&1 || \
 		 (apt-get update -qq >/dev/null 2>&1 && apt-get install -y -qq kubernetes-client >/dev/null)) ; } || \

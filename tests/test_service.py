@@ -149,7 +149,10 @@ async def test_serves_lag_and_a_decision_for_a_real_group(
             desired = await client.value("lagscaler_desired_replicas", "orders")
             assert 1 <= desired <= 4  # within [min, partitions]: a fifth consumer would idle
             exposition = await client.prometheus()
-            assert 'lagscaler_workload_lag_messages{namespace="shop",workload="orders"} 600.0' in exposition
+            assert (
+                'lagscaler_workload_lag_messages{workload="orders",workload_namespace="shop"} 600.0'
+                in exposition
+            )
             assert "lagscaler_kafka_requests_total" in exposition
             # The group is not consuming, so the produce rate is 0 and lag does not move: no scale-down
             # below what the backlog needs, and the decision is explained in the loop's record.

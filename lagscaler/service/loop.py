@@ -40,7 +40,7 @@ from lagscaler.observability import ServiceMetrics
 from lagscaler.policy import Mode, ScalingPolicy
 from lagscaler.sampler import SampleFailed, Sampler
 from lagscaler.service.policies import PolicySet, PolicyWatcher
-from lagscaler.service.publish import raw_signals, workload_metrics
+from lagscaler.service.publish import RawSignals, raw_signals, workload_metrics
 from lagscaler.service.statefile import StateFileError, load_state, save_state
 from lagscaler.signals import GroupSample, Snapshot
 
@@ -88,9 +88,11 @@ class ScalingLoop:
         self.restored: tuple[str, ...] = ()
         if self.settings.state_file is not None:
             self._restore(self.settings.state_file)
-        self._requests_seen: dict[str, int] = {}
+        self._answers_seen: dict[str, int] = {}
         self._failures_seen: dict[str, int] = {}
         self._labelled: set[tuple[str, str]] = set()
+        self._policy_problems: tuple[int, Mapping[str, tuple[str, ...]]] | None = None
+        self._last_desired: dict[str, int] = {}
         self.decisions: Mapping[str, Decision] = {}
         self.cycles = 0
         self.succeeded = 0
@@ -123,6 +125,7 @@ class ScalingLoop:
 
     def _apply_policies(self, current: PolicySet) -> None:
         self.metrics.policy_errors.set(len(current.errors))
+        self._count_reload(current)
         if current.version == self._version:
             return
         policies = tuple(sorted(current.policies, key=lambda p: p.key))
@@ -140,12 +143,26 @@ class ScalingLoop:
         groups = tuple(dict.fromkeys(p.kafka.group for p in policies))
         if groups:
             self.sampler.settings = replace(self.sampler.settings, groups=groups, all_groups=False)
+        in_force = {(p.namespace, p.name) for p in policies}
+        for namespace, workload in self._labelled - in_force:
+            self.metrics.remove_workload(namespace, workload)
+            self._last_desired.pop(f"{namespace}/{workload}", None)
+        now = self._clock()
+        for namespace, workload in in_force - self._labelled:
+            self.metrics.add_workload(namespace, workload, loaded_at=now)
+        self._labelled = in_force
+
+    def _count_reload(self, current: PolicySet) -> None:
+        """Count a reload that changed the policies in force or the problems, even if only the problems.
+
+        A file that is added already invalid changes no policy (the version stays) but is a reload the
+        operator made, and a failed one.
+        """
+        problems = (current.version, current.errors)
+        if problems == self._policy_problems:
+            return
+        self._policy_problems = problems
         self.metrics.policy_reloads.labels("ok" if not current.errors else "partial").inc()
-        for namespace, workload in self._labelled - {(p.namespace, p.name) for p in policies}:
-            for gauge in self.metrics.per_workload:
-                with contextlib.suppress(KeyError):
-                    gauge.remove(namespace, workload)
-        self._labelled &= {(p.namespace, p.name) for p in policies}
 
     async def _sample(self) -> Snapshot | None:
         started = time.monotonic()
@@ -163,9 +180,13 @@ class ScalingLoop:
         return snapshot
 
     def _export_requests(self) -> None:
+        """Add each request whose outcome became known since the last export, once, under that outcome."""
+        stats = self.sampler.stats
+        for api in stats.requests:
+            self.metrics.request_outcomes(api)
         for seen, counts, outcome in (
-            (self._requests_seen, self.sampler.stats.requests, "sent"),
-            (self._failures_seen, self.sampler.stats.failures, "failed"),
+            (self._answers_seen, stats.answers, "ok"),
+            (self._failures_seen, stats.failures, "failed"),
         ):
             for api, total in counts.items():
                 delta = total - seen.get(api, 0)
@@ -238,11 +259,27 @@ class ScalingLoop:
             detail = f"group {policy.kafka.group} has not been sampled yet"
         elif sample.stale:
             detail = f"Kafka unreachable: {sample.error or self.last_error or 'unknown error'}"
+        self._export_workload(policy, decision, signals, sample)
+        return workload_metrics(
+            policy, decision, signals, sampled_at=sampled_at, current_replicas=members, detail=detail
+        )
+
+    def _export_workload(
+        self, policy: ScalingPolicy, decision: Decision, signals: RawSignals, sample: GroupSample | None
+    ) -> None:
         m = self.metrics
         labels = (policy.namespace, policy.name)
-        self._labelled.add(labels)
-        m.cache_age.labels(*labels).set(max(0.0, now - sampled_at) if sample is not None else math.inf)
+        if sample is not None:
+            m.sampled(*labels, at=sample.sampled_at)
+        m.stale_after.labels(*labels).set(policy.fallback.max_age_seconds)
         m.desired_replicas.labels(*labels).set(decision.desired_replicas)
+        m.record_reasons(*labels, decision.reasons)
+        previous = self._last_desired.get(policy.key)
+        if previous is not None and decision.desired_replicas != previous:
+            direction = "up" if decision.desired_replicas > previous else "down"
+            m.decision_changes.labels(*labels, direction).inc()
+        self._last_desired[policy.key] = decision.desired_replicas
+        members = sample.members if sample is not None else None
         m.workload_replicas.labels(*labels).set(members or 0)
         m.workload_lag_messages.labels(*labels).set(signals.lag_messages)
         m.workload_lag_seconds.labels(*labels).set(signals.lag_seconds)
@@ -251,17 +288,6 @@ class ScalingLoop:
         m.workload_forecast_rate.labels(*labels).set(_finite(decision.forecast_arrival_rate))
         m.workload_capacity_per_replica.labels(*labels).set(_finite(decision.capacity_per_replica))
         m.workload_stuck_partitions.labels(*labels).set(decision.stuck_partitions)
-        direction = (
-            "up"
-            if decision.desired_replicas > decision.current_replicas
-            else "down"
-            if decision.desired_replicas < decision.current_replicas
-            else "hold"
-        )
-        m.decisions.labels(*labels, direction).inc()
-        return workload_metrics(
-            policy, decision, signals, sampled_at=sampled_at, current_replicas=members, detail=detail
-        )
 
     # -- the loop --------------------------------------------------------------------------------
 
