@@ -197,7 +197,7 @@ class ScalingLoop:
     async def cycle(self) -> Decisions:
         """Reload changed policies, sample, decide and publish once."""
         self.cycles += 1
-        self._apply_policies(self.watcher.refresh())
+        self._apply_policies(await self.watcher.reload())
         snapshot = await self._sample() if self._policies else None
         now = self._clock()
         samples = [snapshot.group(p.kafka.group) if snapshot else None for p in self._policies]
