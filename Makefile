@@ -9,10 +9,12 @@ STAMP  := $(VENV)/.installed
 .PHONY: setup test-deps demo test lint clean
 
 $(STAMP): pyproject.toml
+	@echo "==> creating $(VENV) and installing lagscaler with its dev tools (about a minute)"
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install -q --upgrade pip
 	$(BIN)/pip install -q -e '.[dev]'
 	@touch $(STAMP)
+	@echo "==> installed: '. $(VENV)/bin/activate' puts lagscaler on your PATH (or run $(BIN)/lagscaler)"
 
 setup: $(STAMP)
 	$(BIN)/lagscaler broker fetch
@@ -24,6 +26,7 @@ setup: $(STAMP)
 PROMETHEUS_DEB_DIR := $(or $(LAGSCALER_CACHE),$(HOME)/.cache/lagscaler)/prometheus
 
 test-deps: $(STAMP)
+	@echo "==> test tools: Prometheus (unpacked from Debian's .deb), kubectl and the HPA's Go client (tests/goclient)"
 	@command -v promtool >/dev/null 2>&1 || [ -x $(PROMETHEUS_DEB_DIR)/usr/bin/promtool ] || \
 		{ command -v apt-get >/dev/null 2>&1 && mkdir -p $(PROMETHEUS_DEB_DIR) && cd $(PROMETHEUS_DEB_DIR) && \
 		  { apt-get download prometheus >/dev/null 2>&1 || \
@@ -33,13 +36,14 @@ test-deps: $(STAMP)
 	@command -v kubectl >/dev/null 2>&1 || { command -v apt-get >/dev/null 2>&1 && [ "$$(id -u)" = 0 ] && \
 		(apt-get install -y -qq kubernetes-client >/dev/null 2>&1 || \
 		 (apt-get update -qq >/dev/null 2>&1 && apt-get install -y -qq kubernetes-client >/dev/null)) ; } || \
-		echo "note: kubectl not installed; the kubectl compatibility test will say so"
+		echo "note: kubectl not installed; the kubectl compatibility test will skip (and fail in CI)"
 	$(BIN)/python -m tests.goclient.build
 
 demo: setup
 	$(BIN)/lagscaler demo
 
 test: setup test-deps
+	@echo "==> running the test suite (see README: Development); tests that talk to Kafka use a real broker"
 	$(BIN)/pytest
 
 lint: setup

@@ -10,11 +10,11 @@ import asyncio
 import contextlib
 import json
 import ssl
-from collections.abc import Callable
 from pathlib import Path
 
 import aiohttp
 import pytest
+from support import eventually
 
 from lagscaler.api import (
     DESIRED_REPLICAS,
@@ -67,15 +67,6 @@ def test_parse_configmap_data() -> None:
         parse_extension_authentication({"requestheader-group-headers": "[1]"})
 
 
-async def _eventually(condition: Callable[[], object], what: str, limit_seconds: float = 10.0) -> None:
-    """Wait for a watch or a reload to take effect (bounded: fails with ``what`` after the limit)."""
-    deadline = asyncio.get_running_loop().time() + limit_seconds
-    while not condition():
-        if asyncio.get_running_loop().time() > deadline:
-            pytest.fail(f"timed out waiting for {what}")
-        await asyncio.sleep(0.05)
-
-
 async def test_watcher_reports_each_version_and_deletion(tmp_path: Path) -> None:
     async with KubeApiStandIn(tmp_path) as standin:
         kubeconfig = standin.write_kubeconfig()
@@ -86,17 +77,17 @@ async def test_watcher_reports_each_version_and_deletion(tmp_path: Path) -> None
         watcher = ExtensionAuthenticationWatcher(client, seen.append, retry_seconds=0.1)
         task = asyncio.create_task(watcher.run())
         try:
-            await _eventually(lambda: len(seen) == 1, "the initial list")
+            await eventually(lambda: len(seen) == 1, within=10, what="the initial list")
             assert seen[0] is not None
             assert seen[0].requestheader_allowed_names == ("a",)
-            await _eventually(lambda: standin._watchers, "the watch to start")
+            await eventually(lambda: standin._watchers, within=10, what="the watch to start")
             standin.set_configmap({"requestheader-allowed-names": '["b"]'})
-            await _eventually(lambda: len(seen) == 2, "the MODIFIED event")
+            await eventually(lambda: len(seen) == 2, within=10, what="the MODIFIED event")
             assert seen[1] is not None
             assert seen[1].requestheader_allowed_names == ("b",)
             standin.set_configmap({"requestheader-allowed-names": "not json"})  # logged and skipped
             standin.set_configmap(None)
-            await _eventually(lambda: len(seen) == 3, "the DELETED event")
+            await eventually(lambda: len(seen) == 3, within=10, what="the DELETED event")
             assert seen[2] is None
         finally:
             task.cancel()
@@ -143,9 +134,11 @@ async def test_front_proxy_ca_rotation_in_the_configmap_applies_to_new_handshake
             rotated = cluster.write_client(new_ca.issue_client(FRONT_PROXY_NAME), "rotated")
             new = cluster.client_context(rotated)
             assert await _refused(api.url, new)
-            await _eventually(lambda: cluster.standin._watchers, "the ConfigMap watch")
+            await eventually(lambda: cluster.standin._watchers, within=10, what="the ConfigMap watch")
             cluster.standin.set_configmap(_configmap(new_ca, cluster.cluster_ca))
-            await _eventually(lambda: api.auth.source.generation >= 3, "the new ConfigMap version")
+            await eventually(
+                lambda: api.auth.source.generation >= 3, within=10, what="the new ConfigMap version"
+            )
             assert await _status(api.url, new, aggregator_headers()) == 200
             assert await _refused(api.url, old)
 
@@ -159,5 +152,5 @@ async def test_client_ca_file_change_is_reloaded(tmp_path: Path) -> None:
             assert await _refused(api.url, cluster.client_context(zoe))
             bundle = cluster.cluster_ca.cert_pem + other_ca.cert_pem
             cluster.cluster_ca_file.write_bytes(bundle)
-            await _eventually(lambda: api.auth.source.generation >= 2, "the CA file reload")
+            await eventually(lambda: api.auth.source.generation >= 2, within=10, what="the CA file reload")
             assert await _status(api.url, cluster.client_context(zoe), []) == 200

@@ -17,6 +17,7 @@ from typing import Any
 
 import aiohttp
 import pytest
+from support import eventually
 
 from lagscaler.api import parse_quantity
 from lagscaler.api.harness import LocalCluster, aggregator_headers
@@ -101,19 +102,6 @@ class Client:
 
     async def close(self) -> None:
         await self.session.close()
-
-
-async def eventually(check: Any, within: float = 30.0, every: float = 0.2) -> Any:
-    deadline = time.monotonic() + within
-    while True:
-        try:
-            result = await check()
-        except AssertionError:
-            if time.monotonic() > deadline:
-                raise
-        else:
-            return result
-        await asyncio.sleep(every)
 
 
 @pytest.fixture

@@ -211,7 +211,7 @@ class ScalingLoop:
     async def cycle(self) -> Decisions:
         """Reload changed policies, sample, decide and publish once."""
         self.cycles += 1
-        self._apply_policies(self.watcher.refresh())
+        self._apply_policies(await self.watcher.reload())
         self._sample_groups(self._policies)  # a handover moves a workload to a new group
         snapshot = await self._sample() if self._policies else None
         now = self._clock()

@@ -71,7 +71,7 @@ async def running_service(
 ) -> AsyncIterator[RunningService]:
     metrics = metrics or ServiceMetrics()
     watcher = PolicyWatcher(settings.policy_dir)
-    initial = watcher.refresh()
+    initial = await watcher.reload()
     for line in initial.error_lines:
         log.error("policy problem", problem=line)
     cache = MetricsCache()
