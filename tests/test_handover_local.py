@@ -5,6 +5,7 @@ Real processes and a real ``flock``; nothing here talks to Kafka.
 
 from __future__ import annotations
 
+import argparse
 import asyncio
 import json
 import os
@@ -16,6 +17,8 @@ from pathlib import Path
 
 import pytest
 
+from lagscaler.cli.serve import build_parser, serve_options
+from lagscaler.cli.serve import handover_from_options as serve_handover
 from lagscaler.errors import UserError
 from lagscaler.handover import FileLeadership, GenerationSpec, LocalProcessBackend
 from lagscaler.worker import ENV, WorkerConfig
@@ -197,3 +200,38 @@ def test_the_worker_reads_its_identity_from_the_environment() -> None:
 def test_a_missing_or_bad_variable_is_named(env: dict[str, str], named: str) -> None:
     with pytest.raises(UserError, match=named.replace("$", r"\$")):
         WorkerConfig.from_env(env)
+
+
+# --- serve's handover settings -------------------------------------------------------------------------
+
+
+def serve_args(*extra: str) -> argparse.Namespace:
+    return build_parser(argparse.ArgumentParser()).parse_args(
+        ["--policy-dir", "policies", "--bootstrap-server", "k:9092", *extra]
+    )
+
+
+def test_serve_takes_one_worker_command_per_workload(tmp_path: Path) -> None:
+    args = serve_args(
+        "--handover-state-dir", str(tmp_path), "--handover-command", "ns/a=python -m app --x '1 2'; ns/b=run"
+    )
+    options, _ = serve_options(args, {})
+    local = serve_handover(options)
+    assert local is not None
+    assert local.commands == {"ns/a": ("python", "-m", "app", "--x", "1 2"), "ns/b": ("run",)}
+    assert local.state_dir == tmp_path
+    assert serve_handover(serve_options(serve_args(), {})[0]) is None  # no state dir: no handover
+
+
+@pytest.mark.parametrize(
+    ("extra", "named"),
+    [
+        (("--handover-command", "ns/a=run"), "--handover-state-dir"),
+        (("--handover-state-dir", "d", "--handover-command", "no-equals-sign"), "namespace/name=COMMAND"),
+        (("--handover-state-dir", "d", "--handover-command", "a=run"), "namespace/name=COMMAND"),
+    ],
+)
+def test_a_bad_handover_setting_is_named(extra: tuple[str, ...], named: str) -> None:
+    options, _ = serve_options(serve_args(*extra), {})
+    with pytest.raises(UserError, match=named):
+        serve_handover(options)

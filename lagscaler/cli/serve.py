@@ -79,7 +79,7 @@ def _commands(value: object) -> object:
 
 
 class HandoverOptions(Options):
-    """Run ``mode: handover`` policies with local worker processes (docs/handover.md)."""
+    """Run mode: handover policies with local worker processes (docs/handover.md)."""
 
     handover_state_dir: Annotated[UserPath | None, Field(json_schema_extra={"metavar": "DIR"})] = None
     """Run handovers: worker pid files and logs, and the leader lock, live here."""
@@ -158,7 +158,7 @@ def run_serve(args: argparse.Namespace) -> int:
             interval=options.sample_interval,
             history=options.history,
             state_file=options.state_file,
-            handover=_handover(options),
+            handover=handover_from_options(options),
         )
     except UserError as exc:  # a rule across settings: say where each one it names came from
         raise annotate(exc, given) from None
@@ -176,7 +176,7 @@ def run_serve(args: argparse.Namespace) -> int:
     return 0
 
 
-def _handover(options: HandoverOptions) -> LocalHandover | None:
+def handover_from_options(options: HandoverOptions) -> LocalHandover | None:
     from lagscaler.handover import HandoverSettings  # noqa: PLC0415 - keep `lagscaler --help` fast
     from lagscaler.service.handover import LocalHandover, parse_commands  # noqa: PLC0415
 
