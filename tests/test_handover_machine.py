@@ -250,7 +250,11 @@ def test_a_full_handover_warms_fences_cuts_starts_verifies_and_retires() -> None
     record = result.record
 
     # FENCING: one old worker has fenced, the other has not: no cut yet, whatever the offsets say.
-    fenced = {**old, "o1": status("o1", 1, Status.FENCED, {(T, 0), (T, 1)}, epoch=2)}
+    # o1's commit of (T, 1) failed (the coordinator was away): it reports 25, the group says 21.
+    fenced = {
+        **old,
+        "o1": status("o1", 1, Status.FENCED, {(T, 0), (T, 1)}, epoch=2, offsets={(T, 0): 20, (T, 1): 25}),
+    }
     committed = {f"{BASE}-gen-1": {(T, 0): 20, (T, 1): 21}}
     result = step(
         record,
@@ -278,8 +282,8 @@ def test_a_full_handover_warms_fences_cuts_starts_verifies_and_retires() -> None
     new = result.record
     assert new.handover is not None
     assert new.handover.phase is Phase.STARTING
-    assert new.handover.cut == {(T, 0): 20, (T, 1): 21, (T, 2): 0}
-    assert new.serving == Serving(2, f"{BASE}-gen-2", 3, {(T, 0): 20, (T, 1): 21, (T, 2): 0})
+    assert new.handover.cut == {(T, 0): 20, (T, 1): 25, (T, 2): 0}  # what o1 processed, not its stale commit
+    assert new.serving == Serving(2, f"{BASE}-gen-2", 3, {(T, 0): 20, (T, 1): 25, (T, 2): 0})
     record = new
 
     # STARTING → RETIRING once every member serves and the group has committed the cut everywhere.
@@ -289,7 +293,7 @@ def test_a_full_handover_warms_fences_cuts_starts_verifies_and_retires() -> None
         now=1008, running=running, statuses={**fenced, **serving_statuses}, groups=groups, committed=behind
     )
     assert not step(record, step_obs, SETTINGS, term=1).changed
-    there = {f"{BASE}-gen-2": {(T, 0): 25, (T, 1): 21, (T, 2): 0}}
+    there = {f"{BASE}-gen-2": {(T, 0): 25, (T, 1): 25, (T, 2): 0}}
     result = step(record, replace(step_obs, committed=there), SETTINGS, term=1)
     assert result.record.handover is not None
     assert result.record.handover.phase is Phase.RETIRING
@@ -390,7 +394,8 @@ def observations(draw: st.DrawFn, record: ControllerRecord | None, now: float) -
         survivors = draw(st.frozensets(st.sampled_from(["s1", "s2"])))
         running[h.source] = survivors
         for w in survivors:
-            stats[w] = status(w, h.source, Status.FENCED, set(), epoch=h.target)
+            processed = draw(st.dictionaries(st.sampled_from(sorted(PARTS)), st.integers(0, 100)))
+            stats[w] = status(w, h.source, Status.FENCED, set(), epoch=h.target, offsets=processed)
         if record is not None and record.serving is not None:
             committed.setdefault(record.serving.group, {})
     return Observation(now, draw(st.none() | st.integers(1, 5)), PARTS, running, stats, groups, committed)
@@ -431,10 +436,20 @@ def test_whatever_is_observed_the_machine_keeps_its_invariants(data: st.DataObje
                         for w in alive
                     )
                     commits = observation.committed[source.group]
-                    assert new.serving.start == {
+                    expected = {
                         **{tp: o for tp, o in source.start.items() if tp in PARTS},
                         **{tp: o for tp, o in commits.items() if tp in PARTS},
                     }
+                    for s in observation.statuses.values():  # raised to what fenced workers processed
+                        if (s.generation, s.status, s.epoch) == (
+                            source.generation,
+                            Status.FENCED,
+                            record.handover.target,
+                        ):
+                            for tp, o in s.offsets.items():
+                                if tp in PARTS:
+                                    expected[tp] = max(expected.get(tp, 0), o)
+                    assert new.serving.start == expected
         if new.handover is not None:
             assert new.handover.target < new.next_generation
             assert (

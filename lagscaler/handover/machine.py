@@ -318,8 +318,7 @@ def _fencing(
     if not pending:
         if serving.group not in obs.committed:
             return record, actions
-        committed = _within(obs.committed[serving.group], obs.partitions)
-        cut = {**_within(serving.start, obs.partitions), **committed}
+        cut = _cut(serving, handover, obs)
         return _start(record, handover, cut=cut, obs=obs, settings=settings), actions
     if obs.now > handover.deadline + settings.kill_grace:
         aborting = replace(handover, phase=Phase.ABORTING)
@@ -329,6 +328,22 @@ def _fencing(
     if obs.now > handover.deadline:
         actions.append(Kill(pending))
     return record, actions
+
+
+def _cut(serving: Serving, handover: Handover, obs: Observation) -> dict[TopicPartition, int]:
+    """Where the target starts: the source group's commits (its start where it has none), raised to
+    what fenced source workers reported processing.
+
+    A fenced worker's ``offsets`` are exactly what it processed, and it processes nothing more, so they
+    are as safe a cut as its commit — and right even when that commit failed (the coordinator was
+    away: a broker restart), where the group's offset would lag behind and cause duplicates.
+    """
+    cut = {**_within(serving.start, obs.partitions), **_within(obs.committed[serving.group], obs.partitions)}
+    for status in obs.statuses.values():
+        if status.generation == serving.generation and _fenced(status, handover):
+            for tp, offset in _within(status.offsets, obs.partitions).items():
+                cut[tp] = max(cut.get(tp, 0), offset)
+    return cut
 
 
 def _start(

@@ -395,7 +395,12 @@ class Worker:
                 if self._owned:
                     consumer.pause(*self._owned)
                 self._ready.clear()
-                await self._commit()
+                # The cut is read from these commits: try again while the coordinator is away (a broker
+                # restart). The status below carries the same offsets, which the controller also uses.
+                for attempt in range(_FENCE_COMMIT_ATTEMPTS):
+                    if await self._commit():
+                        break
+                    await asyncio.sleep(0.2 * (attempt + 1))
                 offsets = {tp: self._processed[tp] for tp in sorted(self._owned) if tp in self._processed}
                 self._fenced_for = epoch
                 self.stats.fences += 1
@@ -404,8 +409,10 @@ class Worker:
 
     # --- commits and status ---------------------------------------------------------------------------
 
-    async def _commit(self, only: set[TopicPartition] | None = None) -> None:
-        """Commit processed offsets not committed yet (of ``only`` these partitions); hold the lock."""
+    async def _commit(self, only: set[TopicPartition] | None = None) -> bool:
+        """Commit processed offsets not committed yet (of ``only`` these partitions); hold the lock.
+
+        False when the commit failed (it is tried again next time: the offsets stay pending)."""
         consumer = self._consumer
         assert consumer is not None
         self._last_commit = time.monotonic()
@@ -415,15 +422,16 @@ class Worker:
             if self._committed.get(tp) != o and (only is None or tp in only)
         }
         if not offsets:
-            return
+            return True
         try:
             await consumer.commit({tp: OffsetAndMetadata(o, "") for tp, o in offsets.items()})
-        except KafkaError as exc:  # the group moved on without us: the next owner reprocesses
+        except KafkaError as exc:  # coordinator away, or the group moved on without us
             self.stats.commit_failures += 1
             _log.warning("%s: commit failed: %s", self.config.worker, exc)
-            return
+            return False
         self.stats.commits += 1
         self._committed.update(offsets)
+        return True
 
     async def _report(
         self,
@@ -505,6 +513,7 @@ class Worker:
 
 
 _NOT_FENCED = object()
+_FENCE_COMMIT_ATTEMPTS = 10  # about 11 s of retries before a fence is reported with its commit pending
 
 
 def _fields(status: WorkerStatus) -> dict[str, Any]:
