@@ -1,7 +1,7 @@
 """Policy quality: lagscaler against KEDA, a plain HPA on msg/s, a static group and a foresight oracle.
 
 Runs every trace in ../shared/traces (the first --days of each) plus synthetic step, spike and
-diurnal traces, each with a stateless and a stateful policy, in the scenario of issue 5: peak
+diurnal traces, each with a stateless and a stateful policy, in one scenario: peak
 20k msg/s, 2k msg/s per replica, 24 partitions, 30 s pod start-up, 10 s rebalance stall, 60 s
 restore per moved partition when stateful, SLO 30 s. Prints the tables and the target checks and
 rewrites the "## Policy quality" section of bench/RESULTS.md.

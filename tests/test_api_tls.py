@@ -9,6 +9,7 @@ from pathlib import Path
 
 import pytest
 from cryptography import x509
+from support import eventually
 
 from lagscaler.api import MetricsCache, running_api
 from lagscaler.api.harness import LocalCluster
@@ -46,22 +47,24 @@ async def test_new_certificate_files_are_used_for_new_handshakes(tmp_path: Path)
 
             renewed = cluster.cluster_ca.issue_server("127.0.0.1", "localhost")
             renewed.write(tmp_path, "serving")  # same paths, new content (as cert-manager does)
-            deadline = asyncio.get_running_loop().time() + 10
-            while (
-                await _served_certificate(_port(api.url), context)
-            ).serial_number != renewed.cert.serial_number:
-                assert asyncio.get_running_loop().time() < deadline, (
-                    "the renewed certificate was never served"
-                )
-                await asyncio.sleep(0.1)
+
+            async def renewed_served() -> None:
+                served = await _served_certificate(_port(api.url), context)
+                assert served.serial_number == renewed.cert.serial_number
+
+            await eventually(renewed_served, within=10, what="the renewed certificate to be served")
             assert api.tls.reloads >= 1
 
             cluster.serving_cert_file.write_text(
                 "not a certificate"
             )  # a broken write keeps the last good one
-            while not metrics.registry.get_sample_value("lagscaler_tls_reloads_total", {"outcome": "error"}):
-                assert asyncio.get_running_loop().time() < deadline + 10, "the broken file was never noticed"
-                await asyncio.sleep(0.1)
+            await eventually(
+                lambda: metrics.registry.get_sample_value(
+                    "lagscaler_tls_reloads_total", {"outcome": "error"}
+                ),
+                within=20,
+                what="the broken file to be noticed",
+            )
             still = await _served_certificate(_port(api.url), context)
             assert still.serial_number == renewed.cert.serial_number
 

@@ -24,7 +24,7 @@ CHART = Path(__file__).resolve().parents[1] / "charts" / "lagscaler"
 MINIMAL: dict[str, Any] = {"kafka": {"bootstrapServers": "kafka.kafka.svc:9092"}}
 NAMESPACE = "autoscaling"
 # Kinds kubernetes-validate has no schema for (CRDs of cert-manager and prometheus-operator).
-CUSTOM_KINDS = {"Certificate", "ServiceMonitor"}
+CUSTOM_KINDS = {"Certificate", "ServiceMonitor", "PrometheusRule"}
 
 
 def render(
@@ -72,7 +72,8 @@ def test_lint_is_clean_in_strict_mode() -> None:
         MINIMAL,
         with_values(
             networkPolicy={"enabled": True, "metricsFrom": [{"matchLabels": {"name": "monitoring"}}]},
-            metrics={"port": 9090, "serviceMonitor": {"enabled": True}},
+            metrics={"port": 9090, "serviceMonitor": {"enabled": True}, "prometheusRule": {"enabled": True}},
+            grafanaDashboard={"enabled": True},
             kafka={
                 "bootstrapServers": "k:9093",
                 "securityProtocol": "SASL_SSL",

@@ -10,11 +10,11 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import ssl
-from collections.abc import Callable
 from pathlib import Path
 
 import aiohttp
 import pytest
+from support import eventually
 
 from lagscaler.api import (
     MetricsCache,
@@ -51,15 +51,6 @@ def test_parse_configmap_data() -> None:
         parse_extension_authentication({"requestheader-group-headers": "[1]"})
 
 
-async def _eventually(condition: Callable[[], object], what: str, limit_seconds: float = 10.0) -> None:
-    """Wait for a watch or a reload to take effect (bounded: fails with ``what`` after the limit)."""
-    deadline = asyncio.get_running_loop().time() + limit_seconds
-    while not condition():
-        if asyncio.get_running_loop().time() > deadline:
-            pytest.fail(f"timed out waiting for {what}")
-        await asyncio.sleep(0.05)
-
-
 async def _status(url: str, context: ssl.SSLContext, headers: list[tuple[str, str]]) -> int:
     async with (
         aiohttp.ClientSession(connector=aiohttp.TCPConnector(ssl=context)) as session,
@@ -85,7 +76,7 @@ async def test_client_ca_file_change_is_reloaded(tmp_path: Path) -> None:
             assert await _refused(api.url, cluster.client_context(zoe))
             bundle = cluster.cluster_ca.cert_pem + other_ca.cert_pem
             cluster.cluster_ca_file.write_bytes(bundle)
-            await _eventually(lambda: api.auth.source.generation >= 2, "the CA file reload")
+            await eventually(lambda: api.auth.source.generation >= 2, within=10, what="the CA file reload")
             assert await _status(api.url, cluster.client_context(zoe), []) == 200
 
 
@@ -98,14 +89,16 @@ async def test_a_watch_answered_410_gone_lists_again(tmp_path: Path) -> None:
         watcher = ExtensionAuthenticationWatcher(client, seen.append, retry_seconds=0.1)
         task = asyncio.create_task(watcher.run())
         try:
-            await _eventually(lambda: standin._watchers, "the watch to start")
+            await eventually(lambda: standin._watchers, within=10, what="the watch to start")
             standin.set_configmap({"requestheader-allowed-names": '["b"]'})
-            await _eventually(lambda: len(seen) == 2, "the MODIFIED event")
+            await eventually(lambda: len(seen) == 2, within=10, what="the MODIFIED event")
             standin.compact()  # the watch ends; resuming from its last version gets 410 Gone
             standin.set_configmap({"requestheader-allowed-names": '["c"]'})
-            await _eventually(lambda: watcher.lists == 2, "a new list after 410 Gone")
-            await _eventually(
-                lambda: seen[-1] is not None and seen[-1].requestheader_allowed_names == ("c",), "c"
+            await eventually(lambda: watcher.lists == 2, within=10, what="a new list after 410 Gone")
+            await eventually(
+                lambda: seen[-1] is not None and seen[-1].requestheader_allowed_names == ("c",),
+                within=10,
+                what="the version after the new list",
             )
         finally:
             task.cancel()

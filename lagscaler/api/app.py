@@ -1,6 +1,7 @@
 """The aiohttp application: discovery, metric values, health, OpenAPI; authentication and authorization.
 
-Wire format follows what the aggregator and the HPA's client expect (REFERENCE 1.2): JSON bodies,
+Wire format follows what the aggregator and the HPA's client expect (k8s.io/metrics
+``pkg/apis/external_metrics/v1beta1/types.go``, ``ExternalMetricValueList``): JSON bodies,
 Kubernetes ``Status`` objects for every error, canonical quantities, RFC 3339 timestamps.
 
 Choices worth knowing:
@@ -43,10 +44,10 @@ from lagscaler.api.authn import AuthenticationFailed, Authenticator
 from lagscaler.api.authz import Authorizer, request_attributes
 from lagscaler.api.cache import SERVED_METRICS, MetricsCache, WorkloadMetrics
 from lagscaler.api.health import HealthChecks
-from lagscaler.api.quantity import format_quantity
 from lagscaler.api.selector import Selector, SelectorError, parse_selector
 from lagscaler.kube import KubeReviewError
 from lagscaler.observability import METRICS_KEY, ServiceMetrics
+from lagscaler.quantity import format_quantity
 
 __all__ = [
     "AUTHENTICATOR_KEY",

@@ -46,8 +46,8 @@ from lagscaler.hpa.model import (
     StepResult,
     TargetType,
     Tolerances,
-    milli_value,
 )
+from lagscaler.quantity import milli_value
 
 _T = TypeVar("_T")
 

@@ -39,10 +39,10 @@ import aiohttp
 
 from lagscaler.api.app import GROUP_VERSION
 from lagscaler.api.harness import HPA_USER, LocalCluster, aggregator_headers
-from lagscaler.api.quantity import QuantityError, parse_quantity
 from lagscaler.errors import UserError
 from lagscaler.hpa import WORKLOAD_LABEL, ExternalMetric, HpaSpec, HpaState, MetricError, MetricReading, step
 from lagscaler.policy import ScalingPolicy, hpa_spec_for
+from lagscaler.quantity import QuantityError, parse_quantity
 
 __all__ = ["ClientIdentity", "HpaLoopSettings", "HpaSync", "LocalHpa", "ScaleTarget"]
 

@@ -12,6 +12,7 @@ import os
 import shutil
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 SOURCE = Path(__file__).resolve().parent
@@ -50,6 +51,14 @@ def build() -> Path:
     if target.exists():
         return target
     target.parent.mkdir(parents=True, exist_ok=True)
+    # The first build downloads k8s.io modules from the Go module proxy and compiles them: minutes on
+    # two cores, so say so instead of going quiet (stderr: stdout is the binary's path).
+    print(
+        f"building tests/goclient into {target.parent} (first time: Go modules, a few minutes)...",
+        file=sys.stderr,
+        flush=True,
+    )
+    started = time.monotonic()
     partial = target.with_suffix(".partial")
     result = subprocess.run(
         [go, "build", "-trimpath", "-o", str(partial), "."],
@@ -62,6 +71,7 @@ def build() -> Path:
     if result.returncode != 0:
         raise RuntimeError(f"go build failed:\n{result.stdout}{result.stderr}")
     partial.replace(target)
+    print(f"built tests/goclient in {time.monotonic() - started:.0f} s", file=sys.stderr, flush=True)
     return target
 
 
