@@ -28,7 +28,7 @@ setup: $(STAMP)
 PROMETHEUS_DEB_DIR := $(or $(LAGSCALER_CACHE),$(HOME)/.cache/lagscaler)/prometheus
 
 test-deps: $(STAMP)
-	@echo "==> test tools: Prometheus (unpacked from Debian's .deb), kubectl and the HPA's Go client (tests/goclient)"
+	@echo "==> test tools: Prometheus (unpacked from Debian's .deb), kubectl, the HPA's Go client (tests/goclient), the control plane (tests/controlplane)"
 	@command -v promtool >/dev/null 2>&1 || [ -x $(PROMETHEUS_DEB_DIR)/usr/bin/promtool ] || \
 		{ command -v apt-get >/dev/null 2>&1 && mkdir -p $(PROMETHEUS_DEB_DIR) && cd $(PROMETHEUS_DEB_DIR) && \
 		  { apt-get download prometheus >/dev/null 2>&1 || \

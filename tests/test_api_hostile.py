@@ -14,11 +14,12 @@ import logging
 import math
 import ssl
 import time
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator
 from pathlib import Path
 
 import aiohttp
 import pytest
+from support import eventually
 
 from lagscaler.api import MetricsCache, running_api
 from lagscaler.api.connections import ConnectionLimits
@@ -30,14 +31,6 @@ GV = "/apis/external.metrics.k8s.io/v1beta1"
 
 def _port(url: str) -> int:
     return int(url.rsplit(":", 1)[1])
-
-
-async def _until(condition: Callable[[], Awaitable[bool]], what: str, within: float = 60.0) -> None:
-    deadline = time.monotonic() + within
-    while not await condition():
-        if time.monotonic() > deadline:
-            pytest.fail(f"timed out waiting for {what}")
-        await asyncio.sleep(0.1)
 
 
 class Hostile:
@@ -116,7 +109,7 @@ async def test_connections_that_never_finish_a_request_are_closed(tmp_path: Path
             async def all_closed() -> bool:
                 return await hostile.closed_by_server() == 15
 
-            await _until(all_closed, "the server to close every unfinished connection")
+            await eventually(all_closed, within=60, what="the server to close every unfinished connection")
         finally:
             await hostile.close()
     exposition = metrics.exposition().decode()
@@ -156,7 +149,7 @@ async def test_over_the_connection_cap_the_longest_idle_go_and_real_clients_get_
             async def trimmed() -> bool:
                 return await hostile.closed_by_server() >= 20 - limits.max_connections
 
-            await _until(trimmed, "the server to trim connections to its cap")
+            await eventually(trimmed, within=60, what="the server to trim connections to its cap")
         finally:
             await hostile.close()
     assert 'lagscaler_api_connections_closed_total{reason="over-limit"}' in metrics.exposition().decode()

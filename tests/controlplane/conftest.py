@@ -2,25 +2,16 @@
 
 from __future__ import annotations
 
-import time
 from collections.abc import Iterator
 
 import pytest
+from support import eventually
 
 from lagscaler.localkafka import KafkaEndpoint
 from lagscaler.localkafka.broker import free_port
 
 from .adapter import ChartInstall, Serve, install_chart, running_serve
 from .cluster import ControlPlane
-
-
-def wait_for(condition: object, what: str, within: float = 60.0, every: float = 0.25) -> None:
-    """Poll ``condition()`` until it is truthy; fail naming ``what`` after ``within`` seconds."""
-    deadline = time.monotonic() + within
-    while not condition():  # type: ignore[operator]
-        if time.monotonic() > deadline:
-            pytest.fail(f"timed out after {within:g}s waiting for {what}")
-        time.sleep(every)
 
 
 @pytest.fixture(scope="session")
@@ -50,9 +41,9 @@ def serve_process(
 
 
 @pytest.fixture
-def serve(chart: ChartInstall, serve_process: Serve) -> Serve:
+async def serve(chart: ChartInstall, serve_process: Serve) -> Serve:
     """``lagscaler serve``, with the APIService pointing at it and Available."""
     chart.point_at(serve_process.port)
-    wait_for(chart.available, "APIService v1beta1.external.metrics.k8s.io to become Available")
+    await eventually(chart.available, within=60, what="APIService v1beta1.external.metrics.k8s.io Available")
     assert serve_process.alive(), serve_process.log_text()[-3000:]
     return serve_process

@@ -11,10 +11,10 @@ import json
 import re
 
 import pytest
+from support import eventually
 
 from .adapter import GV, ChartInstall, Serve
 from .cluster import ControlPlane
-from .conftest import wait_for
 
 pytestmark = [pytest.mark.controlplane, pytest.mark.kafka, pytest.mark.slow]
 
@@ -26,7 +26,7 @@ METRICS = {
 }
 
 
-def test_discovery_through_the_aggregator(control_plane: ControlPlane, serve: Serve) -> None:
+async def test_discovery_through_the_aggregator(control_plane: ControlPlane, serve: Serve) -> None:
     listing = control_plane.raw(GV)
     assert listing["kind"] == "APIResourceList"
     assert {r["name"] for r in listing["resources"]} == METRICS
@@ -36,10 +36,10 @@ def test_discovery_through_the_aggregator(control_plane: ControlPlane, serve: Se
         return {line.split(".", 1)[0] for line in out.split()} >= METRICS
 
     # kubectl reads the aggregated discovery document, which the aggregator refreshes on its own
-    wait_for(listed, "kubectl api-resources to list lagscaler's metrics", within=90)
+    await eventually(listed, within=90, what="kubectl api-resources to list lagscaler's metrics")
 
 
-def test_openapi_v3_carries_the_group_and_v2_is_not_refused(
+async def test_openapi_v3_carries_the_group_and_v2_is_not_refused(
     control_plane: ControlPlane, serve: Serve
 ) -> None:
     key = "apis/external.metrics.k8s.io/v1beta1"
@@ -47,7 +47,7 @@ def test_openapi_v3_carries_the_group_and_v2_is_not_refused(
     def indexed() -> bool:
         return key in control_plane.raw("/openapi/v3")["paths"]
 
-    wait_for(indexed, f"/openapi/v3 to list {key}", within=90)
+    await eventually(indexed, within=90, what=f"/openapi/v3 to list {key}")
     document = control_plane.raw("/openapi/v3/" + key)
     assert any(path.startswith("/" + key) for path in document["paths"])
     # The aggregator merges /openapi/v2 on demand: asking for it makes it fetch ours as
@@ -70,12 +70,14 @@ def _rules(control_plane: ControlPlane, subject: str) -> set[str]:
     return {re.sub(r"\s+", " ", line.strip()) for line in out.splitlines()[1:] if line.strip()}
 
 
-def test_the_chart_grants_exactly_what_lagscaler_needs(
+async def test_the_chart_grants_exactly_what_lagscaler_needs(
     control_plane: ControlPlane, chart: ChartInstall, serve: Serve
 ) -> None:
     # Enough: lagscaler (ConfigMap watch, TokenReview, SubjectAccessReview) never met a 403 so far.
-    wait_for(
-        lambda: "authentication settings reloaded (ConfigMap changed)" in serve.log_text(), "the ConfigMap"
+    await eventually(
+        lambda: "authentication settings reloaded (ConfigMap changed)" in serve.log_text(),
+        within=60,
+        what="the ConfigMap",
     )
     assert serve.forbidden_lines() == []
     # Nothing more: compared with a ServiceAccount that has no bindings, the chart's may create

@@ -8,7 +8,6 @@ is called directly, as a client inside the cluster would call its Service.
 
 from __future__ import annotations
 
-import asyncio
 import base64
 import json
 import ssl
@@ -20,6 +19,7 @@ import aiohttp
 import pytest
 from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.asymmetric import padding, rsa
+from support import eventually
 
 from lagscaler.kube import CertificateAuthority
 
@@ -180,10 +180,9 @@ async def test_a_new_front_proxy_ca_in_the_configmap_is_trusted_without_a_restar
     changed["data"]["requestheader-client-ca-file"] += rotated.cert_pem.decode()
     control_plane.kubectl("replace", "-f", "-", input=json.dumps(changed))
     try:
-        deadline = time.monotonic() + 60
-        while (status := await _front_proxy_status(chart, serve, cert)) is None:
-            assert time.monotonic() < deadline, "lagscaler did not pick up the new front-proxy CA"
-            await asyncio.sleep(0.25)
+        status = await eventually(
+            lambda: _front_proxy_status(chart, serve, cert), within=60, what="lagscaler to trust the new CA"
+        )
         assert status == 200  # trusted as a front proxy: X-Remote-Group system:masters is believed
         assert serve.alive()
     finally:

@@ -12,23 +12,15 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
-import time
-from collections.abc import Callable
 
 import pytest
+from support import eventually
 
 from lagscaler.kube import ExtensionAuthentication, ExtensionAuthenticationWatcher, kube_api_client
 
 from .cluster import ControlPlane
 
 pytestmark = [pytest.mark.controlplane, pytest.mark.slow]
-
-
-async def _until(condition: Callable[[], object], what: str, within: float = 30.0) -> None:
-    deadline = time.monotonic() + within
-    while not condition():
-        assert time.monotonic() < deadline, f"timed out waiting for {what}"
-        await asyncio.sleep(0.05)
 
 
 def _configmap(namespace: str, allowed: str) -> str:
@@ -53,16 +45,16 @@ async def test_watcher_reports_each_version_and_deletion(control_plane: ControlP
     )
     task = asyncio.create_task(watcher.run())
     try:
-        await _until(lambda: len(seen) == 1, "the initial list")
+        await eventually(lambda: len(seen) == 1, within=30, what="the initial list")
         assert seen[0] is not None
         assert seen[0].requestheader_allowed_names == ("a",)
         control_plane.kubectl("apply", "-f", "-", input=_configmap(namespace, '["b"]'))
-        await _until(lambda: len(seen) == 2, "the MODIFIED event")
+        await eventually(lambda: len(seen) == 2, within=30, what="the MODIFIED event")
         assert seen[1] is not None
         assert seen[1].requestheader_allowed_names == ("b",)
         control_plane.kubectl("apply", "-f", "-", input=_configmap(namespace, "not json"))  # logged, skipped
         control_plane.kubectl("delete", "configmap", "auth", "-n", namespace)
-        await _until(lambda: len(seen) == 3, "the DELETED event")
+        await eventually(lambda: len(seen) == 3, within=30, what="the DELETED event")
         assert seen[2] is None
         assert watcher.lists == 1  # one list, then one watch throughout
     finally:

@@ -22,6 +22,7 @@ from typing import Any
 
 import pytest
 import yaml
+from support import eventually
 
 from lagscaler.api import (
     DESIRED_REPLICAS,
@@ -314,10 +315,17 @@ async def _every(seconds: float, action: Callable[[], Any]) -> None:
         await asyncio.sleep(seconds)
 
 
-async def test_every_sync_of_the_real_controller_is_what_the_model_predicts(
-    control_plane: ControlPlane, chart: ChartInstall
-) -> None:
-    runs = scenarios()
+@dataclass
+class Run:
+    """What the run saw: its wall-clock span and the reasons the errors HPA gave for not scaling."""
+
+    started: float
+    ended: float
+    failures: set[str]
+
+
+async def _run(control_plane: ControlPlane, chart: ChartInstall, runs: list[Scenario]) -> Run:
+    """Serve every scenario's schedule for DURATION seconds while the real controller syncs its HPA."""
     errors = next(r for r in runs if r.name == "errors")
     cache = MetricsCache()
     started = time.time()
@@ -338,21 +346,13 @@ async def test_every_sync_of_the_real_controller_is_what_the_model_predicts(
         chart.point_at(port)
 
         async def routed() -> bool:
-            return (
-                await kube.external_metric(runs[0].namespace, DESIRED_REPLICAS, f"{WORKLOAD_LABEL}=lagscaler")
-                is not None
-            )
+            selector = f"{WORKLOAD_LABEL}={runs[0].name}"
+            return await kube.external_metric(runs[0].namespace, DESIRED_REPLICAS, selector) is not None
 
-        deadline = time.monotonic() + 60
-        while not await routed():
-            assert time.monotonic() < deadline, "the APIService never reached the fixed-values API"
-            await asyncio.sleep(0.25)
-
+        await eventually(routed, within=60, what="the APIService to reach the fixed-values API")
         for scenario in runs:
-            manifest = dict(
-                scenario.manifest, metadata={**scenario.manifest["metadata"], "namespace": scenario.namespace}
-            )
-            control_plane.apply([_deployment(scenario), manifest])
+            metadata = {**scenario.manifest["metadata"], "namespace": scenario.namespace}
+            control_plane.apply([_deployment(scenario), dict(scenario.manifest, metadata=metadata)])
         started = time.time()
         publish()
 
@@ -363,13 +363,10 @@ async def test_every_sync_of_the_real_controller_is_what_the_model_predicts(
             listing = await kube.deployments(label_selector="fidelity=yes")
             now = time.time()
             for scenario in runs:
-                _, status, _ = listing[scenario.namespace]
-                scenario.status.add(now, status)
-            for scenario in runs:
-                if scenario.ready_pods:
-                    scenario.ready.add(
-                        time.time(), await kube.mark_pods_ready(scenario.namespace, f"app={scenario.name}")
-                    )
+                scenario.status.add(now, listing[scenario.namespace][1])
+            for scenario in (s for s in runs if s.ready_pods):
+                ready = await kube.mark_pods_ready(scenario.namespace, f"app={scenario.name}")
+                scenario.ready.add(time.time(), ready)
 
         failures: set[str] = set()
 
@@ -386,36 +383,29 @@ async def test_every_sync_of_the_real_controller_is_what_the_model_predicts(
         ]
         try:
             await asyncio.sleep(DURATION)
-            ended = time.time()
+            return Run(started, time.time(), failures)
         finally:
             for task in tasks:
                 task.cancel()
             await asyncio.gather(*tasks, return_exceptions=True)
 
+
+async def test_every_sync_of_the_real_controller_is_what_the_model_predicts(
+    control_plane: ControlPlane, chart: ChartInstall
+) -> None:
+    runs = scenarios()
+    run = await _run(control_plane, chart, runs)
     reports: dict[str, Replay] = {}
     log = lambda: control_plane.log("kube-controller-manager")  # noqa: E731
     for scenario in runs:
         syncs = SyncLog(log, scenario.namespace, scenario.name, scenario.name).read()
-        syncs = [s for s in syncs if started - 1 <= s.time <= ended]
         reports[scenario.name] = replay(
-            syncs,
+            [s for s in syncs if run.started - 1 <= s.time <= run.ended],
             spec_from_manifest(scenario.manifest, control_plane.downscale_stabilization_seconds),
             served=scenario.served,
             status_replicas=scenario.status,
             ready_pods=_ready_timeline(scenario),
         )
-    # Syncs whose metric failed log no decision: the HPA's ScalingActive condition said why, and no
-    # rescale happened in those stretches (the model freezes too: FailedGetExternalMetric).
-    assert "FailedGetExternalMetric" in failures, failures
-    stale = [
-        (started + at, started + nxt)
-        for (at, v), (nxt, _) in itertools.pairwise(errors.schedule)
-        if v == STALE
-    ]
-    rescaled = [
-        s for s in SyncLog(log, errors.namespace, "errors", "errors").read() if s.desired != s.current
-    ]
-    assert not [s for s in rescaled for a, b in stale if a + 1 < s.time < b], rescaled
     summary = "\n\n".join(f"== {name}: {report.describe()}" for name, report in reports.items())
     print(summary)
     for name, report in reports.items():
@@ -423,3 +413,16 @@ async def test_every_sync_of_the_real_controller_is_what_the_model_predicts(
             f"{name}: too few syncs\n{summary}"
         )
     assert [m for r in reports.values() for m in r.mismatches] == [], summary
+    # Syncs whose metric failed log no decision: the HPA's ScalingActive condition said why, and no
+    # rescale happened in those stretches (the model freezes too: FailedGetExternalMetric).
+    assert "FailedGetExternalMetric" in run.failures, run.failures
+    errors = next(r for r in runs if r.name == "errors")
+    stale = [
+        (run.started + a, run.started + b)
+        for (a, v), (b, _) in itertools.pairwise(errors.schedule)
+        if v == STALE
+    ]
+    rescaled = [
+        s for s in SyncLog(log, errors.namespace, "errors", "errors").read() if s.desired != s.current
+    ]
+    assert not [s for s in rescaled for a, b in stale if a + 1 < s.time < b], rescaled
