@@ -17,15 +17,16 @@ ambiguous); the matching one is the model's state for the next sync.
 
 from __future__ import annotations
 
+import asyncio
 import datetime as dt
 import itertools
 import re
-from collections.abc import Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
 
 from lagscaler.hpa import HpaSpec, HpaState, MetricError, MetricReading, step
 
-__all__ = ["Sync", "SyncLog", "Timeline", "replay"]
+__all__ = ["Sync", "SyncLog", "Timeline", "repeatedly", "replay"]
 
 _LINE = re.compile(r"^[IWE](\d\d)(\d\d) (\d\d):(\d\d):(\d\d)\.(\d{6})\s+\d+ \S+\] (.*)$")
 _FIELD = re.compile(r'(\w+)=("(?:[^"\\]|\\.)*"|\S+)')
@@ -179,3 +180,10 @@ def replay(
             report.lines.append("MISMATCH " + message)
         state = result.state
     return report
+
+
+async def repeatedly(seconds: float, action: Callable[[], Awaitable[object]]) -> None:
+    """Record a timeline: run ``action`` every ``seconds`` until cancelled (a sampler, not a wait)."""
+    while True:
+        await action()
+        await asyncio.sleep(seconds)

@@ -16,7 +16,7 @@ import contextlib
 import itertools
 import json
 import time
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -51,7 +51,7 @@ from lagscaler.policy import hpa_spec_for, parse_policy, render_hpa_manifest
 from .adapter import ChartInstall
 from .cluster import ControlPlane
 from .kubeclient import KubeClient
-from .syncs import Replay, SyncLog, Timeline, replay
+from .syncs import Replay, SyncLog, Timeline, repeatedly, replay
 
 pytestmark = [pytest.mark.controlplane, pytest.mark.slow]
 
@@ -309,12 +309,6 @@ async def _fixed_values_api(chart: ChartInstall, cache: MetricsCache) -> AsyncIt
         yield port
 
 
-async def _every(seconds: float, action: Callable[[], Any]) -> None:
-    while True:
-        await action()
-        await asyncio.sleep(seconds)
-
-
 @dataclass
 class Run:
     """What the run saw: its wall-clock span and the reasons the errors HPA gave for not scaling."""
@@ -377,9 +371,9 @@ async def _run(control_plane: ControlPlane, chart: ChartInstall, runs: list[Scen
                     failures.add(condition["reason"])
 
         tasks = [
-            asyncio.create_task(_every(0.5, tick)),
-            asyncio.create_task(_every(0.2, observe)),
-            asyncio.create_task(_every(1.0, conditions)),
+            asyncio.create_task(repeatedly(0.5, tick)),
+            asyncio.create_task(repeatedly(0.2, observe)),
+            asyncio.create_task(repeatedly(1.0, conditions)),
         ]
         try:
             await asyncio.sleep(DURATION)

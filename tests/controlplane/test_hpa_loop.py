@@ -20,8 +20,11 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from support import eventually
 
 from lagscaler.api import parse_quantity
+from lagscaler.cli._scaling_demo import ScalingDemoSettings
+from lagscaler.cli._scaling_demo import _policy as demo_policy
 from lagscaler.kafka.seed import create_topics
 from lagscaler.localkafka import KafkaEndpoint
 from lagscaler.playground import LoadProducer, PoolSettings, ProducerSettings, RateProfile, WorkerPool
@@ -30,7 +33,7 @@ from lagscaler.policy import hpa_spec_for, load_policy_file
 from .adapter import ChartInstall, Serve
 from .cluster import ControlPlane
 from .kubeclient import KubeClient
-from .syncs import SyncLog, Timeline, replay
+from .syncs import SyncLog, Timeline, repeatedly, replay
 
 pytestmark = [pytest.mark.controlplane, pytest.mark.kafka, pytest.mark.slow]
 
@@ -39,26 +42,18 @@ CAPACITY = 100.0  # msg/s one consumer process handles
 
 
 def _policy(namespace: str, topic: str, group: str, sync_seconds: int) -> dict[str, Any]:
-    return {
-        "apiVersion": "lagscaler.io/v1",
-        "kind": "ScalingPolicy",
-        "metadata": {"name": "clicks", "namespace": namespace},
-        "spec": {
-            "scaleTargetRef": {"name": "clicks-consumer"},
-            "kafka": {"group": group, "topics": [topic]},
-            "maxLagSeconds": 20,
-            "minReplicas": 1,
-            "maxReplicas": PARTITIONS,
-            "capacity": {"perReplica": CAPACITY, "learn": False},
-            "targetUtilization": 0.7,
-            "smoothing": {"halfLifeSeconds": 3, "forecastHorizonSeconds": 6},
-            "scaleDown": {"stabilizationSeconds": 10, "paybackHorizonSeconds": 60},
-            "startupSeconds": 3,
-            "rebalanceStallSeconds": 2,
-            "fallback": {"maxAgeSeconds": 15, "action": "error"},
-            "hpa": {"syncPeriodSeconds": sync_seconds},
-        },
-    }
+    """The demo's policy (``lagscaler demo``), in the test's namespace and at this HPA's sync period."""
+    demo = ScalingDemoSettings(
+        topic=topic,
+        group=group,
+        partitions=PARTITIONS,
+        capacity=CAPACITY,
+        slo_seconds=20,
+        sync_seconds=sync_seconds,
+    )
+    policy = demo_policy(demo)
+    policy["metadata"] = {"name": "clicks", "namespace": namespace}
+    return policy
 
 
 def _deployment(namespace: str) -> dict[str, Any]:
@@ -142,26 +137,42 @@ async def test_a_stock_hpa_follows_lagscaler_up_and_back_down(  # noqa: PLR0917 
         _kubelet(kube, namespace, pool) as replicas,
         LoadProducer(ProducerSettings(kafka.bootstrap, topic), profile),
     ):
-        started = time.monotonic()
         served = Timeline()
         status_seen: list[tuple[float, int]] = []
-        while time.monotonic() - started < 120:
-            await asyncio.sleep(0.5)
+
+        async def poll_served() -> None:
             value = await kube.external_metric(
                 namespace, "lagscaler_desired_replicas", "lagscaler.io/workload=clicks"
             )
             if value is not None:
                 served.add(time.time(), value)
+
+        async def poll_status() -> None:
             hpa = await kube.hpa(namespace, "clicks")
-            metrics = hpa.get("status", {}).get("currentMetrics") or [{}]
-            current = metrics[0].get("external", {}).get("current", {})
+            current = ((hpa.get("status", {}).get("currentMetrics") or [{}])[0].get("external") or {}).get(
+                "current", {}
+            )
             if "averageValue" in current:
                 status_seen.append(
                     (float(parse_quantity(current["averageValue"])), hpa["status"]["currentReplicas"])
                 )
+
+        def up_and_back_down() -> bool:
             counts = [r for _, r in replicas]
-            if counts and max(counts) >= 3 and counts[-1] == 1 and time.monotonic() - started > 70:
-                break
+            return bool(counts) and max(counts) >= 3 and counts[-1] == 1
+
+        tasks = [
+            asyncio.create_task(repeatedly(0.25, poll_served)),
+            asyncio.create_task(repeatedly(1.0, poll_status)),
+        ]
+        try:
+            await eventually(
+                up_and_back_down, within=150, every=1.0, what="replicas to rise to 3+ and fall back to 1"
+            )
+        finally:
+            for task in tasks:
+                task.cancel()
+            await asyncio.gather(*tasks, return_exceptions=True)
 
     counts = [r for _, r in replicas]
     assert max(counts) >= 3, (counts, serve.log_text()[-2000:])  # 380 msg/s needs ceil(380 / 70) = 6
@@ -173,7 +184,11 @@ async def test_a_stock_hpa_follows_lagscaler_up_and_back_down(  # noqa: PLR0917 
     assert status_seen
     assert any(avg * n == pytest.approx(v, abs=0.001 * n) for avg, n in status_seen for v in served_values)
     # Every sync of the real controller, replayed through lagscaler's model of it.
-    report = replay(syncs.read(), hpa_spec_for(load_policy_file(policy_file)), served=served, before=1.5)
+    # the served value is known only by polling it every 0.25 s: a value first seen at t was in
+    # effect from up to a poll (plus the request) before t
+    report = replay(
+        syncs.read(), hpa_spec_for(load_policy_file(policy_file)), served=served, before=1.5, after=1.0
+    )
     print(f"replicas over time: {replicas}\n{report.describe()}")
     assert report.syncs >= 10, report.describe()
     assert report.mismatches == [], report.describe()
