@@ -179,3 +179,26 @@ async def test_malformed_requests_are_counted_and_logged_briefly(
     assert 1 <= len(lines) <= 1 + math.ceil(elapsed / 10.0)  # at most one line per 10 s
     assert all(len(r.getMessage()) < 400 for r in lines)  # never the sender's 8 KB
     assert not [r for r in caplog.records if r.levelno >= logging.ERROR]
+
+
+async def test_unauthenticated_requests_are_counted_and_their_log_throttled(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    metrics = ServiceMetrics()
+    caplog.set_level(logging.INFO)
+    sent = 40
+    async with _api(tmp_path, ConnectionLimits(), metrics) as (url, cluster):
+        connector = aiohttp.TCPConnector(ssl=cluster.client_context())
+        started = time.monotonic()
+        async with aiohttp.ClientSession(connector=connector) as session:
+            for _ in range(sent):  # no certificate, no token: anyone can send these
+                async with session.get(url + GV + "/" + "x" * 4000) as response:
+                    assert response.status == 401
+        elapsed = time.monotonic() - started
+    assert (
+        f'lagscaler_api_auth_failures_total{{reason="anonymous"}} {float(sent)}'
+        in metrics.exposition().decode()
+    )
+    lines = [r.getMessage() for r in caplog.records if r.getMessage().startswith("401 ")]
+    assert 1 <= len(lines) <= 1 + math.ceil(elapsed / 10.0)
+    assert all(len(line) < 400 for line in lines)

@@ -43,6 +43,7 @@ from aiohttp import web
 from lagscaler.api.authn import AuthenticationFailed, Authenticator
 from lagscaler.api.authz import Authorizer, request_attributes
 from lagscaler.api.cache import SERVED_METRICS, MetricsCache, WorkloadMetrics
+from lagscaler.api.connections import LogThrottle
 from lagscaler.api.health import HealthChecks
 from lagscaler.api.selector import Selector, SelectorError, parse_selector
 from lagscaler.kube import KubeReviewError
@@ -77,6 +78,7 @@ AUTHORIZER_KEY = web.AppKey("authorizer", Authorizer)
 READINESS_KEY = web.AppKey("readiness", HealthChecks)
 LIVENESS_KEY = web.AppKey("liveness", HealthChecks)
 _OPENAPI_KEY = web.AppKey("openapi", dict)
+_UNAUTHORIZED_LOG = web.AppKey("unauthorized_log", LogThrottle)
 
 Lifetime = Callable[[web.Application], AsyncIterator[None]]
 
@@ -472,7 +474,8 @@ async def _auth_middleware(
         identity = await app[AUTHENTICATOR_KEY].authenticate(_peer_certificate(request), request.headers)
     except AuthenticationFailed as failure:
         metrics.api_auth_failures.labels(failure.reason).inc()
-        _log.info("401 %s %s: %s", request.method, request.path, failure.detail)
+        if (more := app[_UNAUTHORIZED_LOG].allow()) is not None:  # anyone can cause these: throttled
+            _log.info("401 %s %s: %s%s", request.method, request.path[:200], failure.detail, more)
         return status_response(401, "Unauthorized")
     attributes = request_attributes(request.method, request.path, request.query, identity.user)
     try:
@@ -557,6 +560,7 @@ def create_app(
     app[METRICS_KEY] = metrics
     app[_OPENAPI_KEY] = _openapi_views(load_openapi())
     app[_ANSWERS_KEY] = _Answers()
+    app[_UNAUTHORIZED_LOG] = LogThrottle()
     app.cleanup_ctx.extend(lifetimes)
     add = app.router.add_get
     add("/apis", _api_group_list)

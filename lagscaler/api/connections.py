@@ -16,7 +16,8 @@ request at error level with the sender's bytes. kube-apiserver bounds the same t
   is closed (never one whose request is being answered), so a flood of idle connections costs the
   attacker their own connections, not a real client's new one;
 * **malformed requests**: logged once in a while, briefly, at info level, and counted
-  (``lagscaler_api_malformed_requests_total``).
+  (``lagscaler_api_malformed_requests_total``); requests refused for lack of credentials (401) are
+  throttled the same way in the app (counted in ``lagscaler_api_auth_failures_total``).
 
 Headers are bounded by aiohttp's parser (8190 bytes a line, 128 headers) and bodies by the app's
 ``client_max_size``.
@@ -38,7 +39,7 @@ from aiohttp.http_exceptions import HttpProcessingError
 
 from lagscaler.observability import ServiceMetrics
 
-__all__ = ["ConnectionGuard", "ConnectionLimits", "GuardedSite", "MalformedRequestLog"]
+__all__ = ["ConnectionGuard", "ConnectionLimits", "GuardedSite", "LogThrottle", "MalformedRequestLog"]
 
 _log = logging.getLogger(__name__)
 
@@ -173,6 +174,27 @@ class GuardedSite(web.BaseSite):
         )
 
 
+class LogThrottle:
+    """At most one line per ``interval`` seconds for things anyone can cause; counts what it held back."""
+
+    def __init__(self, interval: float = 10.0, clock: Callable[[], float] = time.monotonic) -> None:
+        self._interval = interval
+        self._clock = clock
+        self._next = 0.0
+        self.suppressed = 0
+
+    def allow(self) -> str | None:
+        """``None`` to stay quiet, else a suffix naming how many lines were held back since the last."""
+        now = self._clock()
+        if now < self._next:
+            self.suppressed += 1
+            return None
+        self._next = now + self._interval
+        more = f" ({self.suppressed} more since the last such line)" if self.suppressed else ""
+        self.suppressed = 0
+        return more
+
+
 class MalformedRequestLog(logging.LoggerAdapter):  # type: ignore[type-arg]
     """The logger aiohttp's request handler reports to, with malformed requests made harmless.
 
@@ -192,10 +214,7 @@ class MalformedRequestLog(logging.LoggerAdapter):  # type: ignore[type-arg]
     ) -> None:
         super().__init__(logger, {})
         self._metrics = metrics
-        self._interval = interval
-        self._clock = clock
-        self._next = 0.0
-        self.suppressed = 0
+        self._throttle = LogThrottle(interval, clock)
         self.count = 0
 
     def process(self, msg: Any, kwargs: MutableMapping[str, Any]) -> tuple[Any, MutableMapping[str, Any]]:
@@ -208,15 +227,11 @@ class MalformedRequestLog(logging.LoggerAdapter):  # type: ignore[type-arg]
         self.count += 1
         if self._metrics is not None:
             self._metrics.api_malformed_requests.inc()
-        now = self._clock()
-        if now < self._next:
-            self.suppressed += 1
+        more = self._throttle.allow()
+        if more is None:
             return
-        self._next = now + self._interval
         peer = args[0] if args else "?"
         detail = str(exc_info.message if exc_info.message else exc_info).splitlines()[0][:120]
-        more = f" ({self.suppressed} more since the last such line)" if self.suppressed else ""
-        self.suppressed = 0
         self.logger.info("malformed request from %s: HTTP %d %s%s", peer, exc_info.code, detail, more)
 
     def debug(self, msg: object, *args: object, exc_info: Any = None, **kwargs: Any) -> None:
