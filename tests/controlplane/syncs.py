@@ -10,7 +10,7 @@ and reports every sync where the model's proposal or replica count differs from 
 
 The inputs a test knows only as timelines (the value it served, the Deployment's status.replicas,
 its ready pods) are read around each sync's log time: the controller read them a moment before it
-logged. When a timeline changed inside that moment, every value it took there is tried, and the
+logged, and a test that polls sees a change up to a poll (plus the request) after it happened. When a timeline changed inside that moment, every value it took there is tried, and the
 sync counts as matched if any of them gives the controller's proposal and answer (it is reported as
 ambiguous); the matching one is the model's state for the next sync.
 """
@@ -131,7 +131,7 @@ def replay(
     status_replicas: Timeline | None = None,
     ready_pods: Timeline | None = None,
     before: float = 1.0,
-    after: float = 0.3,
+    after: float = 1.0,
 ) -> Replay:
     """Run the model over the controller's syncs; ``served`` holds float values or ``MetricError``."""
     report = Replay()
