@@ -48,7 +48,7 @@ from lagscaler.localkafka.broker import free_port
 
 from .build import installed
 
-__all__ = ["FRONT_PROXY_CLIENT", "ControlPlane", "ControlPlaneError", "running_control_plane"]
+__all__ = ["FRONT_PROXY_CLIENT", "ControlPlane", "ControlPlaneError", "deployment", "running_control_plane"]
 
 FRONT_PROXY_CLIENT = "front-proxy-client"  # kubeadm's CN for the aggregator's client certificate
 # 4 s, not a divisor of 15: the default policies' 15 s periods and the windows tests use then never
@@ -202,6 +202,24 @@ class ControlPlane:
 
     def alive(self) -> bool:
         return all(process.popen.poll() is None for process in self.processes.values())
+
+
+def deployment(namespace: str, name: str, *, labels: Mapping[str, str] | None = None) -> dict[str, Any]:
+    """A one-replica Deployment whose pods select ``app=<name>``; its image is never pulled (no nodes)."""
+    selector = {"app": name}
+    return {
+        "apiVersion": "apps/v1",
+        "kind": "Deployment",
+        "metadata": {"name": name, "namespace": namespace, "labels": dict(labels or {})},
+        "spec": {
+            "replicas": 1,
+            "selector": {"matchLabels": selector},
+            "template": {
+                "metadata": {"labels": selector},
+                "spec": {"containers": [{"name": "app", "image": f"registry.invalid/{name}:1"}]},
+            },
+        },
+    }
 
 
 # ---------------------------------------------------------------------------------- starting

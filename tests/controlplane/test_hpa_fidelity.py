@@ -49,7 +49,7 @@ from lagscaler.localkafka.broker import free_port
 from lagscaler.policy import hpa_spec_for, parse_policy, render_hpa_manifest
 
 from .adapter import ChartInstall
-from .cluster import ControlPlane
+from .cluster import ControlPlane, deployment
 from .kubeclient import KubeClient
 from .syncs import Replay, SyncLog, Timeline, repeatedly, replay
 
@@ -262,23 +262,6 @@ def _ready_timeline(scenario: Scenario) -> Timeline | None:
     return Timeline([(0.0, 0)]) if value_target else None
 
 
-def _deployment(scenario: Scenario) -> dict[str, Any]:
-    labels = {"app": scenario.name}
-    return {
-        "apiVersion": "apps/v1",
-        "kind": "Deployment",
-        "metadata": {"name": scenario.name, "namespace": scenario.namespace, "labels": {"fidelity": "yes"}},
-        "spec": {
-            "replicas": 1,
-            "selector": {"matchLabels": labels},
-            "template": {
-                "metadata": {"labels": labels},
-                "spec": {"containers": [{"name": "c", "image": "registry.invalid/c:1"}]},
-            },
-        },
-    }
-
-
 def _workload(scenario: Scenario, value: float | str, now: float) -> WorkloadMetrics:
     labels = {WORKLOAD_LABEL: scenario.name}
     if value == STALE:  # sampled long ago, the policy says fallback.action: error -> 503
@@ -346,7 +329,12 @@ async def _run(control_plane: ControlPlane, chart: ChartInstall, runs: list[Scen
         await eventually(routed, within=60, what="the APIService to reach the fixed-values API")
         for scenario in runs:
             metadata = {**scenario.manifest["metadata"], "namespace": scenario.namespace}
-            control_plane.apply([_deployment(scenario), dict(scenario.manifest, metadata=metadata)])
+            control_plane.apply(
+                [
+                    deployment(scenario.namespace, scenario.name, labels={"fidelity": "yes"}),
+                    dict(scenario.manifest, metadata=metadata),
+                ]
+            )
         started = time.time()
         publish()
 

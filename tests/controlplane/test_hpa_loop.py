@@ -31,7 +31,7 @@ from lagscaler.playground import LoadProducer, PoolSettings, ProducerSettings, R
 from lagscaler.policy import hpa_spec_for, load_policy_file
 
 from .adapter import ChartInstall, Serve
-from .cluster import ControlPlane
+from .cluster import ControlPlane, deployment
 from .kubeclient import KubeClient
 from .syncs import SyncLog, Timeline, repeatedly, replay
 
@@ -54,23 +54,6 @@ def _policy(namespace: str, topic: str, group: str, sync_seconds: int) -> dict[s
     policy = demo_policy(demo)
     policy["metadata"] = {"name": "clicks", "namespace": namespace}
     return policy
-
-
-def _deployment(namespace: str) -> dict[str, Any]:
-    labels = {"app": "clicks-consumer"}
-    return {
-        "apiVersion": "apps/v1",
-        "kind": "Deployment",
-        "metadata": {"name": "clicks-consumer", "namespace": namespace},
-        "spec": {
-            "replicas": 1,
-            "selector": {"matchLabels": labels},
-            "template": {
-                "metadata": {"labels": labels},
-                "spec": {"containers": [{"name": "consumer", "image": "registry.invalid/clicks-consumer:1"}]},
-            },
-        },
-    }
 
 
 @contextlib.asynccontextmanager
@@ -115,7 +98,7 @@ async def test_a_stock_hpa_follows_lagscaler_up_and_back_down(  # noqa: PLR0917 
     )
     printed = (await cli.communicate())[0].decode()
     assert cli.returncode == 0
-    control_plane.apply([_deployment(namespace)])
+    control_plane.apply([deployment(namespace, "clicks-consumer")])
     control_plane.kubectl("apply", "-f", "-", input=printed)  # unchanged, as a user would
     (serve.policy_dir / f"{namespace}-clicks.yaml").write_text(policy_file.read_text())
     syncs = SyncLog(
