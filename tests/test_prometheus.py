@@ -509,6 +509,17 @@ async def run_scenario(scene: Scene) -> None:
 
 async def evaluate(scene: Scene, operator_job: str, pods: list[Pod]) -> list[str]:
     """Every template variable and panel, per job and choice of replicas; returns the problems found."""
+    return [
+        *await _variables_problems(scene),
+        *await _operator_label_problems(scene, operator_job, pods),
+        *await _promtool_series_problems(scene, operator_job),
+        *await _request_count_problems(scene),
+        *await _panel_problems(scene),
+    ]
+
+
+async def _variables_problems(scene: Scene) -> list[str]:
+    """Each template variable offers exactly the values an operator must be able to pick."""
     prom, at = scene.prom, scene.at
     problems: list[str] = []
     variables = {v["name"]: v for v in DASHBOARD["templating"]["list"] if v["type"] == "query"}
@@ -531,15 +542,23 @@ async def evaluate(scene: Scene, operator_job: str, pods: list[Pod]) -> list[str
             got = await offered(name, job)
             if got != expected:
                 problems.append(f"{job}: variable {name} offers {sorted(got)}, expected {sorted(expected)}")
+    return problems
 
-    # The Operator's target labels describe the lagscaler pod and rename nothing of lagscaler's.
+
+async def _operator_label_problems(scene: Scene, operator_job: str, pods: list[Pod]) -> list[str]:
+    """The Operator's target labels describe the lagscaler pod and rename nothing of lagscaler's."""
+    prom, at = scene.prom, scene.at
     for labels in await prom.series(f'{{job="{operator_job}", __name__=~"lagscaler_.*"}}', at.start, at.end):
         renamed = [k for k in labels if k.startswith("exported_")]
         if renamed or labels.get("namespace") != NAMESPACE or labels.get("pod") not in {p.name for p in pods}:
-            problems.append(f"{operator_job}: series {labels}")
-            break
+            return [f"{operator_job}: series {labels}"]
+    return []
 
-    # The promtool unit tests (tests/promtool) feed the rules series labelled exactly as these are.
+
+async def _promtool_series_problems(scene: Scene, operator_job: str) -> list[str]:
+    """The promtool unit tests (tests/promtool) feed the rules series labelled exactly as these are."""
+    prom, at = scene.prom, scene.at
+    problems: list[str] = []
     for test in sorted(PROMTOOL_TESTS.glob("*_test.yaml")):
         for group in yaml.safe_load(test.read_text())["tests"]:
             for given in group["input_series"]:
@@ -548,23 +567,33 @@ async def evaluate(scene: Scene, operator_job: str, pods: list[Pod]) -> list[str
                 real = await prom.series(f'{name}{{job="{operator_job}"}}', at.start, at.end)
                 if not real or any(set(r) - {"__name__"} != names for r in real):
                     problems.append(f"{test.name}: {name} labelled {sorted(names)}, real: {real[:1]}")
+    return problems
 
-    # Each request is counted once, under its outcome (issue 13: a failure was counted as sent and failed).
+
+async def _request_count_problems(scene: Scene) -> list[str]:
+    """Each Kafka request is counted once, under its outcome (a failure was once counted as sent and failed)."""
+    problems: list[str] = []
     for job in scene.jobs:
         for r in scene.replicas:
             stats = r.service.loop.sampler.stats
             query = f'sum by (api, outcome) (lagscaler_kafka_requests_total{{job="{job}", instance="{r.address}"}})'
             counted = {
-                (s.labels["api"], s.labels["outcome"]): s.value for s in await prom.query(query, at.end)
+                (s.labels["api"], s.labels["outcome"]): s.value
+                for s in await scene.prom.query(query, scene.at.end)
             }
             expected = {(api, "ok"): float(stats.answers[api]) for api in stats.requests}
             expected |= {(api, "failed"): float(stats.failures[api]) for api in stats.requests}
             if counted != expected or sum(counted.values()) != stats.total:
                 problems.append(f"{job} {r.address}: Kafka requests {counted}, sent {dict(stats.requests)}")
+    return problems
 
+
+async def _panel_problems(scene: Scene) -> list[str]:
+    """Every panel, per job, for each replica alone and for both together."""
+    problems: list[str] = []
     for job in scene.jobs:
         for chosen in ([scene.replicas[0]], [scene.replicas[1]], scene.replicas):
-            board = Board(prom, job, chosen, at)
+            board = Board(scene.prom, job, chosen, scene.at)
             for panel in panels():
                 try:
                     await CHECKS[panel["title"]](board, panel)

@@ -16,8 +16,12 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from lagscaler.errors import UserError
+
+if TYPE_CHECKING:
+    from lagscaler.service.run import RunningService
 
 
 @dataclass(frozen=True)
@@ -104,8 +108,7 @@ async def run_scaling_demo(
     bootstrap: str, demo: ScalingDemoSettings, say: Callable[[str], None] = print
 ) -> ScalingDemoResult:
     """Run the scenario on the cluster at ``bootstrap`` and say what happens, a line per HPA sync."""
-    from lagscaler.api import LAG_SECONDS  # noqa: PLC0415 - heavy imports only when the demo runs
-    from lagscaler.api.harness import LocalCluster  # noqa: PLC0415
+    from lagscaler.api.harness import LocalCluster  # noqa: PLC0415 - heavy imports only when the demo runs
     from lagscaler.kafka import KafkaSettings  # noqa: PLC0415
     from lagscaler.kafka.seed import create_topics  # noqa: PLC0415
     from lagscaler.playground import (  # noqa: PLC0415
@@ -169,12 +172,7 @@ async def run_scaling_demo(
                     while (elapsed := time.monotonic() - started) < demo.duration:
                         await _sleep_until(started + (shown + 1) * demo.sync_seconds)
                         shown += 1
-                        workload = service.cache.snapshot.workloads.get(("demo", "clicks"))
-                        lag_s = (
-                            next((v.value for v in workload.values if v.metric == LAG_SECONDS), math.nan)
-                            if workload
-                            else math.nan
-                        )
+                        lag_s = served_lag_seconds(service, "demo", "clicks")
                         decision = service.loop.decisions.get("demo/clicks")
                         lags.append((elapsed, lag_s))
                         why = (
@@ -200,6 +198,16 @@ async def run_scaling_demo(
                     for error in sync.errors:
                         out(f"HPA metric error at {sync.at:.0f} s: {error}")
                 return result
+
+
+def served_lag_seconds(service: RunningService, namespace: str, name: str) -> float:
+    """The lag in seconds ``serve`` publishes for a workload now (NaN before its first cycle)."""
+    from lagscaler.api import LAG_SECONDS  # noqa: PLC0415 - heavy imports only when the demo runs
+
+    workload = service.cache.snapshot.workloads.get((namespace, name))
+    if workload is None:
+        return math.nan
+    return next((v.value for v in workload.values if v.metric == LAG_SECONDS), math.nan)
 
 
 async def _served(ready: Callable[[], bool], *, within: float) -> None:

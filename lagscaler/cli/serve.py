@@ -23,13 +23,14 @@ import os
 import signal
 from collections.abc import Mapping
 from pathlib import Path
-from typing import Annotated, Literal
+from typing import TYPE_CHECKING, Annotated, Literal
 
-from pydantic import Field
+from pydantic import BeforeValidator, Field
 
 from lagscaler.api.settings import ApiOptions, add_api_arguments
 from lagscaler.cli.lag import KafkaOptions, add_kafka_arguments
 from lagscaler.errors import UserError
+from lagscaler.handover.protocol import DEFAULT_CONTROL_TOPIC
 from lagscaler.options import (
     Given,
     Options,
@@ -44,6 +45,9 @@ from lagscaler.options import (
     log_sources,
     merge,
 )
+
+if TYPE_CHECKING:
+    from lagscaler.service.handover import LocalHandover
 
 ENV_PREFIX = "LAGSCALER_"
 CONFIG_ENV = "LAGSCALER_CONFIG"
@@ -67,7 +71,35 @@ class ServiceOptions(Options):
     """debug also says which source set each setting."""
 
 
-class ServeOptions(ServiceOptions, KafkaOptions, ApiOptions):
+def _commands(value: object) -> object:
+    """``ns/a=CMD; ns/b=CMD`` (a flag or a variable) or a YAML list -> a tuple of ``ns/name=CMD``."""
+    if isinstance(value, str):
+        return tuple(part.strip() for part in value.split(";") if part.strip())
+    return value
+
+
+class HandoverOptions(Options):
+    """Run mode: handover policies with local worker processes (docs/handover.md)."""
+
+    handover_state_dir: Annotated[UserPath | None, Field(json_schema_extra={"metavar": "DIR"})] = None
+    """Run handovers: worker pid files and logs, and the leader lock, live here."""
+    handover_command: Annotated[
+        tuple[str, ...],
+        BeforeValidator(_commands),
+        Field(json_schema_extra={"metavar": "NAMESPACE/NAME=COMMAND[;...]"}),
+    ] = ()
+    """The worker command of each handover workload; several separated by ';' (a list in the file)."""
+    handover_control_topic: Annotated[str, Field(min_length=1, json_schema_extra={"metavar": "TOPIC"})] = (
+        DEFAULT_CONTROL_TOPIC
+    )
+    """The compacted control topic (created if missing)."""
+    handover_warmup_timeout: Annotated[float, Field(gt=0, json_schema_extra={"metavar": "SECONDS"})] = 120.0
+    """Abort a handover whose new generation is not warm by then."""
+    handover_fence_timeout: Annotated[float, Field(gt=0, json_schema_extra={"metavar": "SECONDS"})] = 5.0
+    """Kill an old worker that has not stopped by then."""
+
+
+class ServeOptions(ServiceOptions, HandoverOptions, KafkaOptions, ApiOptions):
     """Every setting of ``lagscaler serve``."""
 
 
@@ -80,6 +112,9 @@ def build_parser(parser: argparse.ArgumentParser) -> argparse.ArgumentParser:
         help=f"YAML file of settings (keys: flag names; or ${CONFIG_ENV})",
     )
     add_flags(parser.add_argument_group("service"), ServiceOptions, given_only=True)
+    add_flags(
+        parser.add_argument_group("handover", HandoverOptions.__doc__), HandoverOptions, given_only=True
+    )
     add_kafka_arguments(parser, given_only=True)
     add_api_arguments(parser, given_only=True)
     return parser
@@ -123,6 +158,7 @@ def run_serve(args: argparse.Namespace) -> int:
             interval=options.sample_interval,
             history=options.history,
             state_file=options.state_file,
+            handover=handover_from_options(options),
         )
     except UserError as exc:  # a rule across settings: say where each one it names came from
         raise annotate(exc, given) from None
@@ -138,6 +174,23 @@ def run_serve(args: argparse.Namespace) -> int:
 
     asyncio.run(main())
     return 0
+
+
+def handover_from_options(options: HandoverOptions) -> LocalHandover | None:
+    from lagscaler.handover import HandoverSettings  # noqa: PLC0415 - keep `lagscaler --help` fast
+    from lagscaler.service.handover import LocalHandover, parse_commands  # noqa: PLC0415
+
+    commands = parse_commands(options.handover_command)
+    if options.handover_state_dir is None:
+        if commands:
+            raise UserError("--handover-command needs --handover-state-dir (where the workers are tracked)")
+        return None
+    timeouts = HandoverSettings(
+        control_topic=options.handover_control_topic,
+        warmup_timeout=options.handover_warmup_timeout,
+        fence_timeout=options.handover_fence_timeout,
+    )
+    return LocalHandover(options.handover_state_dir, commands, timeouts)
 
 
 def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:

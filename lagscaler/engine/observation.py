@@ -83,20 +83,57 @@ def observe(
     topics = set(policy.kafka.topics)
     parts = [p for p in sample.partitions if not topics or p.topic in topics]
     stale = sample.stale or (at - sample.sampled_at) > policy.fallback.max_age_seconds
+    scan = _scan(parts)
+    busy_rate, busy_members = _busy(scan.owner_rate, scan.owner_idle, sample.members)
+    known = scan.rates_known
+    return Observation(
+        at=at,
+        replicas=replicas,
+        members=sample.members,
+        partitions=len(parts),
+        arrival_rate=scan.arrival if known else math.nan,
+        consume_rate=scan.consumed if known else math.nan,
+        lag=scan.lag,
+        lag_seconds=scan.lag_seconds,
+        busy_rate=busy_rate if known else math.nan,
+        busy_members=busy_members if known else 0,
+        stuck_partitions=scan.stuck,
+        stuck_lag=scan.stuck_lag,
+        stale=stale,
+        state_bytes=state_bytes,
+        # arrival counts an unknown rate as 0, as the raw sum does
+        produce_rate_all=scan.arrival + scan.stuck_produce,
+        reported_lag_seconds=scan.reported_worst,
+        topics=_covered(parts, policy.kafka.topics),
+    )
 
-    arrival = 0.0
-    consumed = 0.0
+
+@dataclass(frozen=True, slots=True)
+class _Scan:
+    """One pass over a group's partitions: sums over the ones that are not stuck, and the stuck ones."""
+
+    arrival: float  # messages/s produced (an unknown rate counts as 0)
+    consumed: float  # messages/s consumed
+    rates_known: bool  # every partition that is not stuck has both rates
+    lag: float  # messages behind
+    lag_seconds: float  # s, the worst partition (estimated from the rates when not reported)
+    stuck: int  # partitions in STALL or STOP
+    stuck_lag: float  # their messages behind
+    stuck_produce: float  # their produce rate
+    reported_worst: float  # s, the worst reported lag, stuck partitions included (the raw signal)
+    owner_rate: dict[str | None, float]  # messages/s consumed per owner
+    owner_idle: set[str | None]  # owners with a partition that is not backlogged
+
+
+def _scan(parts: Sequence[PartitionSample]) -> _Scan:
+    """The hot loop of a cycle: identity checks and arithmetic only (no enum hashing)."""
+    arrival = consumed = lag = lag_seconds = stuck_lag = stuck_produce = reported_worst = 0.0
     rates_known = bool(parts)
-    lag = 0.0
-    lag_seconds = 0.0
     stuck = 0
-    stuck_lag = 0.0
     owner_rate: dict[str | None, float] = {}
-    owner_idle: set[str | None] = set()  # owners with a partition that is not backlogged
+    owner_idle: set[str | None] = set()
     stall, stop, inf, isfinite = PartitionStatus.STALL, PartitionStatus.STOP, math.inf, math.isfinite
-    stuck_produce = 0.0
-    reported_worst = 0.0  # the raw signal: reported lag seconds only, stuck partitions included
-    for p in parts:  # the hot loop of a cycle: identity checks and arithmetic only (no enum hashing)
+    for p in parts:
         plag = p.lag or 0
         status = p.status
         if status is stall or status is stop:
@@ -128,38 +165,37 @@ def observe(
         owner_rate[owner] = owner_rate.get(owner, 0.0) + consume
         if behind < BACKLOG_SECONDS or plag <= 0:
             owner_idle.add(owner)
+    return _Scan(
+        arrival,
+        consumed,
+        rates_known,
+        lag,
+        lag_seconds,
+        stuck,
+        stuck_lag,
+        stuck_produce,
+        reported_worst,
+        owner_rate,
+        owner_idle,
+    )
 
-    busy_rate = 0.0
-    busy_members = 0
+
+def _busy(
+    owner_rate: dict[str | None, float], owner_idle: set[str | None], members: int
+) -> tuple[float, int]:
+    """The consume rate and count of members all of whose partitions are backlogged (DS2's busy set)."""
     if list(owner_rate) == [None]:
         # No ownership reported: the whole group counts as busy only when every partition is behind.
-        if None not in owner_idle and sample.members > 0:
-            busy_rate, busy_members = owner_rate[None], sample.members
-    else:
-        for owner, rate in owner_rate.items():
-            if owner is not None and owner not in owner_idle:
-                busy_rate += rate
-                busy_members += 1
-
-    return Observation(
-        at=at,
-        replicas=replicas,
-        members=sample.members,
-        partitions=len(parts),
-        arrival_rate=arrival if rates_known else math.nan,
-        consume_rate=consumed if rates_known else math.nan,
-        lag=lag,
-        lag_seconds=lag_seconds,
-        busy_rate=busy_rate if rates_known else math.nan,
-        busy_members=busy_members if rates_known else 0,
-        stuck_partitions=stuck,
-        stuck_lag=stuck_lag,
-        stale=stale,
-        state_bytes=state_bytes,
-        produce_rate_all=arrival + stuck_produce,  # arrival counts an unknown rate as 0, as the raw sum does
-        reported_lag_seconds=reported_worst,
-        topics=_covered(parts, policy.kafka.topics),
-    )
+        if None not in owner_idle and members > 0:
+            return owner_rate[None], members
+        return 0.0, 0
+    busy_rate = 0.0
+    busy_members = 0
+    for owner, rate in owner_rate.items():
+        if owner is not None and owner not in owner_idle:
+            busy_rate += rate
+            busy_members += 1
+    return busy_rate, busy_members
 
 
 def _covered(parts: Sequence[PartitionSample], named: tuple[str, ...]) -> tuple[str, ...]:

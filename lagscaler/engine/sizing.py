@@ -65,6 +65,19 @@ def aligned_at_most(limit: IntArray, partitions: IntArray) -> IntArray:
     return result.astype(np.int64)
 
 
+def aligned_at_least(floor: IntArray, partitions: IntArray) -> IntArray:
+    """The smallest aligned count ``>= floor`` (``floor`` itself when partitions are unknown or fewer)."""
+    f = np.maximum(floor.astype(np.float64), 1.0)
+    p = partitions.astype(np.float64)
+    # The largest k with ceil(P/k) >= f is k = ceil(P/(f-1)) - 1 (every k when f <= 1).
+    k = np.where(
+        f > 1, np.ceil(np.divide(p, f - 1.0, out=np.full_like(f, np.inf), where=f > 1) - 1e-9) - 1.0, p
+    )
+    k = np.minimum(np.maximum(k, 1.0), np.maximum(p, 1.0))
+    aligned = np.ceil(p / k - 1e-9)
+    return np.where((p > 0) & (f <= p), np.maximum(aligned, f), floor).astype(np.int64)
+
+
 def moved_fraction(before: IntArray, after: IntArray) -> FloatArray:
     """Fraction of partitions that change owner when a sticky assignor goes from ``before`` to ``after``.
 
@@ -76,3 +89,13 @@ def moved_fraction(before: IntArray, after: IntArray) -> FloatArray:
     larger = np.maximum(a, b)
     moved: FloatArray = np.divide(np.abs(a - b), larger, out=np.zeros_like(larger), where=larger > 0)
     return moved
+
+
+def clamp(values: IntArray, lo: IntArray, hi: IntArray) -> IntArray:
+    """``values`` within ``[lo, hi]`` element-wise (``hi`` wins where ``lo > hi``)."""
+    return np.minimum(np.maximum(values, lo), hi)
+
+
+def finite(values: FloatArray, default: float) -> FloatArray:
+    """``values`` with NaN and infinities replaced (cheaper than ``np.nan_to_num`` on small arrays)."""
+    return np.where(np.isfinite(values), values, default)

@@ -25,7 +25,7 @@ SEASON_BINS = 96
 class EngineState:
     initialized: BoolArray  # has seen one usable observation
     at: FloatArray  # time of the last usable observation
-    level: FloatArray  # smoothed arrival rate (Holt level)
+    level: FloatArray  # smoothed arrival rate (EWMA)
     trend: FloatArray  # its slow trend estimate, messages/s per second
     trend_fast: FloatArray  # its fast trend estimate
     last_rate: FloatArray  # the last measured arrival rate

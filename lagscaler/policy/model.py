@@ -341,9 +341,12 @@ class PolicySpec:
     mode: Mode = Mode.HPA
     """How a decision reaches the workload. hpa: lagscaler serves the metric
     lagscaler_desired_replicas and a stock HorizontalPodAutoscaler scales the target (see `lagscaler
-    policy hpa`). handover (planned, not run by `lagscaler serve` yet): lagscaler is to start a new
-    generation of consumers in a fresh group and cut over at a committed offset, so that scaling
-    never rebalances the running group; until then such a policy gets metrics only."""
+    policy hpa`). handover: lagscaler runs the consumers itself (applications built on
+    lagscaler.worker): every size is a new generation in a consumer group of its own, warmed up while
+    the old one consumes and started at exactly the old one's committed offsets, so scaling never
+    rebalances a running group (docs/handover.md). Needs kafka.topics, and `lagscaler serve` started
+    with a handover backend: local processes (--handover-state-dir, --handover-command); a Kubernetes
+    backend (a Deployment per generation) is planned. Without one such a policy gets metrics only."""
     min_replicas: Annotated[int, Field(ge=1), INTEGER] = 1
     """Never fewer replicas than this."""
     max_replicas: Annotated[int, Field(ge=1), INTEGER] = 10

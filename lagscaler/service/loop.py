@@ -18,7 +18,7 @@ import asyncio
 import contextlib
 import math
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, replace
 from pathlib import Path
 
@@ -36,9 +36,11 @@ from lagscaler.engine import (
     observe,
 )
 from lagscaler.engine.reload import carry_over
+from lagscaler.handover import HandoverRunner
 from lagscaler.observability import ServiceMetrics
-from lagscaler.policy import Mode, ScalingPolicy
+from lagscaler.policy import ScalingPolicy
 from lagscaler.sampler import SampleFailed, Sampler
+from lagscaler.service.handover import LocalHandover, handover_workloads
 from lagscaler.service.policies import PolicySet, PolicyWatcher
 from lagscaler.service.publish import RawSignals, raw_signals, workload_metrics
 from lagscaler.service.statefile import StateFileError, load_state, save_state
@@ -72,14 +74,19 @@ class ScalingLoop:
         *,
         settings: LoopSettings | None = None,
         clock: Callable[[], float] = time.time,
+        handover: HandoverRunner | None = None,
+        local_handover: LocalHandover | None = None,
     ) -> None:
         self.sampler = sampler
+        self.handover = handover  # runs mode: handover policies (None: serve has no handover backend)
+        self._local_handover = local_handover
         self.watcher = watcher
         self.cache = cache
         self.metrics = metrics
         self.settings = settings or LoopSettings()
         self._clock = clock
         self._policies: tuple[ScalingPolicy, ...] = ()
+        self._handed_over: set[str] = set()  # workloads whose handovers the runner drives
         self._version = -1
         self._params = PolicyArrays.from_policies(())
         self._state = EngineState.initial(self._params)
@@ -134,15 +141,11 @@ class ScalingLoop:
         self._state_keys = tuple(self._params.keys)
         self._policies = policies
         self._version = current.version
-        for policy in policies:
-            if policy.mode is Mode.HANDOVER:
-                log.warning(
-                    "handover mode is not run by serve yet: serving metrics only, no HPA should act on them",
-                    workload=policy.key,
-                )
-        groups = tuple(dict.fromkeys(p.kafka.group for p in policies))
-        if groups:
-            self.sampler.settings = replace(self.sampler.settings, groups=groups, all_groups=False)
+        specs = handover_workloads(policies, self._local_handover if self.handover is not None else None)
+        if self.handover is not None:
+            self.handover.sync(specs)
+        self._handed_over = {s.workload for s in specs}
+        self._sample_groups(policies)
         in_force = {(p.namespace, p.name) for p in policies}
         for namespace, workload in self._labelled - in_force:
             self.metrics.remove_workload(namespace, workload)
@@ -163,6 +166,17 @@ class ScalingLoop:
             return
         self._policy_problems = problems
         self.metrics.policy_reloads.labels("ok" if not current.errors else "partial").inc()
+
+    def _group(self, policy: ScalingPolicy) -> str:
+        """The group to sample: a handover workload's serving generation, else the policy's group."""
+        if self.handover is not None and policy.key in self._handed_over:
+            return self.handover.serving_group(policy.key) or policy.kafka.group
+        return policy.kafka.group
+
+    def _sample_groups(self, policies: Sequence[ScalingPolicy]) -> None:
+        groups = tuple(dict.fromkeys(self._group(p) for p in policies))
+        if groups and groups != self.sampler.settings.groups:
+            self.sampler.settings = replace(self.sampler.settings, groups=groups, all_groups=False)
 
     async def _sample(self) -> Snapshot | None:
         started = time.monotonic()
@@ -206,15 +220,20 @@ class ScalingLoop:
 
     async def _cycle(self) -> Decisions:
         self._apply_policies(await self.watcher.reload())
+        self._sample_groups(self._policies)  # a handover moves a workload to a new group
         snapshot = await self._sample() if self._policies else None
         now = self._clock()
-        samples = [snapshot.group(p.kafka.group) if snapshot else None for p in self._policies]
+        samples = [snapshot.group(self._group(p)) if snapshot else None for p in self._policies]
         observations = [
             observe(sample, policy, replicas=_members(sample), now=now)
             for sample, policy in zip(samples, self._policies, strict=True)
         ]
         decisions, self._state = decide(self._params, self._state, ObservationBatch.stack(observations))
         self.decisions = decisions.by_key()
+        if self.handover is not None:
+            for key in self._handed_over:
+                decision = self.decisions.get(key)
+                self.handover.set_desired(key, decision.desired_replicas if decision is not None else None)
         published = [
             self._publish_one(policy, decisions[i], sample, observations[i], now)
             for i, (policy, sample) in enumerate(zip(self._policies, samples, strict=True))
