@@ -37,6 +37,7 @@ from lagscaler.engine import (
 )
 from lagscaler.engine.reload import carry_over
 from lagscaler.handover import HandoverRunner
+from lagscaler.logs import get_logger
 from lagscaler.observability import ServiceMetrics
 from lagscaler.policy import ScalingPolicy
 from lagscaler.sampler import SampleFailed, Sampler
@@ -46,7 +47,7 @@ from lagscaler.service.publish import RawSignals, raw_signals, workload_metrics
 from lagscaler.service.statefile import StateFileError, load_state, save_state
 from lagscaler.signals import GroupSample, Snapshot
 
-log = structlog.get_logger("lagscaler.service")
+log = get_logger("lagscaler.service")
 
 
 @dataclass(frozen=True, slots=True)
