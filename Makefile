@@ -20,13 +20,15 @@ setup: $(STAMP)
 	$(BIN)/lagscaler broker fetch
 
 # What only the tests need: kubectl (Debian's kubernetes-client), Prometheus and promtool (Debian's
-# prometheus package) and the HPA's own Go client (k8s.io/metrics, built from the Go module proxy and
-# cached) that tests/test_api_clients.py uses. Prometheus is unpacked from the .deb into the cache rather
-# than installed: installing the package would also start a Prometheus service on :9090 where systemd runs.
+# prometheus package), the HPA's own Go client (k8s.io/metrics, built from the Go module proxy and
+# cached) that tests/test_api_clients.py uses, and etcd + kube-apiserver + kube-controller-manager for
+# tests/controlplane (built once from the Go module proxy into ~/.cache/lagscaler/kube: ~15-20 min the
+# first time, nothing after). Prometheus is unpacked from the .deb into the cache rather than
+# installed: installing the package would also start a Prometheus service on :9090 where systemd runs.
 PROMETHEUS_DEB_DIR := $(or $(LAGSCALER_CACHE),$(HOME)/.cache/lagscaler)/prometheus
 
 test-deps: $(STAMP)
-	@echo "==> test tools: Prometheus (unpacked from Debian's .deb), kubectl and the HPA's Go client (tests/goclient)"
+	@echo "==> test tools: Prometheus (unpacked from Debian's .deb), kubectl, the HPA's Go client (tests/goclient), the control plane (tests/controlplane)"
 	@command -v promtool >/dev/null 2>&1 || [ -x $(PROMETHEUS_DEB_DIR)/usr/bin/promtool ] || \
 		{ command -v apt-get >/dev/null 2>&1 && mkdir -p $(PROMETHEUS_DEB_DIR) && cd $(PROMETHEUS_DEB_DIR) && \
 		  { apt-get download prometheus >/dev/null 2>&1 || \
@@ -38,6 +40,7 @@ test-deps: $(STAMP)
 		 (apt-get update -qq >/dev/null 2>&1 && apt-get install -y -qq kubernetes-client >/dev/null)) ; } || \
 		echo "note: kubectl not installed; the kubectl compatibility test will skip (and fail in CI)"
 	$(BIN)/python -m tests.goclient.build
+	nice -n 10 $(BIN)/python -m tests.controlplane.build
 
 demo: setup
 	$(BIN)/lagscaler demo

@@ -8,12 +8,16 @@ import logging
 import os
 import uuid
 from collections.abc import AsyncIterator, Iterator
+from typing import TYPE_CHECKING
 
 import pytest
 import structlog
 from structlog.typing import EventDict
 
 from lagscaler.localkafka import KafkaEndpoint, KafkaTools, kafka_endpoint
+
+if TYPE_CHECKING:
+    from controlplane.cluster import ControlPlane
 
 
 @pytest.fixture(scope="session")
@@ -72,3 +76,22 @@ async def _no_leaked_tasks(request: pytest.FixtureRequest) -> AsyncIterator[None
         task.cancel()
     if leaked:
         pytest.fail(f"test leaked {len(leaked)} asyncio task(s): {[t.get_coro() for t in leaked]}")
+
+
+@pytest.fixture(scope="session")
+def control_plane(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ControlPlane]:
+    """A real etcd + kube-apiserver + kube-controller-manager for the whole session (see tests/controlplane).
+
+    Started on first use; ``control_plane.admin_kubeconfig``, ``.user_kubeconfig(user, groups)`` and
+    ``.service_account_kubeconfig(namespace, name)`` give clients any identity.
+    """
+    from controlplane.build import go_binary
+    from controlplane.cluster import running_control_plane
+    from support import need_tool
+
+    # without Go nothing can build it: skip (fail in CI); with Go but unbuilt, the fixture says how
+    need_tool(
+        go_binary() is not None, "go is not installed (needed to build the control plane: make test-deps)"
+    )
+    with running_control_plane(tmp_path_factory.mktemp("controlplane")) as plane:
+        yield plane

@@ -9,6 +9,8 @@
 3. **Bearer token**, checked by kube-apiserver with a TokenReview (cached ~10 s, bounded).
 4. Otherwise the request is anonymous, which the API refuses (401) except on health paths.
 
+Every authenticated user is then also in ``system:authenticated``, as in Kubernetes.
+
 Which CA verified the peer: the TLS layer trusts both CAs (the union), and Python 3.11 cannot say
 which one verified a peer. So this module decides it again itself with ``cryptography``: the leaf
 must be *directly* issued (name and signature) by a certificate of the requestheader bundle to count
@@ -22,6 +24,7 @@ without the extension may be used for anything; with it, it must list client aut
 
 from __future__ import annotations
 
+import dataclasses
 import datetime as dt
 import hashlib
 import logging
@@ -55,6 +58,9 @@ __all__ = [
 
 _log = logging.getLogger(__name__)
 
+ANONYMOUS = "system:anonymous"  # k8s.io/apiserver pkg/authentication/user: user.Anonymous
+AUTHENTICATED = "system:authenticated"  # user.AllAuthenticated
+UNAUTHENTICATED = "system:unauthenticated"  # user.AllUnauthenticated
 DEFAULT_USERNAME_HEADERS = ("X-Remote-User",)
 DEFAULT_UID_HEADERS = ("X-Remote-Uid",)
 DEFAULT_GROUP_HEADERS = ("X-Remote-Group",)
@@ -377,7 +383,21 @@ class Authenticator:
         return facts
 
     async def authenticate(self, peer_der: bytes | None, headers: CIMultiDictProxy[str]) -> Identity:
-        """The caller's identity, or :class:`AuthenticationFailed` (→ 401)."""
+        """The caller's identity, or :class:`AuthenticationFailed` (→ 401).
+
+        Like k8s.io/apiserver's ``AuthenticatedGroupAdder`` (``pkg/authentication/group``, v0.35.4),
+        every authenticated user except ``system:anonymous`` is in ``system:authenticated`` unless it
+        already is (or is in ``system:unauthenticated``). The aggregator relies on it: it fetches
+        ``/openapi/v2`` and ``/openapi/v3`` as ``system:aggregator`` with no groups, and only the
+        ``system:discovery`` binding of ``system:authenticated`` lets it read them.
+        """
+        identity = await self._authenticate(peer_der, headers)
+        groups = identity.user.groups
+        if identity.user.name == ANONYMOUS or AUTHENTICATED in groups or UNAUTHENTICATED in groups:
+            return identity
+        return Identity(dataclasses.replace(identity.user, groups=(*groups, AUTHENTICATED)), identity.method)
+
+    async def _authenticate(self, peer_der: bytes | None, headers: CIMultiDictProxy[str]) -> Identity:
         config = self._source.config
         problems: list[str] = []
         if peer_der:

@@ -137,6 +137,18 @@ class ServiceMetrics:
             "Unexpected exceptions turned into a 500 Status (should stay at zero).",
             registry=r,
         )
+        self.api_malformed_requests = Counter(
+            "lagscaler_api_malformed_requests_total",
+            "Requests that were not valid HTTP (answered 400 and closed; logged only now and then).",
+            registry=r,
+        )
+        self.api_connections_closed = Counter(
+            "lagscaler_api_connections_closed_total",
+            "Connections the API closed to protect itself: no request within the header timeout "
+            "(header-timeout) or idle while over the connection cap (over-limit).",
+            ["reason"],
+            registry=r,
+        )
         self.tls_reloads = Counter(
             "lagscaler_tls_reloads_total",
             "Serving certificate or client CA reloads, by outcome.",

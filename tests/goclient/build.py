@@ -19,9 +19,10 @@ SOURCE = Path(__file__).resolve().parent
 FILES = ("go.mod", "go.sum", "main.go")
 
 
-def cache_root() -> Path:
+def cache_root(tool: str = "goclient") -> Path:
+    """``~/.cache/lagscaler/<tool>`` (or under ``$XDG_CACHE_HOME``): where Go-built test tools live."""
     base = os.environ.get("XDG_CACHE_HOME") or str(Path.home() / ".cache")
-    return Path(base) / "lagscaler" / "goclient"
+    return Path(base) / "lagscaler" / tool
 
 
 def go_binary() -> str | None:
