@@ -14,8 +14,6 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
-import structlog
-
 from lagscaler.errors import UserError
 from lagscaler.handover import (
     FileLeadership,
@@ -26,11 +24,12 @@ from lagscaler.handover import (
 )
 from lagscaler.handover.backend import Backend
 from lagscaler.kafka import KafkaSettings
+from lagscaler.logs import get_logger
 from lagscaler.policy import Mode, ScalingPolicy
 
 __all__ = ["LocalHandover", "handover_workloads", "local_runner", "parse_commands"]
 
-log = structlog.get_logger("lagscaler.service")
+log = get_logger("lagscaler.service")
 
 
 @dataclass(frozen=True)
