@@ -9,7 +9,7 @@ handler returning a fixed body of the same size behind the *same* TLS setup. The
 is a separate process: open loop, request *i* is due at ``t0 + i/rate`` whatever happened before,
 latency is measured from that due time (so a stall is charged to every request it delays), and
 connections are kept alive like the aggregator's. Rounds alternate bare/full to share any drift.
-Targets (issue 4): p99 ≤ 5 ms, p99 ≤ 2× bare, 0 errors.
+Targets: p99 ≤ 5 ms, p99 ≤ 2× bare, 0 errors.
 """
 
 from __future__ import annotations

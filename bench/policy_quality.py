@@ -3,7 +3,7 @@
 Workloads (each a policy at the load it was written for):
 
 * ``bench-stateless`` / ``bench-stateful``: one policy per kind of workload, the same on every trace,
-  in the scenario of issue 5: peak 20k msg/s, 2k msg/s per replica, 24 partitions, 30 s start-up,
+  in one scenario: peak 20k msg/s, 2k msg/s per replica, 24 partitions, 30 s start-up,
   10 s stall, 60 s restore per moved partition when stateful, SLO 30 s;
 * ``clickstream`` / ``sessionizer``: the shipped examples in ``policies/``, unchanged, at the loads
   their comments state (a user copies these);
@@ -13,7 +13,7 @@ Workloads (each a policy at the load it was written for):
 Traces: the shared traces in ../shared/traces (their first --days) and the synthetic step, spike and
 diurnal traces ("shared"); the tuning variants of :mod:`lagscaler.simulation.shapes` ("shapes"); and
 the held-out variants, with seeds, periods and amplitudes nothing was tuned on ("held-out"). Prints
-every table and the targets of issue 9 with met/missed, and rewrites the "## Policy quality" section
+every table and the targets below with met/missed, and rewrites the "## Policy quality" section
 of bench/RESULTS.md.
 
     .venv/bin/python bench/policy_quality.py [--days 7] [--jobs 2] [--random 0] [--no-write]
@@ -226,7 +226,7 @@ def run(job: Run) -> tuple[Run, SimulationResult, float]:
     return job, result, time.perf_counter() - started
 
 
-# --- the targets of issue 9 ------------------------------------------------------------------------
+# --- the targets ------------------------------------------------------------------------
 
 COST_TARGETS = {
     "stateless": {"keda": 0.5, "hpa-rate": 0.95, "oracle": 1.2},
@@ -324,7 +324,7 @@ def summary(
             met_all.append(
                 f"- {w.name} on {group}: " + ("all targets met" if not missed else "; ".join(missed))
             )
-    return ["### Targets (issue 9)", "", *met_all, "", *out]
+    return ["### Targets", "", *met_all, "", *out]
 
 
 def main() -> int:

@@ -1,16 +1,23 @@
-"""Shared fixtures: one real Kafka broker per test session, and a guard against leaked asyncio tasks."""
+"""Shared fixtures: one real Kafka broker per test session, captured logs, and a guard against leaked tasks."""
 
 from __future__ import annotations
 
 import asyncio
 import itertools
+import logging
 import os
 import uuid
 from collections.abc import AsyncIterator, Iterator
+from typing import TYPE_CHECKING
 
 import pytest
+import structlog
+from structlog.typing import EventDict
 
 from lagscaler.localkafka import KafkaEndpoint, KafkaTools, kafka_endpoint
+
+if TYPE_CHECKING:
+    from controlplane.cluster import ControlPlane
 
 
 @pytest.fixture(scope="session")
@@ -26,6 +33,23 @@ def kafka_tools() -> KafkaTools:
     tools = KafkaTools()
     tools.distribution.ensure("tools")
     return tools
+
+
+@pytest.fixture
+def logs() -> Iterator[list[EventDict]]:
+    """Every structlog event the test logs, as event dicts with the bound context merged in.
+
+    Tests assert on keys, never on rendered text. Every level is captured whatever an earlier test
+    configured (``lagscaler lag`` keeps only CRITICAL, ``serve`` its ``--log-level``); the
+    configuration is restored afterwards.
+    """
+    saved = structlog.get_config()
+    structlog.configure(wrapper_class=structlog.make_filtering_bound_logger(logging.DEBUG))
+    try:
+        with structlog.testing.capture_logs(processors=[structlog.contextvars.merge_contextvars]) as events:
+            yield events
+    finally:
+        structlog.configure(**saved)
 
 
 _counter = itertools.count()
@@ -52,3 +76,22 @@ async def _no_leaked_tasks(request: pytest.FixtureRequest) -> AsyncIterator[None
         task.cancel()
     if leaked:
         pytest.fail(f"test leaked {len(leaked)} asyncio task(s): {[t.get_coro() for t in leaked]}")
+
+
+@pytest.fixture(scope="session")
+def control_plane(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ControlPlane]:
+    """A real etcd + kube-apiserver + kube-controller-manager for the whole session (see tests/controlplane).
+
+    Started on first use; ``control_plane.admin_kubeconfig``, ``.user_kubeconfig(user, groups)`` and
+    ``.service_account_kubeconfig(namespace, name)`` give clients any identity.
+    """
+    from controlplane.build import go_binary
+    from controlplane.cluster import running_control_plane
+    from support import need_tool
+
+    # without Go nothing can build it: skip (fail in CI); with Go but unbuilt, the fixture says how
+    need_tool(
+        go_binary() is not None, "go is not installed (needed to build the control plane: make test-deps)"
+    )
+    with running_control_plane(tmp_path_factory.mktemp("controlplane")) as plane:
+        yield plane

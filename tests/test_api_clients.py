@@ -11,8 +11,6 @@ from __future__ import annotations
 import asyncio
 import json
 import shutil
-import subprocess
-import sys
 import time
 from collections.abc import AsyncIterator
 from decimal import Decimal
@@ -20,6 +18,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+import support
 import yaml
 
 from lagscaler.api import (
@@ -38,24 +37,12 @@ from lagscaler.api import (
 )
 from lagscaler.api.harness import HPA_USER, LocalCluster
 
-REPO = Path(__file__).resolve().parents[1]
 SAMPLED_AT = 1_760_000_000.0
 
 
 @pytest.fixture(scope="module")
 def goclient() -> Path:
-    if shutil.which("go") is None and not Path("/usr/local/go/bin/go").exists():
-        pytest.skip("go is not installed")
-    result = subprocess.run(
-        [sys.executable, "-m", "tests.goclient.build"],
-        cwd=REPO,
-        capture_output=True,
-        text=True,
-        timeout=1200,
-        check=False,
-    )
-    assert result.returncode == 0, result.stderr
-    return Path(result.stdout.strip())
+    return support.goclient()
 
 
 def _cache() -> MetricsCache:
@@ -204,10 +191,11 @@ def _kubeconfig(url: str, cluster: LocalCluster, tmp_path: Path) -> Path:
 
 async def test_kubectl_get_raw(served: tuple[str, LocalCluster], tmp_path: Path) -> None:
     kubectl = shutil.which("kubectl")
-    if kubectl is None:
-        pytest.skip(
-            "kubectl is not installed (Debian: apt-get install kubernetes-client; make setup does it)"
-        )
+    support.need_tool(
+        kubectl is not None,
+        "kubectl is not installed (Debian: apt-get install kubernetes-client; make test-deps does it)",
+    )
+    assert kubectl is not None
     url, cluster = served
     kubeconfig = _kubeconfig(url, cluster, tmp_path)
     base = (kubectl, "--kubeconfig", kubeconfig, "get", "--raw")

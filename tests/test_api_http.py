@@ -264,8 +264,18 @@ async def test_stale_without_fallback_is_503_and_freezes(api: Api) -> None:
     assert status == 503
     assert_status(body, 503, "ServiceUnavailable")
     assert "shop/orders" in body["message"]
-    assert "stale" in body["message"]
-    assert response.headers["Retry-After"] == "5"
+    assert "is 61s old, over fallback.maxAgeSeconds=60" in body["message"]
+    assert "fallback.action is error" in body["message"]
+    assert "no fallback" not in body["message"]  # the policy has one: it says "error"
+    # no Retry-After: client-go would retry it 10 times and hold the HPA's sync instead of failing it
+    assert "Retry-After" not in response.headers
+    assert "retryAfterSeconds" not in body["details"]
+    api.clock.now = T0 + 60.04  # rounding must not make it read "60s old, over ... 60"
+    status, body, _ = await api.get(
+        f"{GV}/namespaces/shop/{DESIRED_REPLICAS}", labelSelector=f"{WORKLOAD_LABEL}=orders"
+    )
+    assert status == 503
+    assert "is 60.04s old, over fallback.maxAgeSeconds=60" in body["message"]
     api.clock.now = T0 + 60
     status, _, _ = await api.get(
         f"{GV}/namespaces/shop/{DESIRED_REPLICAS}", labelSelector=f"{WORKLOAD_LABEL}=orders"
@@ -288,6 +298,7 @@ async def test_stale_with_fallback_serves_the_fallback_value(api: Api) -> None:
         f"{GV}/namespaces/shop/{LAG_SECONDS}", labelSelector=f"{WORKLOAD_LABEL}=orders"
     )
     assert status == 503
+    assert f"the policy's fallback serves no {LAG_SECONDS}" in body["message"]
     # one stale workload in a multi-workload answer fails the whole answer: the HPA sums items
     api.cache.publish([workload("orders"), workload("billing", sampled_at=T0 + 100)])
     status, body, _ = await api.get(f"{GV}/namespaces/shop/{DESIRED_REPLICAS}")
@@ -348,8 +359,19 @@ async def test_openapi_v3_index_and_group_version_document(api: Api) -> None:
     assert document["openapi"].startswith("3.")
     assert all(path.startswith(GV) for path in document["paths"])
     assert f"{GV}/namespaces/{{namespace}}/{{metric}}" in document["paths"]
-    status, _, _ = await api.get("/openapi/v2")
-    assert status == 404  # tolerated by the aggregator
+    # Swagger 2.0 for the aggregator's /openapi/v2 merge (a 404 makes it warn on every merge)
+    status, v2, response = await api.get("/openapi/v2")
+    assert status == 200
+    assert v2["swagger"] == "2.0"
+    assert set(v2["paths"]) == set(document["paths"])
+    assert (
+        v2["paths"][f"{GV}/namespaces/{{namespace}}/{{metric}}"]["get"]["operationId"]
+        == "listExternalMetricValues"
+    )
+    status, _, _ = await api.get(
+        "/openapi/v2", headers=[*aggregator_headers(), ("If-None-Match", response.headers["Etag"])]
+    )
+    assert status == 304
 
 
 async def test_prometheus_endpoint_reports_api_latency_and_auth_failures(api: Api) -> None:

@@ -18,8 +18,9 @@ from lagscaler.observability import ServiceMetrics, configure_logging
 
 
 async def test_metrics_are_served_over_plain_http_on_their_own_port(tmp_path: Path) -> None:
-    metrics = ServiceMetrics()
-    metrics.cache_age.labels("shop", "orders").set(3.5)
+    metrics = ServiceMetrics(clock=lambda: 1_000.0)
+    metrics.add_workload("shop", "orders", loaded_at=990.0)
+    metrics.sampled("shop", "orders", at=996.5)
     metrics.kafka_requests.labels("ListOffsets", "ok").inc(2)
     async with (
         LocalCluster(tmp_path) as cluster,
@@ -36,14 +37,14 @@ async def test_metrics_are_served_over_plain_http_on_their_own_port(tmp_path: Pa
                 assert response.status == 200
                 assert response.content_type == "text/plain"
                 text = await response.text()
-    assert 'lagscaler_cache_age_seconds{namespace="shop",workload="orders"} 3.5' in text
+    assert 'lagscaler_cache_age_seconds{workload="orders",workload_namespace="shop"} 3.5' in text
     assert 'lagscaler_kafka_requests_total{api="ListOffsets",outcome="ok"} 2.0' in text
     for name in (
         "lagscaler_api_request_duration_seconds",
         "lagscaler_api_auth_failures_total",
         "lagscaler_sample_cycle_duration_seconds",
         "lagscaler_sample_cycle_errors_total",
-        "lagscaler_decisions_total",
+        "lagscaler_decision_changes_total",
         "lagscaler_policy_errors",
     ):
         assert f"# TYPE {name.removesuffix('_total')}" in text

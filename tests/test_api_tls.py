@@ -3,12 +3,13 @@
 from __future__ import annotations
 
 import asyncio
-import logging
 import ssl
 from pathlib import Path
 
 import pytest
 from cryptography import x509
+from structlog.typing import EventDict
+from support import eventually
 
 from lagscaler.api import MetricsCache, running_api
 from lagscaler.api.harness import LocalCluster
@@ -46,44 +47,45 @@ async def test_new_certificate_files_are_used_for_new_handshakes(tmp_path: Path)
 
             renewed = cluster.cluster_ca.issue_server("127.0.0.1", "localhost")
             renewed.write(tmp_path, "serving")  # same paths, new content (as cert-manager does)
-            deadline = asyncio.get_running_loop().time() + 10
-            while (
-                await _served_certificate(_port(api.url), context)
-            ).serial_number != renewed.cert.serial_number:
-                assert asyncio.get_running_loop().time() < deadline, (
-                    "the renewed certificate was never served"
-                )
-                await asyncio.sleep(0.1)
+
+            async def renewed_served() -> None:
+                served = await _served_certificate(_port(api.url), context)
+                assert served.serial_number == renewed.cert.serial_number
+
+            await eventually(renewed_served, within=10, what="the renewed certificate to be served")
             assert api.tls.reloads >= 1
 
             cluster.serving_cert_file.write_text(
                 "not a certificate"
             )  # a broken write keeps the last good one
-            while not metrics.registry.get_sample_value("lagscaler_tls_reloads_total", {"outcome": "error"}):
-                assert asyncio.get_running_loop().time() < deadline + 10, "the broken file was never noticed"
-                await asyncio.sleep(0.1)
+            await eventually(
+                lambda: metrics.registry.get_sample_value(
+                    "lagscaler_tls_reloads_total", {"outcome": "error"}
+                ),
+                within=20,
+                what="the broken file to be noticed",
+            )
             still = await _served_certificate(_port(api.url), context)
             assert still.serial_number == renewed.cert.serial_number
 
 
 async def test_without_certificate_files_a_self_signed_one_is_served_loudly(
-    tmp_path: Path, caplog: pytest.LogCaptureFixture
+    tmp_path: Path, logs: list[EventDict]
 ) -> None:
     async with LocalCluster(tmp_path) as cluster:
         settings = cluster.settings(tls_cert_file=None, tls_private_key_file=None)
-        with caplog.at_level(logging.WARNING):
-            async with running_api(settings, MetricsCache()) as api:
-                assert api.tls.serving.self_signed
-                context = ssl.create_default_context(cafile=str(api.tls.serving.cert_file))
-                served = await _served_certificate(_port(api.url), context)
-                assert served.issuer == served.subject
-                strict = ssl.create_default_context()
-                with pytest.raises(ssl.SSLCertVerificationError):
-                    await _served_certificate(_port(api.url), strict)
-        assert any(
-            "SELF-SIGNED" in record.getMessage() and "LOCAL USE ONLY" in record.getMessage()
-            for record in caplog.records
-        )
+        async with running_api(settings, MetricsCache()) as api:
+            assert api.tls.serving.self_signed
+            context = ssl.create_default_context(cafile=str(api.tls.serving.cert_file))
+            served = await _served_certificate(_port(api.url), context)
+            assert served.issuer == served.subject
+            strict = ssl.create_default_context()
+            with pytest.raises(ssl.SSLCertVerificationError):
+                await _served_certificate(_port(api.url), strict)
+    [loud] = [e for e in logs if "SELF-SIGNED" in e["event"]]
+    assert "LOCAL USE ONLY" in loud["event"]
+    assert loud["log_level"] == "warning"
+    assert loud["hosts"] == list(settings.self_signed_hosts)
 
 
 async def test_unreadable_certificate_is_a_user_error(tmp_path: Path) -> None:

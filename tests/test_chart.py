@@ -24,20 +24,22 @@ CHART = Path(__file__).resolve().parents[1] / "charts" / "lagscaler"
 MINIMAL: dict[str, Any] = {"kafka": {"bootstrapServers": "kafka.kafka.svc:9092"}}
 NAMESPACE = "autoscaling"
 # Kinds kubernetes-validate has no schema for (CRDs of cert-manager and prometheus-operator).
-CUSTOM_KINDS = {"Certificate", "ServiceMonitor"}
+CUSTOM_KINDS = {"Certificate", "ServiceMonitor", "PrometheusRule"}
 
 
-def render(values: dict[str, Any] | None = None) -> list[dict[str, Any]]:
+def render(
+    values: dict[str, Any] | None = None, *, name: str = "ls", namespace: str = NAMESPACE
+) -> list[dict[str, Any]]:
     chart = Chart.load(str(CHART))
     try:
         files = chart.render(
-            values if values is not None else MINIMAL, name="ls", namespace=NAMESPACE, is_install=True
+            values if values is not None else MINIMAL, name=name, namespace=namespace, is_install=True
         )
     finally:
         chart.close()
     docs: list[dict[str, Any]] = []
-    for name, text in files.items():
-        if name.endswith(".txt"):
+    for filename, text in files.items():
+        if filename.endswith(".txt"):
             continue
         docs.extend(d for d in yaml.safe_load_all(text) if d)
     return docs
@@ -70,7 +72,8 @@ def test_lint_is_clean_in_strict_mode() -> None:
         MINIMAL,
         with_values(
             networkPolicy={"enabled": True, "metricsFrom": [{"matchLabels": {"name": "monitoring"}}]},
-            metrics={"port": 9090, "serviceMonitor": {"enabled": True}},
+            metrics={"port": 9090, "serviceMonitor": {"enabled": True}, "prometheusRule": {"enabled": True}},
+            grafanaDashboard={"enabled": True},
             kafka={
                 "bootstrapServers": "k:9093",
                 "securityProtocol": "SASL_SSL",
@@ -175,16 +178,19 @@ def test_policy_change_rolls_the_pods() -> None:
     assert yaml.safe_load(cm["data"]["a.yaml"]) == policy
 
 
-def test_hpa_controller_may_read_external_metrics() -> None:
+def test_rbac_of_a_delegating_api_server_and_the_optional_hpa_grant() -> None:
     docs = render()
-    binding = one(docs, "ClusterRoleBinding", "hpa-controller")
-    assert binding["subjects"] == [
-        {"kind": "ServiceAccount", "name": "horizontal-pod-autoscaler", "namespace": "kube-system"}
-    ]
     delegator = one(docs, "ClusterRoleBinding", "auth-delegator")
     assert delegator["roleRef"]["name"] == "system:auth-delegator"
     reader = one(docs, "RoleBinding", "auth-reader")
     assert reader["metadata"]["namespace"] == "kube-system"
+    # Kubernetes' bootstrap role already lets the HPA controller read external metrics (proven on
+    # the real controller in tests/controlplane): the extra grant is opt-in.
+    assert not [d for d in docs if "hpa-controller" in d["metadata"]["name"]]
+    binding = one(render(with_values(hpaControllerRbac=True)), "ClusterRoleBinding", "hpa-controller")
+    assert binding["subjects"] == [
+        {"kind": "ServiceAccount", "name": "horizontal-pod-autoscaler", "namespace": "kube-system"}
+    ]
 
 
 @pytest.mark.parametrize(

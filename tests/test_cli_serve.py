@@ -2,27 +2,29 @@
 
 from __future__ import annotations
 
-import argparse
+import asyncio
 import os
 import signal
 import ssl
 import subprocess
 import sys
-import time
 import urllib.request
 from pathlib import Path
 
 import pytest
+from structlog.typing import EventDict
+from support import eventually
 
 from lagscaler.cli import _Parser, main
-from lagscaler.cli.serve import build_parser, settings_argv
+from lagscaler.cli.serve import ServeOptions, build_parser, serve_options
 from lagscaler.errors import UserError
 from lagscaler.localkafka import KafkaEndpoint, free_port
 
 
-def parse(argv: list[str], environ: dict[str, str] | None = None) -> argparse.Namespace:
+def parse(argv: list[str], environ: dict[str, str] | None = None) -> ServeOptions:
     parser = build_parser(_Parser(prog="serve", add_help=False))
-    return parser.parse_args(settings_argv(parser, argv, environ or {}))
+    options, _ = serve_options(parser.parse_args(argv), environ or {})
+    return options
 
 
 @pytest.fixture
@@ -36,6 +38,102 @@ def config(tmp_path: Path) -> Path:
         "requestheader-allowed-names: [front-proxy-client, aggregator]\n"
     )
     return path
+
+
+# The precedence, pinned: (flag, environment, file) -> the value serve uses. None: not given there.
+PRECEDENCE = [
+    ("9", "7", "5", 9.0),
+    ("9", None, "5", 9.0),
+    ("9", "7", None, 9.0),
+    (None, "7", "5", 7.0),
+    (None, None, "5", 5.0),
+    (None, "7", None, 7.0),
+    (None, None, None, 10.0),  # the default
+]
+
+
+@pytest.mark.parametrize(("flag", "env", "file", "expected"), PRECEDENCE)
+def test_precedence_is_flag_then_environment_then_file_then_default(
+    tmp_path: Path, flag: str | None, env: str | None, file: str | None, expected: float
+) -> None:
+    path = tmp_path / "c.yaml"
+    path.write_text("bootstrap-server: k:1\npolicy-dir: p\n" + (f"sample-interval: {file}\n" if file else ""))
+    argv = ["--config", str(path)] + (["--sample-interval", flag] if flag else [])
+    environ = {"LAGSCALER_SAMPLE_INTERVAL": env} if env else {}
+    assert parse(argv, environ).sample_interval == expected
+
+
+@pytest.mark.parametrize(
+    ("argv", "environ", "file", "message"),
+    [
+        (
+            [],
+            {"LAGSCALER_SAMPLE_INTERVAL": "0"},
+            "",
+            "$LAGSCALER_SAMPLE_INTERVAL: sample-interval: must be > 0",
+        ),
+        ([], {}, "sample-interval: -1\n", "c.yaml: sample-interval: must be > 0, got -1"),
+        ([], {"LAGSCALER_LOG_LEVEL": "loud"}, "", "$LAGSCALER_LOG_LEVEL: log-level: must be one of"),
+        ([], {"LAGSCALER_TIMEOUT": "soon"}, "", "$LAGSCALER_TIMEOUT: timeout: expected a number, got 'soon'"),
+        (["--sample-interval", "0"], {}, "", "argument --sample-interval: must be > 0, got '0'"),
+        ([], {}, "policy-dir: [a, b]\n", "c.yaml: policy-dir: expected a single value"),
+    ],
+)
+def test_every_error_names_the_source_of_the_value(
+    tmp_path: Path, argv: list[str], environ: dict[str, str], file: str, message: str
+) -> None:
+    path = tmp_path / "c.yaml"
+    path.write_text("bootstrap-server: k:1\n" + (file if "policy-dir" in file else "policy-dir: p\n" + file))
+    with pytest.raises(UserError) as raised:
+        parse(["--config", str(path), *argv], environ)
+    assert message in str(raised.value)
+
+
+def test_a_missing_setting_says_every_way_to_give_it() -> None:
+    with pytest.raises(UserError) as raised:
+        parse(["--policy-dir", "p"])
+    assert str(raised.value) == (
+        "missing setting bootstrap-server: give --bootstrap-server, $LAGSCALER_BOOTSTRAP_SERVER or "
+        "'bootstrap-server:' in the --config file"
+    )
+
+
+def test_a_rule_across_settings_names_where_each_came_from(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    os.environ["LAGSCALER_TLS_CERT_FILE"] = "/x.crt"
+    try:
+        code = main(["serve", "--bootstrap-server", "k:1", "--policy-dir", str(tmp_path)])
+    finally:
+        del os.environ["LAGSCALER_TLS_CERT_FILE"]
+    assert code == 2
+    err = capsys.readouterr().err
+    assert (
+        "--tls-cert-file ($LAGSCALER_TLS_CERT_FILE) and --tls-private-key-file must be given together" in err
+    )
+
+
+def test_debug_logs_say_which_source_set_each_setting_and_never_a_value(
+    tmp_path: Path, logs: list[EventDict]
+) -> None:
+    from lagscaler.options import log_sources
+
+    path = tmp_path / "c.yaml"
+    path.write_text("bootstrap-server: secret-host:1\npolicy-dir: p\n")
+    parser = build_parser(_Parser(prog="serve", add_help=False))
+    _, given = serve_options(
+        parser.parse_args(["--config", str(path), "--sasl-username", "alice"]),
+        {"LAGSCALER_CLIENT_ID": "hidden-id"},
+    )
+    log_sources(given)
+    assert {(e["setting"], e["source"]) for e in logs} == {
+        ("bootstrap-server", str(path)),
+        ("policy-dir", str(path)),
+        ("sasl-username", "--sasl-username"),
+        ("client-id", "$LAGSCALER_CLIENT_ID"),
+    }
+    assert all(e["log_level"] == "debug" for e in logs)
+    assert not any(secret in repr(logs) for secret in ("secret-host", "alice", "hidden-id"))
 
 
 def test_flags_override_environment_which_overrides_the_file(config: Path) -> None:
@@ -112,7 +210,7 @@ def test_cli_reports_bad_input_in_one_line(tmp_path: Path, capsys: pytest.Captur
         assert main(["serve", "--bootstrap-server", "k:1", "--policy-dir", str(tmp_path)]) == 2
     finally:
         del os.environ["LAGSCALER_SECURE_PORT"]
-    assert "--secure-port" in capsys.readouterr().err
+    assert "$LAGSCALER_SECURE_PORT: secure-port: expected a number, got 'https'" in capsys.readouterr().err
 
 
 @pytest.mark.kafka
@@ -139,18 +237,18 @@ def test_serve_runs_ready_and_stops_on_sigterm(kafka: KafkaEndpoint, tmp_path: P
         context = ssl.create_default_context()
         context.check_hostname = False
         context.verify_mode = ssl.CERT_NONE  # no certificate given: a self-signed one, for local use
-        deadline = time.monotonic() + 60
-        while True:
+
+        def ready() -> None:
+            assert process.poll() is None, "lagscaler serve exited"
             try:
                 with urllib.request.urlopen(
                     f"https://127.0.0.1:{port}/readyz", context=context, timeout=2
-                ) as r:
-                    assert r.status == 200
-                    break
-            except OSError:
-                if time.monotonic() > deadline or process.poll() is not None:
-                    raise
-                time.sleep(0.5)
+                ) as response:
+                    assert response.status == 200
+            except OSError as exc:  # not listening yet
+                raise AssertionError(str(exc)) from exc
+
+        asyncio.run(eventually(ready, within=60, what="/readyz to answer 200"))
         process.send_signal(signal.SIGTERM)
         output, _ = process.communicate(timeout=30)
         assert process.returncode == 0, output

@@ -1,7 +1,7 @@
 """Liveness: once load has been low long enough, the engine reaches the count the load needs.
 
 The safety properties (``test_engine.py``, ``test_engine_stages.py``) say what the engine never
-does; none of them notices an engine that never scales down. Issue 9 found one: 64 replicas on 64
+does; none of them notices an engine that never scales down. One did: 64 replicas on 64
 partitions with a 25 % step limit asked for 48, rounded 48 up to the next aligned count, 64, and
 stayed there forever. These tests look for that class of defect over random policies (partition
 counts, bounds, step limits in percent and replicas, the HPA's tolerance band with and without
@@ -300,7 +300,7 @@ def test_after_low_load_the_engine_reaches_the_count_the_load_needs(
     )
 
 
-def test_the_issue_9_case_scales_down_from_the_partition_count() -> None:
+def test_64_replicas_on_64_partitions_with_a_25_percent_step_scale_down() -> None:
     """64 replicas on 64 partitions, a 25 % step limit: it used to stay at 64 forever."""
     policy = ScalingPolicy(
         name="clickstream",

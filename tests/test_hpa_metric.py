@@ -78,7 +78,7 @@ def test_no_stall_one_short_of_the_partition_count(partitions):
 
 @pytest.mark.parametrize("partitions", [11, 12, 24, 64])
 def test_the_model_reproduces_keda_stalling_at_p_minus_one(partitions):
-    # KEDA #2908/#4791: total lag capped at partitions * lagThreshold, AverageValue lagThreshold,
+    # kedacore/keda issues 2908 and 4791: total lag capped at partitions * lagThreshold, AverageValue lagThreshold,
     # default behavior: from P-1 replicas the ratio P/(P-1) <= 1.1 and the HPA never moves.
     threshold = 10
     spec = HpaSpec((ExternalMetric(TargetType.AVERAGE_VALUE, threshold),), 100)

@@ -100,6 +100,18 @@ def test_scale_up_from_zero_ignores_tolerance():
     assert value_proposal(1000, 1000, 0, 0, DEFAULT_TOLERANCES) == 1
 
 
+def test_value_target_without_pods_fails_only_outside_the_band():
+    # getUsageRatioReplicaCount (v1.35.4) returns spec.replicas inside the band before it lists
+    # pods; only outside it does "no pods returned by selector" fail the metric.
+    spec = HpaSpec(metrics=(ExternalMetric(TargetType.VALUE, 10),), max_replicas=10)
+    held = step(spec, HpaState(), 0.0, 3, [10.5], status_replicas=0, ready_pods=0)
+    assert held.replicas == 3
+    assert held.metric_errors == ()
+    failed = step(spec, HpaState(), 0.0, 3, [30], status_replicas=0, ready_pods=0)
+    assert failed.reason == "FailedGetExternalMetric"
+    assert "no pods returned by selector" in failed.metric_errors[0]
+
+
 def test_average_value_from_zero_status_replicas():
     # status.replicas == 0: the ratio is +Inf (never within), the proposal is ceil(usage/target);
     # zero usage over zero pods is NaN, also never within, and proposes 0.
@@ -119,7 +131,7 @@ def test_milli_value_rounds_up_and_reads_decimals():
     assert milli_value(0.1) == 100
     assert milli_value(17.0005) == 17001
     assert milli_value(4) == 4000
-    with pytest.raises(ValueError, match="not a finite quantity"):
+    with pytest.raises(ValueError, match="finite"):
         milli_value(float("inf"))
 
 

@@ -1,30 +1,26 @@
-"""``kube-system/extension-apiserver-authentication``: parsed, watched, and applied to live TLS.
+"""``kube-system/extension-apiserver-authentication`` parsed, and CA files reloaded into live TLS.
 
-The watcher is the real list+watch client (kubernetes_asyncio, HTTPS) against the stand-in, which
-streams watch events like kube-apiserver.
+Watching the ConfigMap and a CA rotation through it run against the real kube-apiserver in
+tests/controlplane (test_configmap_watch.py, test_authn.py); the stand-in is used here only for the
+410 Gone the real one cannot be made to answer.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
-import json
 import ssl
-from collections.abc import Callable
 from pathlib import Path
 
 import aiohttp
 import pytest
+from support import eventually
 
 from lagscaler.api import (
-    DESIRED_REPLICAS,
-    WORKLOAD_LABEL,
     MetricsCache,
-    MetricValue,
-    WorkloadMetrics,
     running_api,
 )
-from lagscaler.api.harness import FRONT_PROXY_NAME, HPA_USER, ClientCert, LocalCluster, aggregator_headers
+from lagscaler.api.harness import ClientCert, LocalCluster, aggregator_headers
 from lagscaler.kube import (
     CertificateAuthority,
     ExtensionAuthentication,
@@ -35,18 +31,6 @@ from lagscaler.kube import (
 )
 
 GV = "/apis/external.metrics.k8s.io/v1beta1"
-
-
-def _configmap(front_proxy_ca: CertificateAuthority, client_ca: CertificateAuthority) -> dict[str, str]:
-    """What kube-apiserver writes into the ConfigMap (list values are JSON arrays)."""
-    return {
-        "client-ca-file": client_ca.cert_pem.decode(),
-        "requestheader-client-ca-file": front_proxy_ca.cert_pem.decode(),
-        "requestheader-allowed-names": json.dumps([FRONT_PROXY_NAME]),
-        "requestheader-username-headers": json.dumps(["X-Remote-User"]),
-        "requestheader-group-headers": json.dumps(["X-Remote-Group"]),
-        "requestheader-extra-headers-prefix": json.dumps(["X-Remote-Extra-"]),
-    }
 
 
 def test_parse_configmap_data() -> None:
@@ -67,44 +51,6 @@ def test_parse_configmap_data() -> None:
         parse_extension_authentication({"requestheader-group-headers": "[1]"})
 
 
-async def _eventually(condition: Callable[[], object], what: str, limit_seconds: float = 10.0) -> None:
-    """Wait for a watch or a reload to take effect (bounded: fails with ``what`` after the limit)."""
-    deadline = asyncio.get_running_loop().time() + limit_seconds
-    while not condition():
-        if asyncio.get_running_loop().time() > deadline:
-            pytest.fail(f"timed out waiting for {what}")
-        await asyncio.sleep(0.05)
-
-
-async def test_watcher_reports_each_version_and_deletion(tmp_path: Path) -> None:
-    async with KubeApiStandIn(tmp_path) as standin:
-        kubeconfig = standin.write_kubeconfig()
-        standin.set_configmap({"requestheader-allowed-names": '["a"]'})
-        seen: list[ExtensionAuthentication | None] = []
-        client = await kube_api_client(kubeconfig)
-        assert client is not None
-        watcher = ExtensionAuthenticationWatcher(client, seen.append, retry_seconds=0.1)
-        task = asyncio.create_task(watcher.run())
-        try:
-            await _eventually(lambda: len(seen) == 1, "the initial list")
-            assert seen[0] is not None
-            assert seen[0].requestheader_allowed_names == ("a",)
-            await _eventually(lambda: standin._watchers, "the watch to start")
-            standin.set_configmap({"requestheader-allowed-names": '["b"]'})
-            await _eventually(lambda: len(seen) == 2, "the MODIFIED event")
-            assert seen[1] is not None
-            assert seen[1].requestheader_allowed_names == ("b",)
-            standin.set_configmap({"requestheader-allowed-names": "not json"})  # logged and skipped
-            standin.set_configmap(None)
-            await _eventually(lambda: len(seen) == 3, "the DELETED event")
-            assert seen[2] is None
-        finally:
-            task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await task
-            await client.close()
-
-
 async def _status(url: str, context: ssl.SSLContext, headers: list[tuple[str, str]]) -> int:
     async with (
         aiohttp.ClientSession(connector=aiohttp.TCPConnector(ssl=context)) as session,
@@ -121,35 +67,6 @@ async def _refused(url: str, context: ssl.SSLContext) -> bool:
     return False
 
 
-async def test_front_proxy_ca_rotation_in_the_configmap_applies_to_new_handshakes(tmp_path: Path) -> None:
-    async with LocalCluster(tmp_path) as cluster:
-        cluster.standin.allow(HPA_USER, verbs=["get"], resources=["*"])
-        cluster.standin.set_configmap(_configmap(cluster.front_proxy_ca, cluster.cluster_ca))
-        settings = cluster.settings(
-            client_ca_file=None,
-            requestheader_client_ca_file=None,
-            requestheader_allowed_names=None,
-            authentication_skip_lookup=False,
-        )
-        cache = MetricsCache()
-        cache.publish(
-            [WorkloadMetrics("ns", "w", 0.0, (MetricValue(DESIRED_REPLICAS, 1, {WORKLOAD_LABEL: "w"}),), 1)]
-        )
-        async with running_api(settings, cache) as api:
-            old = cluster.client_context(cluster.front_proxy)
-            assert await _status(api.url, old, aggregator_headers()) == 200  # trust came from the ConfigMap
-
-            new_ca = CertificateAuthority("rotated front-proxy CA")
-            rotated = cluster.write_client(new_ca.issue_client(FRONT_PROXY_NAME), "rotated")
-            new = cluster.client_context(rotated)
-            assert await _refused(api.url, new)
-            await _eventually(lambda: cluster.standin._watchers, "the ConfigMap watch")
-            cluster.standin.set_configmap(_configmap(new_ca, cluster.cluster_ca))
-            await _eventually(lambda: api.auth.source.generation >= 3, "the new ConfigMap version")
-            assert await _status(api.url, new, aggregator_headers()) == 200
-            assert await _refused(api.url, old)
-
-
 async def test_client_ca_file_change_is_reloaded(tmp_path: Path) -> None:
     async with LocalCluster(tmp_path) as cluster:
         cluster.standin.allow("zoe", verbs=["get"], resources=["*"])
@@ -159,5 +76,32 @@ async def test_client_ca_file_change_is_reloaded(tmp_path: Path) -> None:
             assert await _refused(api.url, cluster.client_context(zoe))
             bundle = cluster.cluster_ca.cert_pem + other_ca.cert_pem
             cluster.cluster_ca_file.write_bytes(bundle)
-            await _eventually(lambda: api.auth.source.generation >= 2, "the CA file reload")
+            await eventually(lambda: api.auth.source.generation >= 2, within=10, what="the CA file reload")
             assert await _status(api.url, cluster.client_context(zoe), []) == 200
+
+
+async def test_a_watch_answered_410_gone_lists_again(tmp_path: Path) -> None:
+    async with KubeApiStandIn(tmp_path) as standin:
+        standin.set_configmap({"requestheader-allowed-names": '["a"]'})
+        client = await kube_api_client(standin.write_kubeconfig())
+        assert client is not None
+        seen: list[ExtensionAuthentication | None] = []
+        watcher = ExtensionAuthenticationWatcher(client, seen.append, retry_seconds=0.1)
+        task = asyncio.create_task(watcher.run())
+        try:
+            await eventually(lambda: standin._watchers, within=10, what="the watch to start")
+            standin.set_configmap({"requestheader-allowed-names": '["b"]'})
+            await eventually(lambda: len(seen) == 2, within=10, what="the MODIFIED event")
+            standin.compact()  # the watch ends; resuming from its last version gets 410 Gone
+            standin.set_configmap({"requestheader-allowed-names": '["c"]'})
+            await eventually(lambda: watcher.lists == 2, within=10, what="a new list after 410 Gone")
+            await eventually(
+                lambda: seen[-1] is not None and seen[-1].requestheader_allowed_names == ("c",),
+                within=10,
+                what="the version after the new list",
+            )
+        finally:
+            task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
+            await client.close()

@@ -17,6 +17,7 @@ import time
 from pathlib import Path
 
 import pytest
+from support import eventually
 
 from lagscaler.kafka.seed import create_topics, produce
 from lagscaler.localkafka import KafkaEndpoint
@@ -35,18 +36,6 @@ def gone(pid: int) -> bool:
     except FileNotFoundError:
         return True
     return stat.rsplit(")", 1)[1].split()[0] in ("Z", "X")
-
-
-async def eventually(check, within: float, what: str, every: float = 0.25):  # type: ignore[no-untyped-def]
-    """Poll an async check until it returns something truthy; fail with the last value otherwise."""
-    deadline = time.monotonic() + within
-    last = None
-    while time.monotonic() < deadline:
-        last = await check()
-        if last:
-            return last
-        await asyncio.sleep(every)
-    pytest.fail(f"waited {within}s for {what}; last: {last!r}")
 
 
 async def members(kafka: KafkaEndpoint, group: str, count: int) -> tuple[str, ...]:
@@ -93,7 +82,7 @@ async def test_pool_consumes_everything_and_scaling_changes_group_membership(
         async def all_committed() -> bool:
             return await committed_total(kafka, group) == 600
 
-        await eventually(all_committed, 30, "every message committed")
+        await eventually(all_committed, within=30, what="every message committed")
         await pool.wait_until(lambda p: p.processed >= 600, within=10, what="processed counts reported")
         assert pool.processed == 600  # each message processed once: no rebalance happened meanwhile
 
@@ -239,4 +228,4 @@ async def test_workers_stop_when_the_process_that_started_them_is_killed(
     async def all_gone() -> bool:
         return all(gone(pid) for pid in pids)
 
-    await eventually(all_gone, 15, "orphaned workers to notice and exit")
+    await eventually(all_gone, within=15, what="orphaned workers to notice and exit")

@@ -1,4 +1,4 @@
-"""``lagscaler policy check | hpa | schema`` as a user runs them."""
+"""``lagscaler policy check | hpa | schema | reference`` as a user runs them."""
 
 from __future__ import annotations
 
@@ -9,6 +9,7 @@ from pathlib import Path
 
 import pytest
 import yaml
+from support import BILLION_LAUGHS
 
 from lagscaler.cli import main
 from lagscaler.hpa import (
@@ -197,6 +198,27 @@ def test_schema_prints_the_json_schema(capsys):
     code, out, _ = run(capsys, "policy", "schema")
     assert code == 0
     assert json.loads(out)["properties"]["kind"]["const"] == "ScalingPolicy"
+
+
+def test_reference_prints_the_docs(capsys):
+    code, out, _ = run(capsys, "policy", "reference")
+    assert code == 0
+    assert out == (POLICIES.parent / "docs" / "policy-reference.md").read_text()
+
+
+def test_check_on_a_billion_laughs_is_one_line_not_a_traceback(tmp_path):
+    bomb = tmp_path / "bomb.yaml"
+    bomb.write_text(BILLION_LAUGHS)
+    result = subprocess.run(
+        [sys.executable, "-m", "lagscaler", "policy", "check", str(bomb), str(POLICIES / "clickstream.yaml")],
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    assert result.returncode == 1
+    (line,) = result.stderr.splitlines()
+    assert line.startswith(f"{bomb}:1:1: <document>: more than ")
+    assert result.stdout.count(": ok ") == 1  # the good file next to it is still checked
 
 
 def test_the_console_script_runs_check():

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import contextlib
 import copy
-import json
 import re
 from pathlib import Path
 from typing import Any
@@ -13,6 +12,7 @@ import pytest
 import yaml
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
+from support import BILLION_LAUGHS
 
 from lagscaler.errors import UserError
 from lagscaler.policy import (
@@ -24,9 +24,10 @@ from lagscaler.policy import (
     load_policy_dir,
     load_policy_file,
     parse_policy,
+    policy_reference,
     policy_schema,
 )
-from lagscaler.policy.loader import parse_bytes
+from lagscaler.policy.loader import MAX_DEPTH, MAX_FILE_BYTES, MAX_MESSAGE, MAX_NODES
 
 POLICIES = Path(__file__).resolve().parent.parent / "policies"
 DUMPER = getattr(yaml, "CSafeDumper", yaml.SafeDumper)
@@ -109,14 +110,26 @@ def test_a_minimal_policy_takes_the_model_defaults():
     )
 
 
+def resolve(schema: dict[str, Any]) -> dict[str, Any]:
+    """A subschema with its ``$ref`` (or the object inside a nullable ``anyOf``) followed."""
+    if "$ref" in schema:
+        return {**policy_schema()["$defs"][schema["$ref"].rsplit("/", 1)[-1]], **schema}
+    for option in schema.get("anyOf", ()):
+        if "$ref" in option:
+            return resolve(option)
+    return schema
+
+
 def schema_defaults(schema: dict[str, Any], path: tuple[str, ...] = ()):
-    for name, sub in schema.get("properties", {}).items():
+    for name, sub in resolve(schema).get("properties", {}).items():
         if "default" in sub:
             yield (*path, name), sub["default"]
         yield from schema_defaults(sub, (*path, name))
 
 
-def test_every_schema_default_is_the_model_default():
+def test_every_schema_default_is_what_a_file_without_the_field_gets():
+    # The schema is generated from the model; this checks that the defaults survive the trip to
+    # JSON (enums, tuples, None) and mean the same when a file writes them out.
     baseline = parse_policy(MINIMAL)
     defaults = list(schema_defaults(policy_schema()))
     assert len(defaults) > 20
@@ -132,51 +145,36 @@ def test_every_schema_default_is_the_model_default():
         assert explicit == baseline, f"schema default of {'.'.join(path)} differs from the model"
 
 
-def test_every_model_field_can_be_written_in_a_file():
-    # A field added to the model must be added to the schema too, or no policy file can set it.
-    import dataclasses
-    import typing
-
-    def camel(name: str) -> str:
-        head, *rest = name.split("_")
-        return head + "".join(part.capitalize() for part in rest)
-
-    def check(cls: type, schema: dict[str, Any], where: str) -> None:
-        hints = typing.get_type_hints(cls)
-        for item in dataclasses.fields(cls):
-            if cls is ScalingPolicy and item.name in ("name", "namespace", "source"):
-                continue
-            key = "scaleTargetRef" if (cls is ScalingPolicy and item.name == "target") else camel(item.name)
-            assert key in schema["properties"], (
-                f"{where}.{key} ({cls.__name__}.{item.name}) is not in the schema"
-            )
-            nested = [
-                a
-                for a in (hints[item.name], *typing.get_args(hints[item.name]))
-                if dataclasses.is_dataclass(a)
-            ]
-            if nested:
-                check(nested[0], schema["properties"][key], f"{where}.{key}")
-
-    spec = policy_schema()["properties"]["spec"]
-    check(ScalingPolicy, spec, "spec")
-    assert set(policy_schema()["properties"]["metadata"]["properties"]) >= {"name", "namespace"}
-
-
 def test_every_field_in_the_schema_has_a_description():
     def walk(schema: dict[str, Any], path: str):
-        for name, sub in schema.get("properties", {}).items():
-            assert sub.get("description"), f"{path}.{name} has no description"
+        for name, sub in resolve(schema).get("properties", {}).items():
+            assert resolve(sub).get("description"), f"{path}.{name} has no description"
             walk(sub, f"{path}.{name}")
 
     walk(policy_schema(), "")
 
 
-def test_the_schema_is_packaged_with_the_code():
-    from importlib import resources
+def test_the_schema_is_draft_2020_12_and_accepts_the_examples_and_refuses_a_mistake():
+    # What an editor or CI does with `lagscaler policy schema`: the same verdicts as the loader.
+    import jsonschema
 
-    text = resources.files("lagscaler.policy").joinpath("schema.json").read_text()
-    assert json.loads(text)["$schema"] == "https://json-schema.org/draft/2020-12/schema"
+    schema = policy_schema()
+    assert schema["$schema"] == "https://json-schema.org/draft/2020-12/schema"
+    jsonschema.Draft202012Validator.check_schema(schema)
+    validator = jsonschema.Draft202012Validator(schema)
+    for path in sorted(POLICIES.glob("*.yaml")):
+        assert list(validator.iter_errors(yaml.safe_load(path.read_text()))) == [], path.name
+    wrong = yaml.safe_load(with_spec("minReplica: 2\nmaxReplicas: many"))
+    assert len(list(validator.iter_errors(wrong))) == 2
+
+
+def test_the_policy_reference_in_the_docs_is_generated_from_the_model():
+    docs = Path(__file__).resolve().parent.parent / "docs" / "policy-reference.md"
+    assert docs.read_text() == policy_reference(), (
+        "docs/policy-reference.md is out of date: run `lagscaler policy reference > docs/policy-reference.md`"
+    )
+    for path, _ in schema_defaults(policy_schema()):
+        assert f"`{path[-1]}`" in docs.read_text()
 
 
 # --- mistakes, one line each, at the right place ------------------------------------------------
@@ -365,10 +363,6 @@ def test_policy_error_is_a_user_error_holding_every_line():
 
 
 def test_quantities_for_sizes():
-    assert parse_bytes("50Mi") == 50 * 2**20
-    assert parse_bytes("1.5Gi") == 1.5 * 2**30
-    assert parse_bytes("200G") == 200e9
-    assert parse_bytes(512) == 512.0
     policy = parse_policy(
         with_spec("stateful: {restoreBytesPerSecond: 100M, stateBytes: 2Ti, standbyReplicas: 1}")
     )
@@ -488,3 +482,63 @@ def test_a_valid_policy_with_any_one_value_replaced_never_raises(data):
     else:
         assert not issues
         assert isinstance(policy, ScalingPolicy)
+
+
+# --- hostile files: refused cheaply, in one short line each ----------------------------------------
+
+
+def test_a_billion_laughs_is_one_error_and_is_never_expanded():
+    assert len(BILLION_LAUGHS.encode()) < 400
+    (line,) = errors(BILLION_LAUGHS)
+    assert line.startswith("p.yaml:1:1: <document>: ")
+    assert f"more than {MAX_NODES} YAML nodes once anchors and aliases are expanded" in line
+
+
+def test_a_small_anchor_is_still_fine():
+    text = MINIMAL.replace("    group: orders\n", "    group: &g orders\n    topics: [*g]\n")
+    assert parse_policy(text).kafka.topics == ("orders",)
+
+
+def test_nesting_beyond_the_limit_is_one_error():
+    deep = with_spec("hpa:" + " {a:" * MAX_DEPTH + " 1" + "}" * MAX_DEPTH)
+    (line,) = errors(deep)
+    assert (
+        line == f"p.yaml:1:1: <document>: nesting too deep: more than {MAX_DEPTH} levels (a policy needs 4)"
+    )
+
+
+def test_an_oversized_file_is_refused_unread(tmp_path):
+    big = tmp_path / "big.yaml"
+    with big.open("w") as out:  # 50 MB, as found by trying: a comment line repeated
+        out.write(MINIMAL)
+        line = "# " + "x" * 1022 + "\n"
+        for _ in range(50 * 1024):
+            out.write(line)
+    with pytest.raises(PolicyError) as raised:
+        load_policy_file(big)
+    size = big.stat().st_size
+    assert raised.value.errors == (
+        f"{big}:1:1: <file>: {size} bytes is too large for a policy file (at most {MAX_FILE_BYTES})",
+    )
+    (line,) = errors("#" * (MAX_FILE_BYTES + 1))
+    assert "too large for a policy file" in line
+
+
+@pytest.mark.parametrize(
+    "text",
+    [
+        with_spec("k" * 100_000 + ": 1"),  # an unknown field with a huge name
+        with_spec("maxReplicas: " + "9" * 100_000),  # a huge number
+        with_spec("mode: '" + "x" * 100_000 + "'"),  # a huge wrong value
+        with_spec("maxReplicas: !!int '" + "z" * 100_000 + "'"),  # a huge unreadable value
+        with_spec("stateful: {restoreBytesPerSecond: " + "y" * 100_000 + ", stateBytes: 1}"),
+        "a: [" + "x" * 100_000,  # a YAML error in a huge line
+    ],
+    ids=["key", "number", "value", "tagged", "bytes", "yaml"],
+)
+def test_no_message_quotes_much_of_the_file(text):
+    found = errors(text)
+    assert found
+    for line in found:
+        assert ISSUE.match(line)
+        assert len(line) < 2 * MAX_MESSAGE + 50, line[:300]

@@ -1,4 +1,4 @@
-"""The sampler against the real session broker: exact lag, rates, owners, and the edge cases of issue 3."""
+"""The sampler against the real session broker: exact lag, rates, owners, and the edge cases of lag."""
 
 from __future__ import annotations
 

@@ -14,12 +14,14 @@ from collections.abc import Iterator
 
 import pytest
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
+from support import eventually
 
 from lagscaler.kafka import KafkaAdmin, KafkaSettings
 from lagscaler.kafka.seed import commit, produce, wait_for_topics
 from lagscaler.localkafka import BrokerConfig, LocalBroker
 from lagscaler.localkafka.broker import probe, run_coroutine_sync
 from lagscaler.sampler import Sampler, SamplerSettings
+from lagscaler.signals import Snapshot
 
 pytestmark = [pytest.mark.kafka, pytest.mark.slow]
 
@@ -118,12 +120,13 @@ async def test_a_coordinator_going_away_stales_only_its_groups_and_they_come_bac
             during = await sampler.sample()
         finally:
             await asyncio.to_thread(second.start)
-        after = None
-        for _ in range(20):  # node 2 reloads its part of __consumer_offsets before serving it
-            after = await sampler.sample()
-            if not any(g.stale for g in after.groups):
-                break
-            await asyncio.sleep(0.5)
+
+        async def all_fresh() -> Snapshot:  # node 2 reloads its part of __consumer_offsets first
+            snapshot = await sampler.sample()
+            assert not any(g.stale for g in snapshot.groups)
+            return snapshot
+
+        after = await eventually(all_fresh, within=30, every=0.5, what="every group fresh again")
     on_first, on_second = set(groups[1]), set(groups[2])
     assert not during.stale  # the cycle itself succeeded
     for g in during.groups:

@@ -9,6 +9,7 @@ import asyncio
 import time
 
 import pytest
+from support import eventually
 
 from lagscaler.kafka import KafkaSettings
 from lagscaler.kafka.seed import commit, create_topics, produce
@@ -67,14 +68,16 @@ async def test_outage_keeps_a_stale_snapshot_and_recovers_after_restart(unique: 
                 await asyncio.gather(task, return_exceptions=True)
 
             await asyncio.to_thread(broker.start)  # same ports, same data
-            recovered = None
-            for _ in range(20):  # the restarted broker loads the group before it serves it
+
+            async def sample_again() -> Snapshot:
                 try:
-                    recovered = await sampler.sample()
-                    break
-                except SampleFailed:
-                    await asyncio.sleep(0.5)
-            assert recovered is not None
+                    return await sampler.sample()
+                except SampleFailed as exc:  # the restarted broker loads the group before it serves it
+                    raise AssertionError(str(exc)) from exc
+
+            recovered = await eventually(
+                sample_again, within=30, every=0.5, what="a sample after the restart"
+            )
             assert not recovered.stale
             assert recovered.groups[0].total_lag == 5
             assert recovered.groups[0].partitions[0].produce_rate == 0.0  # history survived the outage

@@ -17,6 +17,7 @@ from typing import Any
 
 import aiohttp
 import pytest
+from support import eventually
 
 from lagscaler.api import parse_quantity
 from lagscaler.api.harness import LocalCluster, aggregator_headers
@@ -103,19 +104,6 @@ class Client:
         await self.session.close()
 
 
-async def eventually(check: Any, within: float = 30.0, every: float = 0.2) -> Any:
-    deadline = time.monotonic() + within
-    while True:
-        try:
-            result = await check()
-        except AssertionError:
-            if time.monotonic() > deadline:
-                raise
-        else:
-            return result
-        await asyncio.sleep(every)
-
-
 @pytest.fixture
 async def cluster(tmp_path: Path) -> AsyncIterator[LocalCluster]:
     async with LocalCluster(tmp_path / "pki") as local:
@@ -161,7 +149,10 @@ async def test_serves_lag_and_a_decision_for_a_real_group(
             desired = await client.value("lagscaler_desired_replicas", "orders")
             assert 1 <= desired <= 4  # within [min, partitions]: a fifth consumer would idle
             exposition = await client.prometheus()
-            assert 'lagscaler_workload_lag_messages{namespace="shop",workload="orders"} 600.0' in exposition
+            assert (
+                'lagscaler_workload_lag_messages{workload="orders",workload_namespace="shop"} 600.0'
+                in exposition
+            )
             assert "lagscaler_kafka_requests_total" in exposition
             # The group is not consuming, so the produce rate is 0 and lag does not move: no scale-down
             # below what the backlog needs, and the decision is explained in the loop's record.

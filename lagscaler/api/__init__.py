@@ -27,11 +27,11 @@ from lagscaler.api.cache import (
     WorkloadMetrics,
 )
 from lagscaler.api.health import CheckResult, HealthChecks
-from lagscaler.api.quantity import QuantityError, format_quantity, parse_quantity
 from lagscaler.api.selector import Selector, SelectorError, parse_selector
 from lagscaler.api.server import DelegatedAuth, RunningApi, delegated_auth, running_api, serve_https
 from lagscaler.api.settings import ApiSettings, add_api_arguments, api_settings_from_args
 from lagscaler.api.tls import ServingTLS
+from lagscaler.quantity import QuantityError, format_quantity, parse_quantity
 
 __all__ = [
     "DESIRED_REPLICAS",

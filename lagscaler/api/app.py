@@ -1,6 +1,7 @@
 """The aiohttp application: discovery, metric values, health, OpenAPI; authentication and authorization.
 
-Wire format follows what the aggregator and the HPA's client expect (REFERENCE 1.2): JSON bodies,
+Wire format follows what the aggregator and the HPA's client expect (k8s.io/metrics
+``pkg/apis/external_metrics/v1beta1/types.go``, ``ExternalMetricValueList``): JSON bodies,
 Kubernetes ``Status`` objects for every error, canonical quantities, RFC 3339 timestamps.
 
 Choices worth knowing:
@@ -9,9 +10,14 @@ Choices worth knowing:
   error anyway ("no metrics returned from external metrics API") and freezes; a ``NotFound`` Status
   carries a message that says which namespace, metric and selector matched nothing, and that message
   is what ``kubectl describe hpa`` shows in the ``FailedGetExternalMetric`` event.
-- **Stale data without a fallback is a 503** (``ServiceUnavailable`` with ``Retry-After``) for the
-  whole request if *any* matched workload is stale: the HPA sums items, so a partial answer would
-  under-count and scale down by mistake. An error freezes scaling instead.
+- **Stale data the policy gives no value for is a 503** (``ServiceUnavailable``: its
+  ``fallback.action`` is ``error``, or its fallback does not cover the metric) for the whole request
+  if *any* matched workload is stale: the HPA sums items, so a partial answer would under-count and
+  scale down by mistake. An error freezes scaling instead. The message says how old the sample is
+  with enough decimals to be visibly over the limit. It carries **no** ``Retry-After``: client-go
+  (the HPA's client) retries a 5xx that has one up to 10 times (``rest/with_retry.go``
+  ``IsNextRetry``, v0.35.4), which held the real controller's sync for ~50 s per HPA and kept
+  ``FailedGetExternalMetric`` out of its status (found on the control-plane tier).
 - **Content negotiation**: JSON is answered to clients that accept JSON, ``*/*``, or Kubernetes
   protobuf (client-go decodes whatever content type the answer declares, and the HPA's client asks
   for protobuf first); anything else gets 406.
@@ -26,7 +32,6 @@ import datetime as dt
 import functools
 import hashlib
 import json
-import logging
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from importlib import resources
@@ -36,12 +41,14 @@ from aiohttp import web
 
 from lagscaler.api.authn import AuthenticationFailed, Authenticator
 from lagscaler.api.authz import Authorizer, request_attributes
-from lagscaler.api.cache import SERVED_METRICS, MetricsCache
+from lagscaler.api.cache import SERVED_METRICS, MetricsCache, WorkloadMetrics
+from lagscaler.api.connections import LogThrottle
 from lagscaler.api.health import HealthChecks
-from lagscaler.api.quantity import format_quantity
 from lagscaler.api.selector import Selector, SelectorError, parse_selector
 from lagscaler.kube import KubeReviewError
+from lagscaler.logs import get_logger
 from lagscaler.observability import METRICS_KEY, ServiceMetrics
+from lagscaler.quantity import format_quantity
 
 __all__ = [
     "AUTHENTICATOR_KEY",
@@ -63,7 +70,7 @@ GROUP_VERSION = f"{GROUP}/{VERSION}"
 _GV_PATH = f"/apis/{GROUP_VERSION}"
 HEALTH_PATHS = ("/healthz", "/livez", "/readyz")
 
-_log = logging.getLogger(__name__)
+_log = get_logger(__name__)
 
 CACHE_KEY = web.AppKey("cache", MetricsCache)
 AUTHENTICATOR_KEY = web.AppKey("authenticator", Authenticator)
@@ -71,6 +78,7 @@ AUTHORIZER_KEY = web.AppKey("authorizer", Authorizer)
 READINESS_KEY = web.AppKey("readiness", HealthChecks)
 LIVENESS_KEY = web.AppKey("liveness", HealthChecks)
 _OPENAPI_KEY = web.AppKey("openapi", dict)
+_UNAUTHORIZED_LOG = web.AppKey("unauthorized_log", LogThrottle)
 
 Lifetime = Callable[[web.Application], AsyncIterator[None]]
 
@@ -262,16 +270,11 @@ async def _metric_values(request: web.Request) -> web.Response:
             404, f'no lagscaler workload in namespace "{namespace}" (metric "{metric}")', details=details
         )
     if selection.unavailable:
-        stale = ", ".join(
-            f"{w.namespace}/{w.name} (last sample {_rfc3339(w.sampled_at)}, {now - w.sampled_at:.0f}s ago, "
-            f"max {w.max_age_seconds:g}s{'; ' + w.detail if w.detail else ''})"
-            for w in selection.unavailable
-        )
+        why = "; ".join(_unavailable_reason(w, metric, now) for w in selection.unavailable)
         return status_response(
             503,
-            f'external metric "{metric}" is stale and the policy has no fallback: {stale}',
-            details={**details, "retryAfterSeconds": 5},
-            headers={"Retry-After": "5"},
+            f'external metric "{metric}" is unavailable: {why}',
+            details=details,
         )
     if not selection.items:
         return status_response(
@@ -296,6 +299,30 @@ async def _metric_values(request: web.Request) -> web.Response:
     )
     answers.remember(key, body, selection.fresh_until)
     return web.Response(body=body, content_type="application/json")
+
+
+def _age(age: float, limit: float) -> str:
+    """``age`` with just enough decimals to show it is over ``limit`` (3.04 s is not "3s", max "3s")."""
+    for digits in range(4):
+        text = f"{age:.{digits}f}"
+        if float(text) > limit:
+            return text
+    return f"{age:.3f}"
+
+
+def _unavailable_reason(workload: WorkloadMetrics, metric: str, now: float) -> str:
+    """What happened to one stale workload, in the policy's own terms."""
+    age = now - workload.sampled_at
+    limit = workload.max_age_seconds
+    what = (
+        f"{workload.namespace}/{workload.name}: last sample {_rfc3339(workload.sampled_at)} is "
+        f"{_age(age, limit)}s old, over fallback.maxAgeSeconds={limit:g}"
+    )
+    if workload.stale_values is None:
+        what += ", and the policy's fallback.action is error (the HPA keeps the current replicas)"
+    else:
+        what += f", and the policy's fallback serves no {metric}"
+    return what + (f" ({workload.detail})" if workload.detail else "")
 
 
 async def _not_found_in_group(request: web.Request) -> web.Response:
@@ -338,8 +365,46 @@ def load_openapi() -> dict[str, Any]:
     return document
 
 
+def _swagger(document: dict[str, Any], paths: dict[str, Any]) -> dict[str, Any]:
+    """The same operations as a Swagger 2.0 document, for the aggregator's ``/openapi/v2`` merge.
+
+    Operations, parameters and response descriptions only (no schemas): kube-aggregator
+    (``pkg/controllers/openapi/aggregator``, v0.35.4) downloads ``/openapi/v2`` from every APIService
+    and logs a warning on each merge for one that answers 404.
+    """
+    operations: dict[str, Any] = {}
+    for path, item in paths.items():
+        operations[path] = {
+            method: {
+                "operationId": operation["operationId"],
+                "description": operation.get("summary", ""),
+                "produces": ["application/json"],
+                "parameters": [
+                    {
+                        "name": p["name"],
+                        "in": p["in"],
+                        "required": bool(p.get("required", False)),
+                        "type": p.get("schema", {}).get("type", "string"),
+                        "description": p.get("description", ""),
+                    }
+                    for p in operation.get("parameters", [])
+                ],
+                "responses": {
+                    code: {"description": r["description"]} for code, r in operation["responses"].items()
+                },
+            }
+            for method, operation in item.items()
+        }
+    info = document["info"]
+    return {
+        "swagger": "2.0",
+        "info": {"title": info["title"], "version": info["version"]},
+        "paths": operations,
+    }
+
+
 def _openapi_views(document: dict[str, Any]) -> dict[str, Any]:
-    """The group-version document the aggregator merges, its hash, and the ``/openapi/v3`` index.
+    """The group-version document the aggregator merges, its hash, the ``/openapi/v3`` index and v2.
 
     Only ``apis/external.metrics.k8s.io/v1beta1`` is listed: the aggregator copies every key an
     APIService lists into the cluster's index, so listing ``apis`` would shadow kube-apiserver's.
@@ -350,11 +415,21 @@ def _openapi_views(document: dict[str, Any]) -> dict[str, Any]:
     digest = hashlib.sha512(body).hexdigest().upper()
     key = f"apis/{GROUP_VERSION}"
     index = {"paths": {key: {"serverRelativeURL": f"/openapi/v3/{key}?hash={digest}"}}}
-    return {"gv_body": body, "hash": digest, "index": _dumps(index)}
+    v2 = _dumps(_swagger(document, gv["paths"]))
+    v2_etag = hashlib.sha512(v2).hexdigest().upper()
+    return {"gv_body": body, "hash": digest, "index": _dumps(index), "v2": v2, "v2_etag": v2_etag}
 
 
 async def _openapi_index(request: web.Request) -> web.Response:
     return web.Response(body=request.app[_OPENAPI_KEY]["index"], content_type="application/json")
+
+
+async def _openapi_v2(request: web.Request) -> web.Response:
+    views = request.app[_OPENAPI_KEY]
+    etag = f'"{views["v2_etag"]}"'
+    if request.headers.get("If-None-Match") == etag:
+        return web.Response(status=304, headers={"Etag": etag})
+    return web.Response(body=views["v2"], content_type="application/json", headers={"Etag": etag})
 
 
 async def _openapi_group_version(request: web.Request) -> web.Response:
@@ -399,15 +474,26 @@ async def _auth_middleware(
         identity = await app[AUTHENTICATOR_KEY].authenticate(_peer_certificate(request), request.headers)
     except AuthenticationFailed as failure:
         metrics.api_auth_failures.labels(failure.reason).inc()
-        _log.info("401 %s %s: %s", request.method, request.path, failure.detail)
+        if (suppressed := app[_UNAUTHORIZED_LOG].allow()) is not None:  # anyone can cause these: throttled
+            _log.info(
+                "request not authenticated",
+                method=request.method,
+                path=request.path[:200],
+                reason=failure.reason,
+                detail=failure.detail,
+                suppressed=suppressed,
+            )
         return status_response(401, "Unauthorized")
     attributes = request_attributes(request.method, request.path, request.query, identity.user)
     try:
         decision = await app[AUTHORIZER_KEY].authorize(attributes)
     except KubeReviewError as exc:
         metrics.api_auth_failures.labels("authorization-error").inc()
-        _log.warning("authorization unavailable for %s %s: %s", request.method, request.path, exc)
-        return status_response(503, "authorization is temporarily unavailable", headers={"Retry-After": "1"})
+        _log.warning(
+            "authorization unavailable", method=request.method, path=request.path[:200], error=str(exc)
+        )
+        # no Retry-After, as for stale data: the HPA's client would hold its sync retrying
+        return status_response(503, "authorization is temporarily unavailable")
     if not decision.allowed:
         metrics.api_auth_failures.labels("forbidden").inc()
         message = f"{attributes.describe()}" + (f": {decision.reason}" if decision.reason else "")
@@ -440,7 +526,9 @@ async def _error_middleware(
         raise
     except Exception:
         request.app[METRICS_KEY].api_internal_errors.inc()
-        _log.exception("internal error answering %s %s", request.method, request.path_qs[:500])
+        _log.exception(
+            "internal error answering a request", method=request.method, path=request.path_qs[:500]
+        )
         response = status_response(500, "internal error; see the lagscaler log")
     route = request.match_info.route.resource
     template = route.canonical if route is not None else "unmatched"
@@ -483,6 +571,7 @@ def create_app(
     app[METRICS_KEY] = metrics
     app[_OPENAPI_KEY] = _openapi_views(load_openapi())
     app[_ANSWERS_KEY] = _Answers()
+    app[_UNAUTHORIZED_LOG] = LogThrottle()
     app.cleanup_ctx.extend(lifetimes)
     add = app.router.add_get
     add("/apis", _api_group_list)
@@ -490,6 +579,7 @@ def create_app(
     add(_GV_PATH, _api_resource_list)
     add(_GV_PATH + "/namespaces/{namespace}/{metric}", _metric_values)
     add(_GV_PATH + "/{tail:.*}", _not_found_in_group)
+    add("/openapi/v2", _openapi_v2)
     add("/openapi/v3", _openapi_index)
     add(f"/openapi/v3/apis/{GROUP_VERSION}", _openapi_group_version)
     for path, key, label in (

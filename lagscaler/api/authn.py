@@ -9,6 +9,8 @@
 3. **Bearer token**, checked by kube-apiserver with a TokenReview (cached ~10 s, bounded).
 4. Otherwise the request is anonymous, which the API refuses (401) except on health paths.
 
+Every authenticated user is then also in ``system:authenticated``, as in Kubernetes.
+
 Which CA verified the peer: the TLS layer trusts both CAs (the union), and Python 3.11 cannot say
 which one verified a peer. So this module decides it again itself with ``cryptography``: the leaf
 must be *directly* issued (name and signature) by a certificate of the requestheader bundle to count
@@ -22,9 +24,9 @@ without the extension may be used for anything; with it, it must list client aut
 
 from __future__ import annotations
 
+import dataclasses
 import datetime as dt
 import hashlib
-import logging
 import time
 from collections import OrderedDict
 from collections.abc import Callable, Mapping
@@ -41,6 +43,7 @@ from multidict import CIMultiDictProxy
 from lagscaler.api.reviewcache import SingleFlight, TTLCache
 from lagscaler.errors import UserError
 from lagscaler.kube import ExtensionAuthentication, KubeReviewError, ReviewedUser, TokenReviewer
+from lagscaler.logs import get_logger
 from lagscaler.observability import ServiceMetrics
 
 __all__ = [
@@ -53,8 +56,11 @@ __all__ = [
     "load_ca_bundle",
 ]
 
-_log = logging.getLogger(__name__)
+_log = get_logger(__name__)
 
+ANONYMOUS = "system:anonymous"  # k8s.io/apiserver pkg/authentication/user: user.Anonymous
+AUTHENTICATED = "system:authenticated"  # user.AllAuthenticated
+UNAUTHENTICATED = "system:unauthenticated"  # user.AllUnauthenticated
 DEFAULT_USERNAME_HEADERS = ("X-Remote-User",)
 DEFAULT_UID_HEADERS = ("X-Remote-Uid",)
 DEFAULT_GROUP_HEADERS = ("X-Remote-Group",)
@@ -245,11 +251,11 @@ class AuthenticationSource:
         try:
             config = self._build()
         except ValueError as exc:
-            _log.error("authentication settings unchanged: %s", exc)
+            _log.error("authentication settings unchanged", why=why, problem=str(exc))
             return False
         self._config = config
         self.generation += 1
-        _log.info("authentication settings reloaded (%s)", why)
+        _log.info("authentication settings reloaded", why=why)
         for listener in self._listeners:
             listener(config)
         return True
@@ -377,7 +383,21 @@ class Authenticator:
         return facts
 
     async def authenticate(self, peer_der: bytes | None, headers: CIMultiDictProxy[str]) -> Identity:
-        """The caller's identity, or :class:`AuthenticationFailed` (→ 401)."""
+        """The caller's identity, or :class:`AuthenticationFailed` (→ 401).
+
+        Like k8s.io/apiserver's ``AuthenticatedGroupAdder`` (``pkg/authentication/group``, v0.35.4),
+        every authenticated user except ``system:anonymous`` is in ``system:authenticated`` unless it
+        already is (or is in ``system:unauthenticated``). The aggregator relies on it: it fetches
+        ``/openapi/v2`` and ``/openapi/v3`` as ``system:aggregator`` with no groups, and only the
+        ``system:discovery`` binding of ``system:authenticated`` lets it read them.
+        """
+        identity = await self._authenticate(peer_der, headers)
+        groups = identity.user.groups
+        if identity.user.name == ANONYMOUS or AUTHENTICATED in groups or UNAUTHENTICATED in groups:
+            return identity
+        return Identity(dataclasses.replace(identity.user, groups=(*groups, AUTHENTICATED)), identity.method)
+
+    async def _authenticate(self, peer_der: bytes | None, headers: CIMultiDictProxy[str]) -> Identity:
         config = self._source.config
         problems: list[str] = []
         if peer_der:
@@ -462,7 +482,7 @@ class Authenticator:
         try:
             return (await self._inflight.run(key, review)).user
         except KubeReviewError as exc:
-            _log.warning("TokenReview failed: %s", exc)
+            _log.warning("token review failed", error=str(exc))
             raise AuthenticationFailed("token-review-error", str(exc)) from exc
 
     def _count(self, result: str) -> None:

@@ -25,6 +25,16 @@ from dataclasses import dataclass, field
 from types import MappingProxyType
 
 from lagscaler.api.selector import Selector, validate_label_key, validate_label_value
+from lagscaler.hpa.served import (
+    DESIRED_REPLICAS,
+    GROUP_LABEL,
+    LAG_MESSAGES,
+    LAG_SECONDS,
+    PRODUCE_RATE,
+    SERVED_METRICS,
+    TOPIC_LABEL,
+    WORKLOAD_LABEL,
+)
 
 __all__ = [
     "DESIRED_REPLICAS",
@@ -42,16 +52,6 @@ __all__ = [
     "Selection",
     "WorkloadMetrics",
 ]
-
-DESIRED_REPLICAS = "lagscaler_desired_replicas"  # the value the engine wants the HPA to act on
-LAG_MESSAGES = "lagscaler_lag_messages"  # total lag of the workload's group on its topics
-LAG_SECONDS = "lagscaler_lag_seconds"  # how far behind the group is, in seconds
-PRODUCE_RATE = "lagscaler_produce_rate"  # messages per second produced to the workload's topics
-SERVED_METRICS: tuple[str, ...] = (DESIRED_REPLICAS, LAG_MESSAGES, LAG_SECONDS, PRODUCE_RATE)
-
-WORKLOAD_LABEL = "lagscaler.io/workload"
-GROUP_LABEL = "lagscaler.io/group"
-TOPIC_LABEL = "lagscaler.io/topic"
 
 
 class Freshness(enum.StrEnum):

@@ -14,6 +14,7 @@ import logging
 import socket
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
+from typing import cast
 
 from aiohttp import web
 
@@ -21,6 +22,7 @@ from lagscaler.api.app import Lifetime, create_app
 from lagscaler.api.authn import AuthenticationFlags, AuthenticationSource, Authenticator
 from lagscaler.api.authz import Authorizer
 from lagscaler.api.cache import MetricsCache
+from lagscaler.api.connections import ConnectionGuard, ConnectionLimits, GuardedSite, MalformedRequestLog
 from lagscaler.api.health import HealthChecks
 from lagscaler.api.settings import ApiSettings
 from lagscaler.api.tls import ServingTLS
@@ -32,11 +34,12 @@ from lagscaler.kube import (
     in_cluster,
     kube_api_client,
 )
+from lagscaler.logs import get_logger
 from lagscaler.observability import ServiceMetrics, metrics_app
 
 __all__ = ["DelegatedAuth", "RunningApi", "delegated_auth", "running_api", "serve_https"]
 
-_log = logging.getLogger(__name__)
+_log = get_logger(__name__)
 
 
 @dataclass
@@ -73,7 +76,7 @@ def _periodic(name: str, interval: float, step: object) -> Lifetime:
                 try:
                     step()  # type: ignore[operator]
                 except Exception:  # a bad file must not stop the checks
-                    _log.exception("%s failed", name)
+                    _log.exception("periodic check failed", check=name)
 
         task = asyncio.create_task(loop(), name=name)
         yield
@@ -109,7 +112,11 @@ async def delegated_auth(settings: ApiSettings, metrics: ServiceMetrics) -> Asyn
                 first, _ = await watcher.fetch()
                 source.apply_configmap(first)
             except (OSError, ValueError) as exc:
-                _log.warning("cannot read kube-system/extension-apiserver-authentication yet: %s", exc)
+                _log.warning(
+                    "cannot read the authentication ConfigMap yet",
+                    configmap="kube-system/extension-apiserver-authentication",
+                    error=str(exc),
+                )
 
             async def watch_configmap(_: web.Application) -> AsyncIterator[None]:
                 task = asyncio.create_task(watcher.run(), name="extension-apiserver-authentication watch")
@@ -168,6 +175,7 @@ def _listener(host: str, port: int) -> socket.socket:
 class Endpoints:
     https_port: int
     metrics_port: int | None
+    guard: ConnectionGuard
 
 
 @contextlib.asynccontextmanager
@@ -177,14 +185,35 @@ async def serve_https(
     tls: ServingTLS,
     *,
     metrics: ServiceMetrics | None = None,
+    limits: ConnectionLimits | None = None,
 ) -> AsyncIterator[Endpoints]:
-    """Serve ``app`` over HTTPS (and ``metrics`` over plain HTTP) until the block exits."""
-    runner = web.AppRunner(app, access_log=None, shutdown_timeout=2.0, handle_signals=False)
+    """Serve ``app`` over HTTPS (and ``metrics`` over plain HTTP) until the block exits.
+
+    The HTTPS listener enforces ``limits`` (see :mod:`lagscaler.api.connections`): handshake and
+    first-request deadlines, idle keep-alive, a connection cap, and quiet logging of malformed
+    requests. It adds its request-tracking middleware to ``app``, which must not be running yet.
+    """
+    limits = limits or ConnectionLimits()
+    guard = ConnectionGuard(limits, metrics)
+    app.middlewares.insert(0, guard.middleware)
+    runner = web.AppRunner(
+        app,
+        access_log=None,
+        shutdown_timeout=2.0,
+        handle_signals=False,
+        keepalive_timeout=limits.idle_timeout,
+        logger=cast(
+            logging.Logger, MalformedRequestLog(logging.getLogger("lagscaler.api.requests"), metrics)
+        ),
+    )
     await runner.setup()
     metrics_runner: web.AppRunner | None = None
+    sweeper: asyncio.Task[None] | None = None
     try:
         sock = _listener(settings.bind_address, settings.secure_port)
-        await web.SockSite(runner, sock, ssl_context=tls.base).start()
+        await GuardedSite(runner, sock, ssl_context=tls.base, handshake_timeout=limits.header_timeout).start()
+        assert runner.server is not None
+        sweeper = asyncio.create_task(guard.run(runner.server), name="https connection guard")
         metrics_port: int | None = None
         if metrics is not None and settings.metrics_port >= 0:
             metrics_runner = web.AppRunner(metrics_app(metrics), access_log=None, handle_signals=False)
@@ -192,8 +221,12 @@ async def serve_https(
             msock = _listener(settings.metrics_bind_address, settings.metrics_port)
             await web.SockSite(metrics_runner, msock).start()
             metrics_port = msock.getsockname()[1]
-        yield Endpoints(sock.getsockname()[1], metrics_port)
+        yield Endpoints(sock.getsockname()[1], metrics_port, guard)
     finally:
+        if sweeper is not None:
+            sweeper.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await sweeper
         if metrics_runner is not None:
             await metrics_runner.cleanup()
         await runner.cleanup()
@@ -208,6 +241,7 @@ class RunningApi:
     tls: ServingTLS
     auth: DelegatedAuth
     app: web.Application
+    guard: ConnectionGuard
 
 
 def _dialable(host: str) -> str:
@@ -225,6 +259,7 @@ async def running_api(
     readiness: HealthChecks | None = None,
     liveness: HealthChecks | None = None,
     metrics: ServiceMetrics | None = None,
+    limits: ConnectionLimits | None = None,
 ) -> AsyncIterator[RunningApi]:
     """Everything: delegated auth from settings, TLS (reloading), the app and both listeners."""
     metrics = metrics or ServiceMetrics()
@@ -253,14 +288,16 @@ async def running_api(
                 liveness=liveness,
                 lifetimes=lifetimes,
             )
-            async with serve_https(app, settings, tls, metrics=metrics) as endpoints:
+            async with serve_https(app, settings, tls, metrics=metrics, limits=limits) as endpoints:
                 shown = _dialable(settings.bind_address)
                 metrics_url = None
                 if endpoints.metrics_port is not None:
                     metrics_url = (
                         f"http://{_dialable(settings.metrics_bind_address)}:{endpoints.metrics_port}/metrics"
                     )
-                _log.info("external metrics API serving on https://%s:%d", shown, endpoints.https_port)
-                yield RunningApi(f"https://{shown}:{endpoints.https_port}", metrics_url, tls, auth, app)
+                _log.info("external metrics API serving", url=f"https://{shown}:{endpoints.https_port}")
+                yield RunningApi(
+                    f"https://{shown}:{endpoints.https_port}", metrics_url, tls, auth, app, endpoints.guard
+                )
         finally:
             tls.close()

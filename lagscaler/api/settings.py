@@ -1,8 +1,8 @@
 """Settings of the external metrics API server, with the flag names k8s.io/apiserver users know.
 
-:class:`ApiSettings` is what :func:`lagscaler.api.server.build_api` takes; :func:`add_api_arguments`
-adds the matching flags to an argparse parser and :func:`api_settings_from_args` reads them back, so
-``lagscaler serve`` (and the standalone runner) share one definition.
+:class:`ApiSettings` is what :func:`lagscaler.api.server.build_api` takes. :class:`ApiOptions` is its
+command-line face, defined once for ``lagscaler serve`` (flags, environment, config file) and the
+standalone runner: :func:`add_api_arguments` adds its flags, :func:`api_settings_from_args` reads them.
 """
 
 from __future__ import annotations
@@ -13,9 +13,12 @@ from dataclasses import dataclass, fields
 from pathlib import Path
 from typing import Any
 
-from lagscaler.errors import UserError
+from pydantic import Field
 
-__all__ = ["ApiSettings", "add_api_arguments", "api_settings_from_args"]
+from lagscaler.errors import UserError
+from lagscaler.options import Names, Options, UserPath, add_flags
+
+__all__ = ["ApiOptions", "ApiSettings", "add_api_arguments", "api_settings_from_args"]
 
 
 @dataclass(frozen=True, slots=True)
@@ -74,55 +77,63 @@ class ApiSettings:
             raise UserError("the file check interval must be positive")
 
 
-def _names(text: str) -> tuple[str, ...]:
-    return tuple(part.strip() for part in text.split(",") if part.strip())
+def _meta(metavar: str) -> Any:
+    return Field(json_schema_extra={"metavar": metavar})
 
 
-def _path(text: str) -> Path:
-    return Path(text).expanduser()
+class ApiOptions(Options):
+    """The k8s.io/apiserver-style flags of :class:`ApiSettings`; ``None`` is "not given" (its default)."""
+
+    bind_address: str | None = None
+    """Address to serve HTTPS on (default 0.0.0.0)."""
+    secure_port: int | None = None
+    """HTTPS port (default 6443)."""
+    tls_cert_file: UserPath | None = None
+    """Serving certificate (PEM, reloaded on change)."""
+    tls_private_key_file: UserPath | None = None
+    """Serving key (PEM, reloaded on change)."""
+    client_ca_file: UserPath | None = None
+    """CA bundle for x509 client certificates (user=CN, groups=O)."""
+    requestheader_client_ca_file: UserPath | None = None
+    """Front-proxy CA bundle (kube-apiserver's)."""
+    requestheader_allowed_names: Names | None = None
+    """Comma-separated CNs allowed to front-proxy (empty: any CN the front-proxy CA signed)."""
+    requestheader_username_headers: Names | None = None
+    """Default X-Remote-User."""
+    requestheader_uid_headers: Names | None = None
+    """Default X-Remote-Uid."""
+    requestheader_group_headers: Names | None = None
+    """Default X-Remote-Group."""
+    requestheader_extra_headers_prefix: Names | None = None
+    """Default X-Remote-Extra-."""
+    authentication_kubeconfig: UserPath | None = None
+    """Kubeconfig for TokenReview and the ConfigMap lookup."""
+    authorization_kubeconfig: UserPath | None = None
+    """Kubeconfig for SubjectAccessReview."""
+    authentication_skip_lookup: bool | None = None
+    """Do not read kube-system/extension-apiserver-authentication."""
+    authentication_token_webhook_cache_ttl: float | None = None
+    """Seconds (default 10)."""
+    authorization_webhook_cache_authorized_ttl: float | None = None
+    """Seconds (default 10)."""
+    authorization_webhook_cache_unauthorized_ttl: float | None = None
+    """Seconds (default 10)."""
+    authorization_always_allow: bool | None = None
+    """LOCAL USE ONLY: allow every authenticated request without SubjectAccessReview."""
+    metrics_bind_address: str | None = None
+    """Address of the plain-HTTP /metrics endpoint (default 0.0.0.0)."""
+    metrics_port: int | None = None
+    """Port of the plain-HTTP /metrics endpoint (default 9090, -1: off)."""
 
 
-def add_api_arguments(parser: argparse.ArgumentParser) -> None:
-    """The k8s.io/apiserver-style flags of :class:`ApiSettings` (defaults come from the dataclass)."""
-    group = parser.add_argument_group("external metrics API (HTTPS)")
-    add = group.add_argument
-    add("--bind-address", help="address to serve HTTPS on (default 0.0.0.0)")
-    add("--secure-port", type=int, help="HTTPS port (default 6443)")
-    add("--tls-cert-file", type=_path, help="serving certificate (PEM, reloaded on change)")
-    add("--tls-private-key-file", type=_path, help="serving key (PEM, reloaded on change)")
-    add("--client-ca-file", type=_path, help="CA bundle for x509 client certificates (user=CN, groups=O)")
-    add("--requestheader-client-ca-file", type=_path, help="front-proxy CA bundle (kube-apiserver's)")
-    add(
-        "--requestheader-allowed-names",
-        type=_names,
-        help="comma-separated CNs allowed to front-proxy (empty: any CN the front-proxy CA signed)",
-    )
-    add("--requestheader-username-headers", type=_names, help="default X-Remote-User")
-    add("--requestheader-uid-headers", type=_names, help="default X-Remote-Uid")
-    add("--requestheader-group-headers", type=_names, help="default X-Remote-Group")
-    add("--requestheader-extra-headers-prefix", type=_names, help="default X-Remote-Extra-")
-    add("--authentication-kubeconfig", type=_path, help="kubeconfig for TokenReview and the ConfigMap lookup")
-    add("--authorization-kubeconfig", type=_path, help="kubeconfig for SubjectAccessReview")
-    add(
-        "--authentication-skip-lookup",
-        action="store_true",
-        default=None,
-        help="do not read kube-system/extension-apiserver-authentication",
-    )
-    add("--authentication-token-webhook-cache-ttl", type=float, help="seconds (default 10)")
-    add("--authorization-webhook-cache-authorized-ttl", type=float, help="seconds (default 10)")
-    add("--authorization-webhook-cache-unauthorized-ttl", type=float, help="seconds (default 10)")
-    add(
-        "--authorization-always-allow",
-        action="store_true",
-        default=None,
-        help="LOCAL USE ONLY: allow every authenticated request without SubjectAccessReview",
-    )
-    add("--metrics-bind-address", help="address of the plain-HTTP /metrics endpoint (default 0.0.0.0)")
-    add("--metrics-port", type=int, help="port of the plain-HTTP /metrics endpoint (default 9090, -1: off)")
+def add_api_arguments(parser: argparse.ArgumentParser, *, given_only: bool = False) -> None:
+    """The flags of :class:`ApiOptions` (defaults come from :class:`ApiSettings`)."""
+    add_flags(parser.add_argument_group("external metrics API (HTTPS)"), ApiOptions, given_only=given_only)
 
 
-def api_settings_from_args(args: argparse.Namespace, base: ApiSettings | None = None) -> ApiSettings:
+def api_settings_from_args(
+    args: argparse.Namespace | ApiOptions, base: ApiSettings | None = None
+) -> ApiSettings:
     """``base`` (defaults, or a config file's values) overridden by every flag that was given."""
     values: dict[str, Any] = {}
     base = base or ApiSettings()

@@ -31,19 +31,6 @@ def _commands() -> list[str]:
     return sorted(m.name for m in pkgutil.iter_modules(__path__) if not m.name.startswith("_"))
 
 
-def _expand(argv: list[str]) -> list[str]:
-    """Let a command add settings from elsewhere (a config file, the environment) as flags.
-
-    A command module may define ``expand_argv(args) -> list[str]``; it gets the arguments after
-    the command name and returns them with its extra flags in front, so the flags given win.
-    """
-    if not argv or argv[0] not in _commands():
-        return argv
-    module = importlib.import_module(f"{__name__}.{argv[0]}")
-    expand = getattr(module, "expand_argv", None)
-    return [argv[0], *expand(argv[1:])] if expand is not None else argv
-
-
 class _Parser(argparse.ArgumentParser):
     """argparse, but a bad flag is a :class:`UserError` (one line, exit 2) like every other error."""
 
@@ -70,7 +57,7 @@ def build_parser(only: str | None = None) -> argparse.ArgumentParser:
 
 def main(argv: Sequence[str] | None = None) -> int:
     try:
-        arguments = _expand(list(sys.argv[1:] if argv is None else argv))
+        arguments = list(sys.argv[1:] if argv is None else argv)
         named = arguments[0] if arguments and arguments[0] in _commands() else None
         args = build_parser(only=named).parse_args(arguments)
         handler = cast(Handler, args.handler)

@@ -13,6 +13,11 @@ from lagscaler.localkafka import KafkaDistribution, LocalBroker
 def _fetch(args: argparse.Namespace) -> int:
     dist = KafkaDistribution()
     for component in args.component:
+        if not dist.libs(component).is_dir():  # say what a silent minute or two is spent on
+            print(
+                f"fetching Kafka {dist.version} {component} jars from Maven Central (once; cached)...",
+                flush=True,
+            )
         print(f"kafka {dist.version} {component}: {dist.ensure(component)}")
     return 0
 

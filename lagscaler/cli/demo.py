@@ -147,6 +147,8 @@ def _demo(args: argparse.Namespace) -> int:
         else None
     )
     _say("Starting Kafka (the first run downloads it from Maven Central into ~/.cache/lagscaler)…")
+    if args.mode == "handover":
+        return _handover(args, suffix)
     with kafka_endpoint() as endpoint:
         _say(f"Kafka is up at {endpoint.bootstrap} ({endpoint.source}).")
         code = asyncio.run(run_demo(KafkaSettings(bootstrap=(endpoint.bootstrap,)), demo))
@@ -160,6 +162,24 @@ def _demo(args: argparse.Namespace) -> int:
         if endpoint.broker is not None:
             _say("Stopping the local broker…")
     return code
+
+
+def _handover(args: argparse.Namespace, suffix: str) -> int:
+    from lagscaler.cli._handover_demo import HandoverDemoSettings, run_handover_demo  # noqa: PLC0415
+    from lagscaler.localkafka import kafka_endpoint  # noqa: PLC0415
+
+    duration = args.scale_duration or 120.0
+    demo = HandoverDemoSettings(name=f"{args.topic}-ledger-{suffix}", duration=duration)
+    with kafka_endpoint() as endpoint:
+        _say(f"Kafka is up at {endpoint.bootstrap} ({endpoint.source}).")
+        _say(
+            "lagscaler serve now scales a consumer workload by handover: a new generation of workers in a "
+            "consumer group of its own for every size, cut over at the old generation's committed offsets."
+        )
+        ok = asyncio.run(run_handover_demo(endpoint.bootstrap, demo, say=_say))
+        if endpoint.broker is not None:
+            _say("Stopping the local broker…")
+    return 0 if ok else 1
 
 
 def _seconds(text: str) -> float:
@@ -192,5 +212,12 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
         default=120.0,
         metavar="SECONDS",
         help="seconds of load in the scaling part; 0 skips it (default: %(default)s)",
+    )
+    parser.add_argument(
+        "--mode",
+        choices=["hpa", "handover"],
+        default="hpa",
+        help="hpa: lagscaler drives a local HPA (default); handover: serve hands the workload over to a "
+        "new consumer generation for every size, never rebalancing (docs/handover.md)",
     )
     parser.set_defaults(handler=_demo)

@@ -1,8 +1,9 @@
 """``lagscaler lag``: a one-shot (or repeated) consumer-group lag report, as a table or as JSON.
 
-The connection flags (``--bootstrap-server`` and the TLS/SASL ones) are defined once here —
-:func:`add_kafka_arguments` and :func:`kafka_settings_from_args` — for every command that talks
-to Kafka. Secrets come from files (``--sasl-password-file``) or the environment
+The connection settings (``--bootstrap-server`` and the TLS/SASL ones) are defined once here, as
+:class:`KafkaOptions`, for every command that talks to Kafka (:func:`add_kafka_arguments` adds their
+flags, :func:`kafka_settings_from_args` reads them; ``serve`` also takes them from its environment
+and config file). Secrets come from files (``--sasl-password-file``) or the environment
 (``LAGSCALER_SASL_PASSWORD``), never from a flag, so they stay out of shell history and ``ps``.
 """
 
@@ -13,8 +14,9 @@ import asyncio
 import logging
 import os
 import sys
-from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Annotated, Any
+
+from pydantic import Field
 
 from lagscaler.cli._types import positive
 from lagscaler.errors import UserError
@@ -25,7 +27,9 @@ from lagscaler.kafka.settings import (
     Secret,
     SecurityProtocol,
     TlsSettings,
+    parse_bootstrap,
 )
+from lagscaler.options import Options, UserPath, add_flags
 
 if TYPE_CHECKING:
     from lagscaler.sampler import SamplerSettings
@@ -46,51 +50,53 @@ def _count(text: str) -> int:
     return int(text)
 
 
-def add_kafka_arguments(parser: argparse.ArgumentParser) -> None:
-    """The flags that say how to reach and authenticate to a Kafka cluster."""
-    kafka = parser.add_argument_group("Kafka connection")
-    kafka.add_argument("--bootstrap-server", required=True, metavar="HOST:PORT[,HOST:PORT...]")
-    kafka.add_argument(
-        "--client-id", default="lagscaler", help="client id shown in broker logs (default: %(default)s)"
-    )
-    kafka.add_argument(
-        "--timeout",
-        type=positive(float),
-        default=10.0,
-        metavar="SECONDS",
-        help="bound on each Kafka request, connecting included (default: %(default)s)",
-    )
-    kafka.add_argument(
-        "--security-protocol",
-        choices=[p.value for p in SecurityProtocol],
-        default=SecurityProtocol.PLAINTEXT.value,
-    )
-    kafka.add_argument("--ssl-cafile", type=Path, metavar="FILE", help="CA certificates (PEM) to trust")
-    kafka.add_argument(
-        "--ssl-certfile", type=Path, metavar="FILE", help="client certificate (PEM), for mutual TLS"
-    )
-    kafka.add_argument("--ssl-keyfile", type=Path, metavar="FILE", help="client private key (PEM)")
-    kafka.add_argument(
-        "--ssl-key-password-file",
-        type=Path,
-        metavar="FILE",
-        help=f"passphrase of the client key (or ${KEY_PASSWORD_ENV})",
-    )
-    kafka.add_argument(
-        "--ssl-no-check-hostname", action="store_true", help="accept a broker certificate for another name"
-    )
-    kafka.add_argument("--sasl-mechanism", choices=[m.value for m in SaslMechanism])
-    kafka.add_argument("--sasl-username", metavar="NAME", help=f"(or ${USERNAME_ENV})")
-    kafka.add_argument(
-        "--sasl-password-file",
-        type=Path,
-        metavar="FILE",
-        help=f"file holding the SASL password (or ${PASSWORD_ENV})",
-    )
+def _meta(metavar: str) -> Any:
+    return Field(json_schema_extra={"metavar": metavar})
 
 
-def kafka_settings_from_args(args: argparse.Namespace) -> KafkaSettings:
-    """Validated connection settings from :func:`add_kafka_arguments` flags and the environment."""
+class KafkaOptions(Options):
+    """How to reach and authenticate to a Kafka cluster."""
+
+    bootstrap_server: Annotated[str, _meta("HOST:PORT[,HOST:PORT...]")]
+    """Kafka brokers to start from."""
+    client_id: str = "lagscaler"
+    """Client id shown in broker logs."""
+    timeout: Annotated[float, Field(gt=0), _meta("SECONDS")] = 10.0
+    """Bound on each Kafka request, connecting included."""
+    security_protocol: SecurityProtocol = SecurityProtocol.PLAINTEXT
+    """How to talk to the brokers."""
+    ssl_cafile: Annotated[UserPath | None, _meta("FILE")] = None
+    """CA certificates (PEM) to trust."""
+    ssl_certfile: Annotated[UserPath | None, _meta("FILE")] = None
+    """Client certificate (PEM), for mutual TLS."""
+    ssl_keyfile: Annotated[UserPath | None, _meta("FILE")] = None
+    """Client private key (PEM)."""
+    ssl_key_password_file: Annotated[
+        UserPath | None,
+        Field(description=f"Passphrase of the client key (or ${KEY_PASSWORD_ENV})."),
+        _meta("FILE"),
+    ] = None
+    ssl_no_check_hostname: bool = False
+    """Accept a broker certificate for another name."""
+    sasl_mechanism: SaslMechanism | None = None
+    """SASL mechanism; needs a password."""
+    sasl_username: Annotated[
+        str | None, Field(description=f"SASL user (or ${USERNAME_ENV})."), _meta("NAME")
+    ] = None
+    sasl_password_file: Annotated[
+        UserPath | None,
+        Field(description=f"File holding the SASL password (or ${PASSWORD_ENV})."),
+        _meta("FILE"),
+    ] = None
+
+
+def add_kafka_arguments(parser: argparse.ArgumentParser, *, given_only: bool = False) -> None:
+    """The flags of :class:`KafkaOptions` (see :func:`lagscaler.options.add_flags` for ``given_only``)."""
+    add_flags(parser.add_argument_group("Kafka connection"), KafkaOptions, given_only=given_only)
+
+
+def kafka_settings_from_args(args: argparse.Namespace | KafkaOptions) -> KafkaSettings:
+    """Validated connection settings from :class:`KafkaOptions` (or its flags) and the environment."""
     protocol = SecurityProtocol(args.security_protocol)
     tls_flags = (args.ssl_cafile, args.ssl_certfile, args.ssl_keyfile, args.ssl_key_password_file)
     tls = None
@@ -120,7 +126,7 @@ def kafka_settings_from_args(args: argparse.Namespace) -> KafkaSettings:
             raise UserError(f"SASL needs a password: --sasl-password-file FILE or ${PASSWORD_ENV}")
         sasl = SaslSettings(SaslMechanism(args.sasl_mechanism), username or "", password)
     return KafkaSettings(
-        bootstrap=args.bootstrap_server,
+        bootstrap=parse_bootstrap(args.bootstrap_server),
         client_id=args.client_id,
         request_timeout=args.timeout,
         security_protocol=protocol,

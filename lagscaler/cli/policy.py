@@ -1,4 +1,4 @@
-"""``lagscaler policy``: check policy files, print the HPA a policy needs, print the policy schema."""
+"""``lagscaler policy``: check policy files, print the HPA a policy needs, the policy schema or reference."""
 
 from __future__ import annotations
 
@@ -8,7 +8,7 @@ import sys
 from pathlib import Path
 
 from lagscaler.errors import UserError
-from lagscaler.policy import ScalingPolicy, policy_schema, render_hpa_manifest
+from lagscaler.policy import ScalingPolicy, policy_reference, policy_schema, render_hpa_manifest
 from lagscaler.policy.loader import (
     PolicyError,
     PolicyIssue,
@@ -109,6 +109,11 @@ def _schema(_: argparse.Namespace) -> int:
     return 0
 
 
+def _reference(_: argparse.Namespace) -> int:
+    sys.stdout.write(policy_reference())
+    return 0
+
+
 def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     parser = subparsers.add_parser("policy", help="check scaling policy files and print the HPA they need")
     sub = parser.add_subparsers(dest="policy_command", metavar="ACTION")
@@ -131,3 +136,7 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
     hpa.set_defaults(handler=_hpa)
     schema = sub.add_parser("schema", help="print the JSON Schema of policy files (for editors and CI)")
     schema.set_defaults(handler=_schema)
+    reference = sub.add_parser(
+        "reference", help="print the reference of every policy field as Markdown (docs/policy-reference.md)"
+    )
+    reference.set_defaults(handler=_reference)

@@ -1,168 +1,169 @@
 """``lagscaler serve``: sample Kafka, decide, and serve the external metrics API to the HPA.
 
-Settings come from three places, the later overriding the earlier: a YAML ``--config`` file whose
-keys are the flag names without dashes (``bootstrap-server: kafka:9092``), environment variables
-named ``LAGSCALER_`` + the flag in upper snake case (``LAGSCALER_BOOTSTRAP_SERVER``), and the flags.
-File and environment values are turned into flags and parsed by the same parser, so every value
-is validated the same way whatever its source, and a bad one is named in the error.
+Every setting is a field of one typed object, :class:`ServeOptions` (the service's own settings, the
+Kafka connection and the API server), and may come from three places. Precedence, highest first:
+
+1. a flag: ``--bootstrap-server kafka:9092``;
+2. an environment variable, ``LAGSCALER_`` + the setting in upper snake case:
+   ``LAGSCALER_BOOTSTRAP_SERVER``;
+3. the YAML config file named by ``--config`` (or ``$LAGSCALER_CONFIG``), whose keys are the flag
+   names without dashes: ``bootstrap-server: kafka:9092``;
+4. the default.
+
+Each value is validated by its field's type whatever its source, and an error names the source:
+``$LAGSCALER_SECURE_PORT: secure-port: expected a number, got 'https'``. With ``--log-level
+debug`` the service logs which source set each setting (names only: values may be secrets).
 """
 
 from __future__ import annotations
 
 import argparse
 import asyncio
-import difflib
 import os
 import signal
-from collections.abc import Mapping, Sequence
+from collections.abc import Mapping
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Annotated, Literal
 
-from lagscaler.cli._types import positive
+from pydantic import BeforeValidator, Field
+
+from lagscaler.api.settings import ApiOptions, add_api_arguments
+from lagscaler.cli.lag import KafkaOptions, add_kafka_arguments
 from lagscaler.errors import UserError
+from lagscaler.handover.protocol import DEFAULT_CONTROL_TOPIC
+from lagscaler.options import (
+    Given,
+    Options,
+    UserPath,
+    add_flags,
+    annotate,
+    build,
+    env_var,
+    from_environment,
+    from_file,
+    from_flags,
+    log_sources,
+    merge,
+)
+
+if TYPE_CHECKING:
+    from lagscaler.service.handover import LocalHandover
 
 ENV_PREFIX = "LAGSCALER_"
-_NOT_SETTINGS = {"help", "config"}
+CONFIG_ENV = "LAGSCALER_CONFIG"
+
+
+class ServiceOptions(Options):
+    """What the service does: where its policies are, how often it samples, how it logs."""
+
+    policy_dir: Annotated[UserPath, Field(json_schema_extra={"metavar": "DIR"})]
+    """Directory of policy files (reloaded when they change)."""
+    sample_interval: Annotated[float, Field(gt=0, json_schema_extra={"metavar": "SECONDS"})] = 10.0
+    """Seconds between cycles."""
+    history: Annotated[int, Field(ge=1, json_schema_extra={"metavar": "SAMPLES"})] = 120
+    """Samples kept per partition."""
+    state_file: Annotated[UserPath | None, Field(json_schema_extra={"metavar": "FILE"})] = None
+    """Keep the engine's learned state (capacity, windows, dwell timers) here across restarts; put it
+    on a volume that outlives the pod."""
+    log_format: Literal["auto", "json", "console"] = "auto"
+    """auto: JSON when not on a terminal."""
+    log_level: Literal["debug", "info", "warning", "error"] = "info"
+    """debug also says which source set each setting."""
+
+
+def _commands(value: object) -> object:
+    """``ns/a=CMD; ns/b=CMD`` (a flag or a variable) or a YAML list -> a tuple of ``ns/name=CMD``."""
+    if isinstance(value, str):
+        return tuple(part.strip() for part in value.split(";") if part.strip())
+    return value
+
+
+class HandoverOptions(Options):
+    """Run mode: handover policies with local worker processes (docs/handover.md)."""
+
+    handover_state_dir: Annotated[UserPath | None, Field(json_schema_extra={"metavar": "DIR"})] = None
+    """Run handovers: worker pid files and logs, and the leader lock, live here."""
+    handover_command: Annotated[
+        tuple[str, ...],
+        BeforeValidator(_commands),
+        Field(json_schema_extra={"metavar": "NAMESPACE/NAME=COMMAND[;...]"}),
+    ] = ()
+    """The worker command of each handover workload; several separated by ';' (a list in the file)."""
+    handover_control_topic: Annotated[str, Field(min_length=1, json_schema_extra={"metavar": "TOPIC"})] = (
+        DEFAULT_CONTROL_TOPIC
+    )
+    """The compacted control topic (created if missing)."""
+    handover_warmup_timeout: Annotated[float, Field(gt=0, json_schema_extra={"metavar": "SECONDS"})] = 120.0
+    """Abort a handover whose new generation is not warm by then."""
+    handover_fence_timeout: Annotated[float, Field(gt=0, json_schema_extra={"metavar": "SECONDS"})] = 5.0
+    """Kill an old worker that has not stopped by then."""
+
+
+class ServeOptions(ServiceOptions, HandoverOptions, KafkaOptions, ApiOptions):
+    """Every setting of ``lagscaler serve``."""
 
 
 def build_parser(parser: argparse.ArgumentParser) -> argparse.ArgumentParser:
-    from lagscaler.api import add_api_arguments  # noqa: PLC0415 - keep `lagscaler --help` fast
-    from lagscaler.cli.lag import add_kafka_arguments  # noqa: PLC0415
-
+    """The flags of :class:`ServeOptions`; a flag not given leaves room for the other sources."""
     parser.add_argument(
-        "--config", type=Path, metavar="FILE", help="YAML file of settings (keys: flag names)"
-    )
-    service = parser.add_argument_group("service")
-    service.add_argument(
-        "--policy-dir", type=Path, required=True, metavar="DIR", help="directory of policy files"
-    )
-    service.add_argument(
-        "--sample-interval",
-        type=positive(float),
-        default=10.0,
-        metavar="SECONDS",
-        help="seconds between cycles (default 10)",
-    )
-    service.add_argument(
-        "--history", type=int, default=120, metavar="SAMPLES", help="samples kept per partition (default 120)"
-    )
-    service.add_argument(
-        "--state-file",
+        "--config",
         type=Path,
         metavar="FILE",
-        help="keep the engine's learned state (capacity, windows, dwell timers) here across restarts; "
-        "put it on a volume that outlives the pod",
+        help=f"YAML file of settings (keys: flag names; or ${CONFIG_ENV})",
     )
-    service.add_argument("--log-format", choices=["auto", "json", "console"], default="auto")
-    service.add_argument("--log-level", choices=["debug", "info", "warning", "error"], default="info")
-    add_kafka_arguments(parser)
-    add_api_arguments(parser)
+    add_flags(parser.add_argument_group("service"), ServiceOptions, given_only=True)
+    add_flags(
+        parser.add_argument_group("handover", HandoverOptions.__doc__), HandoverOptions, given_only=True
+    )
+    add_kafka_arguments(parser, given_only=True)
+    add_api_arguments(parser, given_only=True)
     return parser
 
 
-def _flag_actions(parser: argparse.ArgumentParser) -> dict[str, argparse.Action]:
-    """Settings by name (``bootstrap-server``), from the parser's long options."""
-    actions: dict[str, argparse.Action] = {}
-    for action in parser._actions:  # argparse has no public accessor for this
-        for option in action.option_strings:
-            if option.startswith("--") and option[2:] not in _NOT_SETTINGS:
-                actions[option[2:]] = action
-    return actions
+def _missing(name: str) -> str:
+    key = name.replace("_", "-")
+    return f"give --{key}, ${env_var(ENV_PREFIX, name)} or '{key}:' in the --config file"
 
 
-def _as_flags(name: str, value: Any, action: argparse.Action, source: str) -> list[str]:
-    flag = f"--{name}"
-    if action.nargs == 0:  # store_true
-        if isinstance(value, bool):
-            return [flag] if value else []
-        if isinstance(value, str) and value.lower() in (
-            "1",
-            "true",
-            "yes",
-            "on",
-            "0",
-            "false",
-            "no",
-            "off",
-            "",
-        ):
-            return [flag] if value.lower() in ("1", "true", "yes", "on") else []
-        raise UserError(f"{source}: {name}: expected true or false, got {value!r}")
-    if isinstance(value, list):
-        if not all(isinstance(v, str | int | float) for v in value):
-            raise UserError(f"{source}: {name}: expected a list of plain values, got {value!r}")
-        if action.option_strings and isinstance(action, argparse._AppendAction):
-            return [item for v in value for item in (flag, str(v))]
-        value = ",".join(str(v) for v in value)
-    if isinstance(value, dict) or value is None:
-        raise UserError(f"{source}: {name}: expected a single value, got {value!r}")
-    if isinstance(value, bool):
-        value = str(value).lower()
-    return [flag, str(value)]
-
-
-def settings_argv(
-    parser: argparse.ArgumentParser, argv: Sequence[str], environ: Mapping[str, str]
-) -> list[str]:
-    """``argv`` with the config file's and the environment's settings in front (so flags win)."""
-    pre = argparse.ArgumentParser(add_help=False)
-    pre.add_argument("--config", type=Path)
-    known, _ = pre.parse_known_args(argv)
-    actions = _flag_actions(parser)
-    prefix: list[str] = []
-    config_file = known.config or (
-        Path(environ["LAGSCALER_CONFIG"]) if environ.get("LAGSCALER_CONFIG") else None
+def serve_options(
+    args: argparse.Namespace, environ: Mapping[str, str]
+) -> tuple[ServeOptions, dict[str, Given]]:
+    """The settings from flags, environment and config file, by the precedence in this module's docstring."""
+    config = (
+        args.config
+        if args.config is not None
+        else (Path(environ[CONFIG_ENV]) if environ.get(CONFIG_ENV) else None)
     )
-    if config_file is not None:
-        prefix += _file_flags(config_file, actions)
-    for name, action in actions.items():
-        env = ENV_PREFIX + name.upper().replace("-", "_")
-        if env in environ:
-            prefix += _as_flags(name, environ[env], action, f"${env}")
-    return [*prefix, *argv]
-
-
-def _file_flags(path: Path, actions: Mapping[str, argparse.Action]) -> list[str]:
-    import yaml  # noqa: PLC0415
-
-    try:
-        data = yaml.safe_load(path.read_text())
-    except OSError as exc:
-        raise UserError(f"--config {path}: {exc.strerror or exc}") from None
-    except yaml.YAMLError as exc:
-        where = getattr(exc, "problem_mark", None)
-        at = f":{where.line + 1}:{where.column + 1}" if where is not None else ""
-        raise UserError(f"{path}{at}: not valid YAML: {getattr(exc, 'problem', None) or exc}") from None
-    if data is None:
-        return []
-    if not isinstance(data, dict):
-        raise UserError(f"{path}: expected a mapping of settings (flag names without dashes)")
-    flags: list[str] = []
-    for key, value in data.items():
-        name = str(key).replace("_", "-")
-        if name not in actions:
-            close = difflib.get_close_matches(name, list(actions), n=3)
-            hint = f" (did you mean {', '.join(close)}?)" if close else ""
-            raise UserError(f"{path}: unknown setting {key!r}{hint}")
-        flags += _as_flags(name, value, actions[name], str(path))
-    return flags
+    sources = [
+        from_flags(args, ServeOptions),
+        from_environment(environ, ENV_PREFIX, ServeOptions),
+        from_file(config, ServeOptions) if config is not None else {},
+    ]
+    given = merge(sources)
+    return build(ServeOptions, given, missing_hint=_missing), given
 
 
 def run_serve(args: argparse.Namespace) -> int:
-    from lagscaler.api import api_settings_from_args  # noqa: PLC0415
+    from lagscaler.api import api_settings_from_args  # noqa: PLC0415 - keep `lagscaler --help` fast
     from lagscaler.cli.lag import kafka_settings_from_args  # noqa: PLC0415
     from lagscaler.observability import configure_logging  # noqa: PLC0415
     from lagscaler.service.run import ServeSettings, serve_forever  # noqa: PLC0415
 
-    settings = ServeSettings(
-        kafka=kafka_settings_from_args(args),
-        policy_dir=args.policy_dir,
-        api=api_settings_from_args(args),
-        interval=args.sample_interval,
-        history=args.history,
-        state_file=args.state_file,
-    )
-    configure_logging(args.log_level, args.log_format)
+    options, given = serve_options(args, os.environ)
+    try:
+        settings = ServeSettings(
+            kafka=kafka_settings_from_args(options),
+            policy_dir=options.policy_dir,
+            api=api_settings_from_args(options),
+            interval=options.sample_interval,
+            history=options.history,
+            state_file=options.state_file,
+            handover=handover_from_options(options),
+        )
+    except UserError as exc:  # a rule across settings: say where each one it names came from
+        raise annotate(exc, given) from None
+    configure_logging(options.log_level, options.log_format)
+    log_sources(given)
 
     async def main() -> None:
         stop = asyncio.Event()
@@ -175,10 +176,21 @@ def run_serve(args: argparse.Namespace) -> int:
     return 0
 
 
-def expand_argv(argv: Sequence[str]) -> list[str]:
-    """Called by the CLI before parsing: the config file's and environment's settings become flags."""
-    standalone = build_parser(argparse.ArgumentParser(prog="lagscaler serve", add_help=False))
-    return settings_argv(standalone, argv, os.environ)
+def handover_from_options(options: HandoverOptions) -> LocalHandover | None:
+    from lagscaler.handover import HandoverSettings  # noqa: PLC0415 - keep `lagscaler --help` fast
+    from lagscaler.service.handover import LocalHandover, parse_commands  # noqa: PLC0415
+
+    commands = parse_commands(options.handover_command)
+    if options.handover_state_dir is None:
+        if commands:
+            raise UserError("--handover-command needs --handover-state-dir (where the workers are tracked)")
+        return None
+    timeouts = HandoverSettings(
+        control_topic=options.handover_control_topic,
+        warmup_timeout=options.handover_warmup_timeout,
+        fence_timeout=options.handover_fence_timeout,
+    )
+    return LocalHandover(options.handover_state_dir, commands, timeouts)
 
 
 def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:

@@ -15,9 +15,7 @@ from lagscaler.hpa.controller import (
     value_proposal,
 )
 from lagscaler.hpa.metric import (
-    METRIC_NAME,
     TARGET_PER_REPLICA,
-    WORKLOAD_LABEL,
     MetricPlan,
     landing,
     plan_served_metric,
@@ -43,14 +41,30 @@ from lagscaler.hpa.model import (
     StepResult,
     TargetType,
     Tolerances,
-    milli_value,
 )
+from lagscaler.hpa.served import (
+    DESIRED_REPLICAS,
+    GROUP_LABEL,
+    LAG_MESSAGES,
+    LAG_SECONDS,
+    PRODUCE_RATE,
+    SERVED_METRICS,
+    TOPIC_LABEL,
+    WORKLOAD_LABEL,
+)
+from lagscaler.quantity import milli_value
 
 __all__ = [
     "DEFAULT_SCALE_DOWN",
     "DEFAULT_SCALE_UP",
-    "METRIC_NAME",
+    "DESIRED_REPLICAS",
+    "GROUP_LABEL",
+    "LAG_MESSAGES",
+    "LAG_SECONDS",
+    "PRODUCE_RATE",
+    "SERVED_METRICS",
     "TARGET_PER_REPLICA",
+    "TOPIC_LABEL",
     "WORKLOAD_LABEL",
     "Behavior",
     "ExternalMetric",

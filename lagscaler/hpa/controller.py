@@ -46,8 +46,8 @@ from lagscaler.hpa.model import (
     StepResult,
     TargetType,
     Tolerances,
-    milli_value,
 )
+from lagscaler.quantity import milli_value
 
 _T = TypeVar("_T")
 
@@ -132,7 +132,9 @@ def _metric_proposal(
         return _Proposal(
             average_value_proposal(usage, metric.target_milli, status_replicas, tolerances), usage
         )
-    if spec_replicas != 0 and status_replicas == 0:
+    # getUsageRatioReplicaCount lists the pods only outside the band: inside it, no pods is no error.
+    ratio = _ratio(float(usage), float(metric.target_milli))
+    if spec_replicas != 0 and not tolerances.within(ratio) and status_replicas == 0:
         return f"unable to get external metric {metric.name}: no pods returned by selector"
     return _Proposal(value_proposal(usage, metric.target_milli, spec_replicas, ready_pods, tolerances), usage)
 

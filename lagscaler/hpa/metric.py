@@ -22,10 +22,10 @@ What is reachable in one sync, from ``S = status.replicas`` with tolerances ``u`
 
 With the default 10 % band that means: every step up from ``S <= 9``, every step down from
 ``S <= 19``, and nothing closer than 10 % above ``S >= 10`` -- 20 -> 21 and 20 -> 22 cannot happen
-(21/20 and 22/20 are both <= 1.1), 20 -> 23 can. The P-1 stall KEDA users hit (#2908, #4791: a
-metric capped at ``P`` per-replica units leaves ``P - 1`` replicas because ``P/(P-1) <= 1.1`` for
-``P >= 11``) does not happen here as long as the HPA's ``maxReplicas`` is the cap: lagscaler then
-serves a value beyond the band and the clamp lands on ``P`` exactly.
+(21/20 and 22/20 are both <= 1.1), 20 -> 23 can. The P-1 stall KEDA users hit (kedacore/keda
+issues 2908 and 4791: a metric capped at ``P`` per-replica units leaves ``P - 1`` replicas because
+``P/(P-1) <= 1.1`` for ``P >= 11``) does not happen here as long as the HPA's ``maxReplicas`` is
+the cap: lagscaler then serves a value beyond the band and the clamp lands on ``P`` exactly.
 
 The fix for the dead band is per-HPA tolerance: ``behavior.scaleUp.tolerance: 0`` and
 ``behavior.scaleDown.tolerance: 0`` (feature gate ``HPAConfigurableTolerance``, alpha in 1.33, beta
@@ -54,8 +54,6 @@ from dataclasses import dataclass
 from lagscaler.hpa.controller import average_value_proposal
 from lagscaler.hpa.model import HpaSpec, TargetType
 
-METRIC_NAME = "lagscaler_desired_replicas"
-WORKLOAD_LABEL = "lagscaler.io/workload"
 TARGET_PER_REPLICA = 1  # the HPA's AverageValue target: one unit of the metric per replica
 
 

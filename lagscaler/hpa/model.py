@@ -17,7 +17,9 @@ from __future__ import annotations
 import enum
 import math
 from dataclasses import dataclass, field
-from decimal import ROUND_CEILING, Decimal, InvalidOperation
+
+from lagscaler.hpa.served import DESIRED_REPLICAS
+from lagscaler.quantity import milli_value
 
 MAX_INT32 = 2**31 - 1
 MAX_INT64 = 2**63 - 1
@@ -45,25 +47,6 @@ class SelectPolicy(enum.StrEnum):
     DISABLED = "Disabled"  # no scaling in this direction at all
 
 
-def milli_value(quantity: float | int | str) -> int:
-    """``resource.Quantity.MilliValue()``: the value in thousandths, rounded up.
-
-    The controller does all External metric arithmetic on milli-values, so a served ``17.0005``
-    counts as ``17001m``. Floats are read through their shortest decimal representation (what an
-    adapter writes on the wire), never through their binary expansion, so ``0.1`` is ``100m``.
-    """
-    if isinstance(quantity, bool):
-        raise TypeError("a quantity is a number, not a bool")
-    text = repr(quantity) if isinstance(quantity, float) else str(quantity)
-    try:
-        value = Decimal(text)
-    except InvalidOperation as exc:
-        raise ValueError(f"not a quantity: {quantity!r}") from exc
-    if not value.is_finite():
-        raise ValueError(f"not a finite quantity: {quantity!r}")
-    return int((value * 1000).to_integral_value(rounding=ROUND_CEILING))
-
-
 @dataclass(frozen=True, slots=True)
 class ExternalMetric:
     """One ``type: External`` entry of ``spec.metrics``: a metric name and its target.
@@ -74,7 +57,7 @@ class ExternalMetric:
 
     target_type: TargetType
     target: float
-    name: str = "lagscaler_desired_replicas"
+    name: str = DESIRED_REPLICAS
     target_milli: int = field(init=False, repr=False, compare=False)
 
     def __post_init__(self) -> None:

@@ -264,6 +264,10 @@ class KafkaAdmin:
             with _capture_client_errors() as seen:
                 async with asyncio.timeout(self.settings.request_timeout * len(self.settings.bootstrap) + 1):
                     await client.bootstrap()
+        except asyncio.CancelledError:  # the cycle's deadline: no answer came
+            self.stats.failed("Metadata")
+            await client.close()
+            raise
         except (AIOKafkaError, OSError, TimeoutError) as exc:
             self.stats.failed("Metadata")
             await client.close()
@@ -273,6 +277,7 @@ class KafkaAdmin:
             raise KafkaUnavailable(
                 f"cannot reach Kafka at {','.join(self.settings.bootstrap)}: {reason}"
             ) from None
+        self.stats.answered("Metadata")
         self._client = client
         self._slots = asyncio.Semaphore(self._concurrency)
 
@@ -313,13 +318,16 @@ class KafkaAdmin:
         if self._client is None or self._slots is None:
             raise KafkaUnavailable("the Kafka admin is not started")
         name = request.api.name
-        self.stats.sent(name)
         async with self._slots:
+            self.stats.sent(name)  # counted once it leaves the queue, so each one gets an outcome
             try:
                 async with asyncio.timeout(self.settings.request_timeout + 1):
                     response = await self._client.send(node_id, request)
             except UnsupportedApiVersion:
                 self.stats.requests[name] -= 1  # refused before anything went on the wire
+                raise
+            except asyncio.CancelledError:  # the cycle's deadline: no answer came
+                self.stats.failed(name)
                 raise
             except (AIOKafkaError, OSError, TimeoutError) as exc:
                 self.stats.failed(name)
@@ -331,6 +339,7 @@ class KafkaAdmin:
                 else:
                     message = f"{where} failed during {name}: {str(exc) or type(exc).__name__}"
                 raise KafkaUnavailable(message) from None
+            self.stats.answered(name)
         assert isinstance(response, Response)
         return response
 

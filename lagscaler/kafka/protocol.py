@@ -1,7 +1,9 @@
 """The admin requests aiokafka lacks, written on aiokafka's protocol layer.
 
 aiokafka 0.14 speaks OffsetFetch only up to v3 (one group per request), has no ListOffsets admin
-call and no batched FindCoordinator (REFERENCE 3.2). Each API here is described once, as a function
+call and no batched FindCoordinator (``aiokafka/admin/client.py``:
+``AIOKafkaAdminClient.list_consumer_group_offsets`` takes one group). Each API here is described
+once, as a function
 from a version to its request and response :class:`Schema`, following the field/version tables of
 Kafka's own message specs (``clients/src/main/resources/common/message/*.json``): a field exists
 in a version range, strings/arrays/bytes become *compact* and every struct gains tagged fields in

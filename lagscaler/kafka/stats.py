@@ -1,7 +1,9 @@
-"""Counts of Kafka requests by API: what the benchmark reports and what metrics will export.
+"""Counts of Kafka requests by API: what the benchmark reports and what the service's metrics export.
 
 The sampler's cost claim ("requests per cycle ≈ coordinators + leaders, not per group") is checked
-against these counters, so every request the admin sends goes through :meth:`RequestStats.sent`.
+against these counters, so every request the admin sends goes through :meth:`RequestStats.sent`,
+and then through exactly one of :meth:`RequestStats.answered` or :meth:`RequestStats.failed` once
+its outcome is known (``lagscaler_kafka_requests_total{outcome}`` counts each request once).
 """
 
 from __future__ import annotations
@@ -13,18 +15,25 @@ from dataclasses import dataclass, field
 
 @dataclass
 class RequestStats:
-    """Requests sent and failed, by API name (``OffsetFetch``, ``ListOffsets``...).
+    """Requests sent, answered and failed, by API name (``OffsetFetch``, ``ListOffsets``...).
+
+    ``requests`` counts every request put on the wire; ``answers`` and ``failures`` split those whose
+    outcome is known (a request still in flight is in neither).
 
     ``retries`` counts work redone after a recoverable answer, keyed ``"API:REASON"`` (e.g.
     ``"OffsetFetch:NOT_COORDINATOR"``): how often coordinators moved or leaders changed under us.
     """
 
     requests: Counter[str] = field(default_factory=Counter)
+    answers: Counter[str] = field(default_factory=Counter)
     failures: Counter[str] = field(default_factory=Counter)
     retries: Counter[str] = field(default_factory=Counter)
 
     def sent(self, api: str) -> None:
         self.requests[api] += 1
+
+    def answered(self, api: str) -> None:
+        self.answers[api] += 1
 
     def failed(self, api: str) -> None:
         self.failures[api] += 1

@@ -10,13 +10,15 @@ from __future__ import annotations
 
 import asyncio
 import json
-import logging
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
-from typing import Any, cast
+from typing import Any
 
 import aiohttp
 from kubernetes_asyncio import client as k8s
+from kubernetes_asyncio import watch
+
+from lagscaler.logs import get_logger
 
 __all__ = [
     "CONFIGMAP_NAME",
@@ -28,7 +30,7 @@ __all__ = [
 
 CONFIGMAP_NAMESPACE = "kube-system"
 CONFIGMAP_NAME = "extension-apiserver-authentication"
-_log = logging.getLogger(__name__)
+_log = get_logger(__name__)
 
 
 @dataclass(frozen=True, slots=True)
@@ -73,9 +75,11 @@ def parse_extension_authentication(data: Mapping[str, str]) -> ExtensionAuthenti
 class ExtensionAuthenticationWatcher:
     """List, then watch, the ConfigMap; call ``on_change`` with each version (``None`` once deleted).
 
-    Like an informer without the cache: re-list after a watch ends, errors or answers 410 Gone, and
-    retry with a delay when kube-apiserver is unreachable. A version that does not parse is logged
-    and skipped, so the last good configuration stays in force.
+    Like an informer without the cache: the watch (``kubernetes_asyncio.watch.Watch``) resumes from
+    the last resourceVersion it saw when the server ends it, the list is repeated only when that
+    version is gone (410 Gone: etcd compacted it), and errors are retried after ``retry_seconds``.
+    A version that does not parse is logged and skipped, so the last good configuration stays in
+    force.
     """
 
     def __init__(
@@ -92,27 +96,26 @@ class ExtensionAuthenticationWatcher:
         self._on_change = on_change
         self._namespace = namespace
         self._name = name
+        self._log = _log.bind(configmap=f"{namespace}/{name}")
         self._retry = retry_seconds
         self._watch_seconds = watch_seconds
         self.versions_seen = 0
+        self.lists = 0  # how many times the ConfigMap was listed (once, plus once per 410 Gone)
+
+    @property
+    def _selector(self) -> str:
+        return f"metadata.name={self._name}"
 
     async def fetch(self) -> tuple[ExtensionAuthentication | None, str]:
         """The current version and the list's resourceVersion (to watch from)."""
-        response = cast(
-            aiohttp.ClientResponse,
-            await self._core.list_namespaced_config_map(
-                self._namespace, field_selector=f"metadata.name={self._name}", _preload_content=False
-            ),
+        listing = await self._core.list_namespaced_config_map(
+            self._namespace, field_selector=self._selector, _request_timeout=30
         )
-        async with response:
-            if response.status != 200:
-                raise OSError(f"listing ConfigMap {self._namespace}/{self._name}: HTTP {response.status}")
-            listing: dict[str, Any] = await response.json()
-        items = listing.get("items") or []
-        version = str((listing.get("metadata") or {}).get("resourceVersion") or "")
-        if not items:
+        self.lists += 1
+        version = str(listing.metadata.resource_version or "")
+        if not listing.items:
             return None, version
-        return parse_extension_authentication(items[0].get("data") or {}), version
+        return parse_extension_authentication(listing.items[0].data or {}), version
 
     def _report(self, value: ExtensionAuthentication | None) -> None:
         self.versions_seen += 1
@@ -120,49 +123,54 @@ class ExtensionAuthenticationWatcher:
 
     async def run(self) -> None:
         """Run until cancelled."""
+        version: str | None = None
         while True:
             try:
-                value, version = await self.fetch()
-                self._report(value)
-                await self._watch(version)
+                if version is None:
+                    value, version = await self.fetch()
+                    self._report(value)
+                version = await self.watch(version)
             except asyncio.CancelledError:
                 raise
             except ValueError as exc:
-                _log.error("ignoring invalid %s/%s: %s", self._namespace, self._name, exc)
+                self._log.error("ignoring an invalid ConfigMap", problem=str(exc))
+                version = None
                 await asyncio.sleep(self._retry)
             except (TimeoutError, OSError, aiohttp.ClientError, k8s.ApiException) as exc:
-                _log.warning("cannot read %s/%s, retrying: %s", self._namespace, self._name, exc)
+                self._log.warning("cannot read the ConfigMap, retrying", error=str(exc))
+                version = None
                 await asyncio.sleep(self._retry)
 
-    async def _watch(self, version: str) -> None:
-        options: dict[str, Any] = {"resource_version": version} if version else {}
-        response = cast(
-            aiohttp.ClientResponse,
-            await self._core.list_namespaced_config_map(
-                self._namespace,
-                field_selector=f"metadata.name={self._name}",
-                watch=True,
-                timeout_seconds=self._watch_seconds,
-                _preload_content=False,
-                _request_timeout=aiohttp.ClientTimeout(total=None, sock_read=self._watch_seconds + 30),
-                **options,
-            ),
-        )
-        async with response:
-            if response.status != 200:
-                raise OSError(f"watching ConfigMap {self._namespace}/{self._name}: HTTP {response.status}")
-            async for line in response.content:
-                if not line.strip():
-                    continue
-                event = json.loads(line)
-                kind = event.get("type")
-                obj = event.get("object") or {}
-                if kind in ("ADDED", "MODIFIED"):
-                    try:
-                        self._report(parse_extension_authentication(obj.get("data") or {}))
-                    except ValueError as exc:
-                        _log.error("ignoring invalid %s/%s: %s", self._namespace, self._name, exc)
-                elif kind == "DELETED":
-                    self._report(None)
-                elif kind == "ERROR":
-                    return  # typically 410 Gone: re-list
+    async def watch(self, version: str) -> str | None:
+        """Report events after ``version`` until the server ends the watch.
+
+        Returns the resourceVersion to resume from, or ``None`` when ``version`` is gone (410) and
+        the caller must list again.
+        """
+        async with watch.Watch() as stream:
+            try:
+                async for event in stream.stream(
+                    self._core.list_namespaced_config_map,
+                    self._namespace,
+                    field_selector=self._selector,
+                    resource_version=version or None,
+                    allow_watch_bookmarks=True,
+                    timeout_seconds=self._watch_seconds,
+                    _request_timeout=aiohttp.ClientTimeout(total=None, sock_read=self._watch_seconds + 30),
+                ):
+                    self._apply(event["type"], event["raw_object"])
+            except k8s.ApiException as exc:
+                if exc.status == 410:
+                    self._log.debug("watch resource version gone, listing again", resource_version=version)
+                    return None
+                raise
+            return str(stream.resource_version or version)
+
+    def _apply(self, kind: str, obj: Mapping[str, Any]) -> None:
+        if kind in ("ADDED", "MODIFIED"):
+            try:
+                self._report(parse_extension_authentication(obj.get("data") or {}))
+            except ValueError as exc:
+                self._log.error("ignoring an invalid ConfigMap", problem=str(exc))
+        elif kind == "DELETED":
+            self._report(None)

@@ -9,6 +9,19 @@ from :meth:`KubeApiStandIn.write_kubeconfig`; nothing is patched.
 
 It records every review it answers so tests can prove caching, and ``down = True`` makes it answer
 503 to simulate an unreachable control plane.
+
+Everything a real kube-apiserver can show is tested against one (``tests/controlplane``: tokens,
+RBAC decisions, the ConfigMap watch, discovery through the aggregator). This stand-in
+remains for what the real one cannot be made to do on demand, or where none runs:
+
+* go down or answer 503 mid-session (``test_unreachable_authorizer_is_503_not_an_allow``), which
+  would break every other test sharing the session's control plane;
+* answer a watch with 410 Gone (:meth:`KubeApiStandIn.compact`): its watch cache replays from any
+  old resourceVersion, so no test can make it refuse one in reasonable time;
+* tell how many TokenReviews and SubjectAccessReviews it answered, which the cache tests
+  (``tests/test_auth_cache.py``) count;
+* the local runs that have no control plane at all: ``lagscaler demo``, the playground HPA loop,
+  ``bench/api_latency.py``, and API tests that need an authorizer but test something else.
 """
 
 from __future__ import annotations
@@ -60,6 +73,7 @@ class KubeApiStandIn:
         self.ca = CertificateAuthority("stand-in kube-apiserver CA")
         self.admin_token = secrets.token_urlsafe(24)
         self._resource_version = 1
+        self._compacted = 0
         self._watchers: set[asyncio.Queue[dict[str, Any] | None]] = set()
         self._runner: web.AppRunner | None = None
         self.url = ""
@@ -128,6 +142,13 @@ class KubeApiStandIn:
         event = {"type": kind, "object": self._configmap_object(self.configmap_data or previous or {})}
         for queue in self._watchers:
             queue.put_nowait(event)
+
+    def compact(self) -> None:
+        """Forget history, as etcd compaction does: open watches end, and a watch from a
+        resourceVersion before now gets a 410 Gone ERROR event (the client must list again)."""
+        self._compacted = self._resource_version + 1
+        for queue in self._watchers:
+            queue.put_nowait(None)
 
     # ------------------------------------------------------------------ handlers
 
@@ -215,6 +236,12 @@ class KubeApiStandIn:
             )
         response = web.StreamResponse(headers={"Content-Type": "application/json"})
         await response.prepare(request)
+        since = request.query.get("resourceVersion", "")
+        if since.isdigit() and int(since) < self._compacted:
+            gone = {"kind": "Status", "apiVersion": "v1", "status": "Failure", "code": 410}
+            gone |= {"reason": "Expired", "message": f"too old resource version: {since}"}
+            await response.write(json.dumps({"type": "ERROR", "object": gone}).encode() + b"\n")
+            return response
         queue: asyncio.Queue[dict[str, Any] | None] = asyncio.Queue()
         self._watchers.add(queue)
         try:

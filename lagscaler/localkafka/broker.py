@@ -307,6 +307,20 @@ class LocalBroker:
                 os.killpg(process.pid, signal.SIGKILL)
             process.wait()
 
+    def pause(self) -> None:
+        """Freeze the broker (SIGSTOP): connections stay open but nothing answers, as in a long GC pause.
+
+        The broker and its in-process controller freeze together; after :meth:`resume` (tried after
+        20 s) it answers at once.
+        """
+        if self._process is not None and self._process.poll() is None:
+            os.killpg(self._process.pid, signal.SIGSTOP)
+
+    def resume(self) -> None:
+        """Let a broker frozen by :meth:`pause` run again (SIGCONT)."""
+        if self._process is not None and self._process.poll() is None:
+            os.killpg(self._process.pid, signal.SIGCONT)
+
     def joining(self, node_id: int, *, heap: str | None = None) -> LocalBroker:
         """A broker-only node ``node_id`` that joins this broker's cluster (this node stays the controller).
 

@@ -1,6 +1,22 @@
 """Prometheus metrics and structlog configuration shared by the service's parts."""
 
 from lagscaler.observability.logging import LogFormat, configure_logging
-from lagscaler.observability.metrics import METRICS_KEY, ServiceMetrics, metrics_app
+from lagscaler.observability.metrics import (
+    METRICS_KEY,
+    REASON_CODES,
+    SAMPLE_ERROR_REASONS,
+    WORKLOAD_LABELS,
+    ServiceMetrics,
+    metrics_app,
+)
 
-__all__ = ["METRICS_KEY", "LogFormat", "ServiceMetrics", "configure_logging", "metrics_app"]
+__all__ = [
+    "METRICS_KEY",
+    "REASON_CODES",
+    "SAMPLE_ERROR_REASONS",
+    "WORKLOAD_LABELS",
+    "LogFormat",
+    "ServiceMetrics",
+    "configure_logging",
+    "metrics_app",
+]

@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import logging
 import math
 import time
 from dataclasses import dataclass, field
@@ -28,12 +27,15 @@ from typing import Any
 from aiokafka import AIOKafkaProducer
 
 from lagscaler.errors import UserError
+from lagscaler.logs import get_logger
 from lagscaler.playground.probe import topic_partitions
 from lagscaler.playground.rates import RateProfile
 
 __all__ = ["LoadProducer", "ProducedPoint", "ProducerSettings", "ProducerStats"]
 
-_log = logging.getLogger(__name__)
+log = get_logger(__name__)
+
+SEQUENCE_BYTES = 8
 
 
 @dataclass(frozen=True, slots=True)
@@ -46,12 +48,19 @@ class ProducerSettings:
     tick_seconds: float = 0.1
     linger_ms: int = 5
     client_id: str = "lagscaler-playground-producer"
+    # Every value starts with its per-partition sequence number (8 bytes, big-endian, from 0), so a
+    # consumer-side checker can prove no gap and no duplicate (lagscaler.playground.handover_app).
+    sequenced: bool = False
 
     def __post_init__(self) -> None:
         if not self.topic:
             raise UserError("the producer needs a topic")
         if self.payload_bytes < 0:
             raise UserError(f"payload size must be >= 0 bytes, got {self.payload_bytes}")
+        if self.sequenced and self.payload_bytes < SEQUENCE_BYTES:
+            raise UserError(
+                f"a sequenced payload needs at least {SEQUENCE_BYTES} bytes, got {self.payload_bytes}"
+            )
         if not (math.isfinite(self.tick_seconds) and 0 < self.tick_seconds <= 10):
             raise UserError(f"producer tick must be in (0, 10] seconds, got {self.tick_seconds}")
 
@@ -89,6 +98,7 @@ class LoadProducer:
         self._task: asyncio.Task[None] | None = None
         self._partitions: list[int] = []
         self._next_partition = 0
+        self._sequence: dict[int, int] = {}  # partition → next sequence number (sequenced mode)
 
     async def __aenter__(self) -> LoadProducer:
         # Asked up front: aiokafka's producer would wait a whole request timeout for a missing topic.
@@ -99,7 +109,10 @@ class LoadProducer:
             bootstrap_servers=self.settings.bootstrap,
             client_id=self.settings.client_id,
             linger_ms=self.settings.linger_ms,
-            acks=1,
+            # Sequenced records prove exactly-once downstream, so the log itself must not duplicate a
+            # retried batch: idempotence (which needs acks=all) makes the broker drop the retry.
+            acks="all" if self.settings.sequenced else 1,
+            enable_idempotence=self.settings.sequenced,
         )
         await producer.start()
         self._producer = producer
@@ -151,16 +164,26 @@ class LoadProducer:
         self._next_partition = (self._next_partition + count) % n
         batches = []
         timestamp_ms = int(time.time() * 1000)
+        sequenced = self.settings.sequenced
+        padding = payload[SEQUENCE_BYTES:]
         for index, share in enumerate(shares):
             remaining = share
+            partition = self._partitions[index]
             while remaining:
                 batch = producer.create_batch()
                 added = 0
-                while added < remaining and batch.append(key=None, value=payload, timestamp=timestamp_ms):
+                while added < remaining:
+                    if sequenced:
+                        seq = self._sequence.get(partition, 0)
+                        payload = seq.to_bytes(SEQUENCE_BYTES, "big") + padding
+                    if not batch.append(key=None, value=payload, timestamp=timestamp_ms):
+                        break
                     added += 1
+                    if sequenced:
+                        self._sequence[partition] = seq + 1
                 if added == 0:  # pragma: no cover - a 32-byte record always fits an empty batch
                     raise RuntimeError("a record does not fit in an empty batch")
-                batches.append((self._partitions[index], batch, added))
+                batches.append((partition, batch, added))
                 remaining -= added
         return batches
 
@@ -189,7 +212,7 @@ class LoadProducer:
                 ProducedPoint(elapsed, self.profile.rate_at(elapsed), self.stats.produced)
             )
             if elapsed >= self.profile.duration:
-                _log.info("producer finished %s: %d messages", self.profile.name, self.stats.produced)
+                log.info("producer finished", profile=self.profile.name, produced=self.stats.produced)
                 return
             next_tick = (
                 start + (math.floor(elapsed / self.settings.tick_seconds) + 1) * self.settings.tick_seconds

@@ -1,4 +1,4 @@
-"""Per-workload policy files: the typed model, the JSON Schema and the YAML loader."""
+"""Per-workload policy files: the typed model, and the JSON Schema, loader and reference generated from it."""
 
 from lagscaler.policy.hpa import hpa_spec_for, render_hpa_manifest
 from lagscaler.policy.loader import (
@@ -9,14 +9,16 @@ from lagscaler.policy.loader import (
     load_policy_dir,
     load_policy_file,
     parse_policy,
-    policy_schema,
 )
 from lagscaler.policy.model import (
     Capacity,
     Fallback,
     Hpa,
     KafkaSource,
+    Metadata,
     Mode,
+    PolicyFile,
+    PolicySpec,
     ScaleDown,
     ScaleTargetRef,
     ScaleUp,
@@ -25,15 +27,19 @@ from lagscaler.policy.model import (
     StaleAction,
     Stateful,
 )
+from lagscaler.policy.schema import policy_reference, policy_schema
 
 __all__ = [
     "Capacity",
     "Fallback",
     "Hpa",
     "KafkaSource",
+    "Metadata",
     "Mode",
     "PolicyError",
+    "PolicyFile",
     "PolicyIssue",
+    "PolicySpec",
     "ScaleDown",
     "ScaleTargetRef",
     "ScaleUp",
@@ -47,6 +53,7 @@ __all__ = [
     "load_policy_dir",
     "load_policy_file",
     "parse_policy",
+    "policy_reference",
     "policy_schema",
     "render_hpa_manifest",
 ]

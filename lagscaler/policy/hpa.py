@@ -16,7 +16,7 @@ HPA is the one the user applies. Choices, each made for the metric design in
 
 from __future__ import annotations
 
-from lagscaler.hpa.metric import METRIC_NAME, TARGET_PER_REPLICA, WORKLOAD_LABEL
+from lagscaler.hpa.metric import TARGET_PER_REPLICA
 from lagscaler.hpa.model import (
     Behavior,
     ExternalMetric,
@@ -27,6 +27,7 @@ from lagscaler.hpa.model import (
     SelectPolicy,
     TargetType,
 )
+from lagscaler.hpa.served import DESIRED_REPLICAS, WORKLOAD_LABEL
 from lagscaler.policy.model import Mode, ScalingPolicy
 
 RATE_PERIOD_SECONDS = 15
@@ -48,7 +49,7 @@ def hpa_spec_for(policy: ScalingPolicy) -> HpaSpec:
         tolerance=tolerance,
     )
     return HpaSpec(
-        metrics=(ExternalMetric(TargetType.AVERAGE_VALUE, TARGET_PER_REPLICA, METRIC_NAME),),
+        metrics=(ExternalMetric(TargetType.AVERAGE_VALUE, TARGET_PER_REPLICA, DESIRED_REPLICAS),),
         max_replicas=policy.max_replicas,
         min_replicas=policy.min_replicas,
         behavior=Behavior(scale_up, scale_down),
@@ -91,7 +92,8 @@ def render_hpa_manifest(policy: ScalingPolicy) -> str:
     lines = [
         f"# HorizontalPodAutoscaler for lagscaler policy {policy.key}"
         + (f" ({policy.source})" if policy.source else ""),
-        f"# lagscaler serves {METRIC_NAME}{{{WORKLOAD_LABEL}={policy.name}}} through the external metrics",
+        f"# lagscaler serves {DESIRED_REPLICAS}{{{WORKLOAD_LABEL}={policy.name}}} through the external"
+        " metrics",
         "# API. With an AverageValue target of 1 the HPA asks for ceil(value) replicas, so the value is",
         "# the replica count lagscaler decided (inside (n-1, n] it picks the end that leaves the HPA's",
         "# tolerance band).",
@@ -116,7 +118,7 @@ def render_hpa_manifest(policy: ScalingPolicy) -> str:
         "    - type: External",
         "      external:",
         "        metric:",
-        f"          name: {METRIC_NAME}",
+        f"          name: {DESIRED_REPLICAS}",
         "          selector:",
         "            matchLabels:",
         f"              {WORKLOAD_LABEL}: {_quote(policy.name)}",

@@ -1,35 +1,36 @@
-"""Read ``ScalingPolicy`` files: YAML -> JSON Schema -> semantic checks -> :class:`ScalingPolicy`.
+"""Read ``ScalingPolicy`` files: YAML -> the typed model (:mod:`.model`, pydantic) -> semantic checks.
 
 Every problem becomes one line ``file:line:column: path: message`` pointing at the YAML node it is
 about (the key for an unknown field, the value for a wrong one, the mapping for a missing one), and
 a file reports all of its problems at once, so a user fixes a file in one pass. Files are composed
 (``yaml.compose``), not loaded, to keep each node's position, and values are built from the nodes
 by hand so that YAML oddities (duplicate keys, merge keys, custom tags, dates, ``.inf``) are
-reported instead of silently accepted.
+reported instead of silently accepted. pydantic then validates the plain values against the model
+and each of its errors is placed back on its node.
+
+Hostile files cost little and say so in one line: a file larger than :data:`MAX_FILE_BYTES`, YAML
+aliases that expand past :data:`MAX_NODES` nodes (a "billion laughs"), or nesting deeper than
+:data:`MAX_DEPTH` are refused before any of it is expanded, and no message quotes more than a few
+dozen characters of what the file holds (:data:`MAX_MESSAGE`).
 """
 
 from __future__ import annotations
 
-import dataclasses
 import difflib
-import enum
 import json
 import math
 import re
-import types
-import typing
-from collections.abc import Iterable, Iterator, Mapping, Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
-from functools import cache
-from importlib import resources
 from pathlib import Path
 from typing import Any
 
-import jsonschema
 import yaml
+from pydantic import ValidationError
 
 from lagscaler.errors import UserError
-from lagscaler.policy.model import ScalingPolicy
+from lagscaler.policy.model import PATTERN_MEANINGS, PolicyFile, ScalingPolicy, describe
+from lagscaler.policy.schema import policy_adapter, policy_schema, properties_at
 
 PathKey = tuple[str | int, ...]
 # libyaml when PyYAML has it: ~20x faster, and it refuses absurd nesting itself instead of recursing.
@@ -37,6 +38,22 @@ _LOADER: type[yaml.SafeLoader] = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
 _ONE_LINE = re.compile(r"[\x00-\x1f\x7f\u2028\u2029]")
 _PLAIN_KEY = re.compile(r"^[A-Za-z_][A-Za-z0-9_-]*$")
 POLICY_SUFFIXES = (".yaml", ".yml")
+
+MAX_FILE_BYTES = 256 * 1024
+"""Largest policy file read. The shipped examples are under 3 KiB; a ConfigMap holds at most 1 MiB
+in all. Larger files are refused unread, so one cannot make every reload slow."""
+MAX_NODES = 10_000
+"""Most YAML nodes a document may have once its aliases are expanded (a policy has under 100).
+Aliases cost nothing to compose but multiply when expanded: nine levels of ten aliases each is a
+billion nodes in a few hundred bytes."""
+MAX_DEPTH = 32
+"""Deepest nesting of mappings and lists (a policy needs 4)."""
+MAX_MESSAGE = 400
+"""Longest message and longest path an issue prints, in characters."""
+
+
+def _bound(text: str, limit: int) -> str:
+    return text if len(text) <= limit else f"{text[: limit - 1]}…"
 
 
 @dataclass(frozen=True, slots=True, order=True)
@@ -50,9 +67,11 @@ class PolicyIssue:
     message: str
 
     def __str__(self) -> str:
-        # One line whatever the file holds: a key or value with a line break must not split it.
-        message = _ONE_LINE.sub(lambda m: json.dumps(m.group())[1:-1], self.message)
-        return f"{self.file}:{self.line}:{self.column}: {self.path}: {message}"
+        # One line whatever the file holds: a key or value with a line break must not split it, and
+        # no key or value may make it long.
+        message = _ONE_LINE.sub(lambda m: json.dumps(m.group())[1:-1], _bound(self.message, MAX_MESSAGE))
+        path = _ONE_LINE.sub(lambda m: json.dumps(m.group())[1:-1], _bound(self.path, MAX_MESSAGE))
+        return f"{self.file}:{self.line}:{self.column}: {path}: {message}"
 
 
 class PolicyError(UserError):
@@ -61,21 +80,6 @@ class PolicyError(UserError):
     def __init__(self, errors: Sequence[str]) -> None:
         self.errors: tuple[str, ...] = tuple(errors)
         super().__init__("\n".join(self.errors) if self.errors else "invalid policy")
-
-
-@cache
-def policy_schema() -> dict[str, Any]:
-    """The shipped JSON Schema (draft 2020-12) for ``ScalingPolicy`` files."""
-    text = resources.files("lagscaler.policy").joinpath("schema.json").read_text(encoding="utf-8")
-    schema: dict[str, Any] = json.loads(text)
-    return schema
-
-
-@cache
-def _validator() -> jsonschema.protocols.Validator:
-    schema = policy_schema()
-    jsonschema.Draft202012Validator.check_schema(schema)
-    return jsonschema.Draft202012Validator(schema)
 
 
 def format_path(path: PathKey) -> str:
@@ -95,7 +99,7 @@ def format_path(path: PathKey) -> str:
 
 def _name(key: object) -> str:
     """A key or word from the file, quoted so that odd characters cannot garble the message."""
-    text = str(key)
+    text = _bound(str(key), 60)
     return f"'{text}'" if _PLAIN_KEY.match(text) else json.dumps(text)
 
 
@@ -126,6 +130,7 @@ class _Document:
     keys: dict[PathKey, yaml.Node] = field(default_factory=dict)
     issues: list[PolicyIssue] = field(default_factory=list)
     broken: set[PathKey] = field(default_factory=set)  # values already reported while reading YAML
+    nodes: int = 0  # nodes read so far, aliases expanded: bounded by MAX_NODES
 
     def issue(self, node: yaml.Node | None, path: PathKey, message: str) -> None:
         mark = (node or self.root).start_mark
@@ -141,13 +146,28 @@ class _Document:
         return self.root
 
 
+_TOO_DEEP = f"nesting too deep: more than {MAX_DEPTH} levels (a policy needs 4)"
+
+
+class _TooLarge(Exception):
+    """The document is too large or too deep to read; the message says which (one issue, no partial)."""
+
+
 def _unreadable(doc: _Document, node: yaml.Node, path: PathKey, message: str) -> None:
-    """A value we could not read at all: report it, and keep the schema quiet about it."""
+    """A value we could not read at all: report it, and keep the model quiet about it."""
     doc.issue(node, path, message)
     doc.broken.add(path)
 
 
 def _plain(doc: _Document, node: yaml.Node, path: PathKey) -> Any:
+    doc.nodes += 1
+    if doc.nodes > MAX_NODES:
+        raise _TooLarge(
+            f"more than {MAX_NODES} YAML nodes once anchors and aliases are expanded"
+            " (a policy has under 100); write the fields out"
+        )
+    if len(path) > MAX_DEPTH:
+        raise _TooLarge(_TOO_DEEP)
     doc.values[path] = node
     if isinstance(node, yaml.MappingNode):
         if node.tag != _MAP:
@@ -185,10 +205,10 @@ def _plain(doc: _Document, node: yaml.Node, path: PathKey) -> Any:
                 value = doc.constructor.construct_object(node, deep=True)
             except Exception:  # PyYAML's scalar constructors fail in many ways on explicit tags (!!int "")
                 kind = node.tag.rsplit(":", 1)[-1]
-                _unreadable(doc, node, path, f"not a valid {kind}: {json.dumps(node.value)}")
+                _unreadable(doc, node, path, f"not a valid {kind}: {json.dumps(_bound(node.value, 60))}")
                 return None
             if isinstance(value, float) and not math.isfinite(value):
-                doc.issue(node, path, f"must be a finite number, got {node.value}")
+                _unreadable(doc, node, path, f"must be a finite number, got {node.value}")
             return value
         _unreadable(doc, node, path, f"unsupported YAML tag {node.tag}")
         return None
@@ -196,120 +216,69 @@ def _plain(doc: _Document, node: yaml.Node, path: PathKey) -> Any:
     return None
 
 
-# --- schema errors as messages a user can act on ------------------------------------------------
+# --- the model's errors as messages a user can act on -------------------------------------------
 
-_TYPE_NAMES = {
-    "object": "a mapping",
-    "array": "a list",
-    "string": "a string",
-    "number": "a number",
-    "integer": "an integer",
-    "boolean": "true or false",
-    "null": "null",
-}
+_BOUNDS = {"greater_than": ("gt", ">"), "greater_than_equal": ("ge", ">="), "less_than": ("lt", "<")}
+_BOUNDS["less_than_equal"] = ("le", "<=")
 
 
-def _describe(value: Any) -> str:
-    if value is None:
-        return "null"
-    if isinstance(value, bool):
-        return f"{str(value).lower()} (a boolean)"
-    if isinstance(value, dict):
-        return "a mapping"
-    if isinstance(value, list):
-        return "a list"
-    if isinstance(value, str):
-        return f"{json.dumps(value)} (a string)"
-    return f"{value!r} (a number)"
+def _unknown_field(doc: _Document, path: PathKey) -> None:
+    parent, extra = path[:-1], path[-1]
+    allowed = properties_at(parent) or []
+    hint = difflib.get_close_matches(str(extra), allowed, n=1)
+    suffix = f"; did you mean '{hint[0]}'?" if hint else f"; known fields: {', '.join(allowed)}"
+    doc.issue(doc.node_for(path, key=True), path, f"unknown field {_name(extra)}{suffix if allowed else ''}")
 
 
-def _expected_types(expected: str | list[str]) -> str:
-    names = [_TYPE_NAMES.get(t, t) for t in ([expected] if isinstance(expected, str) else expected)]
-    return " or ".join(names)
+def _model_message(kind: str, value: Any, ctx: dict[str, Any], message: str) -> str:
+    """The message for one pydantic error (``kind`` is its ``type``), in the loader's words."""
+    if kind in _BOUNDS:
+        name, relation = _BOUNDS[kind]
+        return f"must be {relation} {ctx[name]:g}, got {value!r}"
+    if kind in ("dataclass_type", "dict_type", "model_type"):
+        return f"expected a mapping, got {describe(value)}"
+    if kind in ("tuple_type", "list_type"):
+        return f"expected a list, got {describe(value)}"
+    if kind == "string_type":
+        return f"expected a string, got {describe(value)}"
+    if kind in ("literal_error", "enum"):
+        choices = re.findall(r"'([^']*)'", str(ctx.get("expected", "")))
+        if len(choices) == 1:
+            return f"must be {json.dumps(choices[0])}, got {describe(value)}"
+        return f"must be one of: {', '.join(choices)}; got {describe(value)}"
+    if kind == "string_pattern_mismatch":
+        wanted = PATTERN_MEANINGS.get(ctx["pattern"], f"text matching {ctx['pattern']}")
+        return f"must be {wanted}; got {describe(value)}"
+    if kind == "string_too_long":
+        return f"must be at most {ctx['max_length']} characters long, got {len(value)}"
+    if kind == "string_too_short":
+        return "must not be empty"
+    return message  # the model's own validators word their messages themselves
 
 
-def _schema_issues(doc: _Document) -> None:
-    for error in sorted(_validator().iter_errors(doc.value), key=lambda e: [str(p) for p in e.absolute_path]):
-        path: PathKey = tuple(error.absolute_path)
-        if any(path[: len(broken)] == broken for broken in doc.broken if broken):
+def _model_issues(doc: _Document) -> PolicyFile | None:
+    """Validate the plain value with the model; every error becomes an issue on its node."""
+    try:
+        return policy_adapter().validate_python(doc.value)
+    except ValidationError as exc:
+        errors = exc.errors(include_url=False)
+    for error in errors:
+        path: PathKey = tuple(error["loc"])
+        if any(path[: len(broken)] == broken for broken in doc.broken):
             continue  # already reported where the YAML was read
-        node = doc.node_for(path)
-        # Typed loosely by the stubs (they may be unset); every error the validator yields has them.
-        kind: Any = error.validator
-        expected: Any = error.validator_value
-        value: Any = error.instance
-        schema: dict[str, Any] = error.schema if isinstance(error.schema, dict) else {}
-        if kind == "additionalProperties" and isinstance(value, dict):
-            allowed = sorted(schema.get("properties", {}))
-            for extra in sorted(set(value) - set(allowed)):
-                hint = difflib.get_close_matches(extra, allowed, n=1)
-                suffix = f"; did you mean '{hint[0]}'?" if hint else f"; known fields: {', '.join(allowed)}"
-                if not allowed:
-                    suffix = ""
-                doc.issue(
-                    doc.node_for((*path, extra), key=True),
-                    (*path, extra),
-                    f"unknown field {_name(extra)}{suffix}",
-                )
-        elif kind == "required" and isinstance(value, dict):
-            for missing in expected:
-                if missing not in value:
-                    doc.issue(doc.node_for(path, key=True), path, f"missing required field '{missing}'")
-        elif kind == "type":
-            doc.issue(node, path, f"expected {_expected_types(expected)}, got {_describe(value)}")
-        elif kind == "const":
-            doc.issue(node, path, f"must be {json.dumps(expected)}, got {_describe(value)}")
-        elif kind == "enum":
-            choices = ", ".join(str(choice) for choice in expected)
-            doc.issue(node, path, f"must be one of: {choices}; got {_describe(value)}")
-        elif kind in ("minimum", "exclusiveMinimum", "maximum", "exclusiveMaximum"):
-            relation = {"minimum": ">=", "exclusiveMinimum": ">", "maximum": "<=", "exclusiveMaximum": "<"}[
-                kind
-            ]
-            doc.issue(node, path, f"must be {relation} {expected:g}, got {value!r}")
-        elif kind == "pattern":
-            wanted = schema.get("errorMessage", f"text matching {expected}")
-            doc.issue(node, path, f"must be {wanted}; got {_describe(value)}")
-        elif kind == "maxLength":
-            doc.issue(node, path, f"must be at most {expected} characters long, got {len(value)}")
-        elif kind == "minLength":
-            doc.issue(node, path, "must not be empty")
-        elif kind == "uniqueItems":
-            doc.issue(node, path, "must not list the same item twice")
-        else:  # pragma: no cover - every keyword the schema uses is handled above
-            doc.issue(node, path, error.message)
+        kind = error["type"]
+        if kind == "missing":
+            parent = path[:-1]
+            doc.issue(doc.node_for(parent, key=True), parent, f"missing required field '{path[-1]}'")
+        elif kind == "unexpected_keyword_argument":
+            _unknown_field(doc, path)
+        else:
+            message = _model_message(kind, error["input"], error.get("ctx") or {}, error["msg"])
+            doc.issue(doc.node_for(path), path, message)
+    return None
 
 
-# --- semantic checks (what a schema cannot say) -------------------------------------------------
-
-_QUANTITY = re.compile(r"^(?P<number>[0-9]+(?:\.[0-9]+)?)(?P<suffix>Ki|Mi|Gi|Ti|Pi|Ei|k|M|G|T|P|E)?$")
-_MULTIPLIERS = {
-    None: 1,
-    "k": 10**3,
-    "M": 10**6,
-    "G": 10**9,
-    "T": 10**12,
-    "P": 10**15,
-    "E": 10**18,
-    "Ki": 2**10,
-    "Mi": 2**20,
-    "Gi": 2**30,
-    "Ti": 2**40,
-    "Pi": 2**50,
-    "Ei": 2**60,
-}
-
-
-def parse_bytes(value: float | int | str) -> float:
-    """``512``, ``1.5Gi``, ``200G``, ``50Mi`` -> a number of bytes."""
-    if isinstance(value, bool):
-        raise ValueError("a size is a number or a quantity such as 50Mi")
-    if isinstance(value, int | float):
-        return float(value)
-    match = _QUANTITY.match(value)
-    if not match:
-        raise ValueError(f"not a quantity: {value!r}")
-    return float(match["number"]) * _MULTIPLIERS[match["suffix"]]
+# --- semantic checks (what the model's per-field types cannot say) -------------------------------
 
 
 def _get(mapping: Any, *keys: str) -> Any:
@@ -325,12 +294,13 @@ def _is_int(value: Any) -> bool:
 
 
 def _semantic_issues(doc: _Document) -> None:
+    """Rules across fields, checked on the plain value so that they are reported with the others."""
     spec = _get(doc.value, "spec")
     if not isinstance(spec, dict):
         return
     minimum = spec.get("minReplicas", 1)
     maximum = spec.get("maxReplicas", 10)
-    # Only when both are what the schema allows; otherwise the schema has already said so.
+    # Only when both are what the model allows; otherwise it has already said so.
     bounds_ok = _is_int(minimum) and _is_int(maximum) and minimum >= 1 and maximum >= 1
     if bounds_ok and minimum > maximum:
         where: PathKey = ("spec", "minReplicas") if "minReplicas" in spec else ("spec", "maxReplicas")
@@ -364,7 +334,6 @@ def _semantic_issues(doc: _Document) -> None:
     stateful = spec.get("stateful")
     if isinstance(stateful, dict):
         base = ("spec", "stateful")
-        where = (*base, "restoreBytesPerSecond")
         sources = [key for key in ("stateBytes", "changelogTopic") if stateful.get(key) is not None]
         if len(sources) != 1:
             message = (
@@ -373,67 +342,6 @@ def _semantic_issues(doc: _Document) -> None:
                 else "give stateBytes or changelogTopic, not both"
             )
             doc.issue(doc.node_for(base), base, message)
-        rate = stateful.get("restoreBytesPerSecond")
-        if isinstance(rate, str) and _QUANTITY.match(rate) and parse_bytes(rate) <= 0:
-            doc.issue(doc.node_for(where), where, "must be > 0")
-
-
-# --- plain values to the typed model -----------------------------------------------------------
-
-
-def _camel(name: str) -> str:
-    head, *rest = name.split("_")
-    return head + "".join(part.capitalize() for part in rest)
-
-
-_RENAMES: dict[type, dict[str, str]] = {ScalingPolicy: {"target": "scaleTargetRef"}}
-
-
-def _convert(annotation: Any, value: Any, name: str) -> Any:
-    origin = typing.get_origin(annotation)
-    if origin in (typing.Union, types.UnionType):
-        options = [a for a in typing.get_args(annotation) if a is not type(None)]
-        if value is None:
-            return None
-        return _convert(options[0], value, name)
-    if origin is tuple:
-        (item,) = [a for a in typing.get_args(annotation) if a is not Ellipsis]
-        return tuple(_convert(item, v, name) for v in value)
-    if isinstance(annotation, type):
-        if dataclasses.is_dataclass(annotation):
-            return _build(annotation, value)
-        if issubclass(annotation, enum.Enum):
-            return annotation(value)
-        if annotation is float:
-            return parse_bytes(value) if "bytes" in name else float(value)
-        if annotation is int:
-            return int(value)
-    return value
-
-
-@cache
-def _type_hints(cls: type) -> dict[str, Any]:
-    return typing.get_type_hints(cls)
-
-
-def _build(cls: type, data: Mapping[str, Any]) -> Any:
-    """A model dataclass from its camelCase mapping; fields the file leaves out keep their defaults."""
-    hints = _type_hints(cls)
-    renames = _RENAMES.get(cls, {})
-    kwargs = {}
-    for item in dataclasses.fields(cls):
-        key = renames.get(item.name, _camel(item.name))
-        if key in data:
-            kwargs[item.name] = _convert(hints[item.name], data[key], item.name)
-    return cls(**kwargs)
-
-
-def _to_policy(value: dict[str, Any], source: str) -> ScalingPolicy:
-    metadata, spec = value["metadata"], dict(value["spec"])
-    spec["name"] = metadata["name"]
-    spec["namespace"] = metadata.get("namespace", "default")
-    policy: ScalingPolicy = _build(ScalingPolicy, spec)
-    return dataclasses.replace(policy, source=source)
 
 
 # --- entry points -------------------------------------------------------------------------------
@@ -461,12 +369,20 @@ def _documents(text: str, file: str) -> tuple[list[yaml.Node], list[PolicyIssue]
     except yaml.YAMLError as exc:
         return nodes, [_yaml_issue(file, exc)]
     except RecursionError:
-        return nodes, [PolicyIssue(file, 1, 1, "<yaml>", "nesting too deep")]
+        return nodes, [PolicyIssue(file, 1, 1, "<yaml>", _TOO_DEEP)]
     return nodes, []
+
+
+def _too_large(source: str, size: int) -> PolicyIssue:
+    return PolicyIssue(
+        source, 1, 1, "<file>", f"{size} bytes is too large for a policy file (at most {MAX_FILE_BYTES})"
+    )
 
 
 def check_policy_text(text: str, source: str = "<string>") -> tuple[ScalingPolicy | None, list[PolicyIssue]]:
     """Every problem in one policy document, and the policy when there is none."""
+    if len(text) > MAX_FILE_BYTES:
+        return None, [_too_large(source, len(text.encode("utf-8", "surrogatepass")))]
     nodes, issues = _documents(text, source)
     if issues:
         return None, issues
@@ -488,13 +404,14 @@ def check_policy_text(text: str, source: str = "<string>") -> tuple[ScalingPolic
     doc = _Document(source, nodes[0])
     try:
         doc.value = _plain(doc, nodes[0], ())
-    except RecursionError:
-        return None, [PolicyIssue(source, 1, 1, "<document>", "nesting too deep")]
-    _schema_issues(doc)
+    except (_TooLarge, RecursionError) as exc:
+        message = str(exc) if isinstance(exc, _TooLarge) else _TOO_DEEP
+        return None, [PolicyIssue(source, 1, 1, "<document>", message)]
+    document = _model_issues(doc)
     _semantic_issues(doc)
-    if doc.issues:
+    if doc.issues or document is None:
         return None, sorted(set(doc.issues))
-    return _to_policy(doc.value, source), []
+    return document.policy(source), []
 
 
 def parse_policy(text: str, source: str = "<string>") -> ScalingPolicy:
@@ -508,7 +425,8 @@ def parse_policy(text: str, source: str = "<string>") -> ScalingPolicy:
 def _read(path: Path) -> tuple[str | None, list[PolicyIssue]]:
     name = str(path)
     try:
-        data = path.read_bytes()
+        with path.open("rb") as file:
+            data = file.read(MAX_FILE_BYTES + 1)  # never more: a huge file is refused, not read
     except FileNotFoundError:
         return None, [PolicyIssue(name, 1, 1, "<file>", "no such file")]
     except IsADirectoryError:
@@ -517,6 +435,12 @@ def _read(path: Path) -> tuple[str | None, list[PolicyIssue]]:
         ]
     except OSError as exc:
         return None, [PolicyIssue(name, 1, 1, "<file>", f"cannot read: {exc.strerror or exc}")]
+    if len(data) > MAX_FILE_BYTES:
+        try:
+            size = path.stat().st_size
+        except OSError:
+            size = len(data)
+        return None, [_too_large(name, size)]
     try:
         return data.decode("utf-8"), []
     except UnicodeDecodeError as exc:
@@ -556,7 +480,10 @@ def _issue_at(source: str, path: PathKey, message: str) -> PolicyIssue:
     if len(nodes) != 1:
         return PolicyIssue(source, 1, 1, format_path(path), message)
     doc = _Document(source, nodes[0])
-    _plain(doc, nodes[0], ())
+    try:
+        _plain(doc, nodes[0], ())
+    except (_TooLarge, RecursionError):  # the file changed since it was loaded
+        return PolicyIssue(source, 1, 1, format_path(path), message)
     mark = doc.node_for(path).start_mark
     return PolicyIssue(source, mark.line + 1, mark.column + 1, format_path(path), message)
 
@@ -602,6 +529,10 @@ def load_policy_dir(path: str | Path) -> tuple[list[ScalingPolicy], list[str]]:
 
 
 __all__ = [
+    "MAX_DEPTH",
+    "MAX_FILE_BYTES",
+    "MAX_MESSAGE",
+    "MAX_NODES",
     "PolicyError",
     "PolicyIssue",
     "check_policy_file",
@@ -610,7 +541,6 @@ __all__ = [
     "format_path",
     "load_policy_dir",
     "load_policy_file",
-    "parse_bytes",
     "parse_policy",
     "policy_files",
     "policy_schema",

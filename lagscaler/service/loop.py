@@ -18,7 +18,7 @@ import asyncio
 import contextlib
 import math
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, replace
 from pathlib import Path
 
@@ -36,15 +36,18 @@ from lagscaler.engine import (
     observe,
 )
 from lagscaler.engine.reload import carry_over
+from lagscaler.handover import HandoverRunner
+from lagscaler.logs import get_logger
 from lagscaler.observability import ServiceMetrics
-from lagscaler.policy import Mode, ScalingPolicy
+from lagscaler.policy import ScalingPolicy
 from lagscaler.sampler import SampleFailed, Sampler
+from lagscaler.service.handover import LocalHandover, handover_workloads
 from lagscaler.service.policies import PolicySet, PolicyWatcher
-from lagscaler.service.publish import raw_signals, workload_metrics
+from lagscaler.service.publish import RawSignals, raw_signals, workload_metrics
 from lagscaler.service.statefile import StateFileError, load_state, save_state
 from lagscaler.signals import GroupSample, Snapshot
 
-log = structlog.get_logger("lagscaler.service")
+log = get_logger("lagscaler.service")
 
 
 @dataclass(frozen=True, slots=True)
@@ -72,14 +75,19 @@ class ScalingLoop:
         *,
         settings: LoopSettings | None = None,
         clock: Callable[[], float] = time.time,
+        handover: HandoverRunner | None = None,
+        local_handover: LocalHandover | None = None,
     ) -> None:
         self.sampler = sampler
+        self.handover = handover  # runs mode: handover policies (None: serve has no handover backend)
+        self._local_handover = local_handover
         self.watcher = watcher
         self.cache = cache
         self.metrics = metrics
         self.settings = settings or LoopSettings()
         self._clock = clock
         self._policies: tuple[ScalingPolicy, ...] = ()
+        self._handed_over: set[str] = set()  # workloads whose handovers the runner drives
         self._version = -1
         self._params = PolicyArrays.from_policies(())
         self._state = EngineState.initial(self._params)
@@ -88,9 +96,11 @@ class ScalingLoop:
         self.restored: tuple[str, ...] = ()
         if self.settings.state_file is not None:
             self._restore(self.settings.state_file)
-        self._requests_seen: dict[str, int] = {}
+        self._answers_seen: dict[str, int] = {}
         self._failures_seen: dict[str, int] = {}
         self._labelled: set[tuple[str, str]] = set()
+        self._policy_problems: tuple[int, Mapping[str, tuple[str, ...]]] | None = None
+        self._last_desired: dict[str, int] = {}
         self.decisions: Mapping[str, Decision] = {}
         self.cycles = 0
         self.succeeded = 0
@@ -123,6 +133,7 @@ class ScalingLoop:
 
     def _apply_policies(self, current: PolicySet) -> None:
         self.metrics.policy_errors.set(len(current.errors))
+        self._count_reload(current)
         if current.version == self._version:
             return
         policies = tuple(sorted(current.policies, key=lambda p: p.key))
@@ -131,21 +142,42 @@ class ScalingLoop:
         self._state_keys = tuple(self._params.keys)
         self._policies = policies
         self._version = current.version
-        for policy in policies:
-            if policy.mode is Mode.HANDOVER:
-                log.warning(
-                    "handover mode is not run by serve yet: serving metrics only, no HPA should act on them",
-                    workload=policy.key,
-                )
-        groups = tuple(dict.fromkeys(p.kafka.group for p in policies))
-        if groups:
-            self.sampler.settings = replace(self.sampler.settings, groups=groups, all_groups=False)
+        specs = handover_workloads(policies, self._local_handover if self.handover is not None else None)
+        if self.handover is not None:
+            self.handover.sync(specs)
+        self._handed_over = {s.workload for s in specs}
+        self._sample_groups(policies)
+        in_force = {(p.namespace, p.name) for p in policies}
+        for namespace, workload in self._labelled - in_force:
+            self.metrics.remove_workload(namespace, workload)
+            self._last_desired.pop(f"{namespace}/{workload}", None)
+        now = self._clock()
+        for namespace, workload in in_force - self._labelled:
+            self.metrics.add_workload(namespace, workload, loaded_at=now)
+        self._labelled = in_force
+
+    def _count_reload(self, current: PolicySet) -> None:
+        """Count a reload that changed the policies in force or the problems, even if only the problems.
+
+        A file that is added already invalid changes no policy (the version stays) but is a reload the
+        operator made, and a failed one.
+        """
+        problems = (current.version, current.errors)
+        if problems == self._policy_problems:
+            return
+        self._policy_problems = problems
         self.metrics.policy_reloads.labels("ok" if not current.errors else "partial").inc()
-        for namespace, workload in self._labelled - {(p.namespace, p.name) for p in policies}:
-            for gauge in self.metrics.per_workload:
-                with contextlib.suppress(KeyError):
-                    gauge.remove(namespace, workload)
-        self._labelled &= {(p.namespace, p.name) for p in policies}
+
+    def _group(self, policy: ScalingPolicy) -> str:
+        """The group to sample: a handover workload's serving generation, else the policy's group."""
+        if self.handover is not None and policy.key in self._handed_over:
+            return self.handover.serving_group(policy.key) or policy.kafka.group
+        return policy.kafka.group
+
+    def _sample_groups(self, policies: Sequence[ScalingPolicy]) -> None:
+        groups = tuple(dict.fromkeys(self._group(p) for p in policies))
+        if groups and groups != self.sampler.settings.groups:
+            self.sampler.settings = replace(self.sampler.settings, groups=groups, all_groups=False)
 
     async def _sample(self) -> Snapshot | None:
         started = time.monotonic()
@@ -163,9 +195,13 @@ class ScalingLoop:
         return snapshot
 
     def _export_requests(self) -> None:
+        """Add each request whose outcome became known since the last export, once, under that outcome."""
+        stats = self.sampler.stats
+        for api in stats.requests:
+            self.metrics.request_outcomes(api)
         for seen, counts, outcome in (
-            (self._requests_seen, self.sampler.stats.requests, "sent"),
-            (self._failures_seen, self.sampler.stats.failures, "failed"),
+            (self._answers_seen, stats.answers, "ok"),
+            (self._failures_seen, stats.failures, "failed"),
         ):
             for api, total in counts.items():
                 delta = total - seen.get(api, 0)
@@ -174,18 +210,31 @@ class ScalingLoop:
                 seen[api] = total
 
     async def cycle(self) -> Decisions:
-        """Reload changed policies, sample, decide and publish once."""
+        """Reload changed policies, sample, decide and publish once.
+
+        Every event logged meanwhile (here, by the sampler, by the policy watcher) carries ``cycle``,
+        so one cycle's lines can be picked out of a replica's log.
+        """
         self.cycles += 1
-        self._apply_policies(self.watcher.refresh())
+        with structlog.contextvars.bound_contextvars(cycle=self.cycles):
+            return await self._cycle()
+
+    async def _cycle(self) -> Decisions:
+        self._apply_policies(await self.watcher.reload())
+        self._sample_groups(self._policies)  # a handover moves a workload to a new group
         snapshot = await self._sample() if self._policies else None
         now = self._clock()
-        samples = [snapshot.group(p.kafka.group) if snapshot else None for p in self._policies]
+        samples = [snapshot.group(self._group(p)) if snapshot else None for p in self._policies]
         observations = [
             observe(sample, policy, replicas=_members(sample), now=now)
             for sample, policy in zip(samples, self._policies, strict=True)
         ]
         decisions, self._state = decide(self._params, self._state, ObservationBatch.stack(observations))
         self.decisions = decisions.by_key()
+        if self.handover is not None:
+            for key in self._handed_over:
+                decision = self.decisions.get(key)
+                self.handover.set_desired(key, decision.desired_replicas if decision is not None else None)
         published = [
             self._publish_one(policy, decisions[i], sample, observations[i], now)
             for i, (policy, sample) in enumerate(zip(self._policies, samples, strict=True))
@@ -238,11 +287,34 @@ class ScalingLoop:
             detail = f"group {policy.kafka.group} has not been sampled yet"
         elif sample.stale:
             detail = f"Kafka unreachable: {sample.error or self.last_error or 'unknown error'}"
+        self._export_workload(policy, decision, signals, sample)
+        return workload_metrics(
+            policy, decision, signals, sampled_at=sampled_at, current_replicas=members, detail=detail
+        )
+
+    def _export_workload(
+        self, policy: ScalingPolicy, decision: Decision, signals: RawSignals, sample: GroupSample | None
+    ) -> None:
         m = self.metrics
         labels = (policy.namespace, policy.name)
-        self._labelled.add(labels)
-        m.cache_age.labels(*labels).set(max(0.0, now - sampled_at) if sample is not None else math.inf)
+        if sample is not None:
+            m.sampled(*labels, at=sample.sampled_at)
+        m.stale_after.labels(*labels).set(policy.fallback.max_age_seconds)
         m.desired_replicas.labels(*labels).set(decision.desired_replicas)
+        m.record_reasons(*labels, decision.reasons)
+        previous = self._last_desired.get(policy.key)
+        if previous is not None and decision.desired_replicas != previous:
+            direction = "up" if decision.desired_replicas > previous else "down"
+            m.decision_changes.labels(*labels, direction).inc()
+            log.bind(workload=policy.key, group=policy.kafka.group).info(
+                "desired replicas changed",
+                previous=previous,
+                desired=decision.desired_replicas,
+                current=decision.current_replicas,
+                reasons=list(decision.reasons),
+            )
+        self._last_desired[policy.key] = decision.desired_replicas
+        members = sample.members if sample is not None else None
         m.workload_replicas.labels(*labels).set(members or 0)
         m.workload_lag_messages.labels(*labels).set(signals.lag_messages)
         m.workload_lag_seconds.labels(*labels).set(signals.lag_seconds)
@@ -251,17 +323,6 @@ class ScalingLoop:
         m.workload_forecast_rate.labels(*labels).set(_finite(decision.forecast_arrival_rate))
         m.workload_capacity_per_replica.labels(*labels).set(_finite(decision.capacity_per_replica))
         m.workload_stuck_partitions.labels(*labels).set(decision.stuck_partitions)
-        direction = (
-            "up"
-            if decision.desired_replicas > decision.current_replicas
-            else "down"
-            if decision.desired_replicas < decision.current_replicas
-            else "hold"
-        )
-        m.decisions.labels(*labels, direction).inc()
-        return workload_metrics(
-            policy, decision, signals, sampled_at=sampled_at, current_replicas=members, detail=detail
-        )
 
     # -- the loop --------------------------------------------------------------------------------
 
@@ -283,7 +344,7 @@ class ScalingLoop:
             except Exception as exc:  # a bug in one cycle must not stop scaling for good
                 self.last_error = f"{type(exc).__name__}: {exc}"
                 self.metrics.sample_cycle_errors.labels("internal").inc()
-                log.exception("scaling cycle failed")
+                log.exception("scaling cycle failed", cycle=self.cycles)
             await asyncio.sleep(max(0.0, self.settings.interval - (time.monotonic() - started)))
 
 

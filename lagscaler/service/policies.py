@@ -6,25 +6,32 @@ version in force, and the problem is reported (log, ``/readyz?verbose``, the
 Two files that claim the same workload or the same consumer group would fight over one scale
 target: the later one (by file name) is refused.
 
-Polling (by default every 5 s) rather than inotify because Kubernetes updates a mounted ConfigMap
+Polling (once per scaling cycle) rather than inotify because Kubernetes updates a mounted ConfigMap
 by swapping a symlink, which inotify on the files themselves does not see, and because a stat of a
 few dozen files is cheaper than any watch library. Unchanged files are not re-read.
+
+Reading runs in a worker thread (:meth:`PolicyWatcher.reload`), never on the event loop that serves
+the API: whatever lands in the directory, the HPA's requests keep being answered. The loader itself
+bounds what a hostile file can cost (size, alias expansion, nesting: see ``lagscaler.policy.loader``),
+so a bad file is an error line, never a stall, a crash or a restart loop.
 """
 
 from __future__ import annotations
 
+import asyncio
 import os
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 
-import structlog
-
 from lagscaler.errors import UserError
+from lagscaler.logs import get_logger
 from lagscaler.policy import ScalingPolicy
-from lagscaler.policy.loader import check_policy_file, cross_file_issues, policy_files
+from lagscaler.policy.loader import PolicyIssue, check_policy_file, cross_file_issues, policy_files
 
-log = structlog.get_logger("lagscaler.policies")
+Checker = Callable[[Path], tuple[ScalingPolicy | None, list[PolicyIssue]]]
+
+log = get_logger("lagscaler.policies")
 
 
 @dataclass(frozen=True, slots=True)
@@ -56,19 +63,30 @@ def _stamp(path: Path) -> tuple[int, int, int] | None:
 
 
 class PolicyWatcher:
-    """Loads a policy directory and reloads what changed on :meth:`refresh`."""
+    """Loads a policy directory and reloads what changed on :meth:`reload` (or :meth:`refresh`).
 
-    def __init__(self, directory: Path) -> None:
+    ``check`` reads one file (the seam tests use to hold a load mid-way); :attr:`current` may be read
+    from any thread at any time and is replaced in one assignment.
+    """
+
+    def __init__(self, directory: Path, *, check: Checker = check_policy_file) -> None:
         if not directory.is_dir():
             reason = "does not exist" if not directory.exists() else "is not a directory"
             raise UserError(f"policy directory {directory} {reason}")
         self.directory = directory
+        self._check = check
         self._files: dict[Path, _FileState] = {}
+        self._reloading = asyncio.Lock()
         self.current = PolicySet()
         self.reloads = 0
 
+    async def reload(self) -> PolicySet:
+        """:meth:`refresh` in a worker thread, one at a time: the event loop never reads a file."""
+        async with self._reloading:
+            return await asyncio.to_thread(self.refresh)
+
     def refresh(self) -> PolicySet:
-        """Re-read changed files; returns the (possibly new) :class:`PolicySet`."""
+        """Re-read changed files (blocking: call it from a thread, or use :meth:`reload`)."""
         try:
             present = policy_files(self.directory)
         except OSError as exc:
@@ -87,7 +105,7 @@ class PolicyWatcher:
                 files[path] = old
                 continue
             changed.add(path)
-            policy, issues = check_policy_file(path)
+            policy, issues = self._check(path)
             if policy is not None:
                 files[path] = _FileState(stamp or (0, 0, 0), policy)
                 continue

@@ -13,17 +13,17 @@ from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
-import structlog
-
 from lagscaler.api import ApiSettings, CheckResult, HealthChecks, MetricsCache, RunningApi, running_api
 from lagscaler.errors import UserError
 from lagscaler.kafka import KafkaSettings
+from lagscaler.logs import get_logger
 from lagscaler.observability import ServiceMetrics
 from lagscaler.sampler import Sampler, SamplerSettings
+from lagscaler.service.handover import LocalHandover, local_runner
 from lagscaler.service.loop import LoopSettings, ScalingLoop
 from lagscaler.service.policies import PolicyWatcher
 
-log = structlog.get_logger("lagscaler.service")
+log = get_logger("lagscaler.service")
 
 
 @dataclass(frozen=True)
@@ -37,6 +37,7 @@ class ServeSettings:
     history: int = 120
     cycle_timeout: float | None = None  # default: the interval, at least 5 s
     state_file: Path | None = None  # the engine's learned state, kept across restarts
+    handover: LocalHandover | None = None  # run mode: handover policies with local worker processes
 
     def __post_init__(self) -> None:
         if not self.interval > 0:
@@ -69,18 +70,24 @@ async def running_service(
 ) -> AsyncIterator[RunningService]:
     metrics = metrics or ServiceMetrics()
     watcher = PolicyWatcher(settings.policy_dir)
-    initial = watcher.refresh()
+    initial = await watcher.reload()
     for line in initial.error_lines:
         log.error("policy problem", problem=line)
     cache = MetricsCache()
     groups = tuple(dict.fromkeys(p.kafka.group for p in initial.policies))
-    async with Sampler(settings.kafka, settings.sampler_settings(groups)) as sampler:
+    async with contextlib.AsyncExitStack() as stack:
+        sampler = await stack.enter_async_context(Sampler(settings.kafka, settings.sampler_settings(groups)))
+        runner = None
+        if settings.handover is not None:
+            runner = await stack.enter_async_context(local_runner(settings.kafka, settings.handover))
         loop = ScalingLoop(
             sampler,
             watcher,
             cache,
             metrics,
             settings=LoopSettings(interval=settings.interval, state_file=settings.state_file),
+            handover=runner,
+            local_handover=settings.handover,
         )
         readiness = HealthChecks()
         readiness.add("policies", loop.policies_ready)

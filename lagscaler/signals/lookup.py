@@ -3,7 +3,8 @@
 Kafka does not say when an offset was written without reading the message. So, per partition, we
 keep a table of (end offset, time) points from our own samples and read it backwards: the time the
 log end first passed offset ``c`` is when message ``c`` was appended, and ``now − that time`` is how
-far behind the consumer committed at ``c`` is (kafka-lag-exporter's approach, REFERENCE 3.3).
+far behind the consumer committed at ``c`` is (kafka-lag-exporter's approach: seglo/kafka-lag-exporter
+``src/main/scala/com/lightbend/kafkalagexporter/LookupTable.scala``).
 
 Table rules (each with a reason):
 
@@ -16,7 +17,8 @@ Table rules (each with a reason):
   this time" — both are needed to interpolate, and collapsing keeps an idle partition from filling
   the table with useless points and pushing out the history that still matters.
 - Never extrapolate: a committed offset older than the oldest point gets ``now − oldest time``,
-  a *lower bound*, and is flagged as such instead of an invented number (kafka-lag-exporter #333).
+  a *lower bound*, and is flagged as such instead of an invented number (as seglo/kafka-lag-exporter
+  issue 333 asks of its extrapolation).
 - Interpolation is linear between the two points around the offset.
 """
 

@@ -1,4 +1,8 @@
-"""Partition health after Burrow's evaluation rules (REFERENCE 3.4), adapted to sampled offsets.
+"""Partition health after Burrow's evaluation rules, adapted to sampled offsets.
+
+The rules are linkedin/Burrow's (``core/internal/evaluator/caching.go``: ``checkIfOffsetsRewind``,
+``checkIfOffsetsStopped``, ``checkIfOffsetsStalled``, ``checkIfLagNotDecreasing``,
+``checkIfRecentLagZero``).
 
 Burrow reads every commit from ``__consumer_offsets``; we sample the committed offset each cycle.
 The rules are the same, evaluated over the last ``window`` samples of (committed, end, time):

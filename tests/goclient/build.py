@@ -12,15 +12,17 @@ import os
 import shutil
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 SOURCE = Path(__file__).resolve().parent
 FILES = ("go.mod", "go.sum", "main.go")
 
 
-def cache_root() -> Path:
+def cache_root(tool: str = "goclient") -> Path:
+    """``~/.cache/lagscaler/<tool>`` (or under ``$XDG_CACHE_HOME``): where Go-built test tools live."""
     base = os.environ.get("XDG_CACHE_HOME") or str(Path.home() / ".cache")
-    return Path(base) / "lagscaler" / "goclient"
+    return Path(base) / "lagscaler" / tool
 
 
 def go_binary() -> str | None:
@@ -49,6 +51,14 @@ def build() -> Path:
     if target.exists():
         return target
     target.parent.mkdir(parents=True, exist_ok=True)
+    # The first build downloads k8s.io modules from the Go module proxy and compiles them: minutes on
+    # two cores, so say so instead of going quiet (stderr: stdout is the binary's path).
+    print(
+        f"building tests/goclient into {target.parent} (first time: Go modules, a few minutes)...",
+        file=sys.stderr,
+        flush=True,
+    )
+    started = time.monotonic()
     partial = target.with_suffix(".partial")
     result = subprocess.run(
         [go, "build", "-trimpath", "-o", str(partial), "."],
@@ -61,6 +71,7 @@ def build() -> Path:
     if result.returncode != 0:
         raise RuntimeError(f"go build failed:\n{result.stdout}{result.stderr}")
     partial.replace(target)
+    print(f"built tests/goclient in {time.monotonic() - started:.0f} s", file=sys.stderr, flush=True)
     return target
 
 

@@ -3,12 +3,18 @@
 // configured like kube-controller-manager's (protobuf preferred), and prints what
 // it got as JSON for the Python tests to assert on.
 //
+// With --quantities it reads one quantity per line from stdin instead and prints,
+// per line, what k8s.io/apimachinery/pkg/api/resource makes of it (ParseQuantity,
+// Quantity.String, Quantity.MilliValue, the exact value), so the tests can hold
+// lagscaler.quantity to upstream's behaviour.
+//
 // In a cluster the aggregator adds the front-proxy client certificate and the
 // X-Remote-* headers; called directly, this program presents the front-proxy
 // certificate itself and sets the headers with a WrapTransport.
 package main
 
 import (
+	"bufio"
 	"encoding/json"
 	"errors"
 	"flag"
@@ -19,6 +25,7 @@ import (
 	"sync"
 
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
+	"k8s.io/apimachinery/pkg/api/resource"
 	"k8s.io/apimachinery/pkg/labels"
 	"k8s.io/client-go/discovery"
 	"k8s.io/client-go/rest"
@@ -72,7 +79,50 @@ type output struct {
 	Code      int32    `json:"code,omitempty"`
 }
 
+// parsed is what upstream makes of one quantity string.
+type parsed struct {
+	Input     string `json:"input"`
+	String    string `json:"string,omitempty"`
+	Canonical string `json:"canonical,omitempty"`
+	Milli     int64  `json:"milli"`
+	Exact     string `json:"exact,omitempty"`
+	Error     string `json:"error,omitempty"`
+}
+
+// quantities answers --quantities: one JSON object per stdin line. String is what
+// the parsed quantity prints (it keeps the input's format); Canonical is how the
+// same value prints as a DecimalSI quantity built from it (NewDecimalQuantity),
+// which is how an API server writes a value it computed.
+func quantities() int {
+	in := bufio.NewScanner(os.Stdin)
+	in.Buffer(make([]byte, 1<<20), 1<<20)
+	out := json.NewEncoder(os.Stdout)
+	for in.Scan() {
+		text := in.Text()
+		result := parsed{Input: text}
+		if q, err := resource.ParseQuantity(text); err != nil {
+			result.Error = err.Error()
+		} else {
+			result.String = q.String()
+			result.Milli = q.MilliValue()
+			exact := q.AsDec()
+			result.Exact = exact.String()
+			result.Canonical = resource.NewDecimalQuantity(*exact, resource.DecimalSI).String()
+		}
+		if err := out.Encode(result); err != nil {
+			return 1
+		}
+	}
+	if in.Err() != nil {
+		return 1
+	}
+	return 0
+}
+
 func main() {
+	if len(os.Args) == 2 && os.Args[1] == "--quantities" {
+		os.Exit(quantities())
+	}
 	server := flag.String("server", "", "https://host:port of lagscaler")
 	ca := flag.String("ca", "", "CA bundle that signed lagscaler's serving certificate")
 	cert := flag.String("cert", "", "client certificate (the front-proxy one)")

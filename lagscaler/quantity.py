@@ -1,8 +1,15 @@
 """Kubernetes resource quantities (``k8s.io/apimachinery/pkg/api/resource``) without floats.
 
+The one quantity parser and formatter of lagscaler, pure and shared by every layer: the API writes
+metric values with :func:`format_quantity`, the HPA model reads them with :func:`milli_value`, and
+policy files give sizes such as ``50Mi`` that :func:`parse_quantity` reads.
+
 The HPA reads ``value`` with ``Quantity.MilliValue()``; a value it cannot parse is an error that
 freezes scaling, so what we emit must be exactly the canonical form Kubernetes itself writes, and
 what we read (tests, the local HPA loop) must accept every form Kubernetes accepts.
+``tests/test_quantity.py`` holds all three functions to upstream's ``resource.ParseQuantity``,
+``Quantity.String`` and ``Quantity.MilliValue`` (apimachinery ``pkg/api/resource/quantity.go``)
+through the Go program in ``tests/goclient``.
 
 Canonical form (what :func:`format_quantity` writes, ``DecimalSI``): an integer mantissa and the
 largest suffix that loses no precision, with the exponent a multiple of three: ``1.5`` → ``"1500m"``,
@@ -21,7 +28,7 @@ import math
 import re
 from decimal import Decimal
 
-__all__ = ["QuantityError", "format_quantity", "parse_quantity"]
+__all__ = ["QuantityError", "format_quantity", "milli_value", "parse_quantity"]
 
 
 class QuantityError(ValueError):
@@ -121,3 +128,15 @@ def parse_quantity(text: str) -> Decimal:
     if match["sign"] == "-":
         amount = amount.copy_negate()  # exact, unlike unary minus (which rounds to the context)
     return _round_to_nano(amount)
+
+
+def milli_value(quantity: Decimal | int | float | str) -> int:
+    """``resource.Quantity.MilliValue()``: the value in thousandths, rounded up (towards +infinity).
+
+    The HPA controller does all External metric arithmetic on milli-values, so a served ``17.0005``
+    counts as ``17001m``. Floats are read through their shortest decimal representation (what an
+    adapter writes on the wire), never through their binary expansion, so ``0.1`` is ``100m``;
+    strings are any quantity :func:`parse_quantity` reads (``1500m``, ``2Ki``, ``1e3``).
+    """
+    value = parse_quantity(quantity) if isinstance(quantity, str) else _round_to_nano(_to_decimal(quantity))
+    return int(value.scaleb(3, context=_EXACT).to_integral_value(rounding=decimal.ROUND_CEILING))

@@ -1,16 +1,20 @@
-"""Kubernetes quantities: canonical formatting and full parsing, with hypothesis for the round trip."""
+"""Kubernetes quantities: canonical formatting and full parsing, held to apimachinery itself."""
 
 from __future__ import annotations
 
 import contextlib
+import json
 import re
+import subprocess
 from decimal import Decimal
+from typing import Any
 
 import pytest
-from hypothesis import given
+import support
+from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from lagscaler.api.quantity import QuantityError, format_quantity, parse_quantity
+from lagscaler.quantity import QuantityError, format_quantity, milli_value, parse_quantity
 
 CANONICAL = re.compile(r"-?[1-9][0-9]*([numkMGTPE]?)|0")
 
@@ -128,3 +132,77 @@ def test_anything_parsed_formats_canonically_and_reparses_equal(text: str) -> No
 def test_arbitrary_text_parses_or_raises_quantity_error(text: str) -> None:
     with contextlib.suppress(QuantityError):
         parse_quantity(text)
+
+
+# --- against upstream: apimachinery's own ParseQuantity, String and MilliValue ------------------------
+# tests/goclient --quantities answers with k8s.io/apimachinery/pkg/api/resource (the version in
+# tests/goclient/go.mod), so these cannot drift from what an API server and the HPA controller do.
+
+
+def upstream(lines: list[str]) -> list[dict[str, Any]]:
+    result = subprocess.run(
+        [str(support.goclient()), "--quantities"],
+        input="".join(f"{line}\n" for line in lines),
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=True,
+    )
+    answers = [json.loads(line) for line in result.stdout.splitlines()]
+    assert [a["input"] for a in answers] == lines
+    return answers
+
+
+# Values lagscaler can serve: nano precision, within what MilliValue's int64 holds (|v| < 9.2e15).
+servable = st.builds(
+    lambda mantissa, exponent: Decimal(mantissa).scaleb(exponent),
+    st.integers(min_value=-(10**12), max_value=10**12),
+    st.integers(min_value=-9, max_value=3),
+)
+
+
+@settings(max_examples=25, deadline=None)
+@given(st.lists(servable, min_size=1, max_size=200))
+def test_formatting_matches_upstream(values: list[Decimal]) -> None:
+    # Go is given the plain decimal; the value it parses and the canonical DecimalSI form it writes
+    # for it must be ours exactly.
+    for value, answer in zip(values, upstream([format(v, "f") for v in values]), strict=True):
+        assert Decimal(answer["exact"]) == value
+        assert answer["canonical"] == format_quantity(value), value
+
+
+@settings(max_examples=25, deadline=None)
+@given(st.lists(servable.filter(lambda v: v >= 0), min_size=1, max_size=200))
+def test_milli_value_matches_upstream(values: list[Decimal]) -> None:
+    # Served values are never negative (apimachinery's int64 path rounds negatives its own way).
+    texts = [format_quantity(v) for v in values]
+    for text, value, answer in zip(texts, values, upstream(texts), strict=True):
+        assert answer["milli"] == milli_value(text) == milli_value(value), text
+
+
+quantity_like = st.from_regex(
+    r"\A[+-]?([0-9]{1,12}(\.[0-9]{0,10})?|\.[0-9]{1,10})([numkMGTPE]|[KMGTPE]i|[eE][+-]?[0-9]{1,2})?\Z"
+)
+near_misses = st.text(alphabet="0123456789.+-eEinumkKMGTP ", max_size=8)
+
+
+@settings(max_examples=25, deadline=None)
+@given(st.lists(quantity_like | near_misses, min_size=1, max_size=200))
+def test_parsing_accepts_and_refuses_what_upstream_does(texts: list[str]) -> None:
+    # Differences on purpose, none reachable by a metric value: apimachinery reads text whose number
+    # has no digit ("k", ".", "-", "E0") as 0 and takes exponents beyond ±100 (1e999), which we
+    # refuse as not meant to be quantities; and beyond int64 it saturates (10Ei), where we stay exact.
+    texts = [t for t in texts if re.match(r"[+-]?([0-9]|\.[0-9])", t)]
+    for text, answer in zip(texts, upstream(texts), strict=True):
+        try:
+            ours: Decimal | None = parse_quantity(text)
+        except QuantityError as exc:
+            if "out of range" in str(exc):
+                continue
+            ours = None
+        if ours is not None and abs(ours) >= 2**63:
+            continue
+        if answer.get("error"):
+            assert ours is None, f"{text!r}: upstream refuses it ({answer['error']}), we read {ours}"
+        else:
+            assert ours == Decimal(answer["exact"]), f"{text!r}: upstream reads {answer['exact']}"

@@ -1,0 +1,315 @@
+"""Handovers with something dying: each run ends consistent, nothing lost, duplicates only from a crash.
+
+The accounting is exact, not "small": a worker that is killed during the fence has processed records it
+never committed; the new generation starts at the cut (the old group's committed offsets), so precisely
+the crashed worker's records at or beyond the cut are processed twice — and nothing else is.
+
+Faults: kill -9 an old worker during the fence (and a hung one the controller kills itself); the new
+generation failing to start, or failing to warm up; kill -9 the controller mid-handover with a second
+controller waiting (the file lock), and again with a fresh one started; the broker restarting
+mid-handover (its own broker: the session broker is shared).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import os
+import signal
+import sys
+from collections.abc import AsyncIterator, Mapping, Sequence
+from pathlib import Path
+
+import pytest
+
+from lagscaler.handover import HandoverSettings, Phase, Status
+from lagscaler.localkafka import KafkaEndpoint, LocalBroker
+from lagscaler.playground.handover_app import SinkBatch
+from lagscaler.playground.handover_run import HandoverPlayground, PlaygroundSettings, crash_attributed
+
+pytestmark = [pytest.mark.kafka, pytest.mark.slow]
+
+
+def playground(
+    bootstrap: str,
+    unique: str,
+    tmp_path: Path,
+    *,
+    handover: dict[str, float] | None = None,
+    **overrides: object,
+) -> PlaygroundSettings:
+    timeouts = {
+        "warmup_timeout": 60.0,
+        "fence_timeout": 30.0,
+        "kill_grace": 10.0,
+        "tick": 0.2,
+        **(handover or {}),
+    }
+    base: dict[str, object] = {
+        "bootstrap": bootstrap,
+        "name": unique,
+        "state_dir": tmp_path,
+        "partitions": 4,
+        "rate": 400.0,
+        "initial_replicas": 2,
+        # Long enough that a worker stopped between commits surely holds processed, uncommitted records.
+        "commit_interval": 30.0,
+        "handover": HandoverSettings(control_topic=f"{unique}-control", **timeouts),
+    }
+    return PlaygroundSettings(**{**base, **overrides})  # type: ignore[arg-type]
+
+
+def beyond_cut(
+    batches: Sequence[SinkBatch], worker: str, topic: str, cut: Mapping[tuple[str, int], int]
+) -> int:
+    """Records ``worker`` processed at or beyond the cut: exactly what the next generation processes again.
+
+    On a fresh topic written by an idempotent producer a record's sequence number is its offset.
+    """
+    return sum(int((b.seqs >= cut.get((topic, b.partition), 0)).sum()) for b in batches if b.worker == worker)
+
+
+async def wait_phase(play: HandoverPlayground, phase: Phase, *, within: float = 60.0) -> None:
+    def there() -> bool:
+        record = play.record()
+        return record is not None and record.handover is not None and record.handover.phase is phase
+
+    await play.wait(there, within=within, what=f"phase {phase}")
+
+
+async def freeze_one_worker(play: HandoverPlayground, generation: int) -> tuple[str, int]:
+    """SIGSTOP one worker of ``generation`` (it keeps its partitions and cannot answer a fence)."""
+    pids = play.worker_pids(generation)
+    assert pids, f"no workers of generation {generation}"
+    worker, pid = sorted(pids.items())[0]
+    os.kill(pid, signal.SIGSTOP)
+    return worker, pid
+
+
+async def wait_others_fenced(play: HandoverPlayground, frozen: str) -> None:
+    """Every old worker but the frozen one has fenced, and the controller still waits for it."""
+
+    def fenced() -> bool:
+        record = play.record()
+        if record is None or record.handover is None or record.serving is None:
+            return False
+        statuses = play.observer.workers(play.settings.workload)
+        others = [s for w, s in statuses.items() if s.generation == record.serving.generation and w != frozen]
+        return bool(others) and all(
+            s.status is Status.FENCED and s.epoch == record.handover.epoch for s in others
+        )
+
+    await play.wait(fenced, within=30, what="the other old workers to fence")
+    record = play.record()
+    assert record is not None
+    assert record.handover is not None
+    assert record.handover.phase is Phase.FENCING  # no cut while a worker might still process
+
+
+@pytest.mark.parametrize("killer", ["test", "controller"])
+async def test_an_old_worker_killed_during_the_fence_costs_only_its_uncommitted_records(
+    kafka: KafkaEndpoint, unique: str, tmp_path: Path, killer: str
+) -> None:
+    # killer=controller: the frozen worker never answers; the controller kills it after fence_timeout.
+    fence = 30.0 if killer == "test" else 2.0
+    settings = playground(kafka.bootstrap, unique, tmp_path, handover={"fence_timeout": fence})
+    async with HandoverPlayground(settings) as play:
+        first = await play.scale_to(2)
+        assert first.serving is not None
+        await play.wait(
+            lambda: _serving_statuses(play, first.serving.generation) == 2, within=30, what="serving"
+        )
+        frozen, pid = await freeze_one_worker(play, first.serving.generation)
+        assert play.runner is not None
+        play.runner.set_desired(settings.workload, 3)
+        await wait_phase(play, Phase.FENCING)
+        if killer == "test":
+            await wait_others_fenced(play, frozen)
+            os.kill(pid, signal.SIGKILL)
+        record = await play.scale_to(3)
+        report = await play.verdict()
+    assert record.serving is not None
+    assert report.consistent, report.summary()
+    assert crash_attributed(report, [frozen]), report.summary()
+    assert report.duplicates == beyond_cut(play.sink_batches, frozen, settings.topic, record.serving.start)
+
+
+def _serving_statuses(play: HandoverPlayground, generation: int) -> int:
+    statuses = play.observer.workers(play.settings.workload).values()
+    return sum(1 for s in statuses if s.generation == generation and s.status is Status.SERVING)
+
+
+@pytest.mark.parametrize(
+    ("stateful", "fault"),
+    [(False, "--exit-in-generations"), (True, "--fail-warm-up-in-generations")],
+    ids=["cannot-start", "cannot-warm-up"],
+)
+async def test_a_generation_that_never_gets_ready_is_removed_and_the_old_one_keeps_serving(
+    kafka: KafkaEndpoint, unique: str, tmp_path: Path, stateful: bool, fault: str
+) -> None:
+    settings = playground(
+        kafka.bootstrap,
+        unique,
+        tmp_path,
+        stateful=stateful,
+        commit_interval=0.5,
+        app_args=(fault, "2"),  # generation 2 fails; the attempt after it (generation 3) works
+        handover={"warmup_timeout": 6.0},
+    )
+    async with HandoverPlayground(settings) as play:
+        await play.scale_to(2)
+        assert play.runner is not None
+        play.runner.set_desired(settings.workload, 4)
+        # The decision stands: after the abort, a fresh attempt with a new generation.
+        record = await play.scale_to(4)
+        assert not play.worker_pids(2)
+        history = play.history()
+        report = await play.verdict()
+    aborted = [r for r in history if r.handover is not None and r.handover.phase is Phase.ABORTING]
+    assert aborted, history
+    assert {r.handover.target for r in aborted if r.handover is not None} == {2}
+    # Generation 1 served all along: never fenced during the failed attempt, never replaced by 2.
+    attempt = [r for r in history if r.handover is not None and r.handover.target == 2]
+    assert {r.handover.phase for r in attempt if r.handover is not None} == {Phase.WARMING, Phase.ABORTING}
+    assert all(r.serving is not None and r.serving.generation == 1 for r in attempt)
+    assert record.serving is not None
+    assert record.serving.generation == 3
+    assert report.consistent, report.summary()
+    assert report.duplicates == 0, report.summary()
+    assert 2 not in report.generations  # the failed generation processed nothing
+
+
+# --- controllers as processes of their own -------------------------------------------------------------
+
+
+class ControllerProcess:
+    """``python -m lagscaler.playground.handover_run`` for a playground workload; kill -9 it at will."""
+
+    def __init__(self, settings: PlaygroundSettings, desired: Path, name: str) -> None:
+        self.settings = settings
+        self.desired = desired
+        self.log = settings.state_dir / f"controller-{name}.log"
+        self.process: asyncio.subprocess.Process | None = None
+        self.term: int | None = None
+
+    async def start(self) -> ControllerProcess:
+        s = self.settings
+        with self.log.open("ab") as log:
+            self.process = await asyncio.create_subprocess_exec(
+                sys.executable, "-m", "lagscaler.playground.handover_run",
+                "--bootstrap", s.bootstrap, "--name", s.name, "--state-dir", str(s.state_dir),
+                "--control-topic", s.handover.control_topic, "--desired-file", str(self.desired),
+                "--initial-replicas", str(s.initial_replicas),
+                "--fence-timeout", repr(s.handover.fence_timeout),
+                "--warmup-timeout", repr(s.handover.warmup_timeout),
+                stdout=asyncio.subprocess.PIPE, stderr=log, start_new_session=True,
+            )  # fmt: skip
+        return self
+
+    async def leading(self, within: float = 60.0) -> int:
+        assert self.process is not None
+        assert self.process.stdout is not None
+        async with asyncio.timeout(within):
+            while line := (await self.process.stdout.readline()).decode():
+                if line.startswith("leading term="):  # the controller logs to stderr (self.log)
+                    self.term = int(line.split("=", 1)[1])
+                    return self.term
+        raise AssertionError(f"controller exited without leading; log: {self.log.read_text()[-2000:]}")
+
+    def kill(self) -> None:
+        if self.process is not None and self.process.returncode is None:
+            os.killpg(self.process.pid, signal.SIGKILL)
+
+    async def reap(self) -> None:
+        if self.process is not None:
+            self.kill()
+            await self.process.wait()
+
+
+@contextlib.asynccontextmanager
+async def controllers(settings: PlaygroundSettings, desired: Path) -> AsyncIterator[list[ControllerProcess]]:
+    started: list[ControllerProcess] = []
+    try:
+        yield started
+    finally:
+        for process in started:
+            await process.reap()
+
+
+async def test_killing_the_controller_mid_handover_lets_the_next_one_finish_it(
+    kafka: KafkaEndpoint, unique: str, tmp_path: Path
+) -> None:
+    settings = playground(
+        kafka.bootstrap, unique, tmp_path, run_controller=False, handover={"fence_timeout": 4.0}
+    )
+    desired = tmp_path / "desired"
+    desired.write_text("2")
+    async with HandoverPlayground(settings) as play, controllers(settings, desired) as running:
+        # Two controllers at once: exactly one leads (the file lock); the other waits.
+        a = await ControllerProcess(settings, desired, "a").start()
+        b = await ControllerProcess(settings, desired, "b").start()
+        running += [a, b]
+        leader_task = {asyncio.ensure_future(p.leading()): p for p in (a, b)}
+        done, pending = await asyncio.wait(leader_task, return_when=asyncio.FIRST_COMPLETED)
+        leader = leader_task[done.pop()]
+        follower = b if leader is a else a
+        await play.wait(lambda: play.settled(2), within=60, what="generation 1 serving")
+        assert not any(t.done() for t in pending)  # the follower still waits for the lock
+
+        # kill -9 the leader while it fences (a frozen old worker holds the fence open), and the
+        # follower takes over in a higher term and finishes from the persisted record.
+        record = play.record()
+        assert record is not None
+        assert record.serving is not None
+        frozen, _ = await freeze_one_worker(play, record.serving.generation)
+        desired.write_text("4")
+        await wait_phase(play, Phase.FENCING)
+        leader.kill()
+        term = await pending.pop()
+        assert leader.term is not None
+        assert term > leader.term
+        await play.wait(lambda: play.settled(4), within=90, what="4 replicas after the takeover")
+        after_fence = play.record()
+        assert after_fence is not None
+        assert after_fence.term == term
+
+        # kill -9 again while the next generation warms up, with nobody waiting; a new controller finishes.
+        desired.write_text("1")
+        await wait_phase(play, Phase.WARMING)
+        follower.kill()
+        third = await ControllerProcess(settings, desired, "c").start()
+        running.append(third)
+        assert await third.leading() > term
+        final = await play.wait_settled(1, within=90)
+        report = await play.verdict()
+    assert after_fence.serving is not None
+    assert final.serving is not None
+    assert final.serving.generation == after_fence.serving.generation + 1  # no generation lost or doubled
+    assert report.consistent, report.summary()
+    assert crash_attributed(report, [frozen]), report.summary()
+    assert report.duplicates == beyond_cut(
+        play.sink_batches, frozen, settings.topic, after_fence.serving.start
+    )
+
+
+async def test_a_broker_restart_mid_handover_delays_it_and_loses_nothing(unique: str, tmp_path: Path) -> None:
+    broker = LocalBroker()
+    await asyncio.to_thread(broker.start)
+    try:
+        settings = playground(broker.bootstrap, unique, tmp_path, commit_interval=0.5, rate=200.0)
+        async with HandoverPlayground(settings) as play:
+            await play.scale_to(2)
+            assert play.runner is not None
+            play.runner.set_desired(settings.workload, 3)
+            await wait_phase(play, Phase.WARMING)
+            # Stopped cleanly and started again on the same ports and log: a restart, not a new cluster.
+            await asyncio.to_thread(broker.stop)
+            await asyncio.to_thread(broker.start)
+            record = await play.scale_to(3, within=120)
+            report = await play.verdict(within=120)
+    finally:
+        await asyncio.to_thread(broker.close)
+    assert record.serving is not None
+    assert record.serving.generation == 2
+    assert report.consistent, report.summary()
+    assert report.duplicates == 0, report.summary()

@@ -1,0 +1,233 @@
+"""The local pieces of handover: the file lock, the local-process backend, and the worker's configuration.
+
+Real processes and a real ``flock``; nothing here talks to Kafka.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import os
+import signal
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+from structlog.typing import EventDict
+from support import eventually
+
+from lagscaler.cli.serve import build_parser, serve_options
+from lagscaler.cli.serve import handover_from_options as serve_handover
+from lagscaler.errors import UserError
+from lagscaler.handover import FileLeadership, GenerationSpec, LocalProcessBackend
+from lagscaler.worker import ENV, WorkerConfig
+
+SLEEPER = [sys.executable, "-c", "import time; time.sleep(120)"]
+
+
+def spec(generation: int) -> GenerationSpec:
+    return GenerationSpec("ns/app", generation, f"app-gen-{generation}", ("t",), ("127.0.0.1:9",), "control")
+
+
+# --- leadership -----------------------------------------------------------------------------------
+
+
+async def test_one_leader_at_a_time_and_terms_only_grow(tmp_path: Path) -> None:
+    lock = tmp_path / "leader.lock"
+    first, second = FileLeadership(lock, poll=0.05), FileLeadership(lock, poll=0.05)
+    term = await first.acquire()
+    waiting = asyncio.create_task(second.acquire())
+    await asyncio.sleep(0.3)
+    assert not waiting.done()  # held: the second one waits, however long we look
+    assert first.is_leader()
+    assert not second.is_leader()
+    await first.release()
+    assert await waiting > term
+    assert second.is_leader()
+    await second.release()
+
+
+async def test_a_killed_leader_releases_the_lock(tmp_path: Path) -> None:
+    lock = tmp_path / "leader.lock"
+    script = (
+        "import asyncio, sys, time\n"
+        "from pathlib import Path\n"
+        "from lagscaler.handover import FileLeadership\n"
+        f"term = asyncio.run(FileLeadership(Path({str(lock)!r})).acquire())\n"
+        "print(term, flush=True)\n"
+        "time.sleep(120)\n"
+    )
+    holder = subprocess.Popen([sys.executable, "-c", script], stdout=subprocess.PIPE)  # noqa: ASYNC220
+    try:
+        assert holder.stdout is not None
+        held = int(await asyncio.to_thread(holder.stdout.readline))
+        contender = FileLeadership(lock, poll=0.05)
+        waiting = asyncio.create_task(contender.acquire())
+        await asyncio.sleep(0.3)
+        assert not waiting.done()
+        holder.send_signal(signal.SIGKILL)
+        assert await asyncio.wait_for(waiting, 30) == held + 1
+        await contender.release()
+    finally:
+        holder.kill()
+        holder.wait()
+
+
+# --- the local backend ------------------------------------------------------------------------------
+
+
+async def test_the_backend_runs_adopts_replaces_and_removes_workers(
+    tmp_path: Path, logs: list[EventDict]
+) -> None:
+    backend = LocalProcessBackend(tmp_path, "ns/app", SLEEPER, restart_backoff=0.05, stop_grace=5)
+    try:
+        await backend.ensure(spec(1), 3)
+        running = await backend.observe()
+        assert len(running[1]) == 3
+        await backend.ensure(spec(1), 3)  # idempotent
+        assert await backend.observe() == running
+        # Each worker gets its identity in the environment.
+        worker = backend.workers()[0]
+        environ = Path(f"/proc/{worker.pid}/environ").read_bytes().split(b"\0")  # noqa: ASYNC240
+        assert f"{ENV['generation']}=1".encode() in environ
+        assert f"{ENV['group']}=app-gen-1".encode() in environ
+
+        # A controller that restarts adopts the processes it finds in the state directory.
+        adopted = LocalProcessBackend(tmp_path, "ns/app", SLEEPER, restart_backoff=0.05, stop_grace=5)
+        assert await adopted.observe() == running
+
+        # A worker that dies on its own is replaced (after a back-off); a killed one is just gone.
+        victim = backend.workers()[0]
+        os.kill(victim.pid, signal.SIGKILL)
+        await eventually(lambda: _gone(backend, {victim.worker}))
+
+        async def replaced() -> bool:
+            await backend.ensure(spec(1), 3)
+            now = await backend.observe()
+            return len(now.get(1, ())) == 3 and victim.worker not in now[1]
+
+        await eventually(replaced)
+        exits = [e for e in logs if e["event"] == "worker exited on its own"]
+        assert {(e["workload"], e["worker"], e["generation"], e["log_level"]) for e in exits} == {
+            ("ns/app", victim.worker, 1, "warning")  # bound to the backend's workload
+        }
+        started = [e for e in logs if e["event"] == "worker started"]
+        assert len(started) == 4  # three, then the dead one's replacement
+        assert {(e["workload"], e["generation"]) for e in started} == {("ns/app", 1)}
+        doomed = sorted((await backend.observe())[1])[:1]
+        await adopted.kill(frozenset(doomed))
+        await eventually(lambda: _gone(backend, set(doomed)))
+
+        await backend.ensure(spec(2), 1)
+        await adopted.remove(1)  # whoever started them
+        await eventually(lambda: _generations(backend, {2}))
+        assert set((await backend.observe()).keys()) == {2}
+    finally:
+        backend.destroy()
+    assert not backend.root.exists()
+
+
+async def test_a_reused_pid_is_never_taken_for_a_worker(tmp_path: Path) -> None:
+    backend = LocalProcessBackend(tmp_path, "ns/app", SLEEPER)
+    stranger = subprocess.Popen(SLEEPER)  # noqa: ASYNC220 - returns at once
+    try:
+        directory = backend.root / "g1"
+        directory.mkdir(parents=True)
+        (directory / "app-g1-x.json").write_text(
+            json.dumps({"worker": "app-g1-x", "generation": 1, "pid": stranger.pid})
+        )
+        assert await backend.observe() == {}  # not ours: its environment does not name the worker
+        await backend.kill(frozenset({"app-g1-x"}))
+        backend.destroy()
+        assert stranger.poll() is None  # and it was never signalled
+    finally:
+        stranger.kill()
+        stranger.wait()
+
+
+async def _gone(backend: LocalProcessBackend, workers: set[str]) -> bool:
+    running = await backend.observe()
+    return not (workers & {w for ws in running.values() for w in ws})
+
+
+async def _generations(backend: LocalProcessBackend, expected: set[int]) -> bool:
+    return set(await backend.observe()) == expected
+
+
+# --- the worker's configuration -----------------------------------------------------------------------
+
+
+def test_the_worker_reads_its_identity_from_the_environment() -> None:
+    env = {
+        ENV["bootstrap"]: "127.0.0.1:9092, 127.0.0.1:9093",
+        ENV["workload"]: "ns/app",
+        ENV["generation"]: "7",
+        ENV["group"]: "app-gen-7",
+        ENV["topics"]: "a,b",
+        ENV["worker"]: "app-g7-1",
+    }
+    config = WorkerConfig.from_env(env, commit_interval=2.0)
+    assert config.bootstrap == ("127.0.0.1:9092", "127.0.0.1:9093")
+    assert config.handover is not None
+    assert (config.handover.workload, config.handover.generation) == ("ns/app", 7)
+    assert (config.group, config.topics, config.worker, config.commit_interval) == (
+        "app-gen-7",
+        ("a", "b"),
+        "app-g7-1",
+        2.0,
+    )
+    plain = WorkerConfig.from_env(
+        {ENV["bootstrap"]: "k:9092", "LAGSCALER_GROUP": "g", "LAGSCALER_TOPICS": "t"}
+    )
+    assert plain.handover is None
+
+
+@pytest.mark.parametrize(
+    ("env", "named"),
+    [
+        ({}, ENV["bootstrap"]),
+        ({ENV["bootstrap"]: "k:1", ENV["workload"]: "ns/a"}, ENV["generation"]),
+        ({ENV["bootstrap"]: "k:1", ENV["workload"]: "ns/a", ENV["generation"]: "x"}, ENV["generation"]),
+        ({ENV["bootstrap"]: "k:1"}, "LAGSCALER_GROUP"),
+    ],
+)
+def test_a_missing_or_bad_variable_is_named(env: dict[str, str], named: str) -> None:
+    with pytest.raises(UserError, match=named.replace("$", r"\$")):
+        WorkerConfig.from_env(env)
+
+
+# --- serve's handover settings -------------------------------------------------------------------------
+
+
+def serve_args(*extra: str) -> argparse.Namespace:
+    return build_parser(argparse.ArgumentParser()).parse_args(
+        ["--policy-dir", "policies", "--bootstrap-server", "k:9092", *extra]
+    )
+
+
+def test_serve_takes_one_worker_command_per_workload(tmp_path: Path) -> None:
+    args = serve_args(
+        "--handover-state-dir", str(tmp_path), "--handover-command", "ns/a=python -m app --x '1 2'; ns/b=run"
+    )
+    options, _ = serve_options(args, {})
+    local = serve_handover(options)
+    assert local is not None
+    assert local.commands == {"ns/a": ("python", "-m", "app", "--x", "1 2"), "ns/b": ("run",)}
+    assert local.state_dir == tmp_path
+    assert serve_handover(serve_options(serve_args(), {})[0]) is None  # no state dir: no handover
+
+
+@pytest.mark.parametrize(
+    ("extra", "named"),
+    [
+        (("--handover-command", "ns/a=run"), "--handover-state-dir"),
+        (("--handover-state-dir", "d", "--handover-command", "no-equals-sign"), "namespace/name=COMMAND"),
+        (("--handover-state-dir", "d", "--handover-command", "a=run"), "namespace/name=COMMAND"),
+    ],
+)
+def test_a_bad_handover_setting_is_named(extra: tuple[str, ...], named: str) -> None:
+    options, _ = serve_options(serve_args(*extra), {})
+    with pytest.raises(UserError, match=named):
+        serve_handover(options)

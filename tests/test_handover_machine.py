@@ -1,0 +1,460 @@
+"""The handover protocol and controller state machine, pure: records, roles, transitions, invariants.
+
+The machine is stepped by hand through every phase; a property test then drives it with random
+observations (statuses, backend views, offsets, clocks, decisions) and checks what must hold whatever
+happens: generations are never reused, at most one generation serves, a cut is only ever taken from
+the source group's committed offsets once no source worker can still process, and a repeated step
+changes nothing.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+from collections.abc import Mapping
+from dataclasses import replace
+
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from lagscaler.handover.machine import (
+    Ensure,
+    Forget,
+    GroupView,
+    Kill,
+    MachineSettings,
+    Note,
+    Observation,
+    Remove,
+    needs,
+    step,
+)
+from lagscaler.handover.protocol import (
+    ControllerRecord,
+    Handover,
+    Phase,
+    ProtocolError,
+    Role,
+    Serving,
+    Status,
+    WorkerStatus,
+    decode,
+    encode,
+    role,
+)
+
+W = "ns/app"
+BASE = "app"
+T = "orders"
+PARTS = frozenset({(T, 0), (T, 1), (T, 2)})
+SETTINGS = MachineSettings(
+    workload=W, base_group=BASE, initial_replicas=2, warmup_timeout=60, fence_timeout=5, kill_grace=10
+)
+
+
+def obs(now: float = 1000.0, **fields: object) -> Observation:
+    base: dict[str, object] = {
+        "now": now,
+        "desired": None,
+        "partitions": PARTS,
+        "running": {},
+        "statuses": {},
+    }
+    return Observation(**{**base, **fields})  # type: ignore[arg-type]
+
+
+def status(
+    worker: str, generation: int, state: Status, parts: set[tuple[str, int]], **fields: object
+) -> WorkerStatus:
+    return WorkerStatus(W, worker, generation, state, tuple(sorted(parts)), **fields)  # type: ignore[arg-type]
+
+
+def serving_record(
+    generation: int = 1, replicas: int = 2, start: Mapping[tuple[str, int], int] | None = None
+) -> ControllerRecord:
+    return ControllerRecord(
+        W, term=1, seq=5, serving=Serving(generation, f"{BASE}-gen-{generation}", replicas, dict(start or {})),
+        next_generation=generation + 1,
+    )  # fmt: skip
+
+
+# --- protocol -----------------------------------------------------------------------------------------
+
+
+offsets = st.dictionaries(
+    st.tuples(st.sampled_from(["a", "b.c", "x-y"]), st.integers(0, 50)), st.integers(0, 2**40), max_size=6
+)
+handovers = st.builds(
+    Handover,
+    source=st.none() | st.integers(1, 100),
+    target=st.integers(1, 100),
+    group=st.text(min_size=1, max_size=20),
+    replicas=st.integers(1, 64),
+    phase=st.sampled_from(list(Phase)),
+    warm_to=offsets,
+    deadline=st.floats(0, 2e9, allow_nan=False),
+    started_at=st.floats(0, 2e9, allow_nan=False),
+    cut=st.none() | offsets,
+    overdue=st.booleans(),
+)
+records = st.builds(
+    ControllerRecord,
+    workload=st.text(min_size=1, max_size=20),
+    term=st.integers(0, 10**6),
+    seq=st.integers(0, 10**6),
+    serving=st.none()
+    | st.builds(Serving, st.integers(1, 100), st.text(min_size=1), st.integers(1, 64), offsets),
+    handover=st.none() | handovers,
+    next_generation=st.integers(1, 1000),
+)
+statuses = st.builds(
+    WorkerStatus,
+    workload=st.text(min_size=1, max_size=20),
+    worker=st.text(min_size=1, max_size=20).filter(lambda s: "/" not in s),
+    generation=st.integers(1, 100),
+    status=st.sampled_from(list(Status)),
+    partitions=st.lists(st.tuples(st.text(min_size=1, max_size=5), st.integers(0, 9)), unique=True).map(
+        lambda ps: tuple(sorted(ps))
+    ),
+    warm_to=offsets,
+    offsets=offsets,
+    epoch=st.none() | st.integers(1, 100),
+    at=st.floats(0, 2e9, allow_nan=False),
+    error=st.text(max_size=30),
+)
+
+
+@given(st.one_of(records, statuses))
+def test_every_record_survives_its_json_form(record: ControllerRecord | WorkerStatus) -> None:
+    key, value = encode(record)
+    assert decode(value) == record
+    assert key.startswith(f"{record.workload}/")
+
+
+@given(st.binary(max_size=200) | st.text(max_size=200).map(str.encode))
+def test_garbage_is_refused_with_a_protocol_error(value: bytes) -> None:
+    with contextlib.suppress(ProtocolError):
+        decode(value)
+
+
+@pytest.mark.parametrize(
+    "body",
+    [
+        {"v": 2, "kind": "controller"},
+        {"v": 1, "kind": "nope"},
+        {"v": 1, "kind": "worker", "workload": "w"},
+        {"v": 1, "kind": "worker", "workload": "w", "worker": "a", "generation": "1", "status": "warm"},
+    ],
+)
+def test_a_malformed_record_names_its_problem(body: dict[str, object]) -> None:
+    with pytest.raises(ProtocolError) as caught:
+        decode(json.dumps(body).encode())
+    assert str(caught.value)
+
+
+def test_roles_follow_the_phases() -> None:
+    serving = serving_record(generation=3)
+
+    def at(phase: Phase, *, serving_gen: int = 3) -> ControllerRecord:
+        h = Handover(3, 4, f"{BASE}-gen-4", 2, phase, {}, 0.0, 0.0)
+        return replace(serving, serving=replace(serving.serving, generation=serving_gen), handover=h)  # type: ignore[arg-type]
+
+    assert role(None, 3) is Role.STOP
+    assert role(serving, 3) is Role.SERVE
+    assert role(serving, 4) is Role.STOP  # unknown generations never process
+    assert (role(at(Phase.WARMING), 3), role(at(Phase.WARMING), 4)) == (Role.SERVE, Role.WARM)
+    assert (role(at(Phase.FENCING), 3), role(at(Phase.FENCING), 4)) == (Role.STOP, Role.WARM)
+    starting = at(Phase.STARTING, serving_gen=4)
+    assert (role(starting, 3), role(starting, 4)) == (Role.STOP, Role.SERVE)
+    assert (role(at(Phase.ABORTING), 3), role(at(Phase.ABORTING), 4)) == (Role.SERVE, Role.STOP)
+
+
+# --- the machine, phase by phase ----------------------------------------------------------------------
+
+
+def test_the_first_generation_waits_for_the_base_group_to_empty() -> None:
+    busy = obs(groups={BASE: GroupView("Stable", {"old-1": frozenset(PARTS)})}, committed={BASE: {}})
+    result = step(None, busy, SETTINGS, term=1)
+    assert result.record.handover is None
+    assert any(isinstance(a, Note) and a.event == "handover blocked" for a in result.actions)
+
+    empty = obs(groups={BASE: GroupView("Empty")}, committed={BASE: {(T, 0): 7, ("other", 0): 3}})
+    result = step(result.record, empty, SETTINGS, term=1)
+    h = result.record.handover
+    assert h is not None
+    assert (h.source, h.target, h.replicas, h.phase) == (None, 1, 2, Phase.WARMING)
+    assert h.warm_to == {(T, 0): 7}  # the base group's offsets, only for the workload's partitions
+    assert result.record.next_generation == 2
+    assert not any(isinstance(a, Ensure) for a in result.actions)  # the record first, then the workers
+    assert Ensure(1, f"{BASE}-gen-1", 2) in step(result.record, empty, SETTINGS, term=1).actions
+
+
+def warm_target(
+    generation: int, replicas: int, warm_to: Mapping[tuple[str, int], int]
+) -> tuple[dict[str, GroupView], dict[str, WorkerStatus]]:
+    """A target group that is Stable with ``replicas`` members that are all warm."""
+    parts = sorted(PARTS)
+    members = {f"n{i}": frozenset(parts[i::replicas]) for i in range(replicas)}
+    group = f"{BASE}-gen-{generation}"
+    statuses = {
+        w: status(
+            w,
+            generation,
+            Status.WARM,
+            set(ps),
+            warm_to={tp: o for tp, o in warm_to.items() if tp in ps},
+            epoch=generation,
+        )
+        for w, ps in members.items()
+    }
+    return {group: GroupView("Stable", members)}, statuses
+
+
+def test_a_full_handover_warms_fences_cuts_starts_verifies_and_retires() -> None:
+    record = serving_record(generation=1, start={(T, 0): 0, (T, 1): 0, (T, 2): 0})
+    old = {
+        "o1": status("o1", 1, Status.SERVING, {(T, 0), (T, 1)}),
+        "o2": status("o2", 1, Status.SERVING, {(T, 2)}),
+    }
+    running = {1: frozenset(old)}
+
+    # idle → WARMING: the decision differs from the serving size; warm up to the source's commits.
+    result = step(
+        record,
+        obs(desired=3, running=running, statuses=old, committed={f"{BASE}-gen-1": {(T, 0): 10, (T, 1): 11}}),
+        SETTINGS,
+        term=1,
+    )
+    h = result.record.handover
+    assert h is not None
+    assert (h.source, h.target, h.replicas, h.phase) == (1, 2, 3, Phase.WARMING)
+    assert h.warm_to == {(T, 0): 10, (T, 1): 11, (T, 2): 0}  # a partition without a commit: its start
+    record = result.record
+
+    # WARMING, not ready (a member short): nothing changes; both generations are kept running.
+    groups, warm = warm_target(2, 3, h.warm_to)
+    short = {g: GroupView("Stable", dict(list(v.members.items())[:2])) for g, v in groups.items()}
+    running = {1: frozenset(old), 2: frozenset(warm)}
+    result = step(record, obs(running=running, statuses={**old, **warm}, groups=short), SETTINGS, term=1)
+    assert not result.changed
+    assert {a for a in result.actions if isinstance(a, Ensure)} == {
+        Ensure(2, f"{BASE}-gen-2", 3),
+        Ensure(1, f"{BASE}-gen-1", 2),
+    }
+
+    # WARMING → FENCING once every member is warm with the final assignment.
+    result = step(record, obs(running=running, statuses={**old, **warm}, groups=groups), SETTINGS, term=1)
+    assert result.record.handover is not None
+    assert result.record.handover.phase is Phase.FENCING
+    record = result.record
+
+    # FENCING: one old worker has fenced, the other has not: no cut yet, whatever the offsets say.
+    # o1's commit of (T, 1) failed (the coordinator was away): it reports 25, the group says 21.
+    fenced = {
+        **old,
+        "o1": status("o1", 1, Status.FENCED, {(T, 0), (T, 1)}, epoch=2, offsets={(T, 0): 20, (T, 1): 25}),
+    }
+    committed = {f"{BASE}-gen-1": {(T, 0): 20, (T, 1): 21}}
+    result = step(
+        record,
+        obs(now=1001, running=running, statuses={**fenced, **warm}, committed=committed),
+        SETTINGS,
+        term=1,
+    )
+    assert not result.changed
+    # The straggler is killed after the fence deadline...
+    result = step(
+        record,
+        obs(now=1006, running=running, statuses={**fenced, **warm}, committed=committed),
+        SETTINGS,
+        term=1,
+    )
+    assert Kill(frozenset({"o2"})) in result.actions
+    # ...and once the backend confirms it gone, the cut is the source's commits (start where none).
+    running = {1: frozenset({"o1"}), 2: frozenset(warm)}
+    result = step(
+        record,
+        obs(now=1007, running=running, statuses={**fenced, **warm}, committed=committed),
+        SETTINGS,
+        term=1,
+    )
+    new = result.record
+    assert new.handover is not None
+    assert new.handover.phase is Phase.STARTING
+    assert new.handover.cut == {(T, 0): 20, (T, 1): 25, (T, 2): 0}  # what o1 processed, not its stale commit
+    assert new.serving == Serving(2, f"{BASE}-gen-2", 3, {(T, 0): 20, (T, 1): 25, (T, 2): 0})
+    record = new
+
+    # STARTING → RETIRING once every member serves and the group has committed the cut everywhere.
+    serving_statuses = {w: replace(s, status=Status.SERVING) for w, s in warm.items()}
+    behind = {f"{BASE}-gen-2": {(T, 0): 20, (T, 1): 21}}
+    step_obs = obs(
+        now=1008, running=running, statuses={**fenced, **serving_statuses}, groups=groups, committed=behind
+    )
+    assert not step(record, step_obs, SETTINGS, term=1).changed
+    there = {f"{BASE}-gen-2": {(T, 0): 25, (T, 1): 25, (T, 2): 0}}
+    result = step(record, replace(step_obs, committed=there), SETTINGS, term=1)
+    assert result.record.handover is not None
+    assert result.record.handover.phase is Phase.RETIRING
+    record = result.record
+
+    # RETIRING removes the source, then forgets it and goes idle.
+    result = step(record, obs(now=1009, running=running), SETTINGS, term=1)
+    assert Remove(1) in result.actions
+    assert not result.changed
+    result = step(record, obs(now=1010, running={2: frozenset(warm)}), SETTINGS, term=1)
+    assert Forget(1) in result.actions
+    assert result.record.handover is None
+    assert result.record.serving is not None
+    assert result.record.serving.generation == 2
+
+
+def test_a_target_that_never_gets_ready_is_aborted_and_the_source_keeps_serving() -> None:
+    record = serving_record()
+    result = step(record, obs(desired=4, committed={f"{BASE}-gen-1": {}}), SETTINGS, term=1)
+    record = result.record
+    assert record.handover is not None
+    late = obs(now=1000 + SETTINGS.warmup_timeout + 1, running={1: frozenset({"o"}), 2: frozenset({"n"})})
+    result = step(record, late, SETTINGS, term=1)
+    assert result.record.handover is not None
+    assert result.record.handover.phase is Phase.ABORTING
+    assert role(result.record, 1) is Role.SERVE
+    assert role(result.record, 2) is Role.STOP
+    record = result.record
+    result = step(record, late, SETTINGS, term=1)
+    assert Remove(2) in result.actions
+    result = step(record, replace(late, running={1: frozenset({"o"})}), SETTINGS, term=1)
+    assert result.record.handover is None
+    assert result.record.serving == serving_record().serving
+    assert result.record.next_generation == 3  # generation 2 is never reused
+
+
+def test_a_fence_that_cannot_complete_is_aborted_after_the_kill_grace() -> None:
+    h = Handover(1, 2, f"{BASE}-gen-2", 3, Phase.FENCING, {}, deadline=1000.0, started_at=900.0)
+    record = replace(serving_record(), handover=h, next_generation=3)
+    stuck = obs(now=1000 + SETTINGS.kill_grace + 1, running={1: frozenset({"o1"}), 2: frozenset({"n1"})})
+    result = step(record, stuck, SETTINGS, term=1)
+    assert result.record.handover is not None
+    assert result.record.handover.phase is Phase.ABORTING
+    assert result.record.serving == record.serving  # no cut was taken: the source resumes
+
+
+def test_a_new_leader_restamps_the_record_it_finds_and_repeating_a_step_changes_nothing() -> None:
+    record = serving_record()
+    quiet = obs(running={1: frozenset({"a", "b"})}, committed={f"{BASE}-gen-1": {}})
+    again = step(record, quiet, SETTINGS, term=1)
+    assert not again.changed
+    assert again.record == record
+    taken_over = step(record, quiet, SETTINGS, term=2)
+    assert taken_over.changed
+    assert (taken_over.record.term, taken_over.record.seq) == (2, 0)
+    assert taken_over.record.newer_than(record)
+    assert needs(record, SETTINGS).committed == frozenset({f"{BASE}-gen-1"})
+
+
+# --- invariants under random observations --------------------------------------------------------------
+
+
+workers = st.sampled_from(["a", "b", "c", "d"])
+
+
+@st.composite
+def observations(draw: st.DrawFn, record: ControllerRecord | None, now: float) -> Observation:
+    """A random world, often (not always) consistent with the record: warm or serving targets with
+    the assignment they report, fenced or vanished sources, commits at any offsets."""
+    gens = st.integers(1, 6)
+    running = dict(draw(st.dictionaries(gens, st.frozensets(workers, max_size=3), max_size=3)))
+    stats = {
+        w: status(w, draw(gens), draw(st.sampled_from(list(Status))), draw(st.sets(st.sampled_from(sorted(PARTS)))), epoch=draw(st.none() | gens))
+        for w in draw(st.sets(workers))
+    }  # fmt: skip
+    group_names = [BASE, *(f"{BASE}-gen-{g}" for g in range(1, 7))]
+    groups = {
+        g: GroupView(draw(st.sampled_from(["Stable", "Empty", "PreparingRebalance", "Dead"])),
+                     draw(st.dictionaries(workers, st.frozensets(st.sampled_from(sorted(PARTS))), max_size=3)))
+        for g in draw(st.sets(st.sampled_from(group_names)))
+    }  # fmt: skip
+    committed = {
+        g: draw(st.dictionaries(st.sampled_from(sorted(PARTS)), st.integers(0, 100)))
+        for g in draw(st.sets(st.sampled_from(group_names)))
+    }
+    h = record.handover if record is not None else None
+    if h is not None and draw(st.booleans()):  # the target did what it was told
+        state = Status.SERVING if h.phase is Phase.STARTING else Status.WARM
+        parts = sorted(PARTS)
+        members = {f"t{i}": frozenset(parts[i :: h.replicas]) for i in range(h.replicas)}
+        groups[h.group] = GroupView("Stable", members)
+        for w, ps in members.items():
+            warm = {tp: o for tp, o in h.warm_to.items() if tp in ps}
+            stats[w] = status(w, h.target, state, set(ps), warm_to=warm, epoch=h.target)
+        running[h.target] = frozenset(members)
+        committed.setdefault(h.group, dict.fromkeys(PARTS, 1000))
+    if h is not None and h.source is not None and draw(st.booleans()):  # the source fenced, or died
+        survivors = draw(st.frozensets(st.sampled_from(["s1", "s2"])))
+        running[h.source] = survivors
+        for w in survivors:
+            processed = draw(st.dictionaries(st.sampled_from(sorted(PARTS)), st.integers(0, 100)))
+            stats[w] = status(w, h.source, Status.FENCED, set(), epoch=h.target, offsets=processed)
+        if record is not None and record.serving is not None:
+            committed.setdefault(record.serving.group, {})
+    return Observation(now, draw(st.none() | st.integers(1, 5)), PARTS, running, stats, groups, committed)
+
+
+@settings(
+    max_examples=50, suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large], deadline=None
+)
+@given(st.data(), st.integers(1, 20))
+def test_whatever_is_observed_the_machine_keeps_its_invariants(data: st.DataObject, steps: int) -> None:
+    record: ControllerRecord | None = None
+    now = 1000.0
+    for _ in range(steps):
+        now += data.draw(st.floats(0, 30))
+        observation = data.draw(observations(record, now))
+        result = step(record, observation, SETTINGS, term=1)
+        new = result.record
+        if record is not None:
+            assert new.next_generation >= record.next_generation  # generations are never reused
+            assert (new.term, new.seq) >= (record.term, record.seq)
+            assert result.changed == (new != record)
+            if new.serving != record.serving:
+                # The serving generation changes only to the handover's target, at a cut taken
+                # from the source group's commits once no source worker could still process.
+                assert record.handover is not None
+                assert new.serving is not None
+                assert new.serving.generation == record.handover.target
+                assert new.handover is not None
+                assert new.handover.phase is Phase.STARTING
+                source = record.serving
+                if source is not None:
+                    assert record.handover.phase is Phase.FENCING
+                    alive = observation.running.get(source.generation, frozenset())
+                    assert all(
+                        (s := observation.statuses.get(w)) is not None
+                        and s.status is Status.FENCED
+                        and s.epoch == record.handover.target
+                        for w in alive
+                    )
+                    commits = observation.committed[source.group]
+                    expected = {
+                        **{tp: o for tp, o in source.start.items() if tp in PARTS},
+                        **{tp: o for tp, o in commits.items() if tp in PARTS},
+                    }
+                    for s in observation.statuses.values():  # raised to what fenced workers processed
+                        if (s.generation, s.status, s.epoch) == (
+                            source.generation,
+                            Status.FENCED,
+                            record.handover.target,
+                        ):
+                            for tp, o in s.offsets.items():
+                                if tp in PARTS:
+                                    expected[tp] = max(expected.get(tp, 0), o)
+                    assert new.serving.start == expected
+        if new.handover is not None:
+            assert new.handover.target < new.next_generation
+            assert (
+                new.serving is None
+                or new.serving.generation != new.handover.target
+                or new.handover.phase in (Phase.STARTING, Phase.RETIRING)
+            )
+        record = new

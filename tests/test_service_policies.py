@@ -1,0 +1,130 @@
+"""The watched policy directory: hot reload off the event loop, and hostile files that cost nothing.
+
+A file dropped into the policy ConfigMap is read in a worker thread, so the API keeps answering the
+HPA while it is read, whatever it holds. The tests hold the loader on a gate (the ``check`` seam of
+:class:`PolicyWatcher`) and ask the API a question meanwhile: no timing is measured, only whether
+the answer comes while the loader is provably still blocked.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import threading
+from collections.abc import AsyncIterator
+from pathlib import Path
+
+import aiohttp
+import pytest
+from support import BILLION_LAUGHS, eventually
+
+from lagscaler.api import ApiSettings, HealthChecks, MetricsCache, RunningApi, running_api
+from lagscaler.kafka import KafkaSettings
+from lagscaler.observability import ServiceMetrics
+from lagscaler.policy import ScalingPolicy
+from lagscaler.policy.loader import PolicyIssue, check_policy_file
+from lagscaler.sampler import Sampler, SamplerSettings
+from lagscaler.service.loop import ScalingLoop
+from lagscaler.service.policies import PolicyWatcher
+
+POLICIES = Path(__file__).resolve().parent.parent / "policies"
+
+
+class Gate:
+    """A ``check`` that tells when the loader reached it and holds the loader there until opened."""
+
+    def __init__(self) -> None:
+        self.entered = threading.Event()
+        self.opened = threading.Event()
+        self.threads: set[int] = set()
+
+    def __call__(self, path: Path) -> tuple[ScalingPolicy | None, list[PolicyIssue]]:
+        self.threads.add(threading.get_ident())
+        self.entered.set()
+        # Bounded so that a regression (a load on the event loop) fails instead of hanging the run.
+        if not self.opened.wait(timeout=60):
+            raise AssertionError("the gate was never opened: was the event loop blocked?")
+        return check_policy_file(path)
+
+
+@pytest.fixture
+async def api() -> AsyncIterator[tuple[RunningApi, HealthChecks]]:
+    settings = ApiSettings(
+        bind_address="127.0.0.1",
+        secure_port=0,
+        metrics_port=-1,
+        authentication_skip_lookup=True,
+        authorization_always_allow=True,
+    )
+    readiness = HealthChecks()
+    async with running_api(settings, MetricsCache(), readiness=readiness) as running:
+        yield running, readiness
+
+
+async def _readyz(url: str) -> tuple[int, str]:
+    async with (
+        aiohttp.ClientSession(connector=aiohttp.TCPConnector(ssl=False)) as session,
+        session.get(url + "/readyz?verbose") as response,
+    ):
+        return response.status, await response.text()
+
+
+async def test_the_api_answers_while_a_bomb_in_the_directory_is_being_loaded(
+    api: tuple[RunningApi, HealthChecks], tmp_path: Path
+) -> None:
+    running, readiness = api
+    (tmp_path / "bomb.yaml").write_text(BILLION_LAUGHS)
+    gate = Gate()
+    watcher = PolicyWatcher(tmp_path, check=gate)
+    loop = ScalingLoop(
+        Sampler(KafkaSettings(bootstrap=("127.0.0.1:9",)), SamplerSettings(all_groups=True)),  # not reached
+        watcher,
+        MetricsCache(),
+        ServiceMetrics(),
+    )
+    readiness.add("policies", loop.policies_ready)
+    cycle = asyncio.create_task(loop.cycle())  # what `lagscaler serve` runs every interval
+    try:
+        await eventually(gate.entered.is_set, what="the loader to reach the first file")
+        status, body = await _readyz(running.url)  # answered while the loader is held
+        assert not gate.opened.is_set()
+        assert status == 503
+        assert "policies not loaded yet" in body
+        assert threading.get_ident() not in gate.threads  # the event loop's thread never read a file
+    finally:
+        gate.opened.set()
+    await cycle
+    status, body = await _readyz(running.url)
+    assert status == 200
+    assert "0 policies in force" in body
+    assert "bomb.yaml:1:1: <document>: more than 10000 YAML nodes" in body
+
+
+def test_a_bomb_is_reported_and_the_other_policies_stay_in_force(tmp_path: Path) -> None:
+    (tmp_path / "clickstream.yaml").write_text((POLICIES / "clickstream.yaml").read_text())
+    watcher = PolicyWatcher(tmp_path)
+    first = watcher.refresh()
+    assert [p.name for p in first.policies] == ["clickstream"]
+    (tmp_path / "clickstream.yaml").write_text(BILLION_LAUGHS)  # a good file turns hostile
+    (tmp_path / "huge.yaml").write_bytes(b"#" * (1 << 20))
+    second = watcher.refresh()
+    assert [p.name for p in second.policies] == ["clickstream"]  # the last good version is kept
+    assert second.version == first.version  # nothing the engine must rebuild
+    lines = second.error_lines
+    assert len(lines) == 3
+    assert all(len(line) < 1000 for line in lines)
+    assert any("keeping the last valid version of analytics/clickstream" in line for line in lines)
+    assert any("too large for a policy file" in line for line in lines)
+
+
+def test_unchanged_files_are_not_read_again(tmp_path: Path) -> None:
+    (tmp_path / "bomb.yaml").write_text(BILLION_LAUGHS)
+    reads: list[Path] = []
+
+    def counting(path: Path) -> tuple[ScalingPolicy | None, list[PolicyIssue]]:
+        reads.append(path)
+        return check_policy_file(path)
+
+    watcher = PolicyWatcher(tmp_path, check=counting)
+    watcher.refresh()
+    watcher.refresh()
+    assert reads == [tmp_path / "bomb.yaml"]
