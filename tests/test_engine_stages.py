@@ -14,6 +14,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from lagscaler.engine import EngineState, ObservationBatch, PolicyArrays, decide
+from lagscaler.engine.core import run_stages
 from lagscaler.engine.sizing import clamp, effective_replicas
 from lagscaler.engine.stages import (
     CapacityEstimate,
@@ -25,11 +26,8 @@ from lagscaler.engine.stages import (
     Stages,
     estimate_capacity,
     forecast_arrivals,
-    plan_scale_down,
-    plan_scale_up,
     prepare,
     settle,
-    size_need,
 )
 from lagscaler.engine.stages.capacity import CAPACITY_MEMORY_FACTOR
 from lagscaler.policy.model import (
@@ -127,18 +125,7 @@ class Case:
 
     def run(self) -> Stages:
         with np.errstate(over="ignore", divide="ignore", invalid="ignore"):  # as decide() runs them
-            return self._run()
-
-    def _run(self) -> Stages:
-        inputs = prepare(self.params, self.state, self.obs)
-        forecast = forecast_arrivals(self.params, self.state, inputs=inputs)
-        capacity = estimate_capacity(self.params, self.state, inputs=inputs)
-        need = size_need(self.params, inputs=inputs, forecast=forecast, capacity=capacity)
-        up = plan_scale_up(self.params, self.state, inputs=inputs, capacity=capacity, need=need)
-        down = plan_scale_down(
-            self.params, self.state, inputs=inputs, forecast=forecast, capacity=capacity, need=need, up=up
-        )
-        return Stages(inputs, forecast, capacity, need, up, down)
+            return run_stages(self.params, self.state, self.obs)
 
 
 @st.composite
@@ -234,13 +221,3 @@ def test_settle_serves_a_count_within_bounds_and_an_unusable_row_holds(case: Cas
     assert np.array_equal(decisions.desired[unusable], clamp(held, inputs.lo, inputs.hi)[unusable])
     assert np.array_equal(state.level[unusable], case.state.level[unusable])
     assert np.array_equal(state.at[unusable], case.state.at[unusable])
-
-
-@settings(max_examples=30, deadline=None)
-@given(case=cases())
-def test_the_stages_in_order_are_decide(case: Case) -> None:
-    via_stages, state_a = settle(case.params, case.state, stages=case.run())
-    via_decide, state_b = decide(case.params, case.state, case.obs)
-    assert np.array_equal(via_stages.desired, via_decide.desired)
-    assert np.array_equal(via_stages.reasons, via_decide.reasons)
-    assert np.array_equal(state_a.level, state_b.level)

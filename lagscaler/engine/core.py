@@ -88,7 +88,7 @@ from lagscaler.engine.stages import (
 )
 from lagscaler.engine.state import EngineState
 
-__all__ = ["Engine", "decide", "rebalance_price", "restore_seconds"]
+__all__ = ["Engine", "decide", "rebalance_price", "restore_seconds", "run_stages"]
 
 
 def decide(params: PolicyArrays, state: EngineState, obs: ObservationBatch) -> tuple[Decisions, EngineState]:
@@ -101,6 +101,14 @@ def decide(params: PolicyArrays, state: EngineState, obs: ObservationBatch) -> t
 
 def _decide(params: PolicyArrays, state: EngineState, obs: ObservationBatch) -> tuple[Decisions, EngineState]:
     """The stages of the module docstring, in order."""
+    return settle(params, state, stages=run_stages(params, state, obs))
+
+
+def run_stages(params: PolicyArrays, state: EngineState, obs: ObservationBatch) -> Stages:
+    """Stages 0-5, whose results stage 6 settles; apart, so that tests can look at each result.
+
+    Call it inside ``np.errstate`` as :func:`decide` does (extreme inputs overflow on the way).
+    """
     inputs = prepare(params, state, obs)
     forecast = forecast_arrivals(params, state, inputs=inputs)
     capacity = estimate_capacity(params, state, inputs=inputs)
@@ -109,11 +117,7 @@ def _decide(params: PolicyArrays, state: EngineState, obs: ObservationBatch) -> 
     down = plan_scale_down(
         params, state, inputs=inputs, forecast=forecast, capacity=capacity, need=need, up=up
     )
-    return settle(
-        params,
-        state,
-        stages=Stages(inputs=inputs, forecast=forecast, capacity=capacity, need=need, up=up, down=down),
-    )
+    return Stages(inputs=inputs, forecast=forecast, capacity=capacity, need=need, up=up, down=down)
 
 
 class Engine:

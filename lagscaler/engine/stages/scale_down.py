@@ -139,10 +139,10 @@ def _window_need(
     The window keeps the measured rates, neither past extrapolations (a ramp's projection
     overshoots its peak, and a long window would hold that overshoot for its whole length) nor the
     smoothed level (after a burst it decays for minutes past the window, stepping the count down
-    one aligned count, and one rebalance, at a time). When the rebalance breaks the SLO by itself (stall + restore >
-    SLO), the moved partitions come back that far behind; the lower count must leave enough
-    headroom to catch them up within 1 / TARGET_AGE_FRACTION SLOs, or the miss drags on for
-    minutes at a tight utilisation. The catch-up happens right after the move, at today's rate:
+    one aligned count, and one rebalance, at a time). When the rebalance breaks the SLO by itself
+    (stall + restore > SLO), the moved partitions come back that far behind; the lower count must
+    leave enough headroom to catch them up within 1 / TARGET_AGE_FRACTION SLOs, or the miss drags
+    on for minutes at a tight utilisation. The catch-up happens right after the move, at today's rate:
     the window's peak is covered by ``peak_rate / u`` (asking catch-up headroom on top of the peak
     kept a group at twice its need).
     """
