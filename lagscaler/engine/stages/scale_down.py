@@ -68,8 +68,8 @@ def plan_scale_down(
         params,
         inputs=inputs,
         capacity=capacity,
-        scaled_up_at=state.scaled_up_at + dwell_up,
-        scaled_down_at=state.scaled_down_at + dwell_down,
+        up_dwell_ends=state.scaled_up_at + dwell_up,
+        down_dwell_ends=state.scaled_down_at + dwell_down,
     )
     dwell_over = inputs.now >= next_down
     calm = ~forecast.lag_growing & (inputs.age <= TARGET_AGE_FRACTION * inputs.slo)
@@ -104,10 +104,10 @@ def next_scale_down(
     *,
     inputs: Inputs,
     capacity: CapacityEstimate,
-    scaled_up_at: FloatArray,
-    scaled_down_at: FloatArray,
+    up_dwell_ends: FloatArray,
+    down_dwell_ends: FloatArray,
 ) -> FloatArray:
-    """When the dwell after the last change is over: ``scaled_*_at`` already include their dwell.
+    """When a scale-down may next happen: the dwells after the last scale-up and scale-down are over.
 
     The window must also have been observed whole since the engine started (a fresh engine has no
     window behind it: like the HPA's initial recommendation, its first scale-down waits a whole
@@ -116,7 +116,7 @@ def next_scale_down(
     each step is priced and paced; it waits for its own rebalance to settle (``dwell_down``).
     """
     ends: FloatArray = np.maximum(
-        np.maximum(scaled_up_at, scaled_down_at),
+        np.maximum(up_dwell_ends, down_dwell_ends),
         np.maximum(
             inputs.observed_since + params.down_stabilization,
             capacity.membership_changed_at + capacity.warmup,

@@ -65,8 +65,8 @@ def settle(params: PolicyArrays, state: EngineState, *, stages: Stages) -> tuple
         params,
         inputs=inputs,
         capacity=capacity,
-        scaled_up_at=scaled_up_at + down.dwell_up,
-        scaled_down_at=scaled_down_at + down.dwell_down,
+        up_dwell_ends=scaled_up_at + down.dwell_up,
+        down_dwell_ends=scaled_down_at + down.dwell_down,
     )
     need = stages.need
     decisions = Decisions(
