@@ -1,0 +1,348 @@
+"""Handover in Kubernetes, on the real control plane and the real broker.
+
+The workload is a real Deployment whose container runs ``lagscaler.playground.handover_app`` (a worker
+built on the SDK that writes what it processed to a sink). There are no nodes: the kubelet stand-in
+(``kubelet.py``) runs every pod of the test's namespace as a local process from the pod's own spec
+and environment, so a generation's workers run exactly what lagscaler put in its Deployment. The
+backend and the Lease act with the identity of the chart's ServiceAccount, rendered with handover
+enabled for the test's namespace only.
+
+What a user relies on: the workload's own consumers are taken over (its Deployment scaled to 0) and
+every size after that is a new Deployment, labelled, owned by the workload's Deployment and carrying
+the worker identity; a handover 2 → 4 → 1 under load loses and duplicates nothing (the sink proves it,
+across the takeover too); a controller restarted mid-handover adopts the Deployments it finds and
+finishes; deleting the workload deletes its generations; the chart grants exactly what this needs.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import AsyncIterator, Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+from aiokafka.errors import KafkaError
+from structlog.testing import capture_logs
+from support import eventually
+
+from lagscaler.handover import HandoverSettings, KubernetesBackend, LeaseLeadership, LeaseSettings, Phase
+from lagscaler.handover.backend import Backend
+from lagscaler.handover.controller import WorkloadSpec
+from lagscaler.handover.kubernetes import LABEL_GENERATION, LABEL_WORKLOAD, KubernetesBackendError
+from lagscaler.kube import kube_api_client
+from lagscaler.localkafka import KafkaEndpoint
+from lagscaler.playground.handover_run import HandoverPlayground, PlaygroundSettings
+from lagscaler.playground.probe import committed_offsets
+
+from .adapter import HandoverInstall, granted_rules, install_handover_rbac
+from .cluster import ControlPlane, deployment
+from .kubeclient import KubeClient
+from .kubelet import KubeletStandIn
+
+pytestmark = [pytest.mark.controlplane, pytest.mark.kafka, pytest.mark.slow]
+
+TARGET = "ledger-consumer"
+FAST_LEASE = LeaseSettings(lease_duration=4, renew_deadline=3.0, retry_period=0.5)
+
+
+def workload_deployment(namespace: str, settings: PlaygroundSettings, replicas: int) -> dict[str, Any]:
+    """The user's own consumer Deployment: the SDK worker outside handover mode, in the policy's group."""
+    body = deployment(namespace, TARGET)
+    body["spec"]["replicas"] = replicas
+    pod = body["spec"]["template"]["spec"]
+    pod["terminationGracePeriodSeconds"] = 10
+    pod["containers"][0]["command"] = settings.command()
+    pod["containers"][0]["env"] = [
+        {"name": "LAGSCALER_KAFKA_BOOTSTRAP", "value": settings.bootstrap},
+        {"name": "LAGSCALER_GROUP", "value": settings.group},
+        {"name": "LAGSCALER_TOPICS", "value": settings.topic},
+        {"name": "LAGSCALER_WORKER_LOG_LEVEL", "value": "WARNING"},
+    ]
+    return body
+
+
+def playground(kafka: KafkaEndpoint, unique: str, tmp_path: Path, namespace: str) -> PlaygroundSettings:
+    return PlaygroundSettings(
+        bootstrap=kafka.bootstrap,
+        name=unique,
+        state_dir=tmp_path / "state",
+        partitions=6,
+        rate=300.0,
+        initial_replicas=2,
+        commit_interval=0.5,
+        handover=HandoverSettings(
+            control_topic=f"{unique}-control", warmup_timeout=120, fence_timeout=5, kill_grace=15, tick=0.2
+        ),
+        run_controller=False,
+        workload_key=f"{namespace}/ledger",
+    )
+
+
+class Generations:
+    """What the API server holds for the workload, read with the admin's identity."""
+
+    def __init__(self, kube: KubeClient, namespace: str) -> None:
+        self.kube = kube
+        self.namespace = namespace
+
+    async def deployments(self) -> dict[str, dict[str, Any]]:
+        from kubernetes_asyncio import client as k8s
+
+        listing = await k8s.AppsV1Api(self.kube.client).list_namespaced_deployment(self.namespace)
+        return {d.metadata.name: self.kube.client.sanitize_for_serialization(d) for d in listing.items}
+
+    async def pods(self) -> list[str]:
+        from kubernetes_asyncio import client as k8s
+
+        listing = await k8s.CoreV1Api(self.kube.client).list_namespaced_pod(self.namespace)
+        return sorted(p.metadata.name for p in listing.items)
+
+
+@pytest.fixture
+def namespace(control_plane: ControlPlane, unique: str) -> str:
+    return control_plane.namespace(f"ho-{unique[-6:]}")
+
+
+@pytest.fixture
+def identity(control_plane: ControlPlane, namespace: str) -> HandoverInstall:
+    """The chart's ServiceAccount with handover enabled for the test's namespace only."""
+    return install_handover_rbac(control_plane, f"lagscaler-{namespace}", [namespace])
+
+
+@pytest.fixture
+async def kube(control_plane: ControlPlane) -> AsyncIterator[KubeClient]:
+    async with KubeClient(control_plane.admin_kubeconfig) as client:
+        yield client
+
+
+def _print_logs(kubelet: KubeletStandIn) -> Iterator[str]:
+    yield f"kubelet stand-in errors: {kubelet.errors[-10:]}"
+    for pod in sorted(kubelet.containers):
+        tail = "\n".join(kubelet.log(pod).splitlines()[-15:])
+        yield f"--- {pod}\n{tail}"
+
+
+async def test_a_workload_is_taken_over_and_handed_over_2_4_1_through_generation_deployments(  # noqa: PLR0917 - one story
+    control_plane: ControlPlane,
+    kafka: KafkaEndpoint,
+    unique: str,
+    tmp_path: Path,
+    namespace: str,
+    identity: HandoverInstall,
+    kube: KubeClient,
+) -> None:
+    settings = playground(kafka, unique, tmp_path, namespace)
+    api = await kube_api_client(identity.kubeconfig)
+    assert api is not None
+    seen = Generations(kube, namespace)
+
+    def backends(spec: WorkloadSpec) -> Backend:
+        return KubernetesBackend(api, spec.workload, TARGET)
+
+    leadership = LeaseLeadership(api, identity.lease_namespace, identity.lease_name, settings=FAST_LEASE)
+    try:
+        with capture_logs() as logs:
+            async with (
+                KubeletStandIn(kube, namespace, tmp_path / "kubelet") as kubelet,
+                HandoverPlayground(settings, leadership=leadership, backends=backends) as play,
+            ):
+                try:
+                    await _story(control_plane, settings, play, seen, kubelet, namespace)
+                    report = await play.verdict(within=90)
+                except BaseException:
+                    print("\n".join(_print_logs(kubelet)))
+                    print("\n".join(str(e) for e in logs[-40:]))
+                    print(
+                        control_plane.kubectl(
+                            "get", "deployments,replicasets,pods", "-n", namespace, "-o", "wide"
+                        )
+                    )
+                    raise
+                history = play.history()
+                # Deleting the workload deletes every generation (ownerReferences and the garbage
+                # collector), while the controller still runs: it does not bring any back.
+                assert play.runner is not None
+                controller = play.runner.controllers[settings.workload]
+                control_plane.kubectl("delete", "deployment", TARGET, "-n", namespace, "--wait=false")
+                await eventually(
+                    lambda: _nothing_left(seen), within=120, every=0.5, what="the generations to be collected"
+                )
+                failures = controller.failures
+                await eventually(
+                    lambda: controller.failures >= failures + 5, within=60, what="five more controller steps"
+                )
+                assert await seen.deployments() == {}
+                assert kubelet.running() == {}
+                # What the operator reads, once (not at every step):
+                gone = [
+                    e
+                    for e in logs
+                    if e["event"] == "handover step failed"
+                    and "Deployment" in e["problem"]
+                    and "does not exist" in e["problem"]
+                ]
+                assert len(gone) == 1, gone
+    finally:
+        await api.close()
+
+    print(report.summary())
+    assert report.consistent, report.summary()
+    assert report.lost == 0
+    assert report.duplicates == 0, report.summary()
+    assert report.processed == report.produced > 0
+    # The original consumers (generation 0) processed before the takeover, then three generations.
+    assert {0} < report.generations
+    assert len(report.generations) == 4, report.generations
+    # The restart mid-handover made a new leader: a higher term, and the handover it found finished.
+    terms = [r.term for r in history]
+    assert terms == sorted(terms)
+    assert terms[-1] > terms[0]
+    forbidden = [e for e in logs if "403" in json.dumps(e, default=str)]
+    assert forbidden == []
+
+
+async def _nothing_left(seen: Generations) -> bool:
+    return not await seen.deployments() and not await seen.pods()
+
+
+async def _story(  # noqa: PLR0917
+    control_plane: ControlPlane,
+    settings: PlaygroundSettings,
+    play: HandoverPlayground,
+    seen: Generations,
+    kubelet: KubeletStandIn,
+    namespace: str,
+) -> None:
+    workload = settings.workload
+    # The user's two consumers run and commit in the policy's own group.
+    control_plane.apply([workload_deployment(namespace, settings, replicas=2)])
+
+    async def consumed() -> bool:
+        try:
+            return sum((await committed_offsets(settings.bootstrap, settings.group)).values()) > 0
+        except KafkaError:  # a broker that just started has no group coordinator yet
+            return False
+
+    await eventually(consumed, within=120, every=0.5, what="the workload's own consumers to commit")
+    assert len(kubelet.running()) == 2
+
+    # Taken over: its Deployment to 0, generation 1 at 2 replicas in a Deployment of its own.
+    await play.start_runner()
+    first = await play.scale_to(2, within=240)
+    assert first.serving is not None
+    deployments = await seen.deployments()
+    assert deployments[TARGET]["spec"]["replicas"] == 0
+    name = f"{TARGET}-g{first.serving.generation}"
+    generation = deployments[name]
+    assert set(deployments) == {TARGET, name}
+    assert generation["spec"]["replicas"] == 2
+    assert generation["metadata"]["labels"][LABEL_WORKLOAD] == "ledger"
+    assert generation["metadata"]["labels"][LABEL_GENERATION] == str(first.serving.generation)
+    (owner,) = generation["metadata"]["ownerReferences"]
+    assert (owner["kind"], owner["name"], owner["uid"]) == (
+        "Deployment",
+        TARGET,
+        deployments[TARGET]["metadata"]["uid"],
+    )
+    # Its workers are its pods, by name: the ids in the control topic are the pod names.
+    statuses = play.observer.workers(workload)
+    workers = {s.worker for s in statuses.values() if s.generation == first.serving.generation}
+    assert workers == {p for p in await seen.pods() if p.startswith(f"{name}-")}
+
+    second = await play.scale_to(4, within=240)
+    assert second.serving is not None
+    assert second.serving.generation > first.serving.generation
+
+    # 4 → 1, with the controller stopped while the new generation warms and started again: the new
+    # one (a new backend, a new term) finds the generation Deployments and finishes the handover.
+    assert play.runner is not None
+    play.runner.set_desired(workload, 1)
+
+    def warming() -> bool:
+        record = play.record()
+        return record is not None and record.handover is not None and record.handover.phase is Phase.WARMING
+
+    await play.wait(warming, within=60, what="the handover to 1 to start warming")
+    record = play.record()
+    assert record is not None
+    assert record.handover is not None
+    target = record.handover.target
+    await eventually(
+        lambda: _has(seen, f"{TARGET}-g{target}"), within=60, what="the target generation's Deployment"
+    )
+    await play.stop_runner()
+    await play.start_runner()
+    assert play.runner is not None
+    third = await play.scale_to(1, within=240)
+    assert third.serving is not None
+    assert third.serving.generation == target  # the same attempt, finished: not a new generation
+    assert third.term > record.term
+    # Only the serving generation is left; retired ones are deleted once their pods are gone.
+    await eventually(
+        lambda: _only(seen, {TARGET, f"{TARGET}-g{target}"}),
+        within=120,
+        every=0.5,
+        what="retired generations deleted",
+    )
+
+
+async def _has(seen: Generations, name: str) -> bool:
+    return name in await seen.deployments()
+
+
+async def _only(seen: Generations, names: set[str]) -> None:
+    assert set(await seen.deployments()) == names
+
+
+async def test_the_chart_grants_handover_exactly_what_the_backend_uses(
+    control_plane: ControlPlane, unique: str
+) -> None:
+    listed, unlisted = f"hol-{unique[-6:]}", f"hou-{unique[-6:]}"
+    control_plane.namespace(unlisted)
+    install = install_handover_rbac(control_plane, f"lagscaler-rbac-{unique[-6:]}", [listed])
+    control_plane.apply(
+        [
+            {
+                "apiVersion": "v1",
+                "kind": "ServiceAccount",
+                "metadata": {"name": "bare", "namespace": "lagscaler"},
+            }
+        ]
+    )
+    subject = f"system:serviceaccount:lagscaler:{install.service_account}"
+
+    def extra(namespace: str) -> list[str]:
+        granted = granted_rules(control_plane, subject, namespace)
+        return sorted(
+            granted - granted_rules(control_plane, "system:serviceaccount:lagscaler:bare", namespace)
+        )
+
+    assert set(extra(listed)) == {
+        "deployments.apps [] [] [get list create patch delete]",
+        "pods [] [] [list delete]",
+    }
+    # The Lease: created by any name (create cannot be limited to one), read and renewed only by its own.
+    assert set(extra(install.lease_namespace)) == {
+        f"leases.coordination.k8s.io [] [{install.lease_name}] [get update]",
+        "leases.coordination.k8s.io [] [] [create]",
+    }
+    assert extra(unlisted) == []
+    assert extra("kube-system") == []
+
+    # The backend with that identity: a namespace that is not listed is refused, and the error says so.
+    api = await kube_api_client(install.kubeconfig)
+    assert api is not None
+    try:
+        control_plane.apply([deployment(unlisted, TARGET)])
+        backend = KubernetesBackend(api, f"{unlisted}/ledger", TARGET)
+        with pytest.raises(KubernetesBackendError, match=r"403 .*cannot list resource \"deployments\""):
+            await backend.observe()
+        # And the chart's own Lease is taken and released.
+        mine = LeaseLeadership(api, install.lease_namespace, install.lease_name, settings=FAST_LEASE)
+        term = await mine.acquire()
+        assert mine.is_leader()
+        await mine.release()
+        assert term >= 1
+    finally:
+        await api.close()
