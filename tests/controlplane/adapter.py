@@ -131,13 +131,16 @@ class HandoverInstall:
     lease_name: str
 
 
-def install_handover_rbac(plane: ControlPlane, release: str, namespaces: Iterable[str]) -> HandoverInstall:
-    """Render the chart as release ``release`` with handover enabled for ``namespaces``; apply its
-    ServiceAccount and handover Roles and RoleBindings (nothing else: the session's chart serves the API)."""
+def install_handover_rbac(
+    plane: ControlPlane, release: str, namespaces: Iterable[str], **handover: Any
+) -> HandoverInstall:
+    """Render the chart as release ``release`` with handover enabled for ``namespaces`` (and the other
+    ``handover.*`` values given); apply its ServiceAccount and handover Roles and RoleBindings (nothing
+    else: the session's chart serves the API)."""
     listed = list(namespaces)
     values = {
         "kafka": {"bootstrapServers": "unused-by-this-test:9092"},
-        "handover": {"enabled": True, "namespaces": listed},
+        "handover": {**handover, "enabled": True, "namespaces": listed},
     }
     rendered = render(values, name=release, namespace=NAMESPACE)
     objects = [
@@ -229,7 +232,7 @@ class Serve:
         return [
             line
             for line in self.log_text().splitlines()
-            if "403" in line or "Forbidden" in line or "forbidden" in line
+            if re.search(r"\b403\b", line) or "Forbidden" in line or "forbidden" in line  # not port 43403
         ]
 
     def alive(self) -> bool:

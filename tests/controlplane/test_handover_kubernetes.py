@@ -16,7 +16,10 @@ finishes; deleting the workload deletes its generations; the chart grants exactl
 
 from __future__ import annotations
 
+import contextlib
 import json
+import os
+import signal
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 from typing import Any
@@ -32,10 +35,11 @@ from lagscaler.handover.controller import WorkloadSpec
 from lagscaler.handover.kubernetes import LABEL_GENERATION, LABEL_WORKLOAD, KubernetesBackendError
 from lagscaler.kube import kube_api_client
 from lagscaler.localkafka import KafkaEndpoint
+from lagscaler.localkafka.broker import free_port
 from lagscaler.playground.handover_run import HandoverPlayground, PlaygroundSettings
 from lagscaler.playground.probe import committed_offsets
 
-from .adapter import HandoverInstall, granted_rules, install_handover_rbac
+from .adapter import ChartInstall, HandoverInstall, Serve, granted_rules, install_handover_rbac, running_serve
 from .cluster import ControlPlane, deployment
 from .kubeclient import KubeClient
 from .kubelet import KubeletStandIn
@@ -202,6 +206,18 @@ async def test_a_workload_is_taken_over_and_handed_over_2_4_1_through_generation
     assert forbidden == []
 
 
+async def _own_consumers_commit(settings: PlaygroundSettings) -> None:
+    """Wait until the workload's own consumers (generation 0) have processed and committed records."""
+
+    async def consumed() -> bool:
+        try:
+            return sum((await committed_offsets(settings.bootstrap, settings.group)).values()) > 0
+        except KafkaError:  # a broker that just started has no group coordinator yet
+            return False
+
+    await eventually(consumed, within=120, every=0.5, what="the workload's own consumers to commit")
+
+
 async def _nothing_left(seen: Generations) -> bool:
     return not await seen.deployments() and not await seen.pods()
 
@@ -218,13 +234,7 @@ async def _story(  # noqa: PLR0917
     # The user's two consumers run and commit in the policy's own group.
     control_plane.apply([workload_deployment(namespace, settings, replicas=2)])
 
-    async def consumed() -> bool:
-        try:
-            return sum((await committed_offsets(settings.bootstrap, settings.group)).values()) > 0
-        except KafkaError:  # a broker that just started has no group coordinator yet
-            return False
-
-    await eventually(consumed, within=120, every=0.5, what="the workload's own consumers to commit")
+    await _own_consumers_commit(settings)
     assert len(kubelet.running()) == 2
 
     # Taken over: its Deployment to 0, generation 1 at 2 replicas in a Deployment of its own.
@@ -346,3 +356,137 @@ async def test_the_chart_grants_handover_exactly_what_the_backend_uses(
         assert term >= 1
     finally:
         await api.close()
+
+
+# --- two `lagscaler serve` replicas, one Lease -------------------------------------------------------
+
+
+def handover_policy(namespace: str, settings: PlaygroundSettings, replicas: int) -> str:
+    """The workload's policy: a fixed size (minReplicas = maxReplicas), so the engine decides exactly it."""
+    policy = {
+        "apiVersion": "lagscaler.io/v1",
+        "kind": "ScalingPolicy",
+        "metadata": {"name": "ledger", "namespace": namespace},
+        "spec": {
+            "mode": "handover",
+            "scaleTargetRef": {"name": TARGET},
+            "kafka": {"group": settings.group, "topics": [settings.topic]},
+            "maxLagSeconds": 30,
+            "minReplicas": replicas,
+            "maxReplicas": replicas,
+            "capacity": {"perReplica": 1000, "learn": False},
+        },
+    }
+    return json.dumps(policy)
+
+
+def leads(serve: Serve) -> list[int]:
+    """The terms in which this serve process started leading, from its JSON log."""
+    terms = []
+    for line in serve.log_text().splitlines():
+        with contextlib.suppress(ValueError):
+            event = json.loads(line)
+            if isinstance(event, dict) and event.get("event") == "handover controller leads":
+                terms.append(int(event["term"]))
+    return terms
+
+
+async def test_two_serve_replicas_share_a_lease_and_the_survivor_finishes_a_handover_in_a_higher_term(  # noqa: PLR0915, PLR0917 - one story
+    control_plane: ControlPlane,
+    chart: ChartInstall,
+    kafka: KafkaEndpoint,
+    unique: str,
+    tmp_path: Path,
+    namespace: str,
+    kube: KubeClient,
+) -> None:
+    settings = playground(kafka, unique, tmp_path, namespace)
+    identity = install_handover_rbac(
+        control_plane, f"lagscaler-{namespace}", [namespace], controlTopic=settings.handover.control_topic
+    )
+    flags = [*identity.args, f"--handover-kubeconfig={identity.kubeconfig}"]
+    seen = Generations(kube, namespace)
+    async with (
+        KubeletStandIn(kube, namespace, tmp_path / "kubelet") as kubelet,
+        HandoverPlayground(settings) as play,  # topics, load, and the sink's verdict; no controller
+    ):
+        control_plane.apply([workload_deployment(namespace, settings, replicas=1)])
+        await _own_consumers_commit(settings)
+        with contextlib.ExitStack() as stack:
+            serves = [
+                stack.enter_context(
+                    running_serve(
+                        chart,
+                        tmp_path / f"serve-{i}",
+                        bootstrap=kafka.bootstrap,
+                        port=free_port(),
+                        metrics_port=free_port(),
+                        extra=flags,
+                    )
+                )
+                for i in range(2)
+            ]
+            for serve in serves:
+                (serve.policy_dir / "ledger.yaml").write_text(handover_policy(namespace, settings, 2))
+            try:
+                first = await play.wait_settled(2, within=240)
+                leaders = [s for s in serves if leads(s)]
+                assert len(leaders) == 1, [s.log_text()[-2000:] for s in serves]
+                (leader,) = leaders
+                (follower,) = [s for s in serves if s is not leader]
+                (term,) = leads(leader)
+                assert first.term == term
+                assert (await seen.deployments())[TARGET]["spec"]["replicas"] == 0  # taken over
+
+                # Both replicas read the new size; the leader starts the handover and dies in it.
+                for serve in serves:
+                    (serve.policy_dir / "ledger.yaml").write_text(handover_policy(namespace, settings, 3))
+
+                def in_progress() -> bool:
+                    record = play.record()
+                    return (
+                        record is not None and record.handover is not None and record.handover.replicas == 3
+                    )
+
+                await play.wait(in_progress, within=120, what="the leader to start the handover to 3")
+                os.killpg(leader.popen.pid, signal.SIGKILL)
+                leader.popen.wait(10)
+                killed_at = len(play.history())
+                last = play.history()[-1]
+                assert last.term == term
+                assert last.handover is not None, "the handover finished before the leader was killed"
+                target = last.handover.target
+
+                # The follower takes the Lease over once it expires, in a higher term, and finishes.
+                done = await play.wait_settled(3, within=240)
+                assert done.serving is not None
+                assert done.serving.generation == target  # the same attempt, adopted
+                (taken,) = leads(follower)
+                assert taken > term
+                assert done.term == taken
+                # Only one controller acted at a time: every record is the dead leader's until it died,
+                # and the survivor's after.
+                terms = [r.term for r in play.history()]
+                assert set(terms[:killed_at]) == {term}
+                assert set(terms[killed_at:]) <= {term, taken}
+                assert terms == sorted(terms)
+                await eventually(
+                    lambda: _only(seen, {TARGET, f"{TARGET}-g{target}"}),
+                    within=120,
+                    every=0.5,
+                    what="retired",
+                )
+                report = await play.verdict(within=90)
+            except BaseException:
+                print("\n".join(_print_logs(kubelet)))
+                for serve in serves:
+                    print(f"=== {serve.log}\n{serve.log_text()[-4000:]}")
+                raise
+            assert [s.forbidden_lines() for s in serves] == [[], []]
+        lease = control_plane.get_json("lease", "-n", identity.lease_namespace, identity.lease_name)
+        assert lease["spec"]["leaseTransitions"] + 1 == taken
+    print(report.summary())
+    assert report.consistent, report.summary()
+    assert report.lost == 0
+    assert report.duplicates == 0, report.summary()
+    assert {0, first.serving.generation if first.serving else -1, target} <= report.generations
