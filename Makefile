@@ -54,6 +54,7 @@ lint: setup
 	$(BIN)/ruff format --check lagscaler tests bench
 	$(BIN)/mypy --strict lagscaler
 	$(BIN)/lint-imports
+	$(BIN)/hadolint Dockerfile
 
 clean:
 	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache

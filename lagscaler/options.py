@@ -273,8 +273,8 @@ def annotate(error: UserError, given: Mapping[str, Given]) -> UserError:
 
 def log_sources(given: Mapping[str, Given]) -> None:
     """At debug level, which source set each setting: names and origins, never values."""
-    import structlog  # noqa: PLC0415 - `lagscaler lag` builds these flags and never logs: start fast
+    from lagscaler.logs import get_logger  # noqa: PLC0415 - `lagscaler lag` never logs: start fast
 
-    log = structlog.get_logger("lagscaler.options")
+    log = get_logger("lagscaler.options")
     for name, item in sorted(given.items()):
         log.debug("setting given", setting=flag(name)[2:], source=item.origin)

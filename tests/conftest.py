@@ -1,15 +1,18 @@
-"""Shared fixtures: one real Kafka broker per test session, and a guard against leaked asyncio tasks."""
+"""Shared fixtures: one real Kafka broker per test session, captured logs, and a guard against leaked tasks."""
 
 from __future__ import annotations
 
 import asyncio
 import itertools
+import logging
 import os
 import uuid
 from collections.abc import AsyncIterator, Iterator
 from typing import TYPE_CHECKING
 
 import pytest
+import structlog
+from structlog.typing import EventDict
 
 from lagscaler.localkafka import KafkaEndpoint, KafkaTools, kafka_endpoint
 
@@ -30,6 +33,23 @@ def kafka_tools() -> KafkaTools:
     tools = KafkaTools()
     tools.distribution.ensure("tools")
     return tools
+
+
+@pytest.fixture
+def logs() -> Iterator[list[EventDict]]:
+    """Every structlog event the test logs, as event dicts with the bound context merged in.
+
+    Tests assert on keys, never on rendered text. Every level is captured whatever an earlier test
+    configured (``lagscaler lag`` keeps only CRITICAL, ``serve`` its ``--log-level``); the
+    configuration is restored afterwards.
+    """
+    saved = structlog.get_config()
+    structlog.configure(wrapper_class=structlog.make_filtering_bound_logger(logging.DEBUG))
+    try:
+        with structlog.testing.capture_logs(processors=[structlog.contextvars.merge_contextvars]) as events:
+            yield events
+    finally:
+        structlog.configure(**saved)
 
 
 _counter = itertools.count()

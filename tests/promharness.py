@@ -20,7 +20,6 @@ import math
 import re
 import shutil
 import subprocess
-import time
 from collections.abc import AsyncIterator, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -29,6 +28,7 @@ from typing import Any
 import aiohttp
 import pytest
 import yaml
+from support import eventually
 
 from lagscaler.localkafka import cache_root, free_port
 
@@ -255,19 +255,21 @@ class Prometheus:
             )
 
     async def _start(self) -> Prometheus:
-        self._process = await asyncio.to_thread(self._launch)
-        self._session = aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=10))
-        deadline = time.monotonic() + 60
-        while True:
-            if self._process.poll() is not None:
-                raise PrometheusError(f"prometheus exited ({self._process.returncode}):\n{self.log}")
-            with contextlib.suppress(aiohttp.ClientError):
-                async with self._session.get(self.url + "/-/ready") as response:
-                    if response.status == 200:
-                        return self
-            if time.monotonic() > deadline:
-                raise PrometheusError(f"prometheus not ready within 60 s:\n{self.log}")
-            await asyncio.sleep(0.1)
+        process = self._process = await asyncio.to_thread(self._launch)
+        session = self._session = aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=10))
+        await eventually(
+            lambda: self._ready(process, session), within=60, what="prometheus to answer /-/ready"
+        )
+        return self
+
+    async def _ready(self, process: subprocess.Popen[bytes], session: aiohttp.ClientSession) -> bool:
+        """Ready once ``/-/ready`` answers 200; a process that exited is an error, not "not yet"."""
+        if process.poll() is not None:
+            raise PrometheusError(f"prometheus exited ({process.returncode}):\n{self.log}")
+        with contextlib.suppress(aiohttp.ClientError):
+            async with session.get(self.url + "/-/ready") as response:
+                return response.status == 200
+        return False
 
     async def __aexit__(self, *exc: object) -> None:
         if self._session is not None:

@@ -19,6 +19,7 @@ from pathlib import Path
 
 import aiohttp
 import pytest
+from structlog.typing import EventDict
 from support import eventually
 
 from lagscaler.api import MetricsCache, running_api
@@ -159,8 +160,9 @@ async def test_over_the_connection_cap_the_longest_idle_go_and_real_clients_get_
 
 
 async def test_malformed_requests_are_counted_and_logged_briefly(
-    tmp_path: Path, caplog: pytest.LogCaptureFixture
+    tmp_path: Path, caplog: pytest.LogCaptureFixture, logs: list[EventDict]
 ) -> None:
+    """``logs``: lagscaler's events; ``caplog``: what aiohttp's own handler logs (stdlib records)."""
     metrics = ServiceMetrics()
     caplog.set_level(logging.DEBUG)
     garbage = b"G\x00T /" + b"A" * 8000 + b" HTTP/1.1\r\n\r\n"
@@ -177,18 +179,18 @@ async def test_malformed_requests_are_counted_and_logged_briefly(
         elapsed = time.monotonic() - started
         assert await _real_client_answered(url, cluster) == 200
     assert f"lagscaler_api_malformed_requests_total {float(sent)}" in metrics.exposition().decode()
-    lines = [r for r in caplog.records if "malformed request" in r.getMessage()]
-    assert all(r.levelno == logging.INFO for r in lines)
+    lines = [e for e in logs if e["event"] == "malformed request"]
+    assert all(e["log_level"] == "info" and e["status"] == 400 for e in lines)
     assert 1 <= len(lines) <= 1 + math.ceil(elapsed / 10.0)  # at most one line per 10 s
-    assert all(len(r.getMessage()) < 400 for r in lines)  # never the sender's 8 KB
+    assert all(len(repr(e)) < 400 for e in lines)  # never the sender's 8 KB
+    assert not [e for e in logs if e["log_level"] in ("error", "critical")]
     assert not [r for r in caplog.records if r.levelno >= logging.ERROR]
 
 
 async def test_unauthenticated_requests_are_counted_and_their_log_throttled(
-    tmp_path: Path, caplog: pytest.LogCaptureFixture
+    tmp_path: Path, logs: list[EventDict]
 ) -> None:
     metrics = ServiceMetrics()
-    caplog.set_level(logging.INFO)
     sent = 40
     async with _api(tmp_path, ConnectionLimits(), metrics) as (url, cluster):
         connector = aiohttp.TCPConnector(ssl=cluster.client_context())
@@ -202,6 +204,24 @@ async def test_unauthenticated_requests_are_counted_and_their_log_throttled(
         f'lagscaler_api_auth_failures_total{{reason="anonymous"}} {float(sent)}'
         in metrics.exposition().decode()
     )
-    lines = [r.getMessage() for r in caplog.records if r.getMessage().startswith("401 ")]
+    lines = [e for e in logs if e["event"] == "request not authenticated"]
     assert 1 <= len(lines) <= 1 + math.ceil(elapsed / 10.0)
-    assert all(len(line) < 400 for line in lines)
+    assert all(len(repr(e)) < 400 for e in lines)
+
+
+async def test_a_rejected_bearer_token_is_logged_as_rejected_never_as_itself(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture, logs: list[EventDict]
+) -> None:
+    token = "tok-5f1c9e-never-log-me"
+    caplog.set_level(logging.DEBUG)
+    async with _api(tmp_path, ConnectionLimits(), ServiceMetrics()) as (url, cluster):
+        connector = aiohttp.TCPConnector(ssl=cluster.client_context())
+        async with (
+            aiohttp.ClientSession(connector=connector) as session,
+            session.get(url + GV, headers={"Authorization": f"Bearer {token}"}) as response,
+        ):
+            assert response.status == 401
+    [line] = [e for e in logs if e["event"] == "request not authenticated"]
+    assert (line["reason"], line["detail"]) == ("token", "bearer token rejected")
+    assert token not in repr(logs)
+    assert token not in caplog.text

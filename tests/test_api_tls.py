@@ -3,12 +3,12 @@
 from __future__ import annotations
 
 import asyncio
-import logging
 import ssl
 from pathlib import Path
 
 import pytest
 from cryptography import x509
+from structlog.typing import EventDict
 from support import eventually
 
 from lagscaler.api import MetricsCache, running_api
@@ -70,23 +70,22 @@ async def test_new_certificate_files_are_used_for_new_handshakes(tmp_path: Path)
 
 
 async def test_without_certificate_files_a_self_signed_one_is_served_loudly(
-    tmp_path: Path, caplog: pytest.LogCaptureFixture
+    tmp_path: Path, logs: list[EventDict]
 ) -> None:
     async with LocalCluster(tmp_path) as cluster:
         settings = cluster.settings(tls_cert_file=None, tls_private_key_file=None)
-        with caplog.at_level(logging.WARNING):
-            async with running_api(settings, MetricsCache()) as api:
-                assert api.tls.serving.self_signed
-                context = ssl.create_default_context(cafile=str(api.tls.serving.cert_file))
-                served = await _served_certificate(_port(api.url), context)
-                assert served.issuer == served.subject
-                strict = ssl.create_default_context()
-                with pytest.raises(ssl.SSLCertVerificationError):
-                    await _served_certificate(_port(api.url), strict)
-        assert any(
-            "SELF-SIGNED" in record.getMessage() and "LOCAL USE ONLY" in record.getMessage()
-            for record in caplog.records
-        )
+        async with running_api(settings, MetricsCache()) as api:
+            assert api.tls.serving.self_signed
+            context = ssl.create_default_context(cafile=str(api.tls.serving.cert_file))
+            served = await _served_certificate(_port(api.url), context)
+            assert served.issuer == served.subject
+            strict = ssl.create_default_context()
+            with pytest.raises(ssl.SSLCertVerificationError):
+                await _served_certificate(_port(api.url), strict)
+    [loud] = [e for e in logs if "SELF-SIGNED" in e["event"]]
+    assert "LOCAL USE ONLY" in loud["event"]
+    assert loud["log_level"] == "warning"
+    assert loud["hosts"] == list(settings.self_signed_hosts)
 
 
 async def test_unreadable_certificate_is_a_user_error(tmp_path: Path) -> None:

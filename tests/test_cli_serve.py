@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import logging
 import os
 import signal
 import ssl
@@ -13,6 +12,7 @@ import urllib.request
 from pathlib import Path
 
 import pytest
+from structlog.typing import EventDict
 from support import eventually
 
 from lagscaler.cli import _Parser, main
@@ -113,9 +113,9 @@ def test_a_rule_across_settings_names_where_each_came_from(
     )
 
 
-def test_debug_logs_say_which_source_set_each_setting_and_never_a_value(tmp_path: Path) -> None:
-    import structlog.testing
-
+def test_debug_logs_say_which_source_set_each_setting_and_never_a_value(
+    tmp_path: Path, logs: list[EventDict]
+) -> None:
     from lagscaler.options import log_sources
 
     path = tmp_path / "c.yaml"
@@ -125,13 +125,7 @@ def test_debug_logs_say_which_source_set_each_setting_and_never_a_value(tmp_path
         parser.parse_args(["--config", str(path), "--sasl-username", "alice"]),
         {"LAGSCALER_CLIENT_ID": "hidden-id"},
     )
-    saved = structlog.get_config()  # another test may have configured a higher level
-    structlog.configure(wrapper_class=structlog.make_filtering_bound_logger(logging.DEBUG))
-    try:
-        with structlog.testing.capture_logs() as logs:
-            log_sources(given)
-    finally:
-        structlog.configure(**saved)
+    log_sources(given)
     assert {(e["setting"], e["source"]) for e in logs} == {
         ("bootstrap-server", str(path)),
         ("policy-dir", str(path)),

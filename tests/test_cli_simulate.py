@@ -112,6 +112,10 @@ def test_table_output_and_a_report_directory(
         ),
         ([], None, POLICY.replace("  maxLagSeconds: 30\n", ""), "maxLagSeconds"),
         (["--peak-rate", "-3"], None, None, "--peak-rate"),
+        (["--commit-interval", "-1"], None, None, "--commit-interval must be a number of seconds >= 0"),
+        (["--commit-interval", "nan"], None, None, "--commit-interval must be a number of seconds >= 0"),
+        (["--step", "0"], None, None, "--step"),
+        (["--step", "inf"], None, None, "--step must be a finite number of seconds"),
         (
             [],
             None,
@@ -156,3 +160,25 @@ def test_a_missing_trace_file_is_named(files: tuple[Path, Path], capsys: pytest.
     policy, trace = files
     assert main(["simulate", "--trace", str(trace) + ".missing", "--policy", str(policy)]) != 0
     assert "cannot read trace" in capsys.readouterr().err
+
+
+def test_step_and_commit_interval_are_the_run_s_and_shown_with_it(
+    files: tuple[Path, Path], capsys: pytest.CaptureFixture[str]
+) -> None:
+    policy, trace = files
+    args = ["simulate", "--trace", str(trace), "--policy", str(policy), "--peak-rate", "9000"]
+    assert main([*args, "--baselines", "keda", "--step", "1", "--commit-interval", "0"]) == 0
+    continuous = capsys.readouterr().out
+    assert "commit every 0 s, HPA sync 15 s on 15 s old data, step 1 s" in continuous
+    assert main([*args, "--baselines", "keda", "--step", "1"]) == 0
+    committed = capsys.readouterr().out
+    assert "commit every 5 s" in committed  # Kafka's auto-commit default
+    # KEDA's lag threshold (10 messages a replica) counts what was consumed but not yet committed:
+    # with commits every 5 s it reads far more lag than with offsets committed at once.
+    keda = [
+        line.split()
+        for text in (continuous, committed)
+        for line in text.splitlines()
+        if line.startswith("keda")
+    ]
+    assert float(keda[1][1]) > float(keda[0][1])  # replica-hours

@@ -211,7 +211,7 @@ class ControllerProcess:
         assert self.process.stdout is not None
         async with asyncio.timeout(within):
             while line := (await self.process.stdout.readline()).decode():
-                if line.startswith("leading term="):  # other lines are the controller's own log
+                if line.startswith("leading term="):  # the controller logs to stderr (self.log)
                     self.term = int(line.split("=", 1)[1])
                     return self.term
         raise AssertionError(f"controller exited without leading; log: {self.log.read_text()[-2000:]}")

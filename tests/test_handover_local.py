@@ -12,10 +12,11 @@ import os
 import signal
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import pytest
+from structlog.typing import EventDict
+from support import eventually
 
 from lagscaler.cli.serve import build_parser, serve_options
 from lagscaler.cli.serve import handover_from_options as serve_handover
@@ -28,20 +29,6 @@ SLEEPER = [sys.executable, "-c", "import time; time.sleep(120)"]
 
 def spec(generation: int) -> GenerationSpec:
     return GenerationSpec("ns/app", generation, f"app-gen-{generation}", ("t",), ("127.0.0.1:9",), "control")
-
-
-async def until(check, within: float = 20.0):  # type: ignore[no-untyped-def]
-    """Poll ``check`` (sync or async) until truthy."""
-    deadline = time.monotonic() + within
-    while True:
-        value = check()
-        if asyncio.iscoroutine(value):
-            value = await value
-        if value:
-            return value
-        if time.monotonic() > deadline:
-            pytest.fail(f"condition not met within {within}s; last {value!r}")
-        await asyncio.sleep(0.05)
 
 
 # --- leadership -----------------------------------------------------------------------------------
@@ -91,7 +78,9 @@ async def test_a_killed_leader_releases_the_lock(tmp_path: Path) -> None:
 # --- the local backend ------------------------------------------------------------------------------
 
 
-async def test_the_backend_runs_adopts_replaces_and_removes_workers(tmp_path: Path) -> None:
+async def test_the_backend_runs_adopts_replaces_and_removes_workers(
+    tmp_path: Path, logs: list[EventDict]
+) -> None:
     backend = LocalProcessBackend(tmp_path, "ns/app", SLEEPER, restart_backoff=0.05, stop_grace=5)
     try:
         await backend.ensure(spec(1), 3)
@@ -112,21 +101,28 @@ async def test_the_backend_runs_adopts_replaces_and_removes_workers(tmp_path: Pa
         # A worker that dies on its own is replaced (after a back-off); a killed one is just gone.
         victim = backend.workers()[0]
         os.kill(victim.pid, signal.SIGKILL)
-        await until(lambda: _gone(backend, {victim.worker}))
+        await eventually(lambda: _gone(backend, {victim.worker}))
 
         async def replaced() -> bool:
             await backend.ensure(spec(1), 3)
             now = await backend.observe()
             return len(now.get(1, ())) == 3 and victim.worker not in now[1]
 
-        await until(replaced)
+        await eventually(replaced)
+        exits = [e for e in logs if e["event"] == "worker exited on its own"]
+        assert {(e["workload"], e["worker"], e["generation"], e["log_level"]) for e in exits} == {
+            ("ns/app", victim.worker, 1, "warning")  # bound to the backend's workload
+        }
+        started = [e for e in logs if e["event"] == "worker started"]
+        assert len(started) == 4  # three, then the dead one's replacement
+        assert {(e["workload"], e["generation"]) for e in started} == {("ns/app", 1)}
         doomed = sorted((await backend.observe())[1])[:1]
         await adopted.kill(frozenset(doomed))
-        await until(lambda: _gone(backend, set(doomed)))
+        await eventually(lambda: _gone(backend, set(doomed)))
 
         await backend.ensure(spec(2), 1)
         await adopted.remove(1)  # whoever started them
-        await until(lambda: _generations(backend, {2}))
+        await eventually(lambda: _generations(backend, {2}))
         assert set((await backend.observe()).keys()) == {2}
     finally:
         backend.destroy()

@@ -16,6 +16,7 @@ from pathlib import Path
 import pytest
 import trustme
 from cryptography.hazmat.primitives import serialization
+from structlog.typing import EventDict
 
 from lagscaler.kafka import (
     KafkaSettings,
@@ -161,8 +162,9 @@ async def test_sasl_over_tls_with_the_password_from_the_environment(
 
 
 async def test_wrong_password_is_a_one_line_error_that_never_shows_a_password(
-    secure: SecureBroker, seeded: tuple[str, str], caplog: pytest.LogCaptureFixture
+    secure: SecureBroker, seeded: tuple[str, str], caplog: pytest.LogCaptureFixture, logs: list[EventDict]
 ) -> None:
+    """Nowhere: not in the error, not in lagscaler's events (``logs``), not in aiokafka's (``caplog``)."""
     wrong = "wrong-pw-83c2"
     settings = KafkaSettings(
         bootstrap=secure.address("SASL_PLAINTEXT"),
@@ -176,6 +178,7 @@ async def test_wrong_password_is_a_one_line_error_that_never_shows_a_password(
     message = str(caught.value)
     assert "\n" not in message
     assert "uthentication" in message  # the broker's reason reaches the user
-    for text in (message, caplog.text, repr(settings)):
+    assert any(e["event"] == "sample cycle failed" for e in logs)  # the failure was logged, redacted
+    for text in (message, caplog.text, repr(logs), repr(settings)):
         assert wrong not in text
         assert PASSWORD not in text

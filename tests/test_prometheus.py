@@ -16,12 +16,13 @@ recorded (their registries, their decisions, the Kafka request counts, what the 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import itertools
 import json
 import math
 import re
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
@@ -31,8 +32,9 @@ import yaml
 from aiokafka import AIOKafkaProducer
 from promharness import LABEL_VALUES, Pod, Prometheus, interpolate, running_prometheus
 from promharness import service_monitor_scrape_config as operator_jobs
+from support import eventually
 from test_chart import CHART, NAMESPACE, one, render, with_values
-from test_service import Client, cluster, eventually, policy_yaml, seed_lagging_group, serve_settings
+from test_service import Client, cluster, policy_yaml, seed_lagging_group, serve_settings
 
 from lagscaler.api.harness import LocalCluster
 from lagscaler.kafka.seed import join_group
@@ -403,23 +405,33 @@ class Scene:
         await asyncio.gather(*self.background, return_exceptions=True)
 
 
+async def paced(stop: asyncio.Event, every: float) -> AsyncIterator[None]:
+    """Yield every ``every`` seconds until ``stop`` is set, and return as soon as it is.
+
+    This is a load's pace (a producer's rate, the HPA's polling), not a synchronisation: what the
+    scenario waits for, it waits for with ``eventually``.
+    """
+    while not stop.is_set():
+        yield
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(stop.wait(), every)
+
+
 async def produce_steadily(bootstrap: str, topic: str, stop: asyncio.Event) -> None:
     producer = AIOKafkaProducer(bootstrap_servers=bootstrap, linger_ms=5)
     await producer.start()
     try:
-        while not stop.is_set():
+        async for _ in paced(stop, 0.25):
             batch = [await producer.send(topic, b"x" * 16, partition=p) for p in range(4) for _ in range(10)]
             await asyncio.gather(*batch)
-            await asyncio.sleep(0.25)
     finally:
         await producer.stop()
 
 
 async def poll_like_the_hpa(replica: Replica, stop: asyncio.Event) -> None:
-    while not stop.is_set():
+    async for _ in paced(stop, 0.2):
         status, _ = await replica.client.metric("lagscaler_desired_replicas", "orders")
         replica.statuses.append((time.time(), status))
-        await asyncio.sleep(0.2)
 
 
 async def run_scenario(scene: Scene) -> None:

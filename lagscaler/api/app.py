@@ -32,7 +32,6 @@ import datetime as dt
 import functools
 import hashlib
 import json
-import logging
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from importlib import resources
@@ -47,6 +46,7 @@ from lagscaler.api.connections import LogThrottle
 from lagscaler.api.health import HealthChecks
 from lagscaler.api.selector import Selector, SelectorError, parse_selector
 from lagscaler.kube import KubeReviewError
+from lagscaler.logs import get_logger
 from lagscaler.observability import METRICS_KEY, ServiceMetrics
 from lagscaler.quantity import format_quantity
 
@@ -70,7 +70,7 @@ GROUP_VERSION = f"{GROUP}/{VERSION}"
 _GV_PATH = f"/apis/{GROUP_VERSION}"
 HEALTH_PATHS = ("/healthz", "/livez", "/readyz")
 
-_log = logging.getLogger(__name__)
+_log = get_logger(__name__)
 
 CACHE_KEY = web.AppKey("cache", MetricsCache)
 AUTHENTICATOR_KEY = web.AppKey("authenticator", Authenticator)
@@ -474,15 +474,24 @@ async def _auth_middleware(
         identity = await app[AUTHENTICATOR_KEY].authenticate(_peer_certificate(request), request.headers)
     except AuthenticationFailed as failure:
         metrics.api_auth_failures.labels(failure.reason).inc()
-        if (more := app[_UNAUTHORIZED_LOG].allow()) is not None:  # anyone can cause these: throttled
-            _log.info("401 %s %s: %s%s", request.method, request.path[:200], failure.detail, more)
+        if (suppressed := app[_UNAUTHORIZED_LOG].allow()) is not None:  # anyone can cause these: throttled
+            _log.info(
+                "request not authenticated",
+                method=request.method,
+                path=request.path[:200],
+                reason=failure.reason,
+                detail=failure.detail,
+                suppressed=suppressed,
+            )
         return status_response(401, "Unauthorized")
     attributes = request_attributes(request.method, request.path, request.query, identity.user)
     try:
         decision = await app[AUTHORIZER_KEY].authorize(attributes)
     except KubeReviewError as exc:
         metrics.api_auth_failures.labels("authorization-error").inc()
-        _log.warning("authorization unavailable for %s %s: %s", request.method, request.path, exc)
+        _log.warning(
+            "authorization unavailable", method=request.method, path=request.path[:200], error=str(exc)
+        )
         # no Retry-After, as for stale data: the HPA's client would hold its sync retrying
         return status_response(503, "authorization is temporarily unavailable")
     if not decision.allowed:
@@ -517,7 +526,9 @@ async def _error_middleware(
         raise
     except Exception:
         request.app[METRICS_KEY].api_internal_errors.inc()
-        _log.exception("internal error answering %s %s", request.method, request.path_qs[:500])
+        _log.exception(
+            "internal error answering a request", method=request.method, path=request.path_qs[:500]
+        )
         response = status_response(500, "internal error; see the lagscaler log")
     route = request.match_info.route.resource
     template = route.canonical if route is not None else "unmatched"

@@ -27,7 +27,6 @@ from __future__ import annotations
 import dataclasses
 import datetime as dt
 import hashlib
-import logging
 import time
 from collections import OrderedDict
 from collections.abc import Callable, Mapping
@@ -44,6 +43,7 @@ from multidict import CIMultiDictProxy
 from lagscaler.api.reviewcache import SingleFlight, TTLCache
 from lagscaler.errors import UserError
 from lagscaler.kube import ExtensionAuthentication, KubeReviewError, ReviewedUser, TokenReviewer
+from lagscaler.logs import get_logger
 from lagscaler.observability import ServiceMetrics
 
 __all__ = [
@@ -56,7 +56,7 @@ __all__ = [
     "load_ca_bundle",
 ]
 
-_log = logging.getLogger(__name__)
+_log = get_logger(__name__)
 
 ANONYMOUS = "system:anonymous"  # k8s.io/apiserver pkg/authentication/user: user.Anonymous
 AUTHENTICATED = "system:authenticated"  # user.AllAuthenticated
@@ -251,11 +251,11 @@ class AuthenticationSource:
         try:
             config = self._build()
         except ValueError as exc:
-            _log.error("authentication settings unchanged: %s", exc)
+            _log.error("authentication settings unchanged", why=why, problem=str(exc))
             return False
         self._config = config
         self.generation += 1
-        _log.info("authentication settings reloaded (%s)", why)
+        _log.info("authentication settings reloaded", why=why)
         for listener in self._listeners:
             listener(config)
         return True
@@ -482,7 +482,7 @@ class Authenticator:
         try:
             return (await self._inflight.run(key, review)).user
         except KubeReviewError as exc:
-            _log.warning("TokenReview failed: %s", exc)
+            _log.warning("token review failed", error=str(exc))
             raise AuthenticationFailed("token-review-error", str(exc)) from exc
 
     def _count(self, result: str) -> None:

@@ -20,7 +20,6 @@ without asking and is for local runs only.
 from __future__ import annotations
 
 import functools
-import logging
 import time
 from collections.abc import Callable, Mapping
 
@@ -31,7 +30,6 @@ from lagscaler.observability import ServiceMetrics
 __all__ = ["MASTERS_GROUP", "Authorizer", "request_attributes"]
 
 MASTERS_GROUP = "system:masters"
-_log = logging.getLogger(__name__)
 _API_PREFIXES = frozenset({"api", "apis"})
 _GROUPLESS_PREFIXES = frozenset({"api"})
 _SPECIAL_VERBS = frozenset({"proxy", "watch"})

@@ -37,11 +37,12 @@ from typing import Any, cast
 from aiohttp import web
 from aiohttp.http_exceptions import HttpProcessingError
 
+from lagscaler.logs import get_logger
 from lagscaler.observability import ServiceMetrics
 
 __all__ = ["ConnectionGuard", "ConnectionLimits", "GuardedSite", "LogThrottle", "MalformedRequestLog"]
 
-_log = logging.getLogger(__name__)
+_log = get_logger(__name__)
 
 
 @dataclass(frozen=True, slots=True)
@@ -175,7 +176,7 @@ class GuardedSite(web.BaseSite):
 
 
 class LogThrottle:
-    """At most one line per ``interval`` seconds for things anyone can cause; counts what it held back."""
+    """At most one event per ``interval`` seconds for things anyone can cause; counts what it held back."""
 
     def __init__(self, interval: float = 10.0, clock: Callable[[], float] = time.monotonic) -> None:
         self._interval = interval
@@ -183,25 +184,24 @@ class LogThrottle:
         self._next = 0.0
         self.suppressed = 0
 
-    def allow(self) -> str | None:
-        """``None`` to stay quiet, else a suffix naming how many lines were held back since the last."""
+    def allow(self) -> int | None:
+        """``None`` to stay quiet, else how many events were held back since the last one logged."""
         now = self._clock()
         if now < self._next:
             self.suppressed += 1
             return None
         self._next = now + self._interval
-        more = f" ({self.suppressed} more since the last such line)" if self.suppressed else ""
-        self.suppressed = 0
-        return more
+        suppressed, self.suppressed = self.suppressed, 0
+        return suppressed
 
 
 class MalformedRequestLog(logging.LoggerAdapter):  # type: ignore[type-arg]
     """The logger aiohttp's request handler reports to, with malformed requests made harmless.
 
     aiohttp logs a request it cannot parse with ``logger.exception`` (error level, traceback, the
-    offending bytes). Here such a request is counted and logged at info level, one short line at
-    most every ``interval`` seconds, saying how many were suppressed in between; anything else
-    (a real bug) passes through unchanged.
+    offending bytes). Here such a request is counted and logged at info level as a short
+    ``malformed request`` event, at most one every ``interval`` seconds, saying how many were
+    suppressed in between; anything else (a real bug) passes through to ``logger`` unchanged.
     """
 
     def __init__(
@@ -227,12 +227,17 @@ class MalformedRequestLog(logging.LoggerAdapter):  # type: ignore[type-arg]
         self.count += 1
         if self._metrics is not None:
             self._metrics.api_malformed_requests.inc()
-        more = self._throttle.allow()
-        if more is None:
+        suppressed = self._throttle.allow()
+        if suppressed is None:
             return
-        peer = args[0] if args else "?"
         detail = str(exc_info.message if exc_info.message else exc_info).splitlines()[0][:120]
-        self.logger.info("malformed request from %s: HTTP %d %s%s", peer, exc_info.code, detail, more)
+        _log.info(
+            "malformed request",
+            peer=str(args[0]) if args else "?",
+            status=exc_info.code,
+            detail=detail,
+            suppressed=suppressed,
+        )
 
     def debug(self, msg: object, *args: object, exc_info: Any = None, **kwargs: Any) -> None:
         # aiohttp's debug lines (non-HTTP bytes on the port, disconnects) carry no traceback here.

@@ -34,11 +34,12 @@ from lagscaler.kube import (
     in_cluster,
     kube_api_client,
 )
+from lagscaler.logs import get_logger
 from lagscaler.observability import ServiceMetrics, metrics_app
 
 __all__ = ["DelegatedAuth", "RunningApi", "delegated_auth", "running_api", "serve_https"]
 
-_log = logging.getLogger(__name__)
+_log = get_logger(__name__)
 
 
 @dataclass
@@ -75,7 +76,7 @@ def _periodic(name: str, interval: float, step: object) -> Lifetime:
                 try:
                     step()  # type: ignore[operator]
                 except Exception:  # a bad file must not stop the checks
-                    _log.exception("%s failed", name)
+                    _log.exception("periodic check failed", check=name)
 
         task = asyncio.create_task(loop(), name=name)
         yield
@@ -111,7 +112,11 @@ async def delegated_auth(settings: ApiSettings, metrics: ServiceMetrics) -> Asyn
                 first, _ = await watcher.fetch()
                 source.apply_configmap(first)
             except (OSError, ValueError) as exc:
-                _log.warning("cannot read kube-system/extension-apiserver-authentication yet: %s", exc)
+                _log.warning(
+                    "cannot read the authentication ConfigMap yet",
+                    configmap="kube-system/extension-apiserver-authentication",
+                    error=str(exc),
+                )
 
             async def watch_configmap(_: web.Application) -> AsyncIterator[None]:
                 task = asyncio.create_task(watcher.run(), name="extension-apiserver-authentication watch")
@@ -290,7 +295,7 @@ async def running_api(
                     metrics_url = (
                         f"http://{_dialable(settings.metrics_bind_address)}:{endpoints.metrics_port}/metrics"
                     )
-                _log.info("external metrics API serving on https://%s:%d", shown, endpoints.https_port)
+                _log.info("external metrics API serving", url=f"https://{shown}:{endpoints.https_port}")
                 yield RunningApi(
                     f"https://{shown}:{endpoints.https_port}", metrics_url, tls, auth, app, endpoints.guard
                 )

@@ -14,7 +14,6 @@ the aggregator would have to skip verification (``insecureSkipTLSVerify``) to ta
 
 from __future__ import annotations
 
-import logging
 import ssl
 import tempfile
 from collections.abc import Callable
@@ -26,11 +25,12 @@ from cryptography.hazmat.primitives import serialization
 
 from lagscaler.errors import UserError
 from lagscaler.kube import self_signed_server
+from lagscaler.logs import get_logger
 from lagscaler.observability import ServiceMetrics
 
 __all__ = ["ServingCertificate", "ServingTLS"]
 
-_log = logging.getLogger(__name__)
+_log = get_logger(__name__)
 
 
 @dataclass(frozen=True, slots=True)
@@ -68,10 +68,10 @@ class ServingTLS:
             pair = self_signed_server(*self_signed_hosts)
             cert_file, key_file = pair.write(Path(self._tmp.name), "self-signed")
             _log.warning(
-                "!!! NO --tls-cert-file GIVEN: SERVING A SELF-SIGNED CERTIFICATE FOR %s. FOR LOCAL USE ONLY: "
-                "the Kubernetes aggregator cannot verify it; give --tls-cert-file/--tls-private-key-file "
-                "(e.g. from cert-manager) in a cluster !!!",
-                ", ".join(self_signed_hosts),
+                "!!! NO --tls-cert-file GIVEN: SERVING A SELF-SIGNED CERTIFICATE. FOR LOCAL USE ONLY !!!",
+                hosts=list(self_signed_hosts),
+                why="the Kubernetes aggregator cannot verify it",
+                fix="give --tls-cert-file/--tls-private-key-file (e.g. from cert-manager) in a cluster",
             )
             self.serving = ServingCertificate(cert_file, key_file, self_signed=True)
         else:
@@ -122,7 +122,7 @@ class ServingTLS:
         try:
             context = self._build()
         except (OSError, ssl.SSLError, ValueError) as exc:
-            _log.error("keeping the previous TLS configuration: %s: %s", why, _describe(exc))
+            _log.error("keeping the previous TLS configuration", why=why, problem=_describe(exc))
             if self._metrics is not None:
                 self._metrics.tls_reloads.labels("error").inc()
             return False
@@ -130,7 +130,7 @@ class ServingTLS:
         self.reloads += 1
         if self._metrics is not None:
             self._metrics.tls_reloads.labels("ok").inc()
-        _log.info("TLS configuration reloaded: %s", why)
+        _log.info("TLS configuration reloaded", why=why)
         return True
 
     def reload_if_changed(self) -> bool:

@@ -9,11 +9,12 @@ the pool. A line per HPA sync shows load, lag against the SLO, and replicas as t
 
 from __future__ import annotations
 
+import contextlib
 import json
 import math
 import tempfile
 import time
-from collections.abc import Callable
+from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -21,12 +22,20 @@ from typing import TYPE_CHECKING
 from lagscaler.errors import UserError
 
 if TYPE_CHECKING:
+    from lagscaler.engine import Decision
+    from lagscaler.playground import PoolEvent, RateProfile
+    from lagscaler.policy import ScalingPolicy
     from lagscaler.service.run import RunningService
 
 
 @dataclass(frozen=True)
 class ScalingDemoSettings:
-    """The load curve and the workload. The peak needs ``ceil(peak / (capacity × 0.7))`` replicas."""
+    """The load curve and the workload. The peak needs ``ceil(peak / (capacity × 0.7))`` replicas.
+
+    ``load``, when given, replaces the default shape: ``(seconds from the start, msg/s)`` points
+    with the rate linear in between (as the simulator reads a trace), the first at 0 and the last
+    at ``duration``. ``low`` and ``peak`` then only describe it.
+    """
 
     topic: str = "lagscaler-demo-clicks"
     group: str = "lagscaler-demo-clicks-consumer"
@@ -37,12 +46,15 @@ class ScalingDemoSettings:
     peak: float = 600.0
     duration: float = 120.0  # seconds of load: a quiet start, a ramp to the peak, a plateau, a fall
     sync_seconds: float = 3.0
+    load: tuple[tuple[float, float], ...] = ()
 
     def __post_init__(self) -> None:
         if self.duration < 40:
             raise UserError(
                 f"--duration must be at least 40 seconds to show a rise and a fall, got {self.duration:g}"
             )
+        if self.load and (self.load[0][0] != 0 or self.load[-1][0] != self.duration):
+            raise UserError(f"a demo load runs from 0 to the duration ({self.duration:g} s): {self.load}")
 
     def schedule(self) -> list[tuple[float, float]]:
         """(seconds, msg/s) steps: 15 % quiet, 10 % ramp in three steps, 35 % peak, 40 % quiet again."""
@@ -50,15 +62,35 @@ class ScalingDemoSettings:
         ramp = [(0.1 * d / 3, self.low + (self.peak - self.low) * k / 3) for k in (1, 2, 3)]
         return [(0.15 * d, self.low), *ramp, (0.35 * d, self.peak), (0.4 * d, self.low)]
 
+    def profile(self) -> RateProfile:
+        """What the producer sends: ``load`` interpolated, or the default :meth:`schedule`."""
+        import numpy as np  # noqa: PLC0415 - the demo's heavy imports wait until it runs
+
+        from lagscaler.playground import RateProfile  # noqa: PLC0415
+
+        if not self.load:
+            return RateProfile.from_schedule(self.schedule())
+        times, rates = zip(*self.load, strict=True)
+        return RateProfile(
+            "load", np.asarray(times, dtype=float), np.asarray(rates, dtype=float), steps=False
+        )
+
 
 @dataclass(frozen=True)
 class ScalingDemoResult:
-    """What happened: replicas per HPA sync, lag in seconds per line shown, and HPA metric errors."""
+    """What happened, on one clock (seconds since the load started; negative before it).
 
-    replicas: list[tuple[float, int]] = field(default_factory=list)  # (seconds since load start, replicas)
+    ``replicas``: the Deployment's count after each HPA sync; ``lag_seconds``: the lag in seconds
+    lagscaler served, at every cycle of the service; ``events``: what the workers reported (joins,
+    assignments, commits); ``policy``: the policy lagscaler ran.
+    """
+
+    replicas: list[tuple[float, int]] = field(default_factory=list)
     lag_seconds: list[tuple[float, float]] = field(default_factory=list)
     metric_errors: int = 0
     slo_seconds: float = 0.0
+    events: list[tuple[float, PoolEvent]] = field(default_factory=list)
+    policy: ScalingPolicy | None = None
 
     @property
     def worst_lag(self) -> float:
@@ -108,7 +140,8 @@ async def run_scaling_demo(
     bootstrap: str, demo: ScalingDemoSettings, say: Callable[[str], None] = print
 ) -> ScalingDemoResult:
     """Run the scenario on the cluster at ``bootstrap`` and say what happens, a line per HPA sync."""
-    from lagscaler.api.harness import LocalCluster  # noqa: PLC0415 - heavy imports only when the demo runs
+
+    from lagscaler.api.harness import LocalCluster  # noqa: PLC0415
     from lagscaler.kafka import KafkaSettings  # noqa: PLC0415
     from lagscaler.kafka.seed import create_topics  # noqa: PLC0415
     from lagscaler.playground import (  # noqa: PLC0415
@@ -117,7 +150,6 @@ async def run_scaling_demo(
         LocalHpa,
         PoolSettings,
         ProducerSettings,
-        RateProfile,
         WorkerPool,
     )
     from lagscaler.policy import load_policy_file  # noqa: PLC0415
@@ -160,35 +192,34 @@ async def run_scaling_demo(
                 # The HPA starts once lagscaler serves the workload: until the first cycle sees the
                 # group, the API answers 404, which a real HPA reports as FailedGetExternalMetric.
                 await _served(lambda: ("demo", "clicks") in service.cache.snapshot.workloads, within=30)
+                hpa_origin = time.monotonic()  # the HPA loop's clock starts at its creation
                 hpa = LocalHpa.for_policy(
                     policy, pool, url=service.api.url, identity=ClientIdentity.from_cluster(cluster)
                 )
-                profile = RateProfile.from_schedule(demo.schedule())
+                profile = demo.profile()
                 out(f"{'time':>6} {'load msg/s':>10} {'lag s':>6} {'decided':>7} {'replicas':>8}  why")
-                lags: list[tuple[float, float]] = []
                 async with hpa, LoadProducer(ProducerSettings(bootstrap, demo.topic), profile):
                     started = time.monotonic()
-                    shown = 0
-                    while (elapsed := time.monotonic() - started) < demo.duration:
-                        await _sleep_until(started + (shown + 1) * demo.sync_seconds)
-                        shown += 1
-                        lag_s = served_lag_seconds(service, "demo", "clicks")
-                        decision = service.loop.decisions.get("demo/clicks")
-                        lags.append((elapsed, lag_s))
-                        why = (
-                            ", ".join(r for r in decision.reasons if r not in ("HOLD",))
-                            if decision
-                            else "starting"
-                        )
-                        out(
-                            f"{elapsed:6.0f} {profile.rate_at(elapsed):10.0f} {lag_s:6.1f} "
-                            f"{decision.desired_replicas if decision else '-':>7} {pool.replicas:>8}  {why}"
-                        )
+                    async with _lag_every_cycle(service, started) as lags:
+                        shown = 0
+                        while (elapsed := time.monotonic() - started) < demo.duration:
+                            await _sleep_until(started + (shown + 1) * demo.sync_seconds)
+                            shown += 1
+                            decision = service.loop.decisions.get("demo/clicks")
+                            lag_s = served_lag_seconds(service, "demo", "clicks")
+                            out(
+                                _status_line(
+                                    elapsed, profile.rate_at(elapsed), lag_s, decision, pool.replicas
+                                )
+                            )
+                offset = started - hpa_origin
                 result = ScalingDemoResult(
-                    replicas=[(sync.at, sync.replicas) for sync in hpa.timeline],
+                    replicas=[(sync.at - offset, sync.replicas) for sync in hpa.timeline],
                     lag_seconds=lags,
                     metric_errors=sum(1 for sync in hpa.timeline if sync.errors),
                     slo_seconds=demo.slo_seconds,
+                    events=[(event.at - started, event) for event in pool.events],
+                    policy=policy,
                 )
                 out(
                     f"\nPeak {result.peak} replicas, back to {result.final}; {result.scale_events} scale "
@@ -198,6 +229,41 @@ async def run_scaling_demo(
                     for error in sync.errors:
                         out(f"HPA metric error at {sync.at:.0f} s: {error}")
                 return result
+
+
+def _status_line(elapsed: float, rate: float, lag_s: float, decision: Decision | None, replicas: int) -> str:
+    """One line of the demo's table: time, load, lag, lagscaler's decision and why, replicas."""
+    why = ", ".join(r for r in decision.reasons if r != "HOLD") if decision else "starting"
+    decided = decision.desired_replicas if decision else "-"
+    return f"{elapsed:6.0f} {rate:10.0f} {lag_s:6.1f} {decided:>7} {replicas:>8}  {why}"
+
+
+@contextlib.asynccontextmanager
+async def _lag_every_cycle(
+    service: RunningService, started: float
+) -> AsyncIterator[list[tuple[float, float]]]:
+    """The lag in seconds ``serve`` publishes, with the seconds since ``started``, recorded after each
+    of its cycles (each publication of its cache) while the block runs."""
+    import asyncio  # noqa: PLC0415
+
+    lags: list[tuple[float, float]] = []
+
+    async def record() -> None:
+        last = None
+        while True:
+            snapshot = service.cache.snapshot
+            if snapshot is not last:
+                last = snapshot
+                lags.append((time.monotonic() - started, served_lag_seconds(service, "demo", "clicks")))
+            await asyncio.sleep(0.05)
+
+    task = asyncio.create_task(record(), name="demo-lag-recorder")
+    try:
+        yield lags
+    finally:
+        task.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await task
 
 
 def served_lag_seconds(service: RunningService, namespace: str, name: str) -> float:

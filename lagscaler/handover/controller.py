@@ -22,8 +22,6 @@ import time
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 
-import structlog
-
 from lagscaler.handover.backend import Backend, GenerationSpec
 from lagscaler.handover.channel import ControlChannel, ensure_control_topic
 from lagscaler.handover.leader import Leadership
@@ -48,10 +46,11 @@ from lagscaler.handover.protocol import (
     status_key,
 )
 from lagscaler.kafka import KafkaAdmin, KafkaSettings
+from lagscaler.logs import get_logger
 
 __all__ = ["Deposed", "HandoverRunner", "HandoverSettings", "WorkloadController", "WorkloadSpec"]
 
-log = structlog.get_logger("lagscaler.handover")
+log = get_logger("lagscaler.handover")
 
 
 class Deposed(Exception):

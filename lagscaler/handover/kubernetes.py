@@ -30,7 +30,6 @@ from __future__ import annotations
 
 import copy
 import json
-import logging
 import re
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
@@ -42,6 +41,7 @@ from kubernetes_asyncio.client.exceptions import ApiException
 from lagscaler.errors import UserError
 from lagscaler.handover.backend import WORKER_ENV as ENV
 from lagscaler.handover.backend import GenerationSpec
+from lagscaler.logs import get_logger
 
 __all__ = [
     "LABEL_GENERATION",
@@ -54,7 +54,7 @@ __all__ = [
     "workload_problem",
 ]
 
-_log = logging.getLogger("lagscaler.handover.kubernetes")
+_log = get_logger("lagscaler.handover.kubernetes")
 
 LABEL_WORKLOAD = "lagscaler.io/workload"  # the policy's name (the workload key without its namespace)
 LABEL_GENERATION = "lagscaler.io/generation"
@@ -211,6 +211,7 @@ class KubernetesBackend:
         self.namespace = namespace
         self.name = name
         self.target = target
+        self._log = _log.bind(workload=workload, namespace=namespace)
         self._apps = k8s.AppsV1Api(api)
         self._core = k8s.CoreV1Api(api)
         self._api = api
@@ -306,10 +307,12 @@ class KubernetesBackend:
                     ) from None
                 existing = await self._read(name)  # created meanwhile (another leader's last act)
             else:
-                _log.info(
-                    "created Deployment %s/%s for generation %d of %s (%d replicas)",
-                    self.namespace, name, spec.generation, self.workload, replicas,
-                )  # fmt: skip
+                self._log.info(
+                    "generation deployment created",
+                    deployment=name,
+                    generation=spec.generation,
+                    replicas=replicas,
+                )
                 return
             if existing is None:
                 return  # created and deleted again meanwhile: the next step sees what is true
@@ -336,10 +339,12 @@ class KubernetesBackend:
         if generation == 0:
             original = await self._read(self.target)
             if original is not None and original["spec"].get("replicas") != 0:
-                _log.warning(
-                    "scaling the workload's own Deployment %s/%s to 0: lagscaler runs %s in generations",
-                    self.namespace, self.target, self.workload,
-                )  # fmt: skip
+                self._log.warning(
+                    "workload deployment scaled to zero",
+                    deployment=self.target,
+                    replicas=original["spec"].get("replicas"),
+                    reason="lagscaler runs this workload in generations of its own",
+                )
                 await self._scale(self.target, 0)
             return
         name = generation_deployment_name(self.target, generation)
@@ -390,7 +395,7 @@ class KubernetesBackend:
                     f"{self.workload}: delete Deployment {self.namespace}/{name}: {_problem(exc)}"
                 ) from None
             return
-        _log.info("deleted Deployment %s/%s (its generation is gone)", self.namespace, name)
+        self._log.info("generation deployment deleted", deployment=name)
 
     async def close(self) -> None:
         """Nothing to release: the API client is the caller's, and the generations keep running."""

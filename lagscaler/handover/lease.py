@@ -23,7 +23,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import datetime as dt
-import logging
 import math
 import socket
 import time
@@ -36,10 +35,11 @@ from kubernetes_asyncio import client as k8s
 from kubernetes_asyncio.client.exceptions import ApiException
 
 from lagscaler.handover.leader import DEFAULT_LEASE_NAME
+from lagscaler.logs import get_logger
 
 __all__ = ["DEFAULT_LEASE_NAME", "LeaseLeadership", "LeaseSettings"]
 
-_log = logging.getLogger("lagscaler.handover.lease")
+_log = get_logger("lagscaler.handover.lease")
 
 
 def _micro_time(now: dt.datetime) -> str:
@@ -100,6 +100,7 @@ class LeaseLeadership:
         self.name = name
         self.identity = identity or default_identity()
         self.settings = settings or LeaseSettings()
+        self._log = _log.bind(lease=f"{namespace}/{name}", identity=self.identity)
         self._coordination = k8s.CoordinationV1Api(api)
         self._clock = clock
         self._wall = wall
@@ -117,19 +118,20 @@ class LeaseLeadership:
             return self.term
         await self._stop_renewing()
         self._held = False
+        said = None
         while True:
             try:
                 term = await self._try_acquire()
             except (ApiException, OSError, TimeoutError) as exc:  # the API server is away: keep trying
-                _log.warning("lease %s/%s: %s", self.namespace, self.name, _problem(exc))
-                term = None
+                term, problem = None, _problem(exc)
+                if problem != said:  # once per distinct problem, not every retry period
+                    self._log.warning("lease not readable", problem=problem)
+                    said = problem
             if term is not None:
                 self.term = term
                 self._held = True
                 self._renewer = asyncio.create_task(self._renew_forever(), name=f"lease-{self.name}")
-                _log.info(
-                    "lease %s/%s acquired by %s, term %d", self.namespace, self.name, self.identity, term
-                )
+                self._log.info("lease acquired", term=term)
                 return term
             await asyncio.sleep(self.settings.retry_period)
 
@@ -148,7 +150,7 @@ class LeaseLeadership:
                 body = self._body(lease, holder=None, transitions=lease.spec.lease_transitions or 0, now=now)
                 body["spec"]["leaseDurationSeconds"] = 1
                 await self._replace(body)
-                _log.info("lease %s/%s released by %s", self.namespace, self.name, self.identity)
+                self._log.info("lease released", term=self.term)
 
     # --- acquiring ----------------------------------------------------------------------------------
 
@@ -241,15 +243,15 @@ class LeaseLeadership:
             except asyncio.CancelledError:
                 raise
             except Exception as exc:  # the API server is away: try again until the deadline
-                _log.warning("lease %s/%s: renewing failed: %s", self.namespace, self.name, _problem(exc))
+                self._log.warning("lease renewal failed", problem=_problem(exc), term=self.term)
                 kept = True
             if not kept or not self.is_leader():
                 self._held = False
-                _log.warning(
-                    "lease %s/%s lost by %s (term %d)%s",
-                    self.namespace, self.name, self.identity, self.term,
-                    "" if kept else ": another holder wrote it",
-                )  # fmt: skip
+                self._log.warning(
+                    "lease lost",
+                    term=self.term,
+                    reason="another holder wrote it" if not kept else "not renewed within the deadline",
+                )
                 return
 
     async def _renew(self, sent: float) -> bool:

@@ -19,7 +19,6 @@ from __future__ import annotations
 
 import contextlib
 import json
-import logging
 import os
 import secrets
 import shutil
@@ -33,10 +32,11 @@ from pathlib import Path
 from lagscaler.errors import UserError
 from lagscaler.handover.backend import WORKER_ENV as ENV
 from lagscaler.handover.backend import GenerationSpec
+from lagscaler.logs import get_logger
 
 __all__ = ["LocalProcessBackend", "LocalWorker"]
 
-_log = logging.getLogger("lagscaler.handover.local")
+_log = get_logger("lagscaler.handover.local")
 
 
 @dataclass(frozen=True, slots=True)
@@ -88,6 +88,7 @@ class LocalProcessBackend:
         self.restart_backoff = restart_backoff
         self.max_backoff = max_backoff
         self._clock = clock
+        self._log = _log.bind(workload=workload)
         self._children: dict[str, subprocess.Popen[bytes]] = {}  # started by this process: reaped here
         self._stopping: dict[str, float] = {}  # worker → when to escalate to SIGKILL
         self._killed: set[str] = set()  # asked to stop: its exit is not a failure
@@ -130,7 +131,11 @@ class LocalProcessBackend:
                 continue
             deadline = self._stopping.get(worker.worker)
             if deadline is not None and now >= deadline:
-                _log.warning("worker %s did not stop within %gs: killing it", worker.worker, self.stop_grace)
+                self._log.warning(
+                    "worker did not stop in time, killing it",
+                    worker=worker.worker,
+                    grace_seconds=self.stop_grace,
+                )
                 self._signal(worker, signal.SIGKILL)
             running.setdefault(worker.generation, set()).add(worker.worker)
         return {g: frozenset(ws) for g, ws in running.items()}
@@ -149,10 +154,14 @@ class LocalProcessBackend:
             self._failures[worker.generation] = failures
             delay = min(self.restart_backoff * 2 ** (failures - 1), self.max_backoff)
             self._next_spawn[worker.generation] = self._clock() + delay
-            _log.warning(
-                "worker %s exited on its own (code %s); generation %d restarts in %.1fs; log %s",
-                worker.worker, code, worker.generation, delay, worker.log,
-            )  # fmt: skip
+            self._log.warning(
+                "worker exited on its own",
+                worker=worker.worker,
+                code=code,
+                generation=worker.generation,
+                restart_in_seconds=delay,
+                log_file=str(worker.log),
+            )
 
     # --- reconciliations --------------------------------------------------------------------------
 
@@ -210,7 +219,7 @@ class LocalProcessBackend:
         tmp = directory / f".{worker}.tmp"
         tmp.write_text(json.dumps(record))
         tmp.replace(directory / f"{worker}.json")
-        _log.info("started worker %s of generation %d (pid %d)", worker, spec.generation, child.pid)
+        self._log.info("worker started", worker=worker, generation=spec.generation, pid=child.pid)
 
     def _signal(self, worker: LocalWorker, signum: int) -> None:
         child = self._children.get(worker.worker)

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import asyncio
 import json
-import logging
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
@@ -18,6 +17,8 @@ from typing import Any
 import aiohttp
 from kubernetes_asyncio import client as k8s
 from kubernetes_asyncio import watch
+
+from lagscaler.logs import get_logger
 
 __all__ = [
     "CONFIGMAP_NAME",
@@ -29,7 +30,7 @@ __all__ = [
 
 CONFIGMAP_NAMESPACE = "kube-system"
 CONFIGMAP_NAME = "extension-apiserver-authentication"
-_log = logging.getLogger(__name__)
+_log = get_logger(__name__)
 
 
 @dataclass(frozen=True, slots=True)
@@ -95,6 +96,7 @@ class ExtensionAuthenticationWatcher:
         self._on_change = on_change
         self._namespace = namespace
         self._name = name
+        self._log = _log.bind(configmap=f"{namespace}/{name}")
         self._retry = retry_seconds
         self._watch_seconds = watch_seconds
         self.versions_seen = 0
@@ -131,11 +133,11 @@ class ExtensionAuthenticationWatcher:
             except asyncio.CancelledError:
                 raise
             except ValueError as exc:
-                _log.error("ignoring invalid %s/%s: %s", self._namespace, self._name, exc)
+                self._log.error("ignoring an invalid ConfigMap", problem=str(exc))
                 version = None
                 await asyncio.sleep(self._retry)
             except (TimeoutError, OSError, aiohttp.ClientError, k8s.ApiException) as exc:
-                _log.warning("cannot read %s/%s, retrying: %s", self._namespace, self._name, exc)
+                self._log.warning("cannot read the ConfigMap, retrying", error=str(exc))
                 version = None
                 await asyncio.sleep(self._retry)
 
@@ -159,9 +161,7 @@ class ExtensionAuthenticationWatcher:
                     self._apply(event["type"], event["raw_object"])
             except k8s.ApiException as exc:
                 if exc.status == 410:
-                    _log.debug(
-                        "%s/%s: watch from %s is gone, listing again", self._namespace, self._name, version
-                    )
+                    self._log.debug("watch resource version gone, listing again", resource_version=version)
                     return None
                 raise
             return str(stream.resource_version or version)
@@ -171,6 +171,6 @@ class ExtensionAuthenticationWatcher:
             try:
                 self._report(parse_extension_authentication(obj.get("data") or {}))
             except ValueError as exc:
-                _log.error("ignoring invalid %s/%s: %s", self._namespace, self._name, exc)
+                self._log.error("ignoring an invalid ConfigMap", problem=str(exc))
         elif kind == "DELETED":
             self._report(None)

@@ -8,6 +8,7 @@ a loopback stand-in (:mod:`lagscaler.kube.standin`) by kubeconfig: same code pat
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any, Protocol
@@ -25,6 +26,19 @@ __all__ = [
     "ReviewedUser",
     "TokenReviewer",
 ]
+
+
+def _not_a_response_body(record: logging.LogRecord) -> bool:
+    """Drop kubernetes_asyncio's debug record of a response body: a TokenReview's holds a bearer token.
+
+    ``kubernetes_asyncio/client/rest.py`` ``RESTClientObject.request`` (36.1.0) logs every response
+    body at debug level, and kube-apiserver answers a TokenReview with its spec, ``spec.token``
+    included: with ``--log-level debug`` every caller's token would reach the log.
+    """
+    return record.msg != "response body: %s"
+
+
+logging.getLogger("kubernetes_asyncio.client.rest").addFilter(_not_a_response_body)
 
 _TIMEOUT_SECONDS = 10.0  # like the apiserver's webhook clients: a hung review must not hang requests
 

@@ -105,7 +105,9 @@ class SequenceApp:
     @contextlib.asynccontextmanager
     async def resources(self) -> AsyncIterator[None]:
         options = self.config.client_kwargs()
-        producer = AIOKafkaProducer(**options, acks="all", linger_ms=1)
+        # Idempotent, so a send retried across a broker restart lands once: a second copy in the sink would
+        # read as a record processed twice, which is what the checker exists to catch in the worker.
+        producer = AIOKafkaProducer(**options, acks="all", linger_ms=1, enable_idempotence=True)
         await producer.start()
         self._producer = producer
         try:

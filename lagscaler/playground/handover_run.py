@@ -16,7 +16,6 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
-import logging
 import signal
 import sys
 import time
@@ -39,6 +38,7 @@ from lagscaler.handover import (
 from lagscaler.handover.backend import Backend
 from lagscaler.kafka import KafkaSettings
 from lagscaler.kafka.seed import create_topics
+from lagscaler.observability import configure_logging
 from lagscaler.playground.handover_app import SinkBatch, SinkReport, check, read_sink
 from lagscaler.playground.probe import committed_offsets, end_offsets
 from lagscaler.playground.producer import LoadProducer, ProducerSettings
@@ -318,7 +318,8 @@ def controller_main(argv: Sequence[str] | None = None) -> int:
             tick=0.2,
         ),
     )
-    logging.basicConfig(level=logging.INFO, stream=sys.stderr)
+    # stdout carries the 'leading term=' line the parent reads; every log line goes to stderr.
+    configure_logging("info", stream=sys.stderr)
     return asyncio.run(_control(settings, args.desired_file))
 
 

@@ -23,7 +23,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
-import logging
 import math
 import ssl
 import time
@@ -41,12 +40,13 @@ from lagscaler.api.app import GROUP_VERSION
 from lagscaler.api.harness import HPA_USER, LocalCluster, aggregator_headers
 from lagscaler.errors import UserError
 from lagscaler.hpa import WORKLOAD_LABEL, ExternalMetric, HpaSpec, HpaState, MetricError, MetricReading, step
+from lagscaler.logs import get_logger
 from lagscaler.policy import ScalingPolicy, hpa_spec_for
 from lagscaler.quantity import QuantityError, parse_quantity
 
 __all__ = ["ClientIdentity", "HpaLoopSettings", "HpaSync", "LocalHpa", "ScaleTarget"]
 
-_log = logging.getLogger(__name__)
+log = get_logger(__name__)
 
 
 class ScaleTarget(Protocol):
@@ -294,7 +294,7 @@ class LocalHpa:
             try:
                 await target.scale_to(result.replicas)
             except Exception as exc:  # the controller's FailedUpdateScale: no scale event is stored
-                _log.warning("HPA loop: scaling to %d failed: %s", result.replicas, exc)
+                log.warning("hpa scale failed", replicas=result.replicas, error=str(exc))
                 state = HpaState(
                     state.recommendations, self.state.scale_up_events, self.state.scale_down_events
                 )
@@ -316,7 +316,14 @@ class LocalHpa:
         )
         self.timeline.append(record)
         if record.rescaled or errors:
-            _log.info("HPA sync: %s", record)
+            log.info(
+                "hpa sync",
+                at=record.at,
+                replicas_before=record.replicas_before,
+                replicas=record.replicas,
+                reason=record.reason,
+                errors=list(record.errors),
+            )
         async with self._synced:
             self._synced.notify_all()
         return record
@@ -330,7 +337,7 @@ class LocalHpa:
             try:
                 await self.sync_once()
             except Exception as exc:  # keep syncing, as the controller does; the failure is kept for tests
-                _log.exception("HPA loop: sync failed")
+                log.exception("hpa sync failed")
                 self.failures.append(repr(exc))
             ticks = max(ticks + 1, math.ceil((loop.time() - start) / period))  # skip syncs we overran
             await asyncio.sleep(max(0.0, start + ticks * period - loop.time()))

@@ -32,7 +32,6 @@ import contextlib
 import enum
 import itertools
 import json
-import logging
 import math
 import os
 import signal
@@ -44,11 +43,12 @@ from types import TracebackType
 from typing import Any
 
 from lagscaler.errors import UserError
+from lagscaler.logs import get_logger
 from lagscaler.playground.worker import WorkerSettings
 
 __all__ = ["PoolEvent", "PoolSettings", "WorkerInfo", "WorkerPool", "WorkerState"]
 
-_log = logging.getLogger(__name__)
+log = get_logger(__name__)
 
 _WORKER_MODULE = "lagscaler.playground.worker"
 
@@ -290,7 +290,7 @@ class WorkerPool:
         worker = _Worker(name, index, process)
         self._workers.append(worker)
         worker.watcher = asyncio.create_task(self._watch(worker), name=f"pool-watch-{name}")
-        _log.info("started worker %s (pid %d)", name, process.pid)
+        log.info("worker started", worker=name, pid=process.pid)
 
     def _begin_stop(self, worker: _Worker) -> None:
         worker.state = WorkerState.STOPPING
@@ -304,7 +304,7 @@ class WorkerPool:
             await asyncio.wait_for(asyncio.shield(worker.watcher), self.settings.stop_grace_seconds)
         except TimeoutError:
             grace = self.settings.stop_grace_seconds
-            _log.warning("worker %s did not stop within %gs: killing it", worker.name, grace)
+            log.warning("worker did not stop in time, killing it", worker=worker.name, grace_seconds=grace)
             _killpg(worker.process, signal.SIGKILL)
             await worker.watcher
         finally:
@@ -361,8 +361,8 @@ class WorkerPool:
             worker.state = WorkerState.EXITED
         else:
             worker.state = WorkerState.FAILED
-            tail = " | ".join(list(worker.stderr)[-3:])
-            _log.warning("worker %s exited on its own (code %s): %s", worker.name, returncode, tail)
+            tail = list(worker.stderr)[-3:]
+            log.warning("worker exited on its own", worker=worker.name, code=returncode, stderr_tail=tail)
             self._consecutive_failures += 1
             if not self._closing and (self._restart is None or self._restart.done()):
                 self._restart = asyncio.create_task(self._replace_later(), name="pool-restart")

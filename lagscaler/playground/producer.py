@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import logging
 import math
 import time
 from dataclasses import dataclass, field
@@ -28,12 +27,13 @@ from typing import Any
 from aiokafka import AIOKafkaProducer
 
 from lagscaler.errors import UserError
+from lagscaler.logs import get_logger
 from lagscaler.playground.probe import topic_partitions
 from lagscaler.playground.rates import RateProfile
 
 __all__ = ["LoadProducer", "ProducedPoint", "ProducerSettings", "ProducerStats"]
 
-_log = logging.getLogger(__name__)
+log = get_logger(__name__)
 
 SEQUENCE_BYTES = 8
 
@@ -212,7 +212,7 @@ class LoadProducer:
                 ProducedPoint(elapsed, self.profile.rate_at(elapsed), self.stats.produced)
             )
             if elapsed >= self.profile.duration:
-                _log.info("producer finished %s: %d messages", self.profile.name, self.stats.produced)
+                log.info("producer finished", profile=self.profile.name, produced=self.stats.produced)
                 return
             next_tick = (
                 start + (math.floor(elapsed / self.settings.tick_seconds) + 1) * self.settings.tick_seconds

@@ -31,7 +31,6 @@ from dataclasses import dataclass, replace
 from types import TracebackType
 
 import numpy as np
-import structlog
 
 from lagscaler.kafka import (
     ClusterLayout,
@@ -44,12 +43,13 @@ from lagscaler.kafka import (
     RequestStats,
     TopicPartition,
 )
+from lagscaler.logs import get_logger
 from lagscaler.sampler.settings import SamplerSettings
 from lagscaler.signals.model import GroupSample, PartitionSample, Snapshot
 from lagscaler.signals.status import STATUS_ORDER
 from lagscaler.signals.tracker import NO_COMMIT, GroupPartition, Signals, SignalTracker, TrackerSettings
 
-log = structlog.get_logger("lagscaler.sampler")
+log = get_logger("lagscaler.sampler")
 
 
 class SampleFailed(KafkaError):

@@ -17,8 +17,6 @@ from collections.abc import AsyncIterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
-import structlog
-
 from lagscaler.errors import UserError
 from lagscaler.handover import (
     FileLeadership,
@@ -35,6 +33,7 @@ from lagscaler.handover.kubernetes import workload_problem
 from lagscaler.handover.leader import DEFAULT_LEASE_NAME
 from lagscaler.kafka import KafkaSettings
 from lagscaler.kube import kube_api_client
+from lagscaler.logs import get_logger
 from lagscaler.policy import Mode, ScalingPolicy
 
 __all__ = [
@@ -47,7 +46,7 @@ __all__ = [
     "running_handover",
 ]
 
-log = structlog.get_logger("lagscaler.service")
+log = get_logger("lagscaler.service")
 
 
 @dataclass(frozen=True)

@@ -37,6 +37,7 @@ from lagscaler.engine import (
 )
 from lagscaler.engine.reload import carry_over
 from lagscaler.handover import HandoverRunner
+from lagscaler.logs import get_logger
 from lagscaler.observability import ServiceMetrics
 from lagscaler.policy import ScalingPolicy
 from lagscaler.sampler import SampleFailed, Sampler
@@ -46,7 +47,7 @@ from lagscaler.service.publish import RawSignals, raw_signals, workload_metrics
 from lagscaler.service.statefile import StateFileError, load_state, save_state
 from lagscaler.signals import GroupSample, Snapshot
 
-log = structlog.get_logger("lagscaler.service")
+log = get_logger("lagscaler.service")
 
 
 @dataclass(frozen=True, slots=True)
@@ -209,8 +210,16 @@ class ScalingLoop:
                 seen[api] = total
 
     async def cycle(self) -> Decisions:
-        """Reload changed policies, sample, decide and publish once."""
+        """Reload changed policies, sample, decide and publish once.
+
+        Every event logged meanwhile (here, by the sampler, by the policy watcher) carries ``cycle``,
+        so one cycle's lines can be picked out of a replica's log.
+        """
         self.cycles += 1
+        with structlog.contextvars.bound_contextvars(cycle=self.cycles):
+            return await self._cycle()
+
+    async def _cycle(self) -> Decisions:
         self._apply_policies(await self.watcher.reload())
         self._sample_groups(self._policies)  # a handover moves a workload to a new group
         snapshot = await self._sample() if self._policies else None
@@ -297,6 +306,13 @@ class ScalingLoop:
         if previous is not None and decision.desired_replicas != previous:
             direction = "up" if decision.desired_replicas > previous else "down"
             m.decision_changes.labels(*labels, direction).inc()
+            log.bind(workload=policy.key, group=policy.kafka.group).info(
+                "desired replicas changed",
+                previous=previous,
+                desired=decision.desired_replicas,
+                current=decision.current_replicas,
+                reasons=list(decision.reasons),
+            )
         self._last_desired[policy.key] = decision.desired_replicas
         members = sample.members if sample is not None else None
         m.workload_replicas.labels(*labels).set(members or 0)
@@ -328,7 +344,7 @@ class ScalingLoop:
             except Exception as exc:  # a bug in one cycle must not stop scaling for good
                 self.last_error = f"{type(exc).__name__}: {exc}"
                 self.metrics.sample_cycle_errors.labels("internal").inc()
-                log.exception("scaling cycle failed")
+                log.exception("scaling cycle failed", cycle=self.cycles)
             await asyncio.sleep(max(0.0, self.settings.interval - (time.monotonic() - started)))
 
 

@@ -24,15 +24,14 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 
-import structlog
-
 from lagscaler.errors import UserError
+from lagscaler.logs import get_logger
 from lagscaler.policy import ScalingPolicy
 from lagscaler.policy.loader import PolicyIssue, check_policy_file, cross_file_issues, policy_files
 
 Checker = Callable[[Path], tuple[ScalingPolicy | None, list[PolicyIssue]]]
 
-log = structlog.get_logger("lagscaler.policies")
+log = get_logger("lagscaler.policies")
 
 
 @dataclass(frozen=True, slots=True)

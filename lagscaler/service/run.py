@@ -13,18 +13,17 @@ from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
-import structlog
-
 from lagscaler.api import ApiSettings, CheckResult, HealthChecks, MetricsCache, RunningApi, running_api
 from lagscaler.errors import UserError
 from lagscaler.kafka import KafkaSettings
+from lagscaler.logs import get_logger
 from lagscaler.observability import ServiceMetrics
 from lagscaler.sampler import Sampler, SamplerSettings
 from lagscaler.service.handover import HandoverBackend, running_handover
 from lagscaler.service.loop import LoopSettings, ScalingLoop
 from lagscaler.service.policies import PolicyWatcher
 
-log = structlog.get_logger("lagscaler.service")
+log = get_logger("lagscaler.service")
 
 
 @dataclass(frozen=True)

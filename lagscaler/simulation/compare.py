@@ -10,16 +10,23 @@ from lagscaler.errors import UserError
 from lagscaler.policy.model import ScalingPolicy
 from lagscaler.simulation.controllers import (
     Controller,
-    FutureMax,
     KedaController,
     LagscalerController,
+    Lookahead,
     RateController,
     StaticController,
     initial_replicas,
     oracle_candidates,
 )
 from lagscaler.simulation.model import PolicyResult, Scenario, SimulationResult
-from lagscaler.simulation.simulator import Progress, arrivals_per_step, simulate
+from lagscaler.simulation.simulator import (
+    PLOT_POINTS,
+    ArrivalCurve,
+    Progress,
+    peak_step_rate,
+    simulate,
+    step_rates,
+)
 from lagscaler.simulation.trace import Trace
 
 _T = TypeVar("_T")
@@ -57,10 +64,11 @@ def compare(
     policies: Sequence[str] = POLICIES,
     *,
     progress: Progress | None = None,
+    points: int = PLOT_POINTS,
 ) -> SimulationResult:
     """Simulate the chosen policies in lockstep on ``trace`` (already in msg/s)."""
-    _, rates = arrivals_per_step(trace, scenario.step_seconds)
-    start = initial_replicas(scenario, float(rates[0]))
+    first_rate = float(step_rates(ArrivalCurve(trace, scenario.step_seconds), 0, 1)[0])
+    start = initial_replicas(scenario, first_rate)
     controllers: list[Controller] = []
     if "lagscaler" in policies:
         controllers.append(LagscalerController(policy, scenario, start))
@@ -69,12 +77,14 @@ def compare(
     if "hpa-rate" in policies:
         controllers.append(RateController(scenario, start, policy.target_utilization))
     if "static" in policies:
-        controllers.append(StaticController(policy, scenario, float(rates.max())))
+        controllers.append(StaticController(policy, scenario, peak_step_rate(trace, scenario.step_seconds)))
     oracles = []
+    lookahead = None
     if "oracle" in policies:
-        oracles = oracle_candidates(policy, scenario, FutureMax(rates), start)
+        lookahead = Lookahead()
+        oracles = oracle_candidates(policy, scenario, lookahead, start)
         controllers.extend(oracles)
-    result = simulate(trace, scenario, controllers, progress=progress)
+    result = simulate(trace, scenario, controllers, lookahead=lookahead, progress=progress, points=points)
     if not oracles:
         return result
     candidates = [result.policy(o.name) for o in oracles]

@@ -8,13 +8,14 @@ HPA lagscaler's manifest creates (``hpa_spec_for``); ``keda`` and ``hpa-rate`` u
 
 from __future__ import annotations
 
+import functools
 import math
 from dataclasses import dataclass, field, replace
 from typing import Protocol
 
 import numpy as np
 
-from lagscaler.engine import Decision, EngineState, PolicyArrays, decide, observe
+from lagscaler.engine import Decisions, EngineState, PolicyArrays, decide, observe
 from lagscaler.engine.observation import ObservationBatch
 from lagscaler.engine.sizing import FloatArray, IntArray, aligned_replicas
 from lagscaler.hpa import ExternalMetric, HpaSpec, TargetType, plan_served_metric
@@ -32,7 +33,7 @@ class GroupView:
 
     at: float
     lag: FloatArray  # (P,) messages behind
-    lag_seconds: FloatArray  # (P,) how old the oldest unconsumed message is
+    lag_seconds: FloatArray  # (P,) how old the oldest unconsumed message is (zeros unless needed)
     produce_rate: FloatArray  # (P,) over the last sample interval
     consume_rate: FloatArray  # (P,)
     end_offsets: FloatArray  # (P,)
@@ -42,26 +43,19 @@ class GroupView:
 
     def group_sample(self, group: str, topic: str = "events") -> GroupSample:
         """The view as the sampler would report it."""
+        ok = PartitionStatus.OK
+        names = _member_names(self.members)
+        lags = self.lag.astype(np.int64).tolist()
+        ends = self.end_offsets.astype(np.int64).tolist()
         parts = tuple(
-            PartitionSample(
-                topic=topic,
-                partition=i,
-                committed=int(end - lag),
-                end=int(end),
-                lag=int(lag),
-                lag_seconds=float(age),
-                produce_rate=float(produce),
-                consume_rate=float(consume),
-                status=PartitionStatus.OK,
-                owner=f"member-{owner}" if owner >= 0 else None,
-            )
+            PartitionSample(topic, i, end - lag, end, lag, age, False, produce, consume, ok, names[owner])
             for i, (lag, age, produce, consume, end, owner) in enumerate(
                 zip(
-                    self.lag.tolist(),
+                    lags,
                     self.lag_seconds.tolist(),
                     self.produce_rate.tolist(),
                     self.consume_rate.tolist(),
-                    self.end_offsets.tolist(),
+                    ends,
                     self.owners.tolist(),
                     strict=True,
                 )
@@ -70,6 +64,12 @@ class GroupView:
         return GroupSample(
             group=group, state="Stable", members=self.members, sampled_at=self.at, partitions=parts
         )
+
+
+@functools.cache
+def _member_names(members: int) -> tuple[str | None, ...]:
+    """Member ids by index; index -1 (the last) is nobody."""
+    return (*(f"member-{m}" for m in range(members)), None)
 
 
 class Controller(Protocol):
@@ -122,7 +122,7 @@ class LagscalerController:
     spec: HpaSpec = field(init=False)
     params: PolicyArrays = field(init=False)
     state: EngineState = field(init=False)
-    last: Decision | None = field(default=None, init=False)
+    last: Decisions | None = field(default=None, init=False)  # the engine's latest decision
 
     def __post_init__(self) -> None:
         self.spec = hpa_spec_for(self.policy)
@@ -137,8 +137,8 @@ class LagscalerController:
         sample = view.group_sample(self.policy.kafka.group, topic)
         obs = observe(sample, self.policy, replicas=view.replicas, now=now)
         decisions, self.state = decide(self.params, self.state, ObservationBatch.stack([obs]))
-        self.last = decisions[0]
-        return plan_served_metric(self.last.desired_replicas, view.replicas, self.spec).value
+        self.last = decisions
+        return plan_served_metric(int(decisions.desired[0]), view.replicas, self.spec).value
 
 
 @dataclass
@@ -236,6 +236,40 @@ class FutureMax:
         return out
 
 
+class Lookahead:
+    """The future arrival rates an oracle may see, one window of steps at a time (bounded memory).
+
+    The simulator loads the step rates of the steps it is about to run plus ``horizon_steps`` beyond
+    them; :meth:`ahead` answers window maxima for steps of that window. A sparse table over the whole
+    trace would cost ``O(n log n)`` memory (650 MB for 215 days in 5 s steps).
+    """
+
+    def __init__(self, horizon_steps: int = 0) -> None:
+        self.horizon_steps = horizon_steps
+        self.first = 0
+        self.count = 0  # steps of the window that readings may index (the rest is look-ahead only)
+        self.total = 0  # steps in the whole run: windows are cut at its end
+        self.generation = 0
+        self._table: FutureMax | None = None
+
+    def load(self, first: int, rates: FloatArray, count: int, total: int) -> None:
+        """Rates of steps ``first, first + 1, ...``: ``count + horizon_steps`` of them, or up to the end."""
+        self.first, self.count, self.total = first, count, total
+        self._table = FutureMax(rates)
+        self.generation += 1
+
+    def ahead(self, starts: IntArray, length: int) -> FloatArray:
+        """For each (absolute) step index, the max rate over ``[start, start + length)``, cut at the end."""
+        if self._table is None:
+            raise RuntimeError("the look-ahead has no window loaded")
+        return self._table.ahead(starts - self.first, length)
+
+    def indices(self) -> IntArray:
+        """The steps of the loaded window that a reading may ask about (one past it: a sync at its end)."""
+        last = min(self.first + self.count + 1, self.total)
+        return np.arange(self.first, last, dtype=np.int64)
+
+
 @dataclass
 class OracleController:
     """Perfect foresight of arrivals, greedy: capacity in place before it is needed, held for ``hold``.
@@ -245,12 +279,12 @@ class OracleController:
     peak of that lead plus ``coalesce`` seconds, so a ramp costs one rebalance rather than one per
     sync. It scales down only to a count that covers the peak of the next ``hold`` seconds, so every
     rebalance it pays for lasts, and never while a backlog over half the SLO drains (stalls stack).
-    The whole schedule is computed up front from the future arrivals.
+    The schedule is computed from the future arrivals a window of steps at a time (:class:`Lookahead`).
     """
 
     policy: ScalingPolicy
     scenario: Scenario
-    future: FutureMax
+    future: Lookahead
     start: int
     hold_seconds: float
     margin: float
@@ -258,9 +292,12 @@ class OracleController:
     name: str = "oracle"
     needs_lag_seconds: bool = False
     spec: HpaSpec = field(init=False)
-    up: IntArray = field(init=False)
-    reach: IntArray = field(init=False)
-    hold: IntArray = field(init=False)
+    lengths: tuple[int, int, int] = field(init=False)  # look-ahead steps of up, reach and hold
+    _generation: int = field(default=-1, init=False)
+    _first: int = field(default=0, init=False)
+    _up: IntArray = field(init=False)
+    _reach: IntArray = field(init=False)
+    _hold: IntArray = field(init=False)
 
     def __post_init__(self) -> None:
         s = self.scenario
@@ -268,15 +305,13 @@ class OracleController:
         self.name = (
             f"oracle[hold={self.hold_seconds:g}s,margin={self.margin:g},coalesce={self.coalesce_seconds:g}s]"
         )
-        steps = np.arange(len(self.future.levels[0]), dtype=np.int64)
         lead = s.startup_seconds + s.rebalance_stall_seconds + s.restore_seconds + 2 * s.sync_period_seconds
-        self.up = self._aligned(self.future.ahead(steps, math.ceil(lead / s.step_seconds)))
         # A longer look ahead from the same step never sees less: ``reach`` and ``hold`` are >= ``up``.
-        self.reach = self._aligned(
-            self.future.ahead(steps, math.ceil((lead + self.coalesce_seconds) / s.step_seconds))
+        self.lengths = (
+            math.ceil(lead / s.step_seconds),
+            math.ceil((lead + self.coalesce_seconds) / s.step_seconds),
+            math.ceil(max(self.hold_seconds, lead) / s.step_seconds),
         )
-        hold = math.ceil(max(self.hold_seconds, lead) / s.step_seconds)
-        self.hold = self._aligned(self.future.ahead(steps, hold))
 
     def initial_replicas(self) -> int:
         return self.start
@@ -288,34 +323,50 @@ class OracleController:
         )
         return np.clip(need, max(s.min_replicas, 1), min(s.max_replicas, s.partitions))
 
+    def _schedule(self) -> None:
+        """The counts of the loaded window (recomputed once per window)."""
+        steps = self.future.indices()
+        up, reach, hold = (self._aligned(self.future.ahead(steps, n)) for n in self.lengths)
+        self._up, self._reach, self._hold = up, reach, hold
+        self._first, self._generation = int(steps[0]), self.future.generation
+
     def reading(self, now: float, view: GroupView) -> float:
-        index = min(round(now / self.scenario.step_seconds), len(self.up) - 1)
-        up = int(self.up[index])
+        if self._generation != self.future.generation:
+            self._schedule()
+        index = min(round(now / self.scenario.step_seconds), self.future.total - 1) - self._first
+        up = int(self._up[index])
         if up > view.replicas:
-            target = int(self.reach[index])
+            target = int(self._reach[index])
         elif self._draining(view):
             target = view.replicas
         else:
-            target = max(up, min(int(self.hold[index]), view.replicas))
+            target = max(up, min(int(self._hold[index]), view.replicas))
         return plan_served_metric(target, view.replicas, self.spec).value
 
     def _draining(self, view: GroupView) -> bool:
         """A backlog over half the SLO is still draining: a scale-down's stall now would stack on it."""
+        if not view.lag.any():
+            return False
         rate = view.produce_rate
         behind = np.divide(view.lag, rate, out=np.zeros_like(view.lag), where=rate > 0)
         return float(behind.max(initial=0.0)) > 0.5 * self.scenario.max_lag_seconds
 
 
 def oracle_candidates(
-    policy: ScalingPolicy, scenario: Scenario, future: FutureMax, start: int
+    policy: ScalingPolicy, scenario: Scenario, future: Lookahead, start: int
 ) -> list[OracleController]:
-    """The oracle's schedule family: the cheapest one that meets the SLO is the oracle."""
+    """The oracle's schedule family: the cheapest one that meets the SLO is the oracle.
+
+    Raises ``future.horizon_steps`` to the longest look-ahead any of them needs.
+    """
     holds = (900.0, 3600.0, 4 * 3600.0)
     margins = (1.05, 1.25)
     coalesce = (0.0, 300.0)
-    return [
+    oracles = [
         OracleController(policy, scenario, future, start, h, m, c)
         for h in holds
         for m in margins
         for c in coalesce
     ]
+    future.horizon_steps = max(future.horizon_steps, *(max(o.lengths) for o in oracles))
+    return oracles

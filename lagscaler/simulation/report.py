@@ -1,10 +1,7 @@
-"""A simulation's results as text (pure): the comparison table, and series reduced for plotting."""
+"""A simulation's results as text (pure): the comparison table."""
 
 from __future__ import annotations
 
-import numpy as np
-
-from lagscaler.engine.sizing import FloatArray
 from lagscaler.simulation.model import SimulationResult
 
 COLUMNS = (
@@ -25,10 +22,12 @@ def table(result: SimulationResult) -> str:
     s = result.scenario
     hours = result.duration_seconds / 3600
     head = (
-        f"trace {result.trace}: {hours:.1f} h, peak {result.arrival_rate.max():.0f} msg/s; "
+        f"trace {result.trace}: {hours:.1f} h, peak {result.peak_arrival_rate:.0f} msg/s; "
         f"{s.partitions} partitions, {s.capacity_per_replica:g} msg/s per replica, "
         f"SLO {s.max_lag_seconds:g} s, start-up {s.startup_seconds:g} s, "
-        f"stall {s.rebalance_stall_seconds:g} s, restore {s.restore_seconds:g} s"
+        f"stall {s.rebalance_stall_seconds:g} s, restore {s.restore_seconds:g} s, "
+        f"commit every {s.commit_interval_seconds:g} s, HPA sync {s.sync_period_seconds:g} s on "
+        f"{s.metric_delay_seconds:g} s old data, step {s.step_seconds:g} s"
     )
     header = "  ".join(
         f"{name:<10}" if i == 0 else f"{name:>{len(fmt.format(0) if 'd' in fmt else fmt.format(0.0))}}"
@@ -55,16 +54,3 @@ def table(result: SimulationResult) -> str:
         "replica schedule would not have had without rebalance stalls and restores."
     )
     return "\n".join(lines)
-
-
-def downsample(values: FloatArray, points: int, *, peak: bool = False) -> FloatArray:
-    """At most ``points`` values: bucket means, or bucket maxima with ``peak`` (lag spikes stay visible)."""
-    n = values.shape[0]
-    if n <= points:
-        return values.astype(np.float64)
-    size = int(np.ceil(n / points))
-    pad = (-n) % size
-    padded = np.concatenate((values.astype(np.float64), np.full(pad, np.nan)))
-    shaped = padded.reshape(-1, size)
-    reduced: FloatArray = np.nanmax(shaped, axis=1) if peak else np.nanmean(shaped, axis=1)
-    return reduced

@@ -227,6 +227,16 @@ class Serve:
     def log_text(self) -> str:
         return self.log.read_text(errors="replace")
 
+    def events(self) -> list[dict[str, Any]]:
+        """The log's event dicts (``--log-format=json``: one per line; other lines are skipped)."""
+        found = []
+        for line in self.log_text().splitlines():
+            with contextlib.suppress(ValueError):
+                event = json.loads(line)
+                if isinstance(event, dict):
+                    found.append(event)
+        return found
+
     def forbidden_lines(self) -> list[str]:
         """Log lines where kube-apiserver refused lagscaler something (the chart's RBAC fell short)."""
         return [

@@ -72,7 +72,10 @@ async def test_the_chart_grants_exactly_what_lagscaler_needs(
 ) -> None:
     # Enough: lagscaler (ConfigMap watch, TokenReview, SubjectAccessReview) never met a 403 so far.
     await eventually(
-        lambda: "authentication settings reloaded (ConfigMap changed)" in serve.log_text(),
+        lambda: any(
+            (e["event"], e.get("why")) == ("authentication settings reloaded", "ConfigMap changed")
+            for e in serve.events()
+        ),
         within=60,
         what="the ConfigMap",
     )
