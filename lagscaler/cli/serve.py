@@ -201,6 +201,8 @@ def handover_from_options(options: HandoverOptions) -> HandoverBackend | None:
 
     commands = parse_commands(options.handover_command)
     backend = options.handover_backend or ("local" if options.handover_state_dir is not None else None)
+    if backend is None and commands:
+        raise UserError("--handover-command needs --handover-state-dir (where the workers are tracked)")
     local_only = [
         flag
         for flag, value in (
@@ -209,8 +211,8 @@ def handover_from_options(options: HandoverOptions) -> HandoverBackend | None:
         )
         if value
     ]
-    if backend != "local" and local_only:
-        raise UserError(f"{' and '.join(local_only)} belong to --handover-backend local, not {backend}")
+    if backend == "kubernetes" and local_only:
+        raise UserError(f"{' and '.join(local_only)} belong to --handover-backend local, not kubernetes")
     if backend != "kubernetes" and options.handover_kubeconfig is not None:
         raise UserError("--handover-kubeconfig belongs to --handover-backend kubernetes")
     if backend is None:
