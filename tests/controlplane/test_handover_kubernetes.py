@@ -20,6 +20,7 @@ import contextlib
 import json
 import os
 import signal
+import sys
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 from typing import Any
@@ -29,7 +30,14 @@ from aiokafka.errors import KafkaError
 from structlog.testing import capture_logs
 from support import eventually
 
-from lagscaler.handover import HandoverSettings, KubernetesBackend, LeaseLeadership, LeaseSettings, Phase
+from lagscaler.handover import (
+    GenerationSpec,
+    HandoverSettings,
+    KubernetesBackend,
+    LeaseLeadership,
+    LeaseSettings,
+    Phase,
+)
 from lagscaler.handover.backend import Backend
 from lagscaler.handover.controller import WorkloadSpec
 from lagscaler.handover.kubernetes import LABEL_GENERATION, LABEL_WORKLOAD, KubernetesBackendError
@@ -490,3 +498,84 @@ async def test_two_serve_replicas_share_a_lease_and_the_survivor_finishes_a_hand
     assert report.lost == 0
     assert report.duplicates == 0, report.summary()
     assert {0, first.serving.generation if first.serving else -1, target} <= report.generations
+
+
+# --- the backend's reconciliations, one by one ------------------------------------------------------
+
+# Ignores SIGTERM, like a worker stuck in its handler: only the kubelet's SIGKILL stops it.
+STUCK = [
+    sys.executable,
+    "-c",
+    "import signal, time; signal.signal(signal.SIGTERM, signal.SIG_IGN); time.sleep(3600)",
+]
+
+
+async def test_the_backend_clones_scales_kills_and_removes_generations(
+    control_plane: ControlPlane,
+    tmp_path: Path,
+    namespace: str,
+    identity: HandoverInstall,
+    kube: KubeClient,
+) -> None:
+    original = deployment(namespace, "stuck")
+    pod = original["spec"]["template"]["spec"]
+    pod["terminationGracePeriodSeconds"] = 2
+    pod["containers"][0]["command"] = STUCK
+    control_plane.apply([original])
+    seen = Generations(kube, namespace)
+    spec = GenerationSpec(f"{namespace}/stuck", 1, "stuck-gen-1", ("t",), ("127.0.0.1:9",), "control")
+    api = await kube_api_client(identity.kubeconfig)
+    assert api is not None
+    try:
+        async with KubeletStandIn(kube, namespace, tmp_path / "kubelet") as kubelet:
+            backend = KubernetesBackend(api, f"{namespace}/stuck", "stuck")
+
+            async def running() -> dict[int, frozenset[str]]:
+                return await backend.observe()
+
+            # The workload's own pod is generation 0; removing it scales its Deployment to 0.
+            (own,) = (await eventually(running, within=60, what="the workload's own pod"))[0]
+            await backend.remove(0)
+            assert (await seen.deployments())["stuck"]["spec"]["replicas"] == 0
+            await eventually(lambda: _observed(backend, {}), within=60, what="generation 0 gone")
+
+            await backend.ensure(spec, 2)
+            now = await eventually(lambda: _generation_size(backend, 1, 2), within=60, what="two pods")
+            await eventually(lambda: now <= set(kubelet.running()), within=60, what="their processes")
+            for name in now:  # what the kubelet gave each process: its own pod name as worker id
+                env = kubelet.containers[name].env
+                assert env["LAGSCALER_HANDOVER_WORKER"] == name
+                assert env["LAGSCALER_HANDOVER_GENERATION"] == "1"
+                assert env["LAGSCALER_HANDOVER_GROUP"] == "stuck-gen-1"
+
+            # A new backend (a restarted controller) finds the generation and creates nothing twice.
+            adopted = KubernetesBackend(api, f"{namespace}/stuck", "stuck")
+            assert await adopted.observe() == {1: now}
+            await adopted.ensure(spec, 2)
+            assert set(await seen.deployments()) == {"stuck", "stuck-g1"}
+
+            # Killing a worker that ignores SIGTERM: gone within its 1 s grace, and not replaced.
+            victim, survivor = sorted(now)
+            await adopted.kill(frozenset({victim}))
+            assert (await seen.deployments())["stuck-g1"]["spec"]["replicas"] == 1
+            await eventually(lambda: _observed(adopted, {1: frozenset({survivor})}), within=60, what="killed")
+            assert kubelet.containers[victim].popen is not None
+            assert kubelet.containers[victim].popen.returncode == -signal.SIGKILL
+
+            # Removing the generation stops its pods (SIGKILL after their grace), then deletes it.
+            await adopted.remove(1)
+            await eventually(lambda: _observed(adopted, {}), within=60, what="generation 1 gone")
+            await eventually(lambda: _only(seen, {"stuck"}), within=60, what="its Deployment deleted")
+            assert own not in kubelet.running()
+    finally:
+        await api.close()
+
+
+async def _observed(backend: KubernetesBackend, expected: dict[int, frozenset[str]]) -> None:
+    assert await backend.observe() == expected
+
+
+async def _generation_size(backend: KubernetesBackend, generation: int, size: int) -> frozenset[str]:
+    running = (await backend.observe()).get(generation, frozenset())
+    assert len(running) == size, running
+    return running
