@@ -31,7 +31,7 @@ from __future__ import annotations
 import copy
 import json
 import re
-from collections.abc import Mapping, Sequence
+from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any, cast
 
@@ -399,7 +399,3 @@ class KubernetesBackend:
 
     async def close(self) -> None:
         """Nothing to release: the API client is the caller's, and the generations keep running."""
-
-    def generations(self) -> Sequence[int]:
-        """The generations seen by the last :meth:`observe` (for logs and tests)."""
-        return sorted({p.generation for p in self._pods.values()})

@@ -16,6 +16,7 @@ finishes; deleting the workload deletes its generations; the chart grants exactl
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import json
 import os
@@ -356,12 +357,22 @@ async def test_the_chart_grants_handover_exactly_what_the_backend_uses(
         backend = KubernetesBackend(api, f"{unlisted}/ledger", TARGET)
         with pytest.raises(KubernetesBackendError, match=r"403 .*cannot list resource \"deployments\""):
             await backend.observe()
-        # And the chart's own Lease is taken and released.
-        mine = LeaseLeadership(api, install.lease_namespace, install.lease_name, settings=FAST_LEASE)
+        # And the chart's own Lease is taken, and released cleanly: the holder is cleared, so the next
+        # candidate takes it at once, one term higher, though the Lease was held for an hour.
+        hour = LeaseSettings(lease_duration=3600, renew_deadline=10.0, retry_period=2.0)
+        mine = LeaseLeadership(api, install.lease_namespace, install.lease_name, settings=hour)
         term = await mine.acquire()
         assert mine.is_leader()
+        lease = control_plane.get_json("lease", "-n", install.lease_namespace, install.lease_name)
+        assert lease["spec"]["holderIdentity"] == mine.identity
         await mine.release()
-        assert term >= 1
+        assert not mine.is_leader()
+        lease = control_plane.get_json("lease", "-n", install.lease_namespace, install.lease_name)
+        assert not lease["spec"].get("holderIdentity")
+        successor = LeaseLeadership(api, install.lease_namespace, install.lease_name, settings=hour)
+        # (the bound only keeps a broken release from hanging the test for the hour)
+        assert await asyncio.wait_for(successor.acquire(), 120) == term + 1
+        await successor.release()
     finally:
         await api.close()
 
