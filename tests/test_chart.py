@@ -323,7 +323,7 @@ def test_handover_is_granted_nothing_unless_enabled_and_only_in_the_listed_names
             "resources": ["deployments"],
             "verbs": ["get", "list", "create", "patch", "delete"],
         },
-        {"apiGroups": [""], "resources": ["pods"], "verbs": ["list", "delete"]},
+        {"apiGroups": [""], "resources": ["pods"], "verbs": ["list", "patch", "delete"]},
     ]
     for namespace in ("shop", "ledger"):
         assert roles[(namespace, "ls-lagscaler-handover")]["rules"] == workload_rules

@@ -62,6 +62,9 @@ LABEL_MANAGED_BY = "app.kubernetes.io/managed-by"
 ANNOTATION_CLONED_FROM = "lagscaler.io/cloned-from"  # <name>@<resourceVersion> of the workload's Deployment
 FIELD_MANAGER = "lagscaler"
 KILL_GRACE_SECONDS = 1  # not 0: a force delete would drop the pod from the API before its kubelet stops it
+# The ReplicaSet controller removes the pods with the lowest cost first when its Deployment shrinks.
+ANNOTATION_DELETION_COST = "controller.kubernetes.io/pod-deletion-cost"
+LOWEST_DELETION_COST = str(-(2**31))
 _GONE_PHASES = ("Succeeded", "Failed")  # its containers will not run again
 
 
@@ -364,7 +367,10 @@ class KubernetesBackend:
             if generation == 0:
                 await self.remove(0)
             else:
-                # So that its ReplicaSet does not replace them while they are still being fenced.
+                # Shrink the Deployment so that its ReplicaSet does not replace them, and mark them the
+                # cheapest to delete so that the ReplicaSet's own pick is them and not a healthy worker.
+                for pod_name in names:
+                    await self._mark_cheapest(pod_name)
                 keep = [
                     p for p in self._pods.values()
                     if p.generation == generation and not p.terminating and p.name not in names
@@ -383,6 +389,18 @@ class KubernetesBackend:
                         raise KubernetesBackendError(
                             f"{self.workload}: delete pod {self.namespace}/{pod_name}: {_problem(exc)}"
                         ) from None
+
+    async def _mark_cheapest(self, pod_name: str) -> None:
+        patch = {"metadata": {"annotations": {ANNOTATION_DELETION_COST: LOWEST_DELETION_COST}}}
+        try:
+            await self._core.patch_namespaced_pod(
+                pod_name, self.namespace, patch, field_manager=FIELD_MANAGER
+            )
+        except ApiException as exc:
+            if exc.status != 404:
+                raise KubernetesBackendError(
+                    f"{self.workload}: mark pod {self.namespace}/{pod_name} for deletion: {_problem(exc)}"
+                ) from None
 
     async def _delete_deployment(self, name: str) -> None:
         try:

@@ -339,7 +339,7 @@ async def test_the_chart_grants_handover_exactly_what_the_backend_uses(
 
     assert set(extra(listed)) == {
         "deployments.apps [] [] [get list create patch delete]",
-        "pods [] [] [list delete]",
+        "pods [] [] [list patch delete]",
     }
     # The Lease: created by any name (create cannot be limited to one), read and renewed only by its own.
     assert set(extra(install.lease_namespace)) == {
