@@ -83,6 +83,7 @@ def test_lint_is_clean_in_strict_mode() -> None:
             engineState={"enabled": True, "existingClaim": "lagscaler-state"},
         ),
         with_values(engineState={"enabled": True}),
+        with_values(handover={"enabled": True, "namespaces": ["shop", "ledger"]}),
         with_values(
             certificates={
                 "mode": "certManager",
@@ -90,7 +91,7 @@ def test_lint_is_clean_in_strict_mode() -> None:
             }
         ),
     ],
-    ids=["minimal", "everything-on", "state-in-emptydir", "cert-manager"],
+    ids=["minimal", "everything-on", "state-in-emptydir", "handover", "cert-manager"],
 )
 def test_every_object_is_valid_kubernetes(values: dict[str, Any]) -> None:
     for doc in render(values):
@@ -202,6 +203,8 @@ def test_rbac_of_a_delegating_api_server_and_the_optional_hpa_grant() -> None:
         (with_values(certificates={"mode": "certManager"}), "issuerRef"),
         (with_values(certificates={"mode": "secret", "secretName": "mine"}), "caBundle"),
         (with_values(certificates={"mode": "secret"}), "secretName"),
+        (with_values(handover={"enabled": True}), "handover.namespaces"),
+        (with_values(handover={"enabled": True, "namespaces": ["Not_A_Namespace"]}), "namespaces"),
     ],
     ids=[
         "no-kafka",
@@ -210,6 +213,8 @@ def test_rbac_of_a_delegating_api_server_and_the_optional_hpa_grant() -> None:
         "cert-manager-no-issuer",
         "secret-no-ca",
         "secret-no-name",
+        "handover-no-namespaces",
+        "handover-bad-namespace",
     ],
 )
 def test_bad_values_are_refused_naming_the_key(values: dict[str, Any], message: str) -> None:
@@ -296,3 +301,74 @@ def test_policies_from_files_pass_through_and_load() -> None:
     cm = one(render(with_values(policies={"clickstream": text})), "ConfigMap", "policies")
     assert cm["data"]["clickstream.yaml"].strip() == text.strip()
     assert parse_policy(cm["data"]["clickstream.yaml"], "clickstream.yaml").name == "clickstream"
+
+
+def test_handover_is_granted_nothing_unless_enabled_and_only_in_the_listed_namespaces() -> None:
+    off = render()
+    assert not [d for d in off if "handover" in d["metadata"]["name"]]
+    assert not [
+        a
+        for a in one(off, "Deployment")["spec"]["template"]["spec"]["containers"][0]["args"]
+        if "handover" in a
+    ]
+
+    docs = render(with_values(handover={"enabled": True, "namespaces": ["shop", "ledger"]}))
+    roles = {(d["metadata"]["namespace"], d["metadata"]["name"]): d for d in docs if d["kind"] == "Role"}
+    bindings = {
+        (d["metadata"]["namespace"], d["metadata"]["name"]): d for d in docs if d["kind"] == "RoleBinding"
+    }
+    workload_rules = [
+        {
+            "apiGroups": ["apps"],
+            "resources": ["deployments"],
+            "verbs": ["get", "list", "create", "patch", "delete"],
+        },
+        {"apiGroups": [""], "resources": ["pods"], "verbs": ["list", "patch", "delete"]},
+    ]
+    for namespace in ("shop", "ledger"):
+        assert roles[(namespace, "ls-lagscaler-handover")]["rules"] == workload_rules
+        binding = bindings[(namespace, "ls-lagscaler-handover")]
+        assert binding["roleRef"]["name"] == "ls-lagscaler-handover"
+        assert binding["subjects"] == [
+            {"kind": "ServiceAccount", "name": "ls-lagscaler", "namespace": NAMESPACE}
+        ]
+    lease = roles[(NAMESPACE, "ls-lagscaler-handover-lease")]
+    assert lease["rules"] == [
+        {"apiGroups": ["coordination.k8s.io"], "resources": ["leases"], "verbs": ["create"]},
+        {
+            "apiGroups": ["coordination.k8s.io"],
+            "resources": ["leases"],
+            "resourceNames": ["ls-lagscaler-handover"],
+            "verbs": ["get", "update"],
+        },
+    ]
+    # Nothing cluster-wide, and nothing in any other namespace.
+    handover_objects = [d for d in docs if "handover" in d["metadata"]["name"]]
+    assert {d["kind"] for d in handover_objects} == {"Role", "RoleBinding"}
+    assert {d["metadata"]["namespace"] for d in handover_objects} == {"shop", "ledger", NAMESPACE}
+
+
+def test_handover_args_are_accepted_by_lagscaler_serve() -> None:
+    from lagscaler.cli import _Parser
+    from lagscaler.cli.serve import build_parser, handover_from_options, serve_options
+    from lagscaler.service.handover import KubernetesHandover
+
+    values = with_values(
+        handover={
+            "enabled": True,
+            "namespaces": ["shop"],
+            "controlTopic": "ops.handover",
+            "warmupTimeoutSeconds": 300,
+            "fenceTimeoutSeconds": 8,
+        }
+    )
+    args = one(render(values), "Deployment")["spec"]["template"]["spec"]["containers"][0]["args"]
+    parsed = build_parser(_Parser(prog="lagscaler serve")).parse_args(args[1:])
+    handover = handover_from_options(serve_options(parsed, {})[0])
+    assert isinstance(handover, KubernetesHandover)
+    assert handover.lease_namespace == NAMESPACE
+    assert handover.lease_name == "ls-lagscaler-handover"  # the name the lease Role allows
+    assert handover.kubeconfig is None  # the pod's service account
+    assert handover.settings.control_topic == "ops.handover"
+    assert handover.settings.warmup_timeout == 300
+    assert handover.settings.fence_timeout == 8

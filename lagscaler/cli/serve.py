@@ -30,6 +30,7 @@ from pydantic import BeforeValidator, Field
 from lagscaler.api.settings import ApiOptions, add_api_arguments
 from lagscaler.cli.lag import KafkaOptions, add_kafka_arguments
 from lagscaler.errors import UserError
+from lagscaler.handover.leader import DEFAULT_LEASE_NAME
 from lagscaler.handover.protocol import DEFAULT_CONTROL_TOPIC
 from lagscaler.options import (
     Given,
@@ -47,7 +48,7 @@ from lagscaler.options import (
 )
 
 if TYPE_CHECKING:
-    from lagscaler.service.handover import LocalHandover
+    from lagscaler.service.handover import HandoverBackend
 
 ENV_PREFIX = "LAGSCALER_"
 CONFIG_ENV = "LAGSCALER_CONFIG"
@@ -79,16 +80,30 @@ def _commands(value: object) -> object:
 
 
 class HandoverOptions(Options):
-    """Run mode: handover policies with local worker processes (docs/handover.md)."""
+    """Run mode: handover policies (docs/handover.md): local processes, or a Deployment per generation."""
 
+    handover_backend: Literal["local", "kubernetes"] | None = None
+    """What runs the generations: local processes (--handover-state-dir, --handover-command) or
+    Kubernetes Deployments cloned from each policy's scaleTargetRef. Default: local when
+    --handover-state-dir is given, else no handover."""
     handover_state_dir: Annotated[UserPath | None, Field(json_schema_extra={"metavar": "DIR"})] = None
-    """Run handovers: worker pid files and logs, and the leader lock, live here."""
+    """local: worker pid files and logs, and the leader lock, live here."""
     handover_command: Annotated[
         tuple[str, ...],
         BeforeValidator(_commands),
         Field(json_schema_extra={"metavar": "NAMESPACE/NAME=COMMAND[;...]"}),
     ] = ()
-    """The worker command of each handover workload; several separated by ';' (a list in the file)."""
+    """local: the worker command of each handover workload; several separated by ';' (a list in the file)."""
+    handover_kubeconfig: Annotated[UserPath | None, Field(json_schema_extra={"metavar": "FILE"})] = None
+    """kubernetes: how to reach the API server (default: the pod's service account)."""
+    handover_lease_namespace: Annotated[
+        str | None, Field(min_length=1, json_schema_extra={"metavar": "NAMESPACE"})
+    ] = None
+    """kubernetes: the namespace of the leader Lease (default: the pod's own namespace)."""
+    handover_lease_name: Annotated[str, Field(min_length=1, json_schema_extra={"metavar": "NAME"})] = (
+        DEFAULT_LEASE_NAME
+    )
+    """kubernetes: the leader Lease; every serve replica that shares it runs handovers one at a time."""
     handover_control_topic: Annotated[str, Field(min_length=1, json_schema_extra={"metavar": "TOPIC"})] = (
         DEFAULT_CONTROL_TOPIC
     )
@@ -176,21 +191,64 @@ def run_serve(args: argparse.Namespace) -> int:
     return 0
 
 
-def handover_from_options(options: HandoverOptions) -> LocalHandover | None:
+def handover_from_options(options: HandoverOptions) -> HandoverBackend | None:
     from lagscaler.handover import HandoverSettings  # noqa: PLC0415 - keep `lagscaler --help` fast
-    from lagscaler.service.handover import LocalHandover, parse_commands  # noqa: PLC0415
+    from lagscaler.service.handover import (  # noqa: PLC0415
+        KubernetesHandover,
+        LocalHandover,
+        parse_commands,
+    )
 
     commands = parse_commands(options.handover_command)
-    if options.handover_state_dir is None:
-        if commands:
-            raise UserError("--handover-command needs --handover-state-dir (where the workers are tracked)")
+    backend = options.handover_backend or ("local" if options.handover_state_dir is not None else None)
+    if backend is None and commands:
+        raise UserError("--handover-command needs --handover-state-dir (where the workers are tracked)")
+    local_only = [
+        flag
+        for flag, value in (
+            ("--handover-state-dir", options.handover_state_dir),
+            ("--handover-command", commands),
+        )
+        if value
+    ]
+    if backend == "kubernetes" and local_only:
+        raise UserError(f"{' and '.join(local_only)} belong to --handover-backend local, not kubernetes")
+    if backend != "kubernetes" and options.handover_kubeconfig is not None:
+        raise UserError("--handover-kubeconfig belongs to --handover-backend kubernetes")
+    if backend is None:
         return None
     timeouts = HandoverSettings(
         control_topic=options.handover_control_topic,
         warmup_timeout=options.handover_warmup_timeout,
         fence_timeout=options.handover_fence_timeout,
     )
-    return LocalHandover(options.handover_state_dir, commands, timeouts)
+    if backend == "local":
+        if options.handover_state_dir is None:
+            raise UserError(
+                "--handover-backend local needs --handover-state-dir (where the workers are tracked)"
+            )
+        return LocalHandover(options.handover_state_dir, commands, timeouts)
+    namespace = options.handover_lease_namespace or _pod_namespace()
+    if namespace is None:
+        raise UserError(
+            "--handover-backend kubernetes needs --handover-lease-namespace outside a pod (where its leader"
+            " Lease lives)"
+        )
+    return KubernetesHandover(
+        lease_namespace=namespace,
+        lease_name=options.handover_lease_name,
+        kubeconfig=options.handover_kubeconfig,
+        settings=timeouts,
+    )
+
+
+def _pod_namespace() -> str | None:
+    """The namespace of the pod this runs in (the service account's mount says), or None."""
+    path = Path("/var/run/secrets/kubernetes.io/serviceaccount/namespace")
+    try:
+        return path.read_text().strip() or None
+    except OSError:
+        return None
 
 
 def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:

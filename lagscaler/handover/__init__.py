@@ -5,7 +5,8 @@
 * :mod:`.protocol` — the control records and what each tells a worker to do (pure);
 * :mod:`.machine` — the controller as a pure state machine (pure);
 * :mod:`.backend` — the interface to what runs workers; :mod:`.local` — local processes;
-* :mod:`.leader` — leader election (a file lock now);
+  :mod:`.kubernetes` — a Deployment per generation;
+* :mod:`.leader` — leader election (a file lock); :mod:`.lease` — a Kubernetes Lease;
 * :mod:`.channel` — the control topic, read and written;
 * :mod:`.controller` — the async driver of the machine, and the runner ``serve`` uses.
 
@@ -27,7 +28,9 @@ if TYPE_CHECKING:
         WorkloadController,
         WorkloadSpec,
     )
+    from lagscaler.handover.kubernetes import KubernetesBackend
     from lagscaler.handover.leader import FileLeadership, Leadership
+    from lagscaler.handover.lease import LeaseLeadership, LeaseSettings
     from lagscaler.handover.local import LocalProcessBackend
     from lagscaler.handover.protocol import (
         DEFAULT_CONTROL_TOPIC,
@@ -50,7 +53,10 @@ __all__ = [
     "GenerationSpec",
     "HandoverRunner",
     "HandoverSettings",
+    "KubernetesBackend",
     "Leadership",
+    "LeaseLeadership",
+    "LeaseSettings",
     "LocalProcessBackend",
     "Phase",
     "Role",
@@ -66,7 +72,9 @@ _HOMES = {
     "backend": ["WORKER_ENV", "Backend", "GenerationSpec"],
     "channel": ["ControlChannel", "ensure_control_topic"],
     "controller": ["Deposed", "HandoverRunner", "HandoverSettings", "WorkloadController", "WorkloadSpec"],
+    "kubernetes": ["KubernetesBackend"],
     "leader": ["FileLeadership", "Leadership"],
+    "lease": ["LeaseLeadership", "LeaseSettings"],
     "local": ["LocalProcessBackend"],
     "protocol": [
         "DEFAULT_CONTROL_TOPIC", "ControllerRecord", "Phase", "Role", "Status", "WorkerStatus",

@@ -6,8 +6,9 @@ happened, and ``observe`` tells the controller when it has. A worker stays in ``
 until the backend is *sure* it can no longer process (its process has exited, its pod is gone), which is
 what lets the controller take a cut without it.
 
-Implemented now: :class:`lagscaler.handover.local.LocalProcessBackend`. Planned (phase 2): a Kubernetes
-backend that clones the workload's Deployment per generation.
+Implemented: :class:`lagscaler.handover.local.LocalProcessBackend` (local processes) and
+:class:`lagscaler.handover.kubernetes.KubernetesBackend` (a Deployment per generation, cloned from the
+workload's own).
 """
 
 from __future__ import annotations

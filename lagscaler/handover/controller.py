@@ -97,6 +97,7 @@ class WorkloadSpec:
     base_group: str  # the policy's kafka.group; generation g consumes in <base_group>-gen-<g>
     topics: tuple[str, ...]
     initial_replicas: int = 1
+    target: str = ""  # the workload's own Deployment (its scaleTargetRef): what the Kubernetes backend clones
 
     def machine(self, settings: HandoverSettings) -> MachineSettings:
         return MachineSettings(
@@ -143,7 +144,9 @@ class WorkloadController:
         self._partitions = _Partitions()
         self._poke = asyncio.Event()
         self._noted: set[tuple[str, str]] = set()
-        self.steps = 0
+        self.steps = 0  # steps that completed
+        self.failures = 0  # steps that raised (Kafka or the backend away, a workload gone)
+        self._problem: str | None = None  # the last failure logged; repeated failures are logged once
 
     def set_desired(self, replicas: int | None) -> None:
         if replicas != self.desired:
@@ -279,11 +282,15 @@ class WorkloadController:
             except asyncio.CancelledError:
                 raise
             except Exception as exc:
-                log.warning(
-                    "handover step failed",
-                    workload=self.spec.workload,
-                    problem=f"{type(exc).__name__}: {exc}",
-                )
+                self.failures += 1
+                problem = f"{type(exc).__name__}: {exc}"
+                if problem != self._problem:  # every tick would repeat it: say it once, and when it changes
+                    self._problem = problem
+                    log.warning("handover step failed", workload=self.spec.workload, problem=problem)
+            else:
+                if self._problem is not None:
+                    log.info("handover step succeeded again", workload=self.spec.workload)
+                    self._problem = None
             await _first(self.channel.wait_changed(version, self.settings.tick), self._poke.wait())
 
 
@@ -302,7 +309,7 @@ async def _first(*awaitables: object) -> None:
 class HandoverRunner:
     """Runs a :class:`WorkloadController` per workload while ``leadership`` holds; ``async with`` it.
 
-    ``backends(spec)`` builds the backend of a workload (the local one, or later a Kubernetes one).
+    ``backends(spec)`` builds the backend of a workload (local processes, or Deployments in Kubernetes).
     :meth:`sync` is called with the current handover workloads whenever policies change;
     :meth:`set_desired` with each engine decision.
     """

@@ -1,7 +1,7 @@
 """Leader election: only one controller acts on a workload's generations at a time (``docs/handover.md`` §6).
 
 :class:`Leadership` is the interface; :class:`FileLeadership` implements it with ``flock(2)`` for one
-machine. A Kubernetes Lease (planned, phase 2) will implement the same interface.
+machine, :class:`lagscaler.handover.lease.LeaseLeadership` with a Kubernetes Lease for a cluster.
 
 Each acquisition yields a *term* higher than every earlier one; the controller writes it into every
 record, and workers ignore records of a lower term than one they have seen, so a leader that lost its
@@ -17,7 +17,9 @@ import os
 from pathlib import Path
 from typing import Protocol
 
-__all__ = ["FileLeadership", "Leadership"]
+__all__ = ["DEFAULT_LEASE_NAME", "FileLeadership", "Leadership"]
+
+DEFAULT_LEASE_NAME = "lagscaler-handover"  # the Kubernetes Lease (lagscaler.handover.lease) by default
 
 
 class Leadership(Protocol):

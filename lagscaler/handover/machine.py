@@ -380,7 +380,9 @@ def _retiring(
         actions.append(Remove(source))
         return record, actions
     if source is not None:
-        actions.append(Forget(source))
+        # Once more with nothing left to stop: a backend may hold more than workers for a generation
+        # (a Deployment whose pods were never created) and lets go of it here.
+        actions += [Remove(source), Forget(source)]
     actions.append(Note("handover done", _describe(record, handover)))
     return replace(record, handover=None), actions
 
@@ -394,7 +396,7 @@ def _aborting(
     if obs.running.get(handover.target):
         actions.append(Remove(handover.target))
         return record, actions
-    actions.append(Forget(handover.target))
+    actions += [Remove(handover.target), Forget(handover.target)]  # Remove: see _retiring
     return replace(record, handover=None), actions
 
 

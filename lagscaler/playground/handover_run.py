@@ -30,6 +30,7 @@ from lagscaler.handover import (
     FileLeadership,
     HandoverRunner,
     HandoverSettings,
+    Leadership,
     LocalProcessBackend,
     WorkloadSpec,
     ensure_control_topic,
@@ -101,12 +102,14 @@ class HandoverPlayground:
         self,
         settings: PlaygroundSettings,
         *,
-        leadership: FileLeadership | None = None,
+        leadership: Leadership | None = None,
+        backends: Callable[[WorkloadSpec], Backend] | None = None,
         clock: Callable[[], float] = time.time,
     ) -> None:
         self.settings = settings
         self.kafka = KafkaSettings(bootstrap=(settings.bootstrap,))
         self.leadership = leadership or FileLeadership(settings.state_dir / "leader.lock")
+        self._backends = backends  # None: local processes of settings.command()
         self._clock = clock
         self.runner: HandoverRunner | None = None
         self.producer: LoadProducer | None = None
@@ -128,7 +131,7 @@ class HandoverPlayground:
         )
 
     def backend(self, spec: WorkloadSpec) -> Backend:
-        return self._backend(spec.workload)
+        return self._backends(spec) if self._backends is not None else self._backend(spec.workload)
 
     @property
     def spec(self) -> WorkloadSpec:

@@ -175,7 +175,7 @@ class Mode(enum.StrEnum):
     """How a decision reaches the workload."""
 
     HPA = "hpa"  # lagscaler serves a metric; a stock HPA scales the Deployment
-    HANDOVER = "handover"  # planned: a new generation in its own group, cut over without a rebalance
+    HANDOVER = "handover"  # lagscaler runs each size as a new generation in its own group (docs/handover.md)
 
 
 class StaleAction(enum.StrEnum):
@@ -345,8 +345,10 @@ class PolicySpec:
     lagscaler.worker): every size is a new generation in a consumer group of its own, warmed up while
     the old one consumes and started at exactly the old one's committed offsets, so scaling never
     rebalances a running group (docs/handover.md). Needs kafka.topics, and `lagscaler serve` started
-    with a handover backend: local processes (--handover-state-dir, --handover-command); a Kubernetes
-    backend (a Deployment per generation) is planned. Without one such a policy gets metrics only."""
+    with a handover backend: local processes (--handover-state-dir, --handover-command) or Kubernetes
+    (--handover-backend kubernetes: a Deployment per generation cloned from scaleTargetRef, which must
+    be an apps/v1 Deployment; lagscaler scales scaleTargetRef itself to 0). Without one such a policy
+    gets metrics only."""
     min_replicas: Annotated[int, Field(ge=1), INTEGER] = 1
     """Never fewer replicas than this."""
     max_replicas: Annotated[int, Field(ge=1), INTEGER] = 10

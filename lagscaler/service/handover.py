@@ -1,16 +1,19 @@
 """What ``serve`` needs to run handovers: the settings, and the policies turned into controller workloads.
 
-In phase 1 the only backend is the local-process one (``docs/handover.md`` §7): ``serve`` runs a
-``mode: handover`` workload's generations as local processes of a command given per workload
-(``--handover-command namespace/name=COMMAND``), with the file lock in ``--handover-state-dir`` for
-leader election. The Kubernetes backend (a Deployment per generation, cloned from the policy's
-``scaleTargetRef``) and a Lease are planned.
+Two backends (``docs/handover.md`` §7):
+
+* :class:`LocalHandover` runs a ``mode: handover`` workload's generations as local processes of a
+  command given per workload (``--handover-command namespace/name=COMMAND``), led under a file lock in
+  ``--handover-state-dir``;
+* :class:`KubernetesHandover` runs each generation as a Deployment cloned from the policy's
+  ``scaleTargetRef``, in the policy's namespace, led under a Lease (``--handover-backend kubernetes``).
 """
 
 from __future__ import annotations
 
+import contextlib
 import shlex
-from collections.abc import Mapping, Sequence
+from collections.abc import AsyncIterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -19,15 +22,29 @@ from lagscaler.handover import (
     FileLeadership,
     HandoverRunner,
     HandoverSettings,
+    KubernetesBackend,
+    LeaseLeadership,
+    LeaseSettings,
     LocalProcessBackend,
     WorkloadSpec,
 )
 from lagscaler.handover.backend import Backend
+from lagscaler.handover.kubernetes import workload_problem
+from lagscaler.handover.leader import DEFAULT_LEASE_NAME
 from lagscaler.kafka import KafkaSettings
+from lagscaler.kube import kube_api_client
 from lagscaler.logs import get_logger
 from lagscaler.policy import Mode, ScalingPolicy
 
-__all__ = ["LocalHandover", "handover_workloads", "local_runner", "parse_commands"]
+__all__ = [
+    "HandoverBackend",
+    "KubernetesHandover",
+    "LocalHandover",
+    "handover_workloads",
+    "local_runner",
+    "parse_commands",
+    "running_handover",
+]
 
 log = get_logger("lagscaler.service")
 
@@ -53,6 +70,30 @@ class LocalHandover:
                 )
 
 
+@dataclass(frozen=True)
+class KubernetesHandover:
+    """Run handovers with a Deployment per generation, led under Lease ``lease_namespace/lease_name``.
+
+    ``kubeconfig``: how to reach the API server (None: the pod's service account). ``lease``: its
+    timings. The identity of this process in the Lease is its host name (the pod name) and a random part.
+    """
+
+    lease_namespace: str
+    lease_name: str = DEFAULT_LEASE_NAME
+    kubeconfig: Path | None = None
+    settings: HandoverSettings = field(default_factory=HandoverSettings)
+    lease: LeaseSettings = field(default_factory=LeaseSettings)
+
+    def __post_init__(self) -> None:
+        if not self.lease_namespace:
+            raise UserError("--handover-lease-namespace: the namespace of the leader Lease is empty")
+        if not self.lease_name:
+            raise UserError("--handover-lease-name: the leader Lease needs a name")
+
+
+HandoverBackend = LocalHandover | KubernetesHandover
+
+
 def parse_commands(values: Sequence[str]) -> dict[str, tuple[str, ...]]:
     """``namespace/name=COMMAND`` flags (the command split as a shell would) by workload."""
     commands: dict[str, tuple[str, ...]] = {}
@@ -67,19 +108,34 @@ def parse_commands(values: Sequence[str]) -> dict[str, tuple[str, ...]]:
     return commands
 
 
-def handover_workloads(policies: Sequence[ScalingPolicy], local: LocalHandover | None) -> list[WorkloadSpec]:
+def _problem(policy: ScalingPolicy, handover: HandoverBackend | None) -> str | None:
+    """Why ``serve`` cannot run this handover policy (None: it can)."""
+    if handover is None:
+        return "serve has no handover backend (--handover-backend): serving metrics only"
+    if not policy.kafka.topics:
+        return "a handover policy must name its kafka.topics (a new generation subscribes to them)"
+    if isinstance(handover, LocalHandover):
+        if policy.key not in handover.commands:
+            return f"no worker command for it (--handover-command {policy.key}=COMMAND)"
+        return None
+    target = policy.target
+    if (target.api_version, target.kind) != ("apps/v1", "Deployment"):
+        return (
+            f"the kubernetes handover backend clones a Deployment (apps/v1); scaleTargetRef is a"
+            f" {target.kind} ({target.api_version})"
+        )
+    return workload_problem(policy.key, target.name)
+
+
+def handover_workloads(
+    policies: Sequence[ScalingPolicy], handover: HandoverBackend | None
+) -> list[WorkloadSpec]:
     """The ``mode: handover`` policies a controller can run; the others are logged with the reason."""
     specs = []
     for policy in policies:
         if policy.mode is not Mode.HANDOVER:
             continue
-        problem = None
-        if local is None:
-            problem = "serve has no handover backend (--handover-state-dir): serving metrics only"
-        elif not policy.kafka.topics:
-            problem = "a handover policy must name its kafka.topics (a new generation subscribes to them)"
-        elif policy.key not in local.commands:
-            problem = f"no worker command for it (--handover-command {policy.key}=COMMAND)"
+        problem = _problem(policy, handover)
         if problem is not None:
             log.warning("handover not run", workload=policy.key, problem=problem)
             continue
@@ -89,6 +145,7 @@ def handover_workloads(policies: Sequence[ScalingPolicy], local: LocalHandover |
                 base_group=policy.kafka.group,
                 topics=tuple(policy.kafka.topics),
                 initial_replicas=policy.min_replicas,
+                target=policy.target.name,
             )
         )
     return specs
@@ -106,3 +163,31 @@ def local_runner(kafka: KafkaSettings, local: LocalHandover) -> HandoverRunner:
         backends=backend,
         leadership=FileLeadership(local.state_dir / "leader.lock"),
     )
+
+
+@contextlib.asynccontextmanager
+async def running_handover(kafka: KafkaSettings, handover: HandoverBackend) -> AsyncIterator[HandoverRunner]:
+    """The runner for ``handover``, started; stopped (and its API client closed) on exit."""
+    if isinstance(handover, LocalHandover):
+        async with local_runner(kafka, handover) as runner:
+            yield runner
+        return
+    api = await kube_api_client(handover.kubeconfig)
+    if api is None:
+        raise UserError(
+            "the kubernetes handover backend needs --handover-kubeconfig, or to run in a pod with a"
+            " service account"
+        )
+    try:
+        leadership = LeaseLeadership(
+            api, handover.lease_namespace, handover.lease_name, settings=handover.lease
+        )
+
+        def backend(spec: WorkloadSpec) -> Backend:
+            return KubernetesBackend(api, spec.workload, spec.target)
+
+        runner = HandoverRunner(kafka, handover.settings, backends=backend, leadership=leadership)
+        async with runner:
+            yield runner
+    finally:
+        await api.close()

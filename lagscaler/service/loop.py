@@ -41,7 +41,7 @@ from lagscaler.logs import get_logger
 from lagscaler.observability import ServiceMetrics
 from lagscaler.policy import ScalingPolicy
 from lagscaler.sampler import SampleFailed, Sampler
-from lagscaler.service.handover import LocalHandover, handover_workloads
+from lagscaler.service.handover import HandoverBackend, handover_workloads
 from lagscaler.service.policies import PolicySet, PolicyWatcher
 from lagscaler.service.publish import RawSignals, raw_signals, workload_metrics
 from lagscaler.service.statefile import StateFileError, load_state, save_state
@@ -76,11 +76,11 @@ class ScalingLoop:
         settings: LoopSettings | None = None,
         clock: Callable[[], float] = time.time,
         handover: HandoverRunner | None = None,
-        local_handover: LocalHandover | None = None,
+        handover_backend: HandoverBackend | None = None,
     ) -> None:
         self.sampler = sampler
         self.handover = handover  # runs mode: handover policies (None: serve has no handover backend)
-        self._local_handover = local_handover
+        self._handover_backend = handover_backend
         self.watcher = watcher
         self.cache = cache
         self.metrics = metrics
@@ -142,7 +142,7 @@ class ScalingLoop:
         self._state_keys = tuple(self._params.keys)
         self._policies = policies
         self._version = current.version
-        specs = handover_workloads(policies, self._local_handover if self.handover is not None else None)
+        specs = handover_workloads(policies, self._handover_backend if self.handover is not None else None)
         if self.handover is not None:
             self.handover.sync(specs)
         self._handed_over = {s.workload for s in specs}

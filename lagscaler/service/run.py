@@ -19,7 +19,7 @@ from lagscaler.kafka import KafkaSettings
 from lagscaler.logs import get_logger
 from lagscaler.observability import ServiceMetrics
 from lagscaler.sampler import Sampler, SamplerSettings
-from lagscaler.service.handover import LocalHandover, local_runner
+from lagscaler.service.handover import HandoverBackend, running_handover
 from lagscaler.service.loop import LoopSettings, ScalingLoop
 from lagscaler.service.policies import PolicyWatcher
 
@@ -37,7 +37,7 @@ class ServeSettings:
     history: int = 120
     cycle_timeout: float | None = None  # default: the interval, at least 5 s
     state_file: Path | None = None  # the engine's learned state, kept across restarts
-    handover: LocalHandover | None = None  # run mode: handover policies with local worker processes
+    handover: HandoverBackend | None = None  # run mode: handover policies (local processes or Deployments)
 
     def __post_init__(self) -> None:
         if not self.interval > 0:
@@ -79,7 +79,7 @@ async def running_service(
         sampler = await stack.enter_async_context(Sampler(settings.kafka, settings.sampler_settings(groups)))
         runner = None
         if settings.handover is not None:
-            runner = await stack.enter_async_context(local_runner(settings.kafka, settings.handover))
+            runner = await stack.enter_async_context(running_handover(settings.kafka, settings.handover))
         loop = ScalingLoop(
             sampler,
             watcher,
@@ -87,7 +87,7 @@ async def running_service(
             metrics,
             settings=LoopSettings(interval=settings.interval, state_file=settings.state_file),
             handover=runner,
-            local_handover=settings.handover,
+            handover_backend=settings.handover,
         )
         readiness = HealthChecks()
         readiness.add("policies", loop.policies_ready)

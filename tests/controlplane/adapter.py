@@ -14,12 +14,13 @@ import base64
 import contextlib
 import json
 import os
+import re
 import signal
 import ssl
 import subprocess
 import sys
 import time
-from collections.abc import Iterator, Mapping
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -29,7 +30,15 @@ from test_chart import render
 
 from .cluster import ControlPlane, ControlPlaneError
 
-__all__ = ["GV", "ChartInstall", "Serve", "install_chart"]
+__all__ = [
+    "GV",
+    "ChartInstall",
+    "HandoverInstall",
+    "Serve",
+    "granted_rules",
+    "install_chart",
+    "install_handover_rbac",
+]
 
 GV = "/apis/external.metrics.k8s.io/v1beta1"
 RELEASE = "lagscaler"
@@ -110,6 +119,59 @@ def install_chart(plane: ControlPlane, directory: Path, port: int) -> ChartInsta
     return install
 
 
+@dataclass
+class HandoverInstall:
+    """The chart rendered with ``handover.enabled`` for some namespaces: its ServiceAccount and handover RBAC."""
+
+    objects: list[dict[str, Any]]
+    service_account: str
+    kubeconfig: Path  # that ServiceAccount's identity
+    args: list[str]  # the --handover-* flags the chart gives serve
+    lease_namespace: str
+    lease_name: str
+
+
+def install_handover_rbac(
+    plane: ControlPlane, release: str, namespaces: Iterable[str], **handover: Any
+) -> HandoverInstall:
+    """Render the chart as release ``release`` with handover enabled for ``namespaces`` (and the other
+    ``handover.*`` values given); apply its ServiceAccount and handover Roles and RoleBindings (nothing
+    else: the session's chart serves the API)."""
+    listed = list(namespaces)
+    values = {
+        "kafka": {"bootstrapServers": "unused-by-this-test:9092"},
+        "handover": {**handover, "enabled": True, "namespaces": listed},
+    }
+    rendered = render(values, name=release, namespace=NAMESPACE)
+    objects = [
+        o
+        for o in rendered
+        if o["kind"] == "ServiceAccount"
+        or (o["kind"] in ("Role", "RoleBinding") and "handover" in o["metadata"]["name"])
+    ]
+    for namespace in [NAMESPACE, *listed]:
+        plane.namespace(namespace)
+    plane.apply(objects)
+    account = next(o for o in objects if o["kind"] == "ServiceAccount")["metadata"]["name"]
+    pod = next(o for o in rendered if o["kind"] == "Deployment")["spec"]["template"]["spec"]
+    args = [a for a in pod["containers"][0]["args"] if a.startswith("--handover-")]
+    flags = dict(a.removeprefix("--").split("=", 1) for a in args)
+    return HandoverInstall(
+        objects=objects,
+        service_account=account,
+        kubeconfig=plane.service_account_kubeconfig(NAMESPACE, account),
+        args=args,
+        lease_namespace=flags["handover-lease-namespace"],
+        lease_name=flags["handover-lease-name"],
+    )
+
+
+def granted_rules(plane: ControlPlane, subject: str, namespace: str) -> set[str]:
+    """``kubectl auth can-i --list`` for ``subject`` in ``namespace``, one normalized line per rule."""
+    out = plane.kubectl("auth", "can-i", "--list", f"--as={subject}", "-n", namespace)
+    return {re.sub(r"\s+", " ", line.strip()) for line in out.splitlines()[1:] if line.strip()}
+
+
 SERVICE_HOST = f"{RELEASE}.{NAMESPACE}.svc"  # the name the serving certificate is for
 
 
@@ -180,7 +242,7 @@ class Serve:
         return [
             line
             for line in self.log_text().splitlines()
-            if "403" in line or "Forbidden" in line or "forbidden" in line
+            if re.search(r"\b403\b", line) or "Forbidden" in line or "forbidden" in line  # not port 43403
         ]
 
     def alive(self) -> bool:
@@ -189,9 +251,16 @@ class Serve:
 
 @contextlib.contextmanager
 def running_serve(
-    install: ChartInstall, directory: Path, *, bootstrap: str, port: int, metrics_port: int
+    install: ChartInstall,
+    directory: Path,
+    *,
+    bootstrap: str,
+    port: int,
+    metrics_port: int,
+    extra: Sequence[str] = (),
 ) -> Iterator[Serve]:
-    """Run ``lagscaler serve`` with the chart ServiceAccount's identity until the block exits."""
+    """Run ``lagscaler serve`` with the chart ServiceAccount's identity (and ``extra`` flags) until the
+    block exits."""
     policy_dir = directory / "policies"
     policy_dir.mkdir(parents=True, exist_ok=True)
     log = directory / "lagscaler-serve.log"
@@ -206,6 +275,7 @@ def running_serve(
         "--log-format=json",
         *api_flags(install, port),
         f"--metrics-port={metrics_port}",
+        *extra,
     ]
     with open(log, "wb") as out:
         popen = subprocess.Popen(

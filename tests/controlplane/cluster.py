@@ -10,9 +10,11 @@ What it runs, all on 127.0.0.1 with free ports and certificates made here:
 * kube-apiserver with RBAC, the aggregation layer (front-proxy CA, ``front-proxy-client``
   certificate, ``--enable-aggregator-routing=false`` so an ExternalName Service can point at a local
   adapter), service-account signing keys (TokenRequest works) and a client CA for x509 users;
-* kube-controller-manager with the HPA, deployment, replicaset and serviceaccount controllers, each
-  under its own service account (``--use-service-account-credentials``), a short HPA sync period and
-  the HPA controller's decisions logged (``--vmodule=horizontal=4``) so tests can read every sync.
+* kube-controller-manager with the HPA, deployment, replicaset, serviceaccount and garbage-collector
+  controllers, each under its own service account (``--use-service-account-credentials``), a short
+  HPA sync period and the HPA controller's decisions logged (``--vmodule=horizontal=4``) so tests can
+  read every sync. The garbage collector deletes what an object owns after it (ownerReferences: a
+  Deployment's ReplicaSets and pods, the handover generations a workload's Deployment owns).
 
 There are no nodes and no kubelet: pods stay Pending unless a test marks them Running and Ready
 (``KubeClient.mark_pods_ready`` in ``kubeclient.py``), which is how a test stands in for the kubelet.
@@ -388,7 +390,7 @@ def running_control_plane(
                 f"--kubeconfig={kcm_kubeconfig}",
                 f"--authentication-kubeconfig={kcm_kubeconfig}",
                 f"--authorization-kubeconfig={kcm_kubeconfig}",
-                "--controllers=horizontalpodautoscaling,deployment,replicaset,serviceaccount",
+                "--controllers=horizontalpodautoscaling,deployment,replicaset,serviceaccount,garbagecollector",
                 "--use-service-account-credentials=true",
                 f"--root-ca-file={ca_file}",
                 f"--horizontal-pod-autoscaler-sync-period={hpa_sync_seconds}s",

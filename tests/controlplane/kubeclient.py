@@ -75,29 +75,31 @@ class KubeClient:
         """Stand in for the kubelet: Pending pods become Running and Ready. Returns how many are Ready."""
         core = k8s.CoreV1Api(self.client)
         pods = await core.list_namespaced_pod(namespace, label_selector=selector)
-        now = dt.datetime.now(dt.UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
         ready = 0
         for pod in pods.items:
             if pod.metadata.deletion_timestamp is not None:
                 continue
-            if pod.status.phase == "Running":
+            if pod.status.phase == "Running" or await self.mark_ready(namespace, pod.metadata.name):
                 ready += 1
-                continue
-            body = {
-                "status": {
-                    "phase": "Running",
-                    "startTime": now,
-                    "conditions": [
-                        {"type": "Ready", "status": "True", "lastTransitionTime": now},
-                        {"type": "ContainersReady", "status": "True", "lastTransitionTime": now},
-                    ],
-                }
-            }
-            try:
-                await core.patch_namespaced_pod_status(pod.metadata.name, namespace, body)
-            except ApiException as exc:
-                if exc.status != 404:  # deleted meanwhile
-                    raise
-                continue
-            ready += 1
         return ready
+
+    async def mark_ready(self, namespace: str, name: str) -> bool:
+        """Report pod ``name`` Running and Ready, as its kubelet would; False if it is gone."""
+        now = dt.datetime.now(dt.UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+        body = {
+            "status": {
+                "phase": "Running",
+                "startTime": now,
+                "conditions": [
+                    {"type": "Ready", "status": "True", "lastTransitionTime": now},
+                    {"type": "ContainersReady", "status": "True", "lastTransitionTime": now},
+                ],
+            }
+        }
+        try:
+            await k8s.CoreV1Api(self.client).patch_namespaced_pod_status(name, namespace, body)
+        except ApiException as exc:
+            if exc.status != 404:  # deleted meanwhile
+                raise
+            return False
+        return True

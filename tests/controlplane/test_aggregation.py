@@ -8,12 +8,11 @@ ServiceAccount the chart creates may do exactly what lagscaler needs and nothing
 from __future__ import annotations
 
 import json
-import re
 
 import pytest
 from support import eventually
 
-from .adapter import GV, ChartInstall, Serve
+from .adapter import GV, ChartInstall, Serve, granted_rules
 from .cluster import ControlPlane
 
 pytestmark = [pytest.mark.controlplane, pytest.mark.kafka, pytest.mark.slow]
@@ -65,9 +64,7 @@ async def test_openapi_v3_carries_the_group_and_v2_is_not_refused(
 
 
 def _rules(control_plane: ControlPlane, subject: str) -> set[str]:
-    """``kubectl auth can-i --list`` for ``subject``, one normalized line per rule."""
-    out = control_plane.kubectl("auth", "can-i", "--list", f"--as={subject}", "-n", "kube-system")
-    return {re.sub(r"\s+", " ", line.strip()) for line in out.splitlines()[1:] if line.strip()}
+    return granted_rules(control_plane, subject, "kube-system")
 
 
 async def test_the_chart_grants_exactly_what_lagscaler_needs(

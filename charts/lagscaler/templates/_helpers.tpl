@@ -61,3 +61,8 @@ tls.crt: {{ $cert.Cert | b64enc }}
 tls.key: {{ $cert.Key | b64enc }}
 {{- end -}}
 {{- end -}}
+
+{{/* The leader Lease of the handover controllers, in the release namespace. */}}
+{{- define "lagscaler.handoverLeaseName" -}}
+{{- default (printf "%s-handover" (include "lagscaler.fullname" .)) .Values.handover.leaseName -}}
+{{- end -}}

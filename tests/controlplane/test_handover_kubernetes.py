@@ -1,0 +1,592 @@
+"""Handover in Kubernetes, on the real control plane and the real broker.
+
+The workload is a real Deployment whose container runs ``lagscaler.playground.handover_app`` (a worker
+built on the SDK that writes what it processed to a sink). There are no nodes: the kubelet stand-in
+(``kubelet.py``) runs every pod of the test's namespace as a local process from the pod's own spec
+and environment, so a generation's workers run exactly what lagscaler put in its Deployment. The
+backend and the Lease act with the identity of the chart's ServiceAccount, rendered with handover
+enabled for the test's namespace only.
+
+What a user relies on: the workload's own consumers are taken over (its Deployment scaled to 0) and
+every size after that is a new Deployment, labelled, owned by the workload's Deployment and carrying
+the worker identity; a handover 2 → 4 → 1 under load loses and duplicates nothing (the sink proves it,
+across the takeover too); a controller restarted mid-handover adopts the Deployments it finds and
+finishes; deleting the workload deletes its generations; the chart grants exactly what this needs.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import os
+import signal
+import sys
+from collections.abc import AsyncIterator, Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+from aiokafka.errors import KafkaError
+from structlog.testing import capture_logs
+from support import eventually
+
+from lagscaler.handover import (
+    GenerationSpec,
+    HandoverSettings,
+    KubernetesBackend,
+    LeaseLeadership,
+    LeaseSettings,
+    Phase,
+)
+from lagscaler.handover.backend import Backend
+from lagscaler.handover.controller import WorkloadSpec
+from lagscaler.handover.kubernetes import LABEL_GENERATION, LABEL_WORKLOAD, KubernetesBackendError
+from lagscaler.kube import kube_api_client
+from lagscaler.localkafka import KafkaEndpoint
+from lagscaler.localkafka.broker import free_port
+from lagscaler.playground.handover_run import HandoverPlayground, PlaygroundSettings
+from lagscaler.playground.probe import committed_offsets
+
+from .adapter import ChartInstall, HandoverInstall, Serve, granted_rules, install_handover_rbac, running_serve
+from .cluster import ControlPlane, deployment
+from .kubeclient import KubeClient
+from .kubelet import KubeletStandIn
+
+pytestmark = [pytest.mark.controlplane, pytest.mark.kafka, pytest.mark.slow]
+
+TARGET = "ledger-consumer"
+FAST_LEASE = LeaseSettings(lease_duration=4, renew_deadline=3.0, retry_period=0.5)
+
+
+def workload_deployment(namespace: str, settings: PlaygroundSettings, replicas: int) -> dict[str, Any]:
+    """The user's own consumer Deployment: the SDK worker outside handover mode, in the policy's group."""
+    body = deployment(namespace, TARGET)
+    body["spec"]["replicas"] = replicas
+    pod = body["spec"]["template"]["spec"]
+    pod["terminationGracePeriodSeconds"] = 10
+    pod["containers"][0]["command"] = settings.command()
+    pod["containers"][0]["env"] = [
+        {"name": "LAGSCALER_KAFKA_BOOTSTRAP", "value": settings.bootstrap},
+        {"name": "LAGSCALER_GROUP", "value": settings.group},
+        {"name": "LAGSCALER_TOPICS", "value": settings.topic},
+        {"name": "LAGSCALER_WORKER_LOG_LEVEL", "value": "WARNING"},
+    ]
+    return body
+
+
+def playground(kafka: KafkaEndpoint, unique: str, tmp_path: Path, namespace: str) -> PlaygroundSettings:
+    return PlaygroundSettings(
+        bootstrap=kafka.bootstrap,
+        name=unique,
+        state_dir=tmp_path / "state",
+        partitions=6,
+        rate=300.0,
+        initial_replicas=2,
+        commit_interval=0.5,
+        handover=HandoverSettings(
+            control_topic=f"{unique}-control", warmup_timeout=120, fence_timeout=5, kill_grace=15, tick=0.2
+        ),
+        run_controller=False,
+        workload_key=f"{namespace}/ledger",
+    )
+
+
+class Generations:
+    """What the API server holds for the workload, read with the admin's identity."""
+
+    def __init__(self, kube: KubeClient, namespace: str) -> None:
+        self.kube = kube
+        self.namespace = namespace
+
+    async def deployments(self) -> dict[str, dict[str, Any]]:
+        from kubernetes_asyncio import client as k8s
+
+        listing = await k8s.AppsV1Api(self.kube.client).list_namespaced_deployment(self.namespace)
+        return {d.metadata.name: self.kube.client.sanitize_for_serialization(d) for d in listing.items}
+
+    async def pods(self) -> list[str]:
+        from kubernetes_asyncio import client as k8s
+
+        listing = await k8s.CoreV1Api(self.kube.client).list_namespaced_pod(self.namespace)
+        return sorted(p.metadata.name for p in listing.items)
+
+
+@pytest.fixture
+def namespace(control_plane: ControlPlane, unique: str) -> str:
+    return control_plane.namespace(f"ho-{unique[-6:]}")
+
+
+@pytest.fixture
+def identity(control_plane: ControlPlane, namespace: str) -> HandoverInstall:
+    """The chart's ServiceAccount with handover enabled for the test's namespace only."""
+    return install_handover_rbac(control_plane, f"lagscaler-{namespace}", [namespace])
+
+
+@pytest.fixture
+async def kube(control_plane: ControlPlane) -> AsyncIterator[KubeClient]:
+    async with KubeClient(control_plane.admin_kubeconfig) as client:
+        yield client
+
+
+def _print_logs(kubelet: KubeletStandIn) -> Iterator[str]:
+    yield f"kubelet stand-in errors: {kubelet.errors[-10:]}"
+    for pod in sorted(kubelet.containers):
+        tail = "\n".join(kubelet.log(pod).splitlines()[-15:])
+        yield f"--- {pod}\n{tail}"
+
+
+async def test_a_workload_is_taken_over_and_handed_over_2_4_1_through_generation_deployments(  # noqa: PLR0917 - one story
+    control_plane: ControlPlane,
+    kafka: KafkaEndpoint,
+    unique: str,
+    tmp_path: Path,
+    namespace: str,
+    identity: HandoverInstall,
+    kube: KubeClient,
+) -> None:
+    settings = playground(kafka, unique, tmp_path, namespace)
+    api = await kube_api_client(identity.kubeconfig)
+    assert api is not None
+    seen = Generations(kube, namespace)
+
+    def backends(spec: WorkloadSpec) -> Backend:
+        return KubernetesBackend(api, spec.workload, TARGET)
+
+    leadership = LeaseLeadership(api, identity.lease_namespace, identity.lease_name, settings=FAST_LEASE)
+    try:
+        with capture_logs() as logs:
+            async with (
+                KubeletStandIn(kube, namespace, tmp_path / "kubelet") as kubelet,
+                HandoverPlayground(settings, leadership=leadership, backends=backends) as play,
+            ):
+                try:
+                    await _story(control_plane, settings, play, seen, kubelet, namespace)
+                    report = await play.verdict(within=90)
+                except BaseException:
+                    print("\n".join(_print_logs(kubelet)))
+                    print("\n".join(str(e) for e in logs[-40:]))
+                    print(
+                        control_plane.kubectl(
+                            "get", "deployments,replicasets,pods", "-n", namespace, "-o", "wide"
+                        )
+                    )
+                    raise
+                history = play.history()
+                # Deleting the workload deletes every generation (ownerReferences and the garbage
+                # collector), while the controller still runs: it does not bring any back.
+                assert play.runner is not None
+                controller = play.runner.controllers[settings.workload]
+                control_plane.kubectl("delete", "deployment", TARGET, "-n", namespace, "--wait=false")
+                await eventually(
+                    lambda: _nothing_left(seen), within=120, every=0.5, what="the generations to be collected"
+                )
+                failures = controller.failures
+                await eventually(
+                    lambda: controller.failures >= failures + 5, within=60, what="five more controller steps"
+                )
+                assert await seen.deployments() == {}
+                assert kubelet.running() == {}
+                # What the operator reads, once (not at every step):
+                gone = [
+                    e
+                    for e in logs
+                    if e["event"] == "handover step failed"
+                    and "Deployment" in e["problem"]
+                    and "does not exist" in e["problem"]
+                ]
+                assert len(gone) == 1, gone
+    finally:
+        await api.close()
+
+    print(report.summary())
+    assert report.consistent, report.summary()
+    assert report.lost == 0
+    assert report.duplicates == 0, report.summary()
+    assert report.processed == report.produced > 0
+    # The original consumers (generation 0) processed before the takeover, then three generations.
+    assert {0} < report.generations
+    assert len(report.generations) == 4, report.generations
+    # The restart mid-handover made a new leader: a higher term, and the handover it found finished.
+    terms = [r.term for r in history]
+    assert terms == sorted(terms)
+    assert terms[-1] > terms[0]
+    forbidden = [e for e in logs if "403" in json.dumps(e, default=str)]
+    assert forbidden == []
+
+
+async def _own_consumers_commit(settings: PlaygroundSettings) -> None:
+    """Wait until the workload's own consumers (generation 0) have processed and committed records."""
+
+    async def consumed() -> bool:
+        try:
+            return sum((await committed_offsets(settings.bootstrap, settings.group)).values()) > 0
+        except KafkaError:  # a broker that just started has no group coordinator yet
+            return False
+
+    await eventually(consumed, within=120, every=0.5, what="the workload's own consumers to commit")
+
+
+async def _nothing_left(seen: Generations) -> bool:
+    return not await seen.deployments() and not await seen.pods()
+
+
+async def _story(  # noqa: PLR0917
+    control_plane: ControlPlane,
+    settings: PlaygroundSettings,
+    play: HandoverPlayground,
+    seen: Generations,
+    kubelet: KubeletStandIn,
+    namespace: str,
+) -> None:
+    workload = settings.workload
+    # The user's two consumers run and commit in the policy's own group.
+    control_plane.apply([workload_deployment(namespace, settings, replicas=2)])
+
+    await _own_consumers_commit(settings)
+    assert len(kubelet.running()) == 2
+
+    # Taken over: its Deployment to 0, generation 1 at 2 replicas in a Deployment of its own.
+    await play.start_runner()
+    first = await play.scale_to(2, within=240)
+    assert first.serving is not None
+    deployments = await seen.deployments()
+    assert deployments[TARGET]["spec"]["replicas"] == 0
+    name = f"{TARGET}-g{first.serving.generation}"
+    generation = deployments[name]
+    assert set(deployments) == {TARGET, name}
+    assert generation["spec"]["replicas"] == 2
+    assert generation["metadata"]["labels"][LABEL_WORKLOAD] == "ledger"
+    assert generation["metadata"]["labels"][LABEL_GENERATION] == str(first.serving.generation)
+    (owner,) = generation["metadata"]["ownerReferences"]
+    assert (owner["kind"], owner["name"], owner["uid"]) == (
+        "Deployment",
+        TARGET,
+        deployments[TARGET]["metadata"]["uid"],
+    )
+    # Its workers are its pods, by name: the ids in the control topic are the pod names.
+    statuses = play.observer.workers(workload)
+    workers = {s.worker for s in statuses.values() if s.generation == first.serving.generation}
+    assert workers == {p for p in await seen.pods() if p.startswith(f"{name}-")}
+
+    second = await play.scale_to(4, within=240)
+    assert second.serving is not None
+    assert second.serving.generation > first.serving.generation
+
+    # 4 → 1, with the controller stopped while the new generation warms and started again: the new
+    # one (a new backend, a new term) finds the generation Deployments and finishes the handover.
+    assert play.runner is not None
+    play.runner.set_desired(workload, 1)
+
+    def warming() -> bool:
+        record = play.record()
+        return record is not None and record.handover is not None and record.handover.phase is Phase.WARMING
+
+    await play.wait(warming, within=60, what="the handover to 1 to start warming")
+    record = play.record()
+    assert record is not None
+    assert record.handover is not None
+    target = record.handover.target
+    await eventually(
+        lambda: _has(seen, f"{TARGET}-g{target}"), within=60, what="the target generation's Deployment"
+    )
+    await play.stop_runner()
+    await play.start_runner()
+    assert play.runner is not None
+    third = await play.scale_to(1, within=240)
+    assert third.serving is not None
+    assert third.serving.generation == target  # the same attempt, finished: not a new generation
+    assert third.term > record.term
+    # Only the serving generation is left; retired ones are deleted once their pods are gone.
+    await eventually(
+        lambda: _only(seen, {TARGET, f"{TARGET}-g{target}"}),
+        within=120,
+        every=0.5,
+        what="retired generations deleted",
+    )
+
+
+async def _has(seen: Generations, name: str) -> bool:
+    return name in await seen.deployments()
+
+
+async def _only(seen: Generations, names: set[str]) -> None:
+    assert set(await seen.deployments()) == names
+
+
+async def test_the_chart_grants_handover_exactly_what_the_backend_uses(
+    control_plane: ControlPlane, unique: str
+) -> None:
+    listed, unlisted = f"hol-{unique[-6:]}", f"hou-{unique[-6:]}"
+    control_plane.namespace(unlisted)
+    install = install_handover_rbac(control_plane, f"lagscaler-rbac-{unique[-6:]}", [listed])
+    control_plane.apply(
+        [
+            {
+                "apiVersion": "v1",
+                "kind": "ServiceAccount",
+                "metadata": {"name": "bare", "namespace": "lagscaler"},
+            }
+        ]
+    )
+    subject = f"system:serviceaccount:lagscaler:{install.service_account}"
+
+    def extra(namespace: str) -> list[str]:
+        granted = granted_rules(control_plane, subject, namespace)
+        return sorted(
+            granted - granted_rules(control_plane, "system:serviceaccount:lagscaler:bare", namespace)
+        )
+
+    assert set(extra(listed)) == {
+        "deployments.apps [] [] [get list create patch delete]",
+        "pods [] [] [list patch delete]",
+    }
+    # The Lease: created by any name (create cannot be limited to one), read and renewed only by its own.
+    assert set(extra(install.lease_namespace)) == {
+        f"leases.coordination.k8s.io [] [{install.lease_name}] [get update]",
+        "leases.coordination.k8s.io [] [] [create]",
+    }
+    assert extra(unlisted) == []
+    assert extra("kube-system") == []
+
+    # The backend with that identity: a namespace that is not listed is refused, and the error says so.
+    api = await kube_api_client(install.kubeconfig)
+    assert api is not None
+    try:
+        control_plane.apply([deployment(unlisted, TARGET)])
+        backend = KubernetesBackend(api, f"{unlisted}/ledger", TARGET)
+        with pytest.raises(KubernetesBackendError, match=r"403 .*cannot list resource \"deployments\""):
+            await backend.observe()
+        # And the chart's own Lease is taken, and released cleanly: the holder is cleared, so the next
+        # candidate takes it at once, one term higher, though the Lease was held for an hour.
+        hour = LeaseSettings(lease_duration=3600, renew_deadline=10.0, retry_period=2.0)
+        mine = LeaseLeadership(api, install.lease_namespace, install.lease_name, settings=hour)
+        term = await mine.acquire()
+        assert mine.is_leader()
+        lease = control_plane.get_json("lease", "-n", install.lease_namespace, install.lease_name)
+        assert lease["spec"]["holderIdentity"] == mine.identity
+        await mine.release()
+        assert not mine.is_leader()
+        lease = control_plane.get_json("lease", "-n", install.lease_namespace, install.lease_name)
+        assert not lease["spec"].get("holderIdentity")
+        successor = LeaseLeadership(api, install.lease_namespace, install.lease_name, settings=hour)
+        # (the bound only keeps a broken release from hanging the test for the hour)
+        assert await asyncio.wait_for(successor.acquire(), 120) == term + 1
+        await successor.release()
+    finally:
+        await api.close()
+
+
+# --- two `lagscaler serve` replicas, one Lease -------------------------------------------------------
+
+
+def handover_policy(namespace: str, settings: PlaygroundSettings, replicas: int) -> str:
+    """The workload's policy: a fixed size (minReplicas = maxReplicas), so the engine decides exactly it."""
+    policy = {
+        "apiVersion": "lagscaler.io/v1",
+        "kind": "ScalingPolicy",
+        "metadata": {"name": "ledger", "namespace": namespace},
+        "spec": {
+            "mode": "handover",
+            "scaleTargetRef": {"name": TARGET},
+            "kafka": {"group": settings.group, "topics": [settings.topic]},
+            "maxLagSeconds": 30,
+            "minReplicas": replicas,
+            "maxReplicas": replicas,
+            "capacity": {"perReplica": 1000, "learn": False},
+        },
+    }
+    return json.dumps(policy)
+
+
+def leads(serve: Serve) -> list[int]:
+    """The terms in which this serve process started leading, from its JSON log."""
+    terms = []
+    for line in serve.log_text().splitlines():
+        with contextlib.suppress(ValueError):
+            event = json.loads(line)
+            if isinstance(event, dict) and event.get("event") == "handover controller leads":
+                terms.append(int(event["term"]))
+    return terms
+
+
+async def test_two_serve_replicas_share_a_lease_and_the_survivor_finishes_a_handover_in_a_higher_term(  # noqa: PLR0915, PLR0917 - one story
+    control_plane: ControlPlane,
+    chart: ChartInstall,
+    kafka: KafkaEndpoint,
+    unique: str,
+    tmp_path: Path,
+    namespace: str,
+    kube: KubeClient,
+) -> None:
+    settings = playground(kafka, unique, tmp_path, namespace)
+    identity = install_handover_rbac(
+        control_plane, f"lagscaler-{namespace}", [namespace], controlTopic=settings.handover.control_topic
+    )
+    flags = [*identity.args, f"--handover-kubeconfig={identity.kubeconfig}"]
+    seen = Generations(kube, namespace)
+    async with (
+        KubeletStandIn(kube, namespace, tmp_path / "kubelet") as kubelet,
+        HandoverPlayground(settings) as play,  # topics, load, and the sink's verdict; no controller
+    ):
+        control_plane.apply([workload_deployment(namespace, settings, replicas=1)])
+        await _own_consumers_commit(settings)
+        with contextlib.ExitStack() as stack:
+            serves = [
+                stack.enter_context(
+                    running_serve(
+                        chart,
+                        tmp_path / f"serve-{i}",
+                        bootstrap=kafka.bootstrap,
+                        port=free_port(),
+                        metrics_port=free_port(),
+                        extra=flags,
+                    )
+                )
+                for i in range(2)
+            ]
+            for serve in serves:
+                (serve.policy_dir / "ledger.yaml").write_text(handover_policy(namespace, settings, 2))
+            try:
+                first = await play.wait_settled(2, within=240)
+                leaders = [s for s in serves if leads(s)]
+                assert len(leaders) == 1, [s.log_text()[-2000:] for s in serves]
+                (leader,) = leaders
+                (follower,) = [s for s in serves if s is not leader]
+                (term,) = leads(leader)
+                assert first.term == term
+                assert (await seen.deployments())[TARGET]["spec"]["replicas"] == 0  # taken over
+
+                # Both replicas read the new size; the leader starts the handover and dies in it.
+                for serve in serves:
+                    (serve.policy_dir / "ledger.yaml").write_text(handover_policy(namespace, settings, 3))
+
+                def in_progress() -> bool:
+                    record = play.record()
+                    return (
+                        record is not None and record.handover is not None and record.handover.replicas == 3
+                    )
+
+                await play.wait(in_progress, within=120, what="the leader to start the handover to 3")
+                os.killpg(leader.popen.pid, signal.SIGKILL)
+                leader.popen.wait(10)
+                killed_at = len(play.history())
+                last = play.history()[-1]
+                assert last.term == term
+                assert last.handover is not None, "the handover finished before the leader was killed"
+                target = last.handover.target
+
+                # The follower takes the Lease over once it expires, in a higher term, and finishes.
+                done = await play.wait_settled(3, within=240)
+                assert done.serving is not None
+                assert done.serving.generation == target  # the same attempt, adopted
+                (taken,) = leads(follower)
+                assert taken > term
+                assert done.term == taken
+                # Only one controller acted at a time: every record is the dead leader's until it died,
+                # and the survivor's after.
+                terms = [r.term for r in play.history()]
+                assert set(terms[:killed_at]) == {term}
+                assert set(terms[killed_at:]) <= {term, taken}
+                assert terms == sorted(terms)
+                await eventually(
+                    lambda: _only(seen, {TARGET, f"{TARGET}-g{target}"}),
+                    within=120,
+                    every=0.5,
+                    what="retired",
+                )
+                report = await play.verdict(within=90)
+            except BaseException:
+                print("\n".join(_print_logs(kubelet)))
+                for serve in serves:
+                    print(f"=== {serve.log}\n{serve.log_text()[-4000:]}")
+                raise
+            assert [s.forbidden_lines() for s in serves] == [[], []]
+        lease = control_plane.get_json("lease", "-n", identity.lease_namespace, identity.lease_name)
+        assert lease["spec"]["leaseTransitions"] + 1 == taken
+    print(report.summary())
+    assert report.consistent, report.summary()
+    assert report.lost == 0
+    assert report.duplicates == 0, report.summary()
+    assert {0, first.serving.generation if first.serving else -1, target} <= report.generations
+
+
+# --- the backend's reconciliations, one by one ------------------------------------------------------
+
+# Ignores SIGTERM, like a worker stuck in its handler: only the kubelet's SIGKILL stops it.
+STUCK = [
+    sys.executable,
+    "-c",
+    "import signal, time; signal.signal(signal.SIGTERM, signal.SIG_IGN); time.sleep(3600)",
+]
+
+
+async def test_the_backend_clones_scales_kills_and_removes_generations(
+    control_plane: ControlPlane,
+    tmp_path: Path,
+    namespace: str,
+    identity: HandoverInstall,
+    kube: KubeClient,
+) -> None:
+    original = deployment(namespace, "stuck")
+    pod = original["spec"]["template"]["spec"]
+    pod["terminationGracePeriodSeconds"] = 2
+    pod["containers"][0]["command"] = STUCK
+    control_plane.apply([original])
+    seen = Generations(kube, namespace)
+    spec = GenerationSpec(f"{namespace}/stuck", 1, "stuck-gen-1", ("t",), ("127.0.0.1:9",), "control")
+    api = await kube_api_client(identity.kubeconfig)
+    assert api is not None
+    try:
+        async with KubeletStandIn(kube, namespace, tmp_path / "kubelet") as kubelet:
+            backend = KubernetesBackend(api, f"{namespace}/stuck", "stuck")
+
+            async def running() -> dict[int, frozenset[str]]:
+                return await backend.observe()
+
+            # The workload's own pod is generation 0; removing it scales its Deployment to 0.
+            (own,) = (await eventually(running, within=60, what="the workload's own pod"))[0]
+            await backend.remove(0)
+            assert (await seen.deployments())["stuck"]["spec"]["replicas"] == 0
+            await eventually(lambda: _observed(backend, {}), within=60, what="generation 0 gone")
+
+            await backend.ensure(spec, 2)
+            now = await eventually(lambda: _generation_size(backend, 1, 2), within=60, what="two pods")
+            await eventually(lambda: now <= set(kubelet.running()), within=60, what="their processes")
+            for name in now:  # what the kubelet gave each process: its own pod name as worker id
+                env = kubelet.containers[name].env
+                assert env["LAGSCALER_HANDOVER_WORKER"] == name
+                assert env["LAGSCALER_HANDOVER_GENERATION"] == "1"
+                assert env["LAGSCALER_HANDOVER_GROUP"] == "stuck-gen-1"
+
+            # A new backend (a restarted controller) finds the generation and creates nothing twice.
+            adopted = KubernetesBackend(api, f"{namespace}/stuck", "stuck")
+            assert await adopted.observe() == {1: now}
+            await adopted.ensure(spec, 2)
+            assert set(await seen.deployments()) == {"stuck", "stuck-g1"}
+
+            # Killing a worker that ignores SIGTERM: gone within its 1 s grace, and not replaced.
+            victim, survivor = sorted(now)
+            await adopted.kill(frozenset({victim}))
+            assert (await seen.deployments())["stuck-g1"]["spec"]["replicas"] == 1
+            await eventually(lambda: _observed(adopted, {1: frozenset({survivor})}), within=60, what="killed")
+            assert kubelet.containers[victim].popen is not None
+            assert kubelet.containers[victim].popen.returncode == -signal.SIGKILL
+
+            # Removing the generation stops its pods (SIGKILL after their grace), then deletes it.
+            await adopted.remove(1)
+            await eventually(lambda: _observed(adopted, {}), within=60, what="generation 1 gone")
+            await eventually(lambda: _only(seen, {"stuck"}), within=60, what="its Deployment deleted")
+            assert own not in kubelet.running()
+    finally:
+        await api.close()
+
+
+async def _observed(backend: KubernetesBackend, expected: dict[int, frozenset[str]]) -> None:
+    assert await backend.observe() == expected
+
+
+async def _generation_size(backend: KubernetesBackend, generation: int, size: int) -> frozenset[str]:
+    running = (await backend.observe()).get(generation, frozenset())
+    assert len(running) == size, running
+    return running
