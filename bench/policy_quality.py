@@ -19,7 +19,7 @@ from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 
-from lagscaler.policy.model import (
+from lagscaler.core.policy.model import (
     Capacity,
     Hpa,
     KafkaSource,
@@ -29,10 +29,10 @@ from lagscaler.policy.model import (
     ScalingPolicy,
     Stateful,
 )
-from lagscaler.simulation.compare import compare
-from lagscaler.simulation.model import Scenario, SimulationResult
-from lagscaler.simulation.report import table
-from lagscaler.simulation.trace import Trace, diurnal_trace, parse_trace, spike_trace, step_trace
+from lagscaler.core.simulation.compare import compare
+from lagscaler.core.simulation.model import Scenario, SimulationResult
+from lagscaler.core.simulation.report import table
+from lagscaler.core.simulation.trace import Trace, diurnal_trace, parse_trace, spike_trace, step_trace
 
 ROOT = Path(__file__).resolve().parent.parent
 TRACES = ROOT.parent / "shared" / "traces"

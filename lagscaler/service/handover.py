@@ -14,18 +14,18 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from lagscaler.errors import UserError
-from lagscaler.handover import (
+from lagscaler.core.policy import Mode, ScalingPolicy
+from lagscaler.edges.handover import (
     FileLeadership,
     HandoverRunner,
     HandoverSettings,
     LocalProcessBackend,
     WorkloadSpec,
 )
-from lagscaler.handover.backend import Backend
-from lagscaler.kafka import KafkaSettings
+from lagscaler.edges.handover.backend import Backend
+from lagscaler.edges.kafka import KafkaSettings
+from lagscaler.errors import UserError
 from lagscaler.logs import get_logger
-from lagscaler.policy import Mode, ScalingPolicy
 
 __all__ = ["LocalHandover", "handover_workloads", "local_runner", "parse_commands"]
 
