@@ -8,11 +8,11 @@ STAMP  := $(VENV)/.installed
 
 .PHONY: setup test-deps demo test lint clean
 
-$(STAMP): pyproject.toml
+$(STAMP): pyproject.toml demo/pyproject.toml
 	@echo "==> creating $(VENV) and installing lagscaler with its dev tools (about a minute)"
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install -q --upgrade pip
-	$(BIN)/pip install -q -e '.[dev]'
+	$(BIN)/pip install -q -e '.[dev]' -e ./demo
 	@touch $(STAMP)
 	@echo "==> installed: '. $(VENV)/bin/activate' puts lagscaler on your PATH (or run $(BIN)/lagscaler)"
 
@@ -50,9 +50,9 @@ test: setup test-deps
 	$(BIN)/pytest
 
 lint: setup
-	$(BIN)/ruff check lagscaler tests bench
-	$(BIN)/ruff format --check lagscaler tests bench
-	$(BIN)/mypy --strict lagscaler
+	$(BIN)/ruff check lagscaler demo tests bench
+	$(BIN)/ruff format --check lagscaler demo tests bench
+	$(BIN)/mypy --strict -p lagscaler -p lagscaler_demo
 	$(BIN)/lint-imports
 	$(BIN)/hadolint Dockerfile
 

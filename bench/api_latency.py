@@ -125,7 +125,7 @@ def _percentile(values: list[float], q: float) -> float:
 
 
 async def _run_generator(url: str, cluster: Any, args: argparse.Namespace) -> dict[str, Any]:
-    from lagscaler.api.harness import HPA_USER
+    from lagscaler_demo.harness import HPA_USER
 
     process = await asyncio.create_subprocess_exec(
         sys.executable,
@@ -159,7 +159,9 @@ async def _run_generator(url: str, cluster: Any, args: argparse.Namespace) -> di
 
 
 async def _bench(args: argparse.Namespace) -> int:
-    from lagscaler.api import (
+    from lagscaler_demo.harness import HPA_USER, LocalCluster
+
+    from lagscaler.edges.api import (
         DESIRED_REPLICAS,
         GROUP_LABEL,
         WORKLOAD_LABEL,
@@ -168,10 +170,9 @@ async def _bench(args: argparse.Namespace) -> int:
         WorkloadMetrics,
         running_api,
     )
-    from lagscaler.api.harness import HPA_USER, LocalCluster
-    from lagscaler.api.server import serve_https
-    from lagscaler.api.tls import ServingTLS
-    from lagscaler.observability import ServiceMetrics
+    from lagscaler.edges.api.server import serve_https
+    from lagscaler.edges.api.tls import ServingTLS
+    from lagscaler.edges.observability import ServiceMetrics
 
     cache = MetricsCache()
     labels = {WORKLOAD_LABEL: "orders", GROUP_LABEL: "orders-consumers"}

@@ -22,9 +22,9 @@ from dataclasses import replace
 
 import numpy as np
 
-from lagscaler.engine import EngineState, ObservationBatch, PolicyArrays, decide, observe
-from lagscaler.policy.model import Capacity, KafkaSource, ScaleTargetRef, ScalingPolicy, Stateful
-from lagscaler.signals.model import GroupSample, PartitionSample, PartitionStatus, Snapshot
+from lagscaler.core.engine import EngineState, ObservationBatch, PolicyArrays, decide, observe
+from lagscaler.core.policy.model import Capacity, KafkaSource, ScaleTargetRef, ScalingPolicy, Stateful
+from lagscaler.core.signals.model import GroupSample, PartitionSample, PartitionStatus, Snapshot
 
 
 def policies(n: int) -> list[ScalingPolicy]:

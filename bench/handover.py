@@ -3,7 +3,7 @@
     nice -n 10 .venv/bin/python bench/handover.py [--rate 20000] [--partitions 8] [--hold 12]
 
 A sequenced producer (``--rate`` msg/s, every record numbered per partition) feeds a topic; the same
-application (:mod:`lagscaler.playground.handover_app`, built on the worker SDK) consumes it and writes
+application (:mod:`lagscaler_demo.playground.handover_app`, built on the worker SDK) consumes it and writes
 everything it processes to a sink. Two scenarios, one after the other on the same broker, each on its
 own topic:
 
@@ -33,12 +33,12 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
+from lagscaler_demo.localkafka import kafka_endpoint
+from lagscaler_demo.playground.handover_app import SinkBatch, SinkReport, check, read_sink
+from lagscaler_demo.playground.handover_run import HandoverPlayground, PlaygroundSettings
+from lagscaler_demo.playground.probe import committed_offsets, end_offsets, wait_for_members
 
-from lagscaler.handover import HandoverSettings
-from lagscaler.localkafka import kafka_endpoint
-from lagscaler.playground.handover_app import SinkBatch, SinkReport, check, read_sink
-from lagscaler.playground.handover_run import HandoverPlayground, PlaygroundSettings
-from lagscaler.playground.probe import committed_offsets, end_offsets, wait_for_members
+from lagscaler.edges.handover import HandoverSettings
 from lagscaler.worker import ENV
 
 

@@ -17,10 +17,10 @@ import asyncio
 import os
 import time
 
-from lagscaler.kafka.seed import create_topics, produce
-from lagscaler.localkafka import kafka_endpoint
-from lagscaler.playground import PoolSettings, WorkerPool
-from lagscaler.playground.probe import committed_offsets
+from lagscaler_demo.localkafka import kafka_endpoint
+from lagscaler_demo.playground import PoolSettings, WorkerPool
+from lagscaler_demo.playground.probe import committed_offsets
+from lagscaler_demo.seed import create_topics, produce
 
 PARTITIONS = 6
 

@@ -11,7 +11,7 @@ Workloads (each a policy at the load it was written for):
   limits, HPA tolerance and state sizes (nobody tuned for them).
 
 Traces: the shared traces in ../shared/traces (their first --days) and the synthetic step, spike and
-diurnal traces ("shared"); the tuning variants of :mod:`lagscaler.simulation.shapes` ("shapes"); and
+diurnal traces ("shared"); the tuning variants of :mod:`lagscaler.core.simulation.shapes` ("shapes"); and
 the held-out variants, with seeds, periods and amplitudes nothing was tuned on ("held-out"). Prints
 every table and the targets below with met/missed, and rewrites the "## Policy quality" section
 of bench/RESULTS.md.
@@ -33,8 +33,8 @@ from pathlib import Path
 
 import numpy as np
 
-from lagscaler.policy import load_policy_file
-from lagscaler.policy.model import (
+from lagscaler.core.policy import load_policy_file
+from lagscaler.core.policy.model import (
     Capacity,
     Hpa,
     KafkaSource,
@@ -44,11 +44,11 @@ from lagscaler.policy.model import (
     ScalingPolicy,
     Stateful,
 )
-from lagscaler.simulation.compare import compare
-from lagscaler.simulation.model import Scenario, SimulationResult
-from lagscaler.simulation.report import table
-from lagscaler.simulation.shapes import shape_family
-from lagscaler.simulation.trace import Trace, diurnal_trace, parse_trace, spike_trace, step_trace
+from lagscaler.core.simulation.compare import compare
+from lagscaler.core.simulation.model import Scenario, SimulationResult
+from lagscaler.core.simulation.report import table
+from lagscaler.core.simulation.shapes import shape_family
+from lagscaler.core.simulation.trace import Trace, diurnal_trace, parse_trace, spike_trace, step_trace
 
 ROOT = Path(__file__).resolve().parent.parent
 # The shared traces sit beside the repository (../shared/traces); from a git worktree one level deeper.
@@ -407,8 +407,8 @@ def write_results(
         + (f"; {args.random} random policies (seeded, `random_workloads`)" if args.random else "")
         + f". Traces: **shared** (the shared traces' first {args.days:g} days, synthetic step, spike, "
         "diurnal), **shapes** (batch bursts, staircase, flash crowd, quiet night with spikes: the tuning "
-        "variants of `lagscaler/simulation/shapes.py`), **held-out** (other seeds, periods and amplitudes, "
-        "not tuned on). HPA sync 15 s on 15 s old data.",
+        "variants of `lagscaler/core/simulation/shapes.py`), **held-out** (other seeds, periods and "
+        "amplitudes, not tuned on). HPA sync 15 s on 15 s old data.",
         "",
         "Targets: stateless median ≤ 0.5× KEDA, ≤ 0.95× hpa-rate, ≤ 1.2× the oracle; stateful ≤ 1.3× the "
         "oracle; on every trace SLO misses no worse than the best of KEDA and hpa-rate, and ≤ 1 % where the "

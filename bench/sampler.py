@@ -33,12 +33,12 @@ from collections.abc import Awaitable, Callable
 from typing import Any
 
 from aiokafka.admin import AIOKafkaAdminClient
+from lagscaler_demo.localkafka import BrokerConfig, KafkaTools, LocalBroker, parse_describe
+from lagscaler_demo.localkafka.tools import CONSUMER_GROUPS_MAIN
+from lagscaler_demo.seed import commit_many, create_topics, produce
 
-from lagscaler.kafka import KafkaAdmin, KafkaSettings
-from lagscaler.kafka.seed import commit_many, create_topics, produce
-from lagscaler.localkafka import BrokerConfig, KafkaTools, LocalBroker, parse_describe
-from lagscaler.localkafka.tools import CONSUMER_GROUPS_MAIN
-from lagscaler.sampler import Sampler, SamplerSettings
+from lagscaler.edges.kafka import KafkaAdmin, KafkaSettings
+from lagscaler.edges.sampler import Sampler, SamplerSettings
 
 Rows = dict[tuple[str, str, int], tuple[int | None, int, int | None]]
 

@@ -49,25 +49,25 @@ MODULES = ("__init__", "compare", "controllers", "model", "report", "simulator",
 
 
 def baseline_package(into: Path) -> Path:
-    """``lagscaler/simulation`` at ``BASELINE`` as the package ``baseline_simulation`` under ``into``."""
+    """``lagscaler/core/simulation`` at ``BASELINE`` as the package ``baseline_simulation`` under ``into``."""
     package = into / BASELINE_PACKAGE
     package.mkdir()
     for name in MODULES:
         source = subprocess.run(
-            ["git", "-C", str(ROOT), "show", f"{BASELINE}:lagscaler/simulation/{name}.py"],
+            ["git", "-C", str(ROOT), "show", f"{BASELINE}:lagscaler/core/simulation/{name}.py"],
             check=True,
             capture_output=True,
             text=True,
         ).stdout
-        (package / f"{name}.py").write_text(source.replace("lagscaler.simulation", BASELINE_PACKAGE))
+        (package / f"{name}.py").write_text(source.replace("lagscaler.core.simulation", BASELINE_PACKAGE))
     return into
 
 
 def child(which: str, days: float, commit: float) -> None:
     """Run one simulation in this process and print what it found as JSON on the last line."""
-    from lagscaler.policy import load_policy_file
+    from lagscaler.core.policy import load_policy_file
 
-    package = BASELINE_PACKAGE if which == "baseline" else "lagscaler.simulation"
+    package = BASELINE_PACKAGE if which == "baseline" else "lagscaler.core.simulation"
     compare = importlib.import_module(f"{package}.compare").compare
     scenario_type = importlib.import_module(f"{package}.model").Scenario
     parse_trace = importlib.import_module(f"{package}.trace").parse_trace

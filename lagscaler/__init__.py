@@ -2,13 +2,13 @@
 
 The package is layered (see ``[tool.importlinter]`` in ``pyproject.toml``):
 
-* a pure, synchronous core — :mod:`lagscaler.signals` (what a sample is),
-  :mod:`lagscaler.hpa` (what the HPA controller will do), :mod:`lagscaler.policy`
-  (per-workload policy files), :mod:`lagscaler.engine` (the decision) and
-  :mod:`lagscaler.simulation` (replaying traces) — which never touches the network;
-* edges that talk to the world — :mod:`lagscaler.kafka`, :mod:`lagscaler.kube`,
-  :mod:`lagscaler.observability`;
-* the shell that composes them — :mod:`lagscaler.sampler`, :mod:`lagscaler.api`,
+* a pure, synchronous core — :mod:`lagscaler.core.signals` (what a sample is),
+  :mod:`lagscaler.core.hpa` (what the HPA controller will do), :mod:`lagscaler.core.policy`
+  (per-workload policy files), :mod:`lagscaler.core.engine` (the decision) and
+  :mod:`lagscaler.core.simulation` (replaying traces) — which never touches the network;
+* edges that talk to the world — :mod:`lagscaler.edges.kafka`, :mod:`lagscaler.edges.kube`,
+  :mod:`lagscaler.edges.observability`;
+* the shell that composes them — :mod:`lagscaler.edges.sampler`, :mod:`lagscaler.edges.api`,
   :mod:`lagscaler.service` and :mod:`lagscaler.cli`.
 """
 

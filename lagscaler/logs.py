@@ -6,7 +6,7 @@ playground, a notebook using the sampler): standard output may be its data. So t
 :func:`get_logger` in a process where structlog is still unconfigured routes events to the standard
 library's ``logging`` under the logger's name, rendered as ``event key=value``, where the host's
 handlers and levels apply (with none, Python prints warnings and errors to standard error).
-:func:`lagscaler.observability.configure_logging` (``serve``) and ``lagscaler lag`` replace this
+:func:`lagscaler.edges.observability.configure_logging` (``serve``) and ``lagscaler lag`` replace this
 with their own configuration, and so does an application that configures structlog itself.
 """
 

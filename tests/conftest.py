@@ -12,9 +12,8 @@ from typing import TYPE_CHECKING
 
 import pytest
 import structlog
+from lagscaler_demo.localkafka import KafkaEndpoint, KafkaTools, kafka_endpoint
 from structlog.typing import EventDict
-
-from lagscaler.localkafka import KafkaEndpoint, KafkaTools, kafka_endpoint
 
 if TYPE_CHECKING:
     from controlplane.cluster import ControlPlane

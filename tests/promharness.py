@@ -28,9 +28,8 @@ from typing import Any
 import aiohttp
 import pytest
 import yaml
+from lagscaler_demo.localkafka import cache_root, free_port
 from support import eventually
-
-from lagscaler.localkafka import cache_root, free_port
 
 
 def binary(name: str) -> str:

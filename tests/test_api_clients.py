@@ -20,8 +20,9 @@ from typing import Any
 import pytest
 import support
 import yaml
+from lagscaler_demo.harness import HPA_USER, LocalCluster
 
-from lagscaler.api import (
+from lagscaler.edges.api import (
     DESIRED_REPLICAS,
     GROUP_LABEL,
     LAG_MESSAGES,
@@ -35,7 +36,6 @@ from lagscaler.api import (
     parse_quantity,
     running_api,
 )
-from lagscaler.api.harness import HPA_USER, LocalCluster
 
 SAMPLED_AT = 1_760_000_000.0
 

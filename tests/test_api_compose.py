@@ -6,11 +6,18 @@ from pathlib import Path
 
 import aiohttp
 from aiohttp import web
+from lagscaler_demo.harness import LocalCluster, aggregator_headers
 from structlog.typing import EventDict
 
-from lagscaler.api import HealthChecks, MetricsCache, ServingTLS, create_app, delegated_auth, serve_https
-from lagscaler.api.harness import LocalCluster, aggregator_headers
-from lagscaler.observability import ServiceMetrics
+from lagscaler.edges.api import (
+    HealthChecks,
+    MetricsCache,
+    ServingTLS,
+    create_app,
+    delegated_auth,
+    serve_https,
+)
+from lagscaler.edges.observability import ServiceMetrics
 
 
 async def _boom(_: web.Request) -> web.Response:

@@ -19,6 +19,7 @@ import pytest
 import requests
 import schemathesis
 from hypothesis import HealthCheck, example, given, settings
+from lagscaler_demo.harness import HPA_USER, LocalCluster, aggregator_headers
 from schemathesis import GenerationMode
 from schemathesis.checks import not_a_server_error
 from schemathesis.specs.openapi.checks import (
@@ -27,7 +28,7 @@ from schemathesis.specs.openapi.checks import (
     status_code_conformance,
 )
 
-from lagscaler.api import (
+from lagscaler.edges.api import (
     DESIRED_REPLICAS,
     GROUP_LABEL,
     LAG_MESSAGES,
@@ -41,8 +42,7 @@ from lagscaler.api import (
     load_openapi,
     running_api,
 )
-from lagscaler.api.harness import HPA_USER, LocalCluster, aggregator_headers
-from lagscaler.observability import ServiceMetrics
+from lagscaler.edges.observability import ServiceMetrics
 
 schema = schemathesis.openapi.from_dict(load_openapi())
 
@@ -192,7 +192,7 @@ def test_fuzzing_reached_the_handlers_and_hit_no_internal_error(live_api: LiveAp
 
 
 def test_the_document_lists_exactly_the_served_metrics() -> None:
-    from lagscaler.api import SERVED_METRICS
+    from lagscaler.edges.api import SERVED_METRICS
 
     operation = load_openapi()["paths"][
         "/apis/external.metrics.k8s.io/v1beta1/namespaces/{namespace}/{metric}"

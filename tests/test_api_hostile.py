@@ -19,13 +19,13 @@ from pathlib import Path
 
 import aiohttp
 import pytest
+from lagscaler_demo.harness import LocalCluster, aggregator_headers
 from structlog.typing import EventDict
 from support import eventually
 
-from lagscaler.api import MetricsCache, running_api
-from lagscaler.api.connections import ConnectionLimits
-from lagscaler.api.harness import LocalCluster, aggregator_headers
-from lagscaler.observability import ServiceMetrics
+from lagscaler.edges.api import MetricsCache, running_api
+from lagscaler.edges.api.connections import ConnectionLimits
+from lagscaler.edges.observability import ServiceMetrics
 
 GV = "/apis/external.metrics.k8s.io/v1beta1"
 

@@ -14,8 +14,9 @@ from typing import Any
 
 import aiohttp
 import pytest
+from lagscaler_demo.harness import HPA_USER, LocalCluster, aggregator_headers
 
-from lagscaler.api import (
+from lagscaler.edges.api import (
     DESIRED_REPLICAS,
     GROUP_LABEL,
     LAG_MESSAGES,
@@ -32,8 +33,7 @@ from lagscaler.api import (
     parse_quantity,
     running_api,
 )
-from lagscaler.api.harness import HPA_USER, LocalCluster, aggregator_headers
-from lagscaler.observability import ServiceMetrics
+from lagscaler.edges.observability import ServiceMetrics
 
 GV = "/apis/external.metrics.k8s.io/v1beta1"
 T0 = 1_750_000_000.0

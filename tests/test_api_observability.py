@@ -11,10 +11,10 @@ from pathlib import Path
 import aiohttp
 import pytest
 import structlog
+from lagscaler_demo.harness import LocalCluster
 
-from lagscaler.api import MetricsCache, running_api
-from lagscaler.api.harness import LocalCluster
-from lagscaler.observability import ServiceMetrics, configure_logging
+from lagscaler.edges.api import MetricsCache, running_api
+from lagscaler.edges.observability import ServiceMetrics, configure_logging
 
 
 async def test_metrics_are_served_over_plain_http_on_their_own_port(tmp_path: Path) -> None:

@@ -8,7 +8,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from lagscaler.api.selector import Operator, Requirement, Selector, SelectorError, parse_selector
+from lagscaler.edges.api.selector import Operator, Requirement, Selector, SelectorError, parse_selector
 
 NAME = st.from_regex(r"\A[A-Za-z0-9]([-A-Za-z0-9_.]{0,20}[A-Za-z0-9])?\Z")
 PREFIX = st.from_regex(r"\A[a-z0-9]([-a-z0-9]{0,8}[a-z0-9])?(\.[a-z0-9]([-a-z0-9]{0,8}[a-z0-9])?){0,2}\Z")

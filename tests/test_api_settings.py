@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from lagscaler.api import ApiSettings, add_api_arguments, api_settings_from_args
+from lagscaler.edges.api import ApiSettings, add_api_arguments, api_settings_from_args
 from lagscaler.errors import UserError
 
 

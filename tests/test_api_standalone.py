@@ -1,4 +1,4 @@
-"""``python -m lagscaler.api``: the API alone, serving fixed values (for trials and benchmarks)."""
+"""``python -m lagscaler.edges.api``: the API alone, serving fixed values (for trials and benchmarks)."""
 
 from __future__ import annotations
 
@@ -9,8 +9,7 @@ import sys
 from pathlib import Path
 
 import aiohttp
-
-from lagscaler.api.harness import LocalCluster, aggregator_headers
+from lagscaler_demo.harness import LocalCluster, aggregator_headers
 
 
 async def test_standalone_serves_values_and_stops_on_sigterm(tmp_path: Path) -> None:
@@ -30,7 +29,7 @@ async def test_standalone_serves_values_and_stops_on_sigterm(tmp_path: Path) -> 
     process = await asyncio.create_subprocess_exec(
         sys.executable,
         "-m",
-        "lagscaler.api",
+        "lagscaler.edges.api",
         "--workloads",
         str(values),
         "--bind-address",
@@ -79,7 +78,7 @@ async def test_standalone_bad_input_is_one_line(tmp_path: Path) -> None:
     process = await asyncio.create_subprocess_exec(
         sys.executable,
         "-m",
-        "lagscaler.api",
+        "lagscaler.edges.api",
         "--workloads",
         str(tmp_path / "missing.json"),
         "--secure-port",

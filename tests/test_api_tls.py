@@ -8,13 +8,13 @@ from pathlib import Path
 
 import pytest
 from cryptography import x509
+from lagscaler_demo.harness import LocalCluster
 from structlog.typing import EventDict
 from support import eventually
 
-from lagscaler.api import MetricsCache, running_api
-from lagscaler.api.harness import LocalCluster
+from lagscaler.edges.api import MetricsCache, running_api
+from lagscaler.edges.observability import ServiceMetrics
 from lagscaler.errors import UserError
-from lagscaler.observability import ServiceMetrics
 
 
 async def _served_certificate(port: int, context: ssl.SSLContext) -> x509.Certificate:

@@ -11,19 +11,24 @@ from collections.abc import AsyncIterator
 from pathlib import Path
 
 import pytest
+from lagscaler_demo.standin import KubeApiStandIn
 from multidict import CIMultiDict, CIMultiDictProxy
 
-from lagscaler.api.authn import AuthenticationFailed, AuthenticationFlags, AuthenticationSource, Authenticator
-from lagscaler.api.authz import Authorizer, request_attributes
-from lagscaler.api.reviewcache import TTLCache
-from lagscaler.kube import (
+from lagscaler.edges.api.authn import (
+    AuthenticationFailed,
+    AuthenticationFlags,
+    AuthenticationSource,
+    Authenticator,
+)
+from lagscaler.edges.api.authz import Authorizer, request_attributes
+from lagscaler.edges.api.reviewcache import TTLCache
+from lagscaler.edges.kube import (
     KubeAccessReviewer,
-    KubeApiStandIn,
     KubeTokenReviewer,
     ReviewedUser,
     kube_api_client,
 )
-from lagscaler.observability import ServiceMetrics
+from lagscaler.edges.observability import ServiceMetrics
 
 
 class Clock:

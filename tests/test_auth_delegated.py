@@ -18,8 +18,9 @@ from typing import Any
 
 import aiohttp
 import pytest
+from lagscaler_demo.harness import FRONT_PROXY_NAME, HPA_USER, ClientCert, LocalCluster, aggregator_headers
 
-from lagscaler.api import (
+from lagscaler.edges.api import (
     DESIRED_REPLICAS,
     WORKLOAD_LABEL,
     MetricsCache,
@@ -27,8 +28,7 @@ from lagscaler.api import (
     WorkloadMetrics,
     running_api,
 )
-from lagscaler.api.harness import FRONT_PROXY_NAME, HPA_USER, ClientCert, LocalCluster, aggregator_headers
-from lagscaler.kube import CertificateAuthority
+from lagscaler.edges.kube import CertificateAuthority
 
 GV = "/apis/external.metrics.k8s.io/v1beta1"
 METRIC_PATH = f"{GV}/namespaces/shop/{DESIRED_REPLICAS}"

@@ -272,7 +272,7 @@ def test_dashboard_plots_only_metrics_lagscaler_exports() -> None:
     import json
     import re
 
-    from lagscaler.observability import ServiceMetrics
+    from lagscaler.edges.observability import ServiceMetrics
 
     dashboard = json.loads((CHART / "dashboards" / "lagscaler.json").read_text())
     exprs = [t["expr"] for p in dashboard["panels"] for t in p.get("targets", [])]
@@ -295,7 +295,7 @@ def test_dashboard_plots_only_metrics_lagscaler_exports() -> None:
 
 def test_policies_from_files_pass_through_and_load() -> None:
     """``helm --set-file policies.NAME=FILE`` gives the text; it reaches the pod as written and loads."""
-    from lagscaler.policy import parse_policy
+    from lagscaler.core.policy import parse_policy
 
     text = (CHART.parents[1] / "policies" / "clickstream.yaml").read_text()
     cm = one(render(with_values(policies={"clickstream": text})), "ConfigMap", "policies")

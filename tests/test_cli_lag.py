@@ -11,10 +11,10 @@ import time
 from pathlib import Path
 
 import pytest
+from lagscaler_demo.localkafka import KafkaEndpoint, free_port, run_coroutine_sync
+from lagscaler_demo.seed import commit, create_topics, produce
 
 from lagscaler.cli import main
-from lagscaler.kafka.seed import commit, create_topics, produce
-from lagscaler.localkafka import KafkaEndpoint, free_port, run_coroutine_sync
 
 pytestmark = pytest.mark.kafka
 

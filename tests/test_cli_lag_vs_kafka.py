@@ -14,10 +14,10 @@ import json
 from typing import Any
 
 import pytest
+from lagscaler_demo.localkafka import KafkaEndpoint, KafkaTools, parse_describe
+from lagscaler_demo.seed import commit, create_topics, join_group, produce
 
 from lagscaler.cli import main
-from lagscaler.kafka.seed import commit, create_topics, join_group, produce
-from lagscaler.localkafka import KafkaEndpoint, KafkaTools, parse_describe
 
 pytestmark = [pytest.mark.kafka, pytest.mark.slow]
 

@@ -12,13 +12,13 @@ import urllib.request
 from pathlib import Path
 
 import pytest
+from lagscaler_demo.localkafka import KafkaEndpoint, free_port
 from structlog.typing import EventDict
 from support import eventually
 
 from lagscaler.cli import _Parser, main
 from lagscaler.cli.serve import ServeOptions, build_parser, serve_options
 from lagscaler.errors import UserError
-from lagscaler.localkafka import KafkaEndpoint, free_port
 
 
 def parse(argv: list[str], environ: dict[str, str] | None = None) -> ServeOptions:

@@ -3,9 +3,9 @@
 from __future__ import annotations
 
 import pytest
+from lagscaler_demo.localkafka import KafkaEndpoint
 
 from lagscaler.cli import main
-from lagscaler.localkafka import KafkaEndpoint
 
 pytestmark = pytest.mark.kafka
 

@@ -10,9 +10,8 @@ pool. What a user relies on: replicas rise with the load, fall after it, and lag
 from __future__ import annotations
 
 import pytest
-
-from lagscaler.cli._scaling_demo import ScalingDemoSettings, run_scaling_demo
-from lagscaler.localkafka import KafkaEndpoint
+from lagscaler_demo.cli.scaling import ScalingDemoSettings, run_scaling_demo
+from lagscaler_demo.localkafka import KafkaEndpoint
 
 pytestmark = [pytest.mark.kafka, pytest.mark.slow]
 

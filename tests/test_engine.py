@@ -10,7 +10,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from lagscaler.engine import (
+from lagscaler.core.engine import (
     Decisions,
     EngineState,
     Observation,
@@ -20,9 +20,9 @@ from lagscaler.engine import (
     decide,
     observe,
 )
-from lagscaler.engine.observation import BACKLOG_SECONDS
-from lagscaler.engine.sizing import aligned_replicas, effective_replicas, moved_fraction
-from lagscaler.policy.model import (
+from lagscaler.core.engine.observation import BACKLOG_SECONDS
+from lagscaler.core.engine.sizing import aligned_replicas, effective_replicas, moved_fraction
+from lagscaler.core.policy.model import (
     Capacity,
     KafkaSource,
     ScaleDown,
@@ -30,7 +30,7 @@ from lagscaler.policy.model import (
     ScalingPolicy,
     Stateful,
 )
-from lagscaler.signals.model import GroupSample, PartitionSample, PartitionStatus
+from lagscaler.core.signals.model import GroupSample, PartitionSample, PartitionStatus
 
 CAP = 1000.0
 

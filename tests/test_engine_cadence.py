@@ -10,8 +10,8 @@ from __future__ import annotations
 
 import numpy as np
 
-from lagscaler.engine import Decisions, EngineState, Observation, ObservationBatch, PolicyArrays, decide
-from lagscaler.policy.model import Capacity, KafkaSource, ScaleDown, ScaleTargetRef, ScalingPolicy
+from lagscaler.core.engine import Decisions, EngineState, Observation, ObservationBatch, PolicyArrays, decide
+from lagscaler.core.policy.model import Capacity, KafkaSource, ScaleDown, ScaleTargetRef, ScalingPolicy
 
 INTERVAL = 1.0  # the service samples every second; the HPA syncs every 15 s
 

@@ -13,8 +13,8 @@ from dataclasses import replace
 import numpy as np
 import pytest
 
-from lagscaler.engine import EngineState, Observation, ObservationBatch, PolicyArrays, decide
-from lagscaler.policy.model import (
+from lagscaler.core.engine import EngineState, Observation, ObservationBatch, PolicyArrays, decide
+from lagscaler.core.policy.model import (
     Capacity,
     Hpa,
     KafkaSource,
@@ -23,10 +23,10 @@ from lagscaler.policy.model import (
     ScalingPolicy,
     Stateful,
 )
-from lagscaler.simulation.controllers import LagscalerController
-from lagscaler.simulation.model import Scenario
-from lagscaler.simulation.simulator import simulate
-from lagscaler.simulation.trace import Trace
+from lagscaler.core.simulation.controllers import LagscalerController
+from lagscaler.core.simulation.model import Scenario
+from lagscaler.core.simulation.simulator import simulate
+from lagscaler.core.simulation.trace import Trace
 
 PARTITIONS = 24
 CAPACITY = 2000.0

@@ -23,8 +23,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from lagscaler.policy import load_policy_file
-from lagscaler.policy.model import (
+from lagscaler.core.policy import load_policy_file
+from lagscaler.core.policy.model import (
     Capacity,
     Hpa,
     KafkaSource,
@@ -35,9 +35,9 @@ from lagscaler.policy.model import (
     Smoothing,
     Stateful,
 )
-from lagscaler.simulation.compare import compare
-from lagscaler.simulation.model import Scenario
-from lagscaler.simulation.trace import Trace, diurnal_trace, spike_trace, step_trace
+from lagscaler.core.simulation.compare import compare
+from lagscaler.core.simulation.model import Scenario
+from lagscaler.core.simulation.trace import Trace, diurnal_trace, spike_trace, step_trace
 
 ROOT = Path(__file__).resolve().parent.parent
 GOLDEN = Path(__file__).resolve().parent / "golden" / "engine_replicas.json"

@@ -26,13 +26,13 @@ import pytest
 from hypothesis import HealthCheck, assume, given, note, settings
 from hypothesis import strategies as st
 
-from lagscaler.engine import EngineState, ObservationBatch, PolicyArrays, decide, rebalance_price
-from lagscaler.engine.core import run_stages
-from lagscaler.engine.sizing import aligned_at_most, aligned_replicas, effective_replicas
-from lagscaler.hpa import served_value
-from lagscaler.hpa.metric import landing
-from lagscaler.policy.hpa import hpa_spec_for
-from lagscaler.policy.model import (
+from lagscaler.core.engine import EngineState, ObservationBatch, PolicyArrays, decide, rebalance_price
+from lagscaler.core.engine.core import run_stages
+from lagscaler.core.engine.sizing import aligned_at_most, aligned_replicas, effective_replicas
+from lagscaler.core.hpa import served_value
+from lagscaler.core.hpa.metric import landing
+from lagscaler.core.policy.hpa import hpa_spec_for
+from lagscaler.core.policy.model import (
     Capacity,
     Hpa,
     KafkaSource,
@@ -43,9 +43,9 @@ from lagscaler.policy.model import (
     Smoothing,
     Stateful,
 )
-from lagscaler.simulation.compare import compare
-from lagscaler.simulation.model import Scenario
-from lagscaler.simulation.trace import Trace
+from lagscaler.core.simulation.compare import compare
+from lagscaler.core.simulation.model import Scenario
+from lagscaler.core.simulation.trace import Trace
 
 CAPACITY = 1000.0  # msg/s per replica, true and prior
 SYNC = 15.0

@@ -1,4 +1,4 @@
-"""The engine on traffic shapes the shared traces lack (``lagscaler.simulation.shapes``).
+"""The engine on traffic shapes the shared traces lack (``lagscaler.core.simulation.shapes``).
 
 Batch bursts that are over before a scale-up lands, staircases, flash crowds and quiet nights with
 spikes, each run through the simulator beside KEDA's defaults and a plain HPA on msg/s. Short
@@ -12,7 +12,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from lagscaler.policy.model import (
+from lagscaler.core.policy.model import (
     Capacity,
     Hpa,
     KafkaSource,
@@ -21,10 +21,10 @@ from lagscaler.policy.model import (
     ScaleUp,
     ScalingPolicy,
 )
-from lagscaler.simulation import shapes
-from lagscaler.simulation.compare import compare
-from lagscaler.simulation.model import Scenario, SimulationResult
-from lagscaler.simulation.trace import Trace
+from lagscaler.core.simulation import shapes
+from lagscaler.core.simulation.compare import compare
+from lagscaler.core.simulation.model import Scenario, SimulationResult
+from lagscaler.core.simulation.trace import Trace
 
 PEAK = 10_000.0
 PARTITIONS = 24

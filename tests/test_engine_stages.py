@@ -1,4 +1,4 @@
-"""Each stage of the decision alone (``lagscaler.engine.stages``), over random policies and observations.
+"""Each stage of the decision alone (``lagscaler.core.engine.stages``), over random policies and observations.
 
 The factory builds three workloads at a time (W = 3) from random policies, an engine state that
 has seen a random short history, and a random observation batch; each test runs the stages up to
@@ -13,10 +13,10 @@ import numpy as np
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from lagscaler.engine import EngineState, ObservationBatch, PolicyArrays, decide
-from lagscaler.engine.core import run_stages
-from lagscaler.engine.sizing import clamp, effective_replicas
-from lagscaler.engine.stages import (
+from lagscaler.core.engine import EngineState, ObservationBatch, PolicyArrays, decide
+from lagscaler.core.engine.core import run_stages
+from lagscaler.core.engine.sizing import clamp, effective_replicas
+from lagscaler.core.engine.stages import (
     CapacityEstimate,
     Forecast,
     Inputs,
@@ -29,8 +29,8 @@ from lagscaler.engine.stages import (
     prepare,
     settle,
 )
-from lagscaler.engine.stages.capacity import CAPACITY_MEMORY_FACTOR
-from lagscaler.policy.model import (
+from lagscaler.core.engine.stages.capacity import CAPACITY_MEMORY_FACTOR
+from lagscaler.core.policy.model import (
     Capacity,
     Hpa,
     KafkaSource,

@@ -16,9 +16,9 @@ from pathlib import Path
 import pytest
 from test_api_http import GV, Api, api, workload  # noqa: F401 - `api` is the fixture used below
 
-from lagscaler.api import DESIRED_REPLICAS, GROUP_LABEL, LAG_MESSAGES, WORKLOAD_LABEL, MetricValue
 from lagscaler.cli.lag import _print
-from lagscaler.signals.model import GroupSample, PartitionSample, PartitionStatus, Snapshot
+from lagscaler.core.signals.model import GroupSample, PartitionSample, PartitionStatus, Snapshot
+from lagscaler.edges.api import DESIRED_REPLICAS, GROUP_LABEL, LAG_MESSAGES, WORKLOAD_LABEL, MetricValue
 
 GOLDEN = Path(__file__).resolve().parent / "golden"
 UPDATE = bool(os.environ.get("LAGSCALER_UPDATE_GOLDEN"))
@@ -115,6 +115,6 @@ async def test_api_answers_are_unchanged(api: Api) -> None:  # noqa: F811 - the 
 
 
 def _aggregator() -> list[tuple[str, str]]:
-    from lagscaler.api.harness import aggregator_headers
+    from lagscaler_demo.harness import aggregator_headers
 
     return aggregator_headers()

@@ -15,10 +15,10 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
+from lagscaler_demo.localkafka import KafkaEndpoint
+from lagscaler_demo.playground.handover_run import HandoverPlayground, PlaygroundSettings
 
-from lagscaler.handover import HandoverSettings
-from lagscaler.localkafka import KafkaEndpoint
-from lagscaler.playground.handover_run import HandoverPlayground, PlaygroundSettings
+from lagscaler.edges.handover import HandoverSettings
 
 pytestmark = [pytest.mark.kafka, pytest.mark.slow]
 

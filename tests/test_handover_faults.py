@@ -21,11 +21,11 @@ from collections.abc import AsyncIterator, Mapping, Sequence
 from pathlib import Path
 
 import pytest
+from lagscaler_demo.localkafka import KafkaEndpoint, LocalBroker
+from lagscaler_demo.playground.handover_app import SinkBatch
+from lagscaler_demo.playground.handover_run import HandoverPlayground, PlaygroundSettings, crash_attributed
 
-from lagscaler.handover import HandoverSettings, Phase, Status
-from lagscaler.localkafka import KafkaEndpoint, LocalBroker
-from lagscaler.playground.handover_app import SinkBatch
-from lagscaler.playground.handover_run import HandoverPlayground, PlaygroundSettings, crash_attributed
+from lagscaler.edges.handover import HandoverSettings, Phase, Status
 
 pytestmark = [pytest.mark.kafka, pytest.mark.slow]
 
@@ -183,7 +183,7 @@ async def test_a_generation_that_never_gets_ready_is_removed_and_the_old_one_kee
 
 
 class ControllerProcess:
-    """``python -m lagscaler.playground.handover_run`` for a playground workload; kill -9 it at will."""
+    """``python -m lagscaler_demo.playground.handover_run`` for a playground workload; kill -9 it at will."""
 
     def __init__(self, settings: PlaygroundSettings, desired: Path, name: str) -> None:
         self.settings = settings
@@ -196,7 +196,7 @@ class ControllerProcess:
         s = self.settings
         with self.log.open("ab") as log:
             self.process = await asyncio.create_subprocess_exec(
-                sys.executable, "-m", "lagscaler.playground.handover_run",
+                sys.executable, "-m", "lagscaler_demo.playground.handover_run",
                 "--bootstrap", s.bootstrap, "--name", s.name, "--state-dir", str(s.state_dir),
                 "--control-topic", s.handover.control_topic, "--desired-file", str(self.desired),
                 "--initial-replicas", str(s.initial_replicas),

@@ -16,16 +16,16 @@ import kubernetes_validate
 import pytest
 
 from lagscaler.cli.serve import build_parser, handover_from_options, serve_options
-from lagscaler.errors import UserError
-from lagscaler.handover import GenerationSpec, LeaseSettings
-from lagscaler.handover.kubernetes import (
+from lagscaler.core.policy import parse_policy
+from lagscaler.edges.handover import GenerationSpec, LeaseSettings
+from lagscaler.edges.handover.kubernetes import (
     LABEL_GENERATION,
     LABEL_WORKLOAD,
     clone_deployment,
     selector_string,
     workload_problem,
 )
-from lagscaler.policy import parse_policy
+from lagscaler.errors import UserError
 from lagscaler.service.handover import KubernetesHandover, LocalHandover, handover_workloads
 from lagscaler.worker import ENV, WorkerConfig
 
@@ -75,7 +75,7 @@ SPEC = GenerationSpec(
     group="ledger-gen-4",
     topics=("payments", "refunds"),
     bootstrap=("kafka-0:9092", "kafka-1:9092"),
-    control_topic="lagscaler.handover",
+    control_topic="lagscaler.edges.handover",
 )
 
 
@@ -151,7 +151,7 @@ def test_every_container_gets_what_the_worker_sdk_reads() -> None:
         assert config.handover is not None
         assert config.handover.workload == "shop/ledger"
         assert config.handover.generation == 4
-        assert config.handover.control_topic == "lagscaler.handover"
+        assert config.handover.control_topic == "lagscaler.edges.handover"
         assert config.group == "ledger-gen-4"
         assert config.topics == ("payments", "refunds")
         assert config.bootstrap == ("kafka-0:9092", "kafka-1:9092")

@@ -20,8 +20,8 @@ from support import eventually
 
 from lagscaler.cli.serve import build_parser, serve_options
 from lagscaler.cli.serve import handover_from_options as serve_handover
+from lagscaler.edges.handover import FileLeadership, GenerationSpec, LocalProcessBackend
 from lagscaler.errors import UserError
-from lagscaler.handover import FileLeadership, GenerationSpec, LocalProcessBackend
 from lagscaler.worker import ENV, WorkerConfig
 
 SLEEPER = [sys.executable, "-c", "import time; time.sleep(120)"]
@@ -54,7 +54,7 @@ async def test_a_killed_leader_releases_the_lock(tmp_path: Path) -> None:
     script = (
         "import asyncio, sys, time\n"
         "from pathlib import Path\n"
-        "from lagscaler.handover import FileLeadership\n"
+        "from lagscaler.edges.handover import FileLeadership\n"
         f"term = asyncio.run(FileLeadership(Path({str(lock)!r})).acquire())\n"
         "print(term, flush=True)\n"
         "time.sleep(120)\n"

@@ -18,7 +18,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from lagscaler.handover.machine import (
+from lagscaler.core.handover.machine import (
     Ensure,
     Forget,
     GroupView,
@@ -30,7 +30,7 @@ from lagscaler.handover.machine import (
     needs,
     step,
 )
-from lagscaler.handover.protocol import (
+from lagscaler.core.handover.protocol import (
     ControllerRecord,
     Handover,
     Phase,

@@ -11,10 +11,10 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from lagscaler.hpa import ExternalMetric, HpaSpec, HpaState, TargetType, step
-from lagscaler.hpa.metric import plan_served_metric, reachable, served_value
-from lagscaler.policy.hpa import hpa_spec_for
-from lagscaler.policy.model import Capacity, Hpa, KafkaSource, ScaleTargetRef, ScalingPolicy
+from lagscaler.core.hpa import ExternalMetric, HpaSpec, HpaState, TargetType, step
+from lagscaler.core.hpa.metric import plan_served_metric, reachable, served_value
+from lagscaler.core.policy.hpa import hpa_spec_for
+from lagscaler.core.policy.model import Capacity, Hpa, KafkaSource, ScaleTargetRef, ScalingPolicy
 
 
 def policy(minimum: int = 1, maximum: int = 48, *, configurable: bool = False, tolerance: float = 0.1):

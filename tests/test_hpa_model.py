@@ -14,7 +14,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from lagscaler.hpa import (
+from lagscaler.core.hpa import (
     Behavior,
     ExternalMetric,
     HpaScalingPolicy,
@@ -35,7 +35,7 @@ from lagscaler.hpa import (
     step,
     value_proposal,
 )
-from lagscaler.hpa.controller import record_scale_event
+from lagscaler.core.hpa.controller import record_scale_event
 
 DEFAULT_TOLERANCES = Tolerances(0.1, 0.1)
 PER_POD_ONE = ExternalMetric(TargetType.AVERAGE_VALUE, 1)

@@ -5,10 +5,10 @@ from __future__ import annotations
 import time
 
 import pytest
+from lagscaler_demo.localkafka import KafkaEndpoint, free_port
+from lagscaler_demo.seed import commit, create_topics, delete_topics, join_group, produce
 
-from lagscaler.kafka import KafkaAdmin, KafkaSettings, KafkaUnavailable
-from lagscaler.kafka.seed import commit, create_topics, delete_topics, join_group, produce
-from lagscaler.localkafka import KafkaEndpoint, free_port
+from lagscaler.edges.kafka import KafkaAdmin, KafkaSettings, KafkaUnavailable
 
 pytestmark = pytest.mark.kafka
 

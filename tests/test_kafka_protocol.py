@@ -24,8 +24,8 @@ from aiokafka.protocol.types import (
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from lagscaler.kafka.decoding import TAGS, compile_reader, decode
-from lagscaler.kafka.protocol import (
+from lagscaler.edges.kafka.decoding import TAGS, compile_reader, decode
+from lagscaler.edges.kafka.protocol import (
     DELETE_GROUPS,
     DESCRIBE_GROUPS,
     FIND_COORDINATOR,

@@ -16,9 +16,11 @@ from pathlib import Path
 import pytest
 import trustme
 from cryptography.hazmat.primitives import serialization
+from lagscaler_demo.localkafka import BrokerConfig, LocalBroker, run_coroutine_sync
+from lagscaler_demo.seed import commit, create_topics, produce
 from structlog.typing import EventDict
 
-from lagscaler.kafka import (
+from lagscaler.edges.kafka import (
     KafkaSettings,
     SaslMechanism,
     SaslSettings,
@@ -26,9 +28,7 @@ from lagscaler.kafka import (
     SecurityProtocol,
     TlsSettings,
 )
-from lagscaler.kafka.seed import commit, create_topics, produce
-from lagscaler.localkafka import BrokerConfig, LocalBroker, run_coroutine_sync
-from lagscaler.sampler import SampleFailed, Sampler, SamplerSettings
+from lagscaler.edges.sampler import SampleFailed, Sampler, SamplerSettings
 
 pytestmark = [pytest.mark.kafka, pytest.mark.slow]
 

@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from lagscaler.kafka import (
+from lagscaler.edges.kafka import (
     KafkaConfigError,
     KafkaSettings,
     SaslMechanism,

@@ -14,18 +14,18 @@ from pathlib import Path
 
 import aiohttp
 import pytest
+from lagscaler_demo.harness import ClientCert, LocalCluster, aggregator_headers
+from lagscaler_demo.standin import KubeApiStandIn
 from support import eventually
 
-from lagscaler.api import (
+from lagscaler.edges.api import (
     MetricsCache,
     running_api,
 )
-from lagscaler.api.harness import ClientCert, LocalCluster, aggregator_headers
-from lagscaler.kube import (
+from lagscaler.edges.kube import (
     CertificateAuthority,
     ExtensionAuthentication,
     ExtensionAuthenticationWatcher,
-    KubeApiStandIn,
     kube_api_client,
     parse_extension_authentication,
 )

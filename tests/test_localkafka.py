@@ -7,8 +7,7 @@ from pathlib import Path
 import pytest
 from aiokafka import AIOKafkaProducer
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
-
-from lagscaler.localkafka import (
+from lagscaler_demo.localkafka import (
     BrokerConfig,
     BrokerError,
     KafkaDistribution,
@@ -16,8 +15,8 @@ from lagscaler.localkafka import (
     LocalBroker,
     parse_describe,
 )
-from lagscaler.localkafka.broker import new_cluster_id
-from lagscaler.localkafka.distribution import _pom
+from lagscaler_demo.localkafka.broker import new_cluster_id
+from lagscaler_demo.localkafka.distribution import _pom
 
 pytestmark = pytest.mark.kafka
 
@@ -40,7 +39,7 @@ async def test_session_broker_accepts_topics_and_messages(kafka: KafkaEndpoint, 
 
 @pytest.mark.slow
 def test_restart_keeps_ports_and_data(unique: str) -> None:
-    from lagscaler.localkafka.broker import run_coroutine_sync
+    from lagscaler_demo.localkafka.broker import run_coroutine_sync
 
     async def produce(bootstrap: str) -> int:
         admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap)

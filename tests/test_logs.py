@@ -24,7 +24,7 @@ def run(script: str) -> subprocess.CompletedProcess[str]:
 def test_unconfigured_events_go_to_stdlib_logging_never_to_stdout() -> None:
     done = run(
         """
-        from lagscaler.playground.pool import log  # a module of the demo tooling, used as a library
+        from lagscaler_demo.playground.pool import log  # a module of the demo tooling, used as a library
         log.info("worker started", worker="w-1", pid=7)
         log.bind(workload="shop/orders").warning("worker exited on its own", worker="w-1", code=-9)
         print("the program's own output")
@@ -40,12 +40,12 @@ def test_the_host_applications_logging_configuration_applies() -> None:
         """
         import logging, sys
         logging.basicConfig(level=logging.INFO, stream=sys.stdout, format="%(name)s %(levelname)s %(message)s")
-        from lagscaler.sampler.sampler import log
+        from lagscaler.edges.sampler.sampler import log
         log.info("sample cycle failed", error="refused")
         log.debug("hidden below the host's level")
         """
     )
-    assert done.stdout == "lagscaler.sampler INFO event='sample cycle failed' error='refused'\n"
+    assert done.stdout == "lagscaler.edges.sampler INFO event='sample cycle failed' error='refused'\n"
 
 
 def test_an_application_that_configured_structlog_keeps_its_configuration() -> None:

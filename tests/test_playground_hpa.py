@@ -13,17 +13,13 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
+from lagscaler_demo.harness import FRONT_PROXY_NAME, HPA_USER, LocalCluster
+from lagscaler_demo.localkafka import KafkaEndpoint
+from lagscaler_demo.playground import ClientIdentity, HpaLoopSettings, LocalHpa, PoolSettings, WorkerPool
+from lagscaler_demo.playground.probe import wait_for_members
+from lagscaler_demo.seed import create_topics
 
-from lagscaler.api import (
-    DESIRED_REPLICAS,
-    WORKLOAD_LABEL,
-    MetricsCache,
-    MetricValue,
-    WorkloadMetrics,
-    running_api,
-)
-from lagscaler.api.harness import FRONT_PROXY_NAME, HPA_USER, LocalCluster
-from lagscaler.hpa import (
+from lagscaler.core.hpa import (
     Behavior,
     ExternalMetric,
     HpaScalingPolicy,
@@ -32,12 +28,16 @@ from lagscaler.hpa import (
     ScalingRules,
     TargetType,
 )
-from lagscaler.kafka.seed import create_topics
-from lagscaler.kube import CertificateAuthority
-from lagscaler.localkafka import KafkaEndpoint
-from lagscaler.playground import ClientIdentity, HpaLoopSettings, LocalHpa, PoolSettings, WorkerPool
-from lagscaler.playground.probe import wait_for_members
-from lagscaler.policy import Capacity, KafkaSource, ScaleTargetRef, ScalingPolicy
+from lagscaler.core.policy import Capacity, KafkaSource, ScaleTargetRef, ScalingPolicy
+from lagscaler.edges.api import (
+    DESIRED_REPLICAS,
+    WORKLOAD_LABEL,
+    MetricsCache,
+    MetricValue,
+    WorkloadMetrics,
+    running_api,
+)
+from lagscaler.edges.kube import CertificateAuthority
 
 pytestmark = pytest.mark.kafka
 

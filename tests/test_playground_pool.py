@@ -17,12 +17,11 @@ import time
 from pathlib import Path
 
 import pytest
+from lagscaler_demo.localkafka import KafkaEndpoint
+from lagscaler_demo.playground import PoolSettings, WorkerPool, WorkerState
+from lagscaler_demo.playground.probe import committed_offsets, describe_group, wait_for_members
+from lagscaler_demo.seed import create_topics, produce
 from support import eventually
-
-from lagscaler.kafka.seed import create_topics, produce
-from lagscaler.localkafka import KafkaEndpoint
-from lagscaler.playground import PoolSettings, WorkerPool, WorkerState
-from lagscaler.playground.probe import committed_offsets, describe_group, wait_for_members
 
 pytestmark = pytest.mark.kafka
 
@@ -199,7 +198,7 @@ async def test_workers_stop_when_the_process_that_started_them_is_killed(
     script = textwrap.dedent(
         f"""
         import asyncio
-        from lagscaler.playground.pool import PoolSettings, WorkerPool
+        from lagscaler_demo.playground.pool import PoolSettings, WorkerPool
 
         async def main():
             settings = PoolSettings({kafka.bootstrap!r}, {unique!r}, ({topic!r},), 100.0, heartbeat_interval_ms=500)

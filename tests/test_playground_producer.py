@@ -7,12 +7,12 @@ import math
 from pathlib import Path
 
 import pytest
+from lagscaler_demo.localkafka import KafkaEndpoint
+from lagscaler_demo.playground import LoadProducer, PoolSettings, ProducerSettings, RateProfile, WorkerPool
+from lagscaler_demo.playground.probe import committed_offsets, end_offsets
+from lagscaler_demo.seed import create_topics
 
 from lagscaler.errors import UserError
-from lagscaler.kafka.seed import create_topics
-from lagscaler.localkafka import KafkaEndpoint
-from lagscaler.playground import LoadProducer, PoolSettings, ProducerSettings, RateProfile, WorkerPool
-from lagscaler.playground.probe import committed_offsets, end_offsets
 
 pytestmark = pytest.mark.kafka
 

@@ -10,10 +10,10 @@ import numpy as np
 import pytest
 from hypothesis import given
 from hypothesis import strategies as st
+from lagscaler_demo.playground import RateProfile
 
+from lagscaler.core.simulation.trace import Trace
 from lagscaler.errors import UserError
-from lagscaler.playground import RateProfile
-from lagscaler.simulation.trace import Trace
 
 steps = st.lists(
     st.tuples(st.floats(0.01, 1000), st.floats(0, 1e5)),

@@ -12,7 +12,7 @@ import yaml
 from support import BILLION_LAUGHS
 
 from lagscaler.cli import main
-from lagscaler.hpa import (
+from lagscaler.core.hpa import (
     Behavior,
     ExternalMetric,
     HpaScalingPolicy,
@@ -25,7 +25,7 @@ from lagscaler.hpa import (
     plan_served_metric,
     step,
 )
-from lagscaler.policy import hpa_spec_for, load_policy_file
+from lagscaler.core.policy import hpa_spec_for, load_policy_file
 
 POLICIES = Path(__file__).resolve().parent.parent / "policies"
 

@@ -14,8 +14,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from support import BILLION_LAUGHS
 
-from lagscaler.errors import UserError
-from lagscaler.policy import (
+from lagscaler.core.policy import (
     Mode,
     PolicyError,
     ScalingPolicy,
@@ -27,7 +26,8 @@ from lagscaler.policy import (
     policy_reference,
     policy_schema,
 )
-from lagscaler.policy.loader import MAX_DEPTH, MAX_FILE_BYTES, MAX_MESSAGE, MAX_NODES
+from lagscaler.core.policy.loader import MAX_DEPTH, MAX_FILE_BYTES, MAX_MESSAGE, MAX_NODES
+from lagscaler.errors import UserError
 
 POLICIES = Path(__file__).resolve().parent.parent / "policies"
 DUMPER = getattr(yaml, "CSafeDumper", yaml.SafeDumper)

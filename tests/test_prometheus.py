@@ -30,16 +30,16 @@ from typing import Any
 import pytest
 import yaml
 from aiokafka import AIOKafkaProducer
+from lagscaler_demo.harness import LocalCluster
+from lagscaler_demo.localkafka import KafkaEndpoint, LocalBroker, free_port
+from lagscaler_demo.seed import join_group
 from promharness import LABEL_VALUES, Pod, Prometheus, interpolate, running_prometheus
 from promharness import service_monitor_scrape_config as operator_jobs
 from support import eventually
 from test_chart import CHART, NAMESPACE, one, render, with_values
 from test_service import Client, cluster, policy_yaml, seed_lagging_group, serve_settings
 
-from lagscaler.api.harness import LocalCluster
-from lagscaler.kafka.seed import join_group
-from lagscaler.localkafka import KafkaEndpoint, LocalBroker, free_port
-from lagscaler.observability import REASON_CODES, SAMPLE_ERROR_REASONS
+from lagscaler.edges.observability import REASON_CODES, SAMPLE_ERROR_REASONS
 from lagscaler.service.run import RunningService, running_service
 
 pytestmark = [pytest.mark.kafka, pytest.mark.slow]

@@ -14,7 +14,7 @@ import support
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from lagscaler.quantity import QuantityError, format_quantity, milli_value, parse_quantity
+from lagscaler.core.quantity import QuantityError, format_quantity, milli_value, parse_quantity
 
 CANONICAL = re.compile(r"-?[1-9][0-9]*([numkMGTPE]?)|0")
 

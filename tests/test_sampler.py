@@ -5,9 +5,8 @@ from __future__ import annotations
 import asyncio
 
 import pytest
-
-from lagscaler.kafka import KafkaSettings
-from lagscaler.kafka.seed import (
+from lagscaler_demo.localkafka import KafkaEndpoint
+from lagscaler_demo.seed import (
     add_partitions,
     commit,
     create_topics,
@@ -16,9 +15,10 @@ from lagscaler.kafka.seed import (
     join_group,
     produce,
 )
-from lagscaler.localkafka import KafkaEndpoint
-from lagscaler.sampler import Sampler, SamplerConfigError, SamplerSettings
-from lagscaler.signals import PartitionStatus, Snapshot
+
+from lagscaler.core.signals import PartitionStatus, Snapshot
+from lagscaler.edges.kafka import KafkaSettings
+from lagscaler.edges.sampler import Sampler, SamplerConfigError, SamplerSettings
 
 pytestmark = pytest.mark.kafka
 

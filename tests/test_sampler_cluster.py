@@ -14,14 +14,14 @@ from collections.abc import Iterator
 
 import pytest
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
+from lagscaler_demo.localkafka import BrokerConfig, LocalBroker
+from lagscaler_demo.localkafka.broker import probe, run_coroutine_sync
+from lagscaler_demo.seed import commit, produce, wait_for_topics
 from support import eventually
 
-from lagscaler.kafka import KafkaAdmin, KafkaSettings
-from lagscaler.kafka.seed import commit, produce, wait_for_topics
-from lagscaler.localkafka import BrokerConfig, LocalBroker
-from lagscaler.localkafka.broker import probe, run_coroutine_sync
-from lagscaler.sampler import Sampler, SamplerSettings
-from lagscaler.signals import Snapshot
+from lagscaler.core.signals import Snapshot
+from lagscaler.edges.kafka import KafkaAdmin, KafkaSettings
+from lagscaler.edges.sampler import Sampler, SamplerSettings
 
 pytestmark = [pytest.mark.kafka, pytest.mark.slow]
 

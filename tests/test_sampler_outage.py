@@ -9,13 +9,13 @@ import asyncio
 import time
 
 import pytest
+from lagscaler_demo.localkafka import LocalBroker
+from lagscaler_demo.seed import commit, create_topics, produce
 from support import eventually
 
-from lagscaler.kafka import KafkaSettings
-from lagscaler.kafka.seed import commit, create_topics, produce
-from lagscaler.localkafka import LocalBroker
-from lagscaler.sampler import SampleFailed, Sampler, SamplerSettings
-from lagscaler.signals import Snapshot
+from lagscaler.core.signals import Snapshot
+from lagscaler.edges.kafka import KafkaSettings
+from lagscaler.edges.sampler import SampleFailed, Sampler, SamplerSettings
 
 pytestmark = [pytest.mark.kafka, pytest.mark.slow]
 

@@ -17,13 +17,13 @@ from typing import Any
 
 import aiohttp
 import pytest
+from lagscaler_demo.harness import LocalCluster, aggregator_headers
+from lagscaler_demo.localkafka import KafkaEndpoint, LocalBroker
+from lagscaler_demo.seed import commit, create_topics, produce
 from support import eventually
 
-from lagscaler.api import parse_quantity
-from lagscaler.api.harness import LocalCluster, aggregator_headers
-from lagscaler.kafka import KafkaSettings
-from lagscaler.kafka.seed import commit, create_topics, produce
-from lagscaler.localkafka import KafkaEndpoint, LocalBroker
+from lagscaler.edges.api import parse_quantity
+from lagscaler.edges.kafka import KafkaSettings
 from lagscaler.service.run import RunningService, ServeSettings, running_service
 
 pytestmark = pytest.mark.kafka

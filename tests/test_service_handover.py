@@ -12,14 +12,14 @@ from dataclasses import replace
 from pathlib import Path
 
 import pytest
+from lagscaler_demo.harness import LocalCluster
+from lagscaler_demo.localkafka import KafkaEndpoint
+from lagscaler_demo.playground import LoadProducer, ProducerSettings, RateProfile
+from lagscaler_demo.playground.handover_app import check, read_sink
+from lagscaler_demo.seed import create_topics
 from test_service import eventually, policy_yaml, serve_settings
 
-from lagscaler.api.harness import LocalCluster
-from lagscaler.handover import HandoverSettings, LocalProcessBackend
-from lagscaler.kafka.seed import create_topics
-from lagscaler.localkafka import KafkaEndpoint
-from lagscaler.playground import LoadProducer, ProducerSettings, RateProfile
-from lagscaler.playground.handover_app import check, read_sink
+from lagscaler.edges.handover import HandoverSettings, LocalProcessBackend
 from lagscaler.service.handover import LocalHandover
 from lagscaler.service.run import running_service
 
@@ -47,7 +47,7 @@ async def test_serve_hands_a_workload_over_when_the_decision_changes(
     command = (
         sys.executable,
         "-m",
-        "lagscaler.playground.handover_app",
+        "lagscaler_demo.playground.handover_app",
         "--sink",
         sink,
         "--commit-interval",

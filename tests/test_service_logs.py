@@ -11,16 +11,16 @@ from pathlib import Path
 
 import pytest
 import structlog
+from lagscaler_demo.localkafka import KafkaEndpoint, free_port
 from structlog.typing import EventDict
 from support import eventually
 from test_service import lagging_workload, policy_yaml
 from test_service_metrics import Clock, scaling_loop
 
-from lagscaler.api import MetricsCache
-from lagscaler.kafka import KafkaSettings
-from lagscaler.localkafka import KafkaEndpoint, free_port
-from lagscaler.observability import ServiceMetrics
-from lagscaler.sampler import Sampler, SamplerSettings
+from lagscaler.edges.api import MetricsCache
+from lagscaler.edges.kafka import KafkaSettings
+from lagscaler.edges.observability import ServiceMetrics
+from lagscaler.edges.sampler import Sampler, SamplerSettings
 from lagscaler.service.loop import LoopSettings, ScalingLoop
 from lagscaler.service.policies import PolicySet, PolicyWatcher
 

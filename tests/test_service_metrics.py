@@ -12,14 +12,14 @@ from collections.abc import AsyncIterator
 from pathlib import Path
 
 import pytest
+from lagscaler_demo.localkafka import KafkaEndpoint, free_port
 from prometheus_client.parser import text_string_to_metric_families
 from test_service import lagging_workload, policy_yaml
 
-from lagscaler.api import MetricsCache
-from lagscaler.kafka import KafkaSettings
-from lagscaler.localkafka import KafkaEndpoint, free_port
-from lagscaler.observability import REASON_CODES, SAMPLE_ERROR_REASONS, ServiceMetrics
-from lagscaler.sampler import Sampler, SamplerSettings
+from lagscaler.edges.api import MetricsCache
+from lagscaler.edges.kafka import KafkaSettings
+from lagscaler.edges.observability import REASON_CODES, SAMPLE_ERROR_REASONS, ServiceMetrics
+from lagscaler.edges.sampler import Sampler, SamplerSettings
 from lagscaler.service.loop import ScalingLoop
 from lagscaler.service.policies import PolicyWatcher
 

@@ -17,12 +17,12 @@ import aiohttp
 import pytest
 from support import BILLION_LAUGHS, eventually
 
-from lagscaler.api import ApiSettings, HealthChecks, MetricsCache, RunningApi, running_api
-from lagscaler.kafka import KafkaSettings
-from lagscaler.observability import ServiceMetrics
-from lagscaler.policy import ScalingPolicy
-from lagscaler.policy.loader import PolicyIssue, check_policy_file
-from lagscaler.sampler import Sampler, SamplerSettings
+from lagscaler.core.policy import ScalingPolicy
+from lagscaler.core.policy.loader import PolicyIssue, check_policy_file
+from lagscaler.edges.api import ApiSettings, HealthChecks, MetricsCache, RunningApi, running_api
+from lagscaler.edges.kafka import KafkaSettings
+from lagscaler.edges.observability import ServiceMetrics
+from lagscaler.edges.sampler import Sampler, SamplerSettings
 from lagscaler.service.loop import ScalingLoop
 from lagscaler.service.policies import PolicyWatcher
 

@@ -4,11 +4,11 @@ from __future__ import annotations
 
 import math
 
-from lagscaler.api import DESIRED_REPLICAS, LAG_MESSAGES, LAG_SECONDS, PRODUCE_RATE, TOPIC_LABEL
-from lagscaler.engine import Decision, observe
-from lagscaler.policy import Capacity, Fallback, KafkaSource, ScaleTargetRef, ScalingPolicy, StaleAction
+from lagscaler.core.engine import Decision, observe
+from lagscaler.core.policy import Capacity, Fallback, KafkaSource, ScaleTargetRef, ScalingPolicy, StaleAction
+from lagscaler.core.signals import GroupSample, PartitionSample, PartitionStatus
+from lagscaler.edges.api import DESIRED_REPLICAS, LAG_MESSAGES, LAG_SECONDS, PRODUCE_RATE, TOPIC_LABEL
 from lagscaler.service.publish import raw_signals, workload_metrics
-from lagscaler.signals import GroupSample, PartitionSample, PartitionStatus
 
 
 def policy(*topics: str, fallback: Fallback | None = None) -> ScalingPolicy:

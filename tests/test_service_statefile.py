@@ -9,9 +9,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from lagscaler.engine import EngineState, Observation, ObservationBatch, PolicyArrays, decide
-from lagscaler.engine.reload import carry_over
-from lagscaler.policy.model import Capacity, KafkaSource, ScaleTargetRef, ScalingPolicy
+from lagscaler.core.engine import EngineState, Observation, ObservationBatch, PolicyArrays, decide
+from lagscaler.core.engine.reload import carry_over
+from lagscaler.core.policy.model import Capacity, KafkaSource, ScaleTargetRef, ScalingPolicy
 from lagscaler.service.statefile import StateFileError, load_state, save_state
 
 

@@ -9,7 +9,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from lagscaler.signals.lookup import AddResult, OffsetTimeTables, lag_seconds_of
+from lagscaler.core.signals.lookup import AddResult, OffsetTimeTables, lag_seconds_of
 
 
 def table_with(points: list[tuple[int, float]], window: int = 8) -> OffsetTimeTables:

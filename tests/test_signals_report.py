@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import json
 
-from lagscaler.signals.model import GroupSample, PartitionSample, PartitionStatus, Snapshot
-from lagscaler.signals.report import render_table, rfc3339, snapshot_json
+from lagscaler.core.signals.model import GroupSample, PartitionSample, PartitionStatus, Snapshot
+from lagscaler.core.signals.report import render_table, rfc3339, snapshot_json
 
 
 def sample(**partition: object) -> Snapshot:

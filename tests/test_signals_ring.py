@@ -6,7 +6,7 @@ import numpy as np
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from lagscaler.signals.ring import RingHistory, RowIndex
+from lagscaler.core.signals.ring import RingHistory, RowIndex
 
 
 def test_ordered_reads_are_oldest_first_and_right_aligned() -> None:

@@ -7,8 +7,8 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from lagscaler.signals.model import PartitionStatus as S
-from lagscaler.signals.status import (
+from lagscaler.core.signals.model import PartitionStatus as S
+from lagscaler.core.signals.status import (
     STATUS_ORDER,
     HistoryPoint,
     StatusRules,

@@ -9,9 +9,9 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from lagscaler.signals.model import PartitionStatus
-from lagscaler.signals.status import STATUS_ORDER, StatusRules
-from lagscaler.signals.tracker import Signals, SignalTracker, TrackerSettings
+from lagscaler.core.signals.model import PartitionStatus
+from lagscaler.core.signals.status import STATUS_ORDER, StatusRules
+from lagscaler.core.signals.tracker import Signals, SignalTracker, TrackerSettings
 
 KEYS = [("g", "t", 0), ("g", "t", 1), ("h", "t", 0)]
 

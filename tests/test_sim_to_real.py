@@ -19,12 +19,12 @@ from dataclasses import replace
 
 import numpy as np
 import pytest
+from lagscaler_demo.cli.scaling import ScalingDemoResult, ScalingDemoSettings, run_scaling_demo
+from lagscaler_demo.localkafka import KafkaEndpoint
 
-from lagscaler.cli._scaling_demo import ScalingDemoResult, ScalingDemoSettings, run_scaling_demo
-from lagscaler.localkafka import KafkaEndpoint
-from lagscaler.simulation.compare import compare
-from lagscaler.simulation.model import Scenario
-from lagscaler.simulation.trace import Trace
+from lagscaler.core.simulation.compare import compare
+from lagscaler.core.simulation.model import Scenario
+from lagscaler.core.simulation.trace import Trace
 
 # The load runs for 150 s; starting the pool and serve, and stopping them, take the rest.
 pytestmark = [pytest.mark.kafka, pytest.mark.slow, pytest.mark.timeout(480)]

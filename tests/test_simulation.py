@@ -7,13 +7,13 @@ from dataclasses import replace
 import numpy as np
 import pytest
 
+from lagscaler.core.policy.model import Capacity, Hpa, KafkaSource, ScaleTargetRef, ScalingPolicy, Stateful
+from lagscaler.core.simulation.compare import compare, parse_policies
+from lagscaler.core.simulation.controllers import FutureMax, StaticController
+from lagscaler.core.simulation.model import Scenario
+from lagscaler.core.simulation.simulator import arrivals_per_step, simulate, sticky_reassign
+from lagscaler.core.simulation.trace import Trace, TraceError, parse_trace, spike_trace, step_trace
 from lagscaler.errors import UserError
-from lagscaler.policy.model import Capacity, Hpa, KafkaSource, ScaleTargetRef, ScalingPolicy, Stateful
-from lagscaler.simulation.compare import compare, parse_policies
-from lagscaler.simulation.controllers import FutureMax, StaticController
-from lagscaler.simulation.model import Scenario
-from lagscaler.simulation.simulator import arrivals_per_step, simulate, sticky_reassign
-from lagscaler.simulation.trace import Trace, TraceError, parse_trace, spike_trace, step_trace
 
 P = 12
 

@@ -10,15 +10,15 @@ from hypothesis import assume, given, settings
 from hypothesis import strategies as st
 from test_simulation import bench_like
 
-from lagscaler.hpa import HpaSpec, HpaState, plan_served_metric
-from lagscaler.hpa import step as hpa_step
-from lagscaler.policy import hpa_spec_for
-from lagscaler.policy.model import Hpa, ScalingPolicy
-from lagscaler.simulation.compare import compare
-from lagscaler.simulation.controllers import GroupView, KedaController, RateController, exact_hpa
-from lagscaler.simulation.model import Scenario
-from lagscaler.simulation.simulator import ArrivalCurve, hpa_would_hold, simulate
-from lagscaler.simulation.trace import Trace, diurnal_trace, spike_trace
+from lagscaler.core.hpa import HpaSpec, HpaState, plan_served_metric
+from lagscaler.core.hpa import step as hpa_step
+from lagscaler.core.policy import hpa_spec_for
+from lagscaler.core.policy.model import Hpa, ScalingPolicy
+from lagscaler.core.simulation.compare import compare
+from lagscaler.core.simulation.controllers import GroupView, KedaController, RateController, exact_hpa
+from lagscaler.core.simulation.model import Scenario
+from lagscaler.core.simulation.simulator import ArrivalCurve, hpa_would_hold, simulate
+from lagscaler.core.simulation.trace import Trace, diurnal_trace, spike_trace
 
 
 def policy(**changes: object) -> ScalingPolicy:

@@ -8,7 +8,7 @@ import numpy as np
 from hypothesis import given
 from hypothesis import strategies as st
 
-from lagscaler.simulation.trace import Trace
+from lagscaler.core.simulation.trace import Trace
 
 
 @given(

@@ -19,8 +19,7 @@ from typing import TYPE_CHECKING, Annotated, Any
 from pydantic import Field
 
 from lagscaler.cli._types import positive
-from lagscaler.errors import UserError
-from lagscaler.kafka.settings import (
+from lagscaler.edges.kafka.settings import (
     KafkaSettings,
     SaslMechanism,
     SaslSettings,
@@ -29,11 +28,12 @@ from lagscaler.kafka.settings import (
     TlsSettings,
     parse_bootstrap,
 )
+from lagscaler.errors import UserError
 from lagscaler.options import Options, UserPath, add_flags
 
 if TYPE_CHECKING:
-    from lagscaler.sampler import SamplerSettings
-    from lagscaler.signals.model import Snapshot
+    from lagscaler.core.signals.model import Snapshot
+    from lagscaler.edges.sampler import SamplerSettings
 
 # The sampler (numpy, aiokafka, structlog) is imported when a report runs, not when the command
 # line is built: every `lagscaler ...` invocation builds the full parser, and a one-shot report's
@@ -155,7 +155,7 @@ def quiet_logs() -> None:
 
 
 def _sampler_settings(args: argparse.Namespace) -> SamplerSettings:
-    from lagscaler.sampler import SamplerSettings  # noqa: PLC0415 - see the note on imports at the top
+    from lagscaler.edges.sampler import SamplerSettings  # noqa: PLC0415 - see the note on imports at the top
 
     if args.all_groups and args.group:
         raise UserError("give either --group or --all-groups, not both")
@@ -179,7 +179,7 @@ def _sampler_settings(args: argparse.Namespace) -> SamplerSettings:
 def _print(snapshot: Snapshot, output: str) -> None:
     import json  # noqa: PLC0415 - see the note on imports at the top
 
-    from lagscaler.signals.report import render_table, snapshot_json  # noqa: PLC0415
+    from lagscaler.core.signals.report import render_table, snapshot_json  # noqa: PLC0415
 
     if output == "json":
         print(json.dumps(snapshot_json(snapshot)), flush=True)
@@ -195,7 +195,7 @@ async def report(
     The first sample must succeed and find every named group, or this raises a one-line
     :class:`UserError`; a later failure is reported on stderr and watching goes on (exit code 1).
     """
-    from lagscaler.sampler import SampleFailed, Sampler  # noqa: PLC0415 - see the note on imports at the top
+    from lagscaler.edges.sampler import SampleFailed, Sampler  # noqa: PLC0415 - see the note on imports at the top
 
     printed = failures = 0
     async with Sampler(kafka, settings) as sampler:

@@ -7,9 +7,8 @@ import json
 import sys
 from pathlib import Path
 
-from lagscaler.errors import UserError
-from lagscaler.policy import ScalingPolicy, policy_reference, policy_schema, render_hpa_manifest
-from lagscaler.policy.loader import (
+from lagscaler.core.policy import ScalingPolicy, policy_reference, policy_schema, render_hpa_manifest
+from lagscaler.core.policy.loader import (
     PolicyError,
     PolicyIssue,
     check_policy_file,
@@ -17,7 +16,8 @@ from lagscaler.policy.loader import (
     load_policy_file,
     policy_files,
 )
-from lagscaler.policy.model import Mode
+from lagscaler.core.policy.model import Mode
+from lagscaler.errors import UserError
 
 
 def _bytes(value: float) -> str:

@@ -27,11 +27,11 @@ from typing import TYPE_CHECKING, Annotated, Literal
 
 from pydantic import BeforeValidator, Field
 
-from lagscaler.api.settings import ApiOptions, add_api_arguments
 from lagscaler.cli.lag import KafkaOptions, add_kafka_arguments
+from lagscaler.core.handover.protocol import DEFAULT_CONTROL_TOPIC
+from lagscaler.edges.api.settings import ApiOptions, add_api_arguments
+from lagscaler.edges.handover.leader import DEFAULT_LEASE_NAME
 from lagscaler.errors import UserError
-from lagscaler.handover.leader import DEFAULT_LEASE_NAME
-from lagscaler.handover.protocol import DEFAULT_CONTROL_TOPIC
 from lagscaler.options import (
     Given,
     Options,
@@ -159,9 +159,9 @@ def serve_options(
 
 
 def run_serve(args: argparse.Namespace) -> int:
-    from lagscaler.api import api_settings_from_args  # noqa: PLC0415 - keep `lagscaler --help` fast
     from lagscaler.cli.lag import kafka_settings_from_args  # noqa: PLC0415
-    from lagscaler.observability import configure_logging  # noqa: PLC0415
+    from lagscaler.edges.api import api_settings_from_args  # noqa: PLC0415 - keep `lagscaler --help` fast
+    from lagscaler.edges.observability import configure_logging  # noqa: PLC0415
     from lagscaler.service.run import ServeSettings, serve_forever  # noqa: PLC0415
 
     options, given = serve_options(args, os.environ)
@@ -192,7 +192,7 @@ def run_serve(args: argparse.Namespace) -> int:
 
 
 def handover_from_options(options: HandoverOptions) -> HandoverBackend | None:
-    from lagscaler.handover import HandoverSettings  # noqa: PLC0415 - keep `lagscaler --help` fast
+    from lagscaler.edges.handover import HandoverSettings  # noqa: PLC0415 - keep `lagscaler --help` fast
     from lagscaler.service.handover import (  # noqa: PLC0415
         KubernetesHandover,
         LocalHandover,

@@ -12,13 +12,13 @@ from dataclasses import replace
 from pathlib import Path
 
 from lagscaler.cli._types import positive
+from lagscaler.core.policy import load_policy_file
+from lagscaler.core.simulation.compare import POLICIES, compare, parse_policies
+from lagscaler.core.simulation.model import Scenario, SimulationResult
+from lagscaler.core.simulation.report import table
+from lagscaler.core.simulation.simulator import Progress
+from lagscaler.core.simulation.trace import Trace, TraceError, parse_trace
 from lagscaler.errors import UserError
-from lagscaler.policy import load_policy_file
-from lagscaler.simulation.compare import POLICIES, compare, parse_policies
-from lagscaler.simulation.model import Scenario, SimulationResult
-from lagscaler.simulation.report import table
-from lagscaler.simulation.simulator import Progress
-from lagscaler.simulation.trace import Trace, TraceError, parse_trace
 
 LONG_RUN_STEPS = 200_000  # above this a progress bar is shown even when stderr is not a terminal
 DEFAULT_COMMIT_INTERVAL = 5.0  # Kafka consumer's auto.commit.interval.ms default (5000)

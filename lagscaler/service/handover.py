@@ -17,8 +17,8 @@ from collections.abc import AsyncIterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from lagscaler.errors import UserError
-from lagscaler.handover import (
+from lagscaler.core.policy import Mode, ScalingPolicy
+from lagscaler.edges.handover import (
     FileLeadership,
     HandoverRunner,
     HandoverSettings,
@@ -28,13 +28,13 @@ from lagscaler.handover import (
     LocalProcessBackend,
     WorkloadSpec,
 )
-from lagscaler.handover.backend import Backend
-from lagscaler.handover.kubernetes import workload_problem
-from lagscaler.handover.leader import DEFAULT_LEASE_NAME
-from lagscaler.kafka import KafkaSettings
-from lagscaler.kube import kube_api_client
+from lagscaler.edges.handover.backend import Backend
+from lagscaler.edges.handover.kubernetes import workload_problem
+from lagscaler.edges.handover.leader import DEFAULT_LEASE_NAME
+from lagscaler.edges.kafka import KafkaSettings
+from lagscaler.edges.kube import kube_api_client
+from lagscaler.errors import UserError
 from lagscaler.logs import get_logger
-from lagscaler.policy import Mode, ScalingPolicy
 
 __all__ = [
     "HandoverBackend",

@@ -24,8 +24,7 @@ from pathlib import Path
 
 import structlog
 
-from lagscaler.api import CheckResult, MetricsCache, WorkloadMetrics
-from lagscaler.engine import (
+from lagscaler.core.engine import (
     Decision,
     Decisions,
     EngineState,
@@ -35,17 +34,18 @@ from lagscaler.engine import (
     decide,
     observe,
 )
-from lagscaler.engine.reload import carry_over
-from lagscaler.handover import HandoverRunner
+from lagscaler.core.engine.reload import carry_over
+from lagscaler.core.policy import ScalingPolicy
+from lagscaler.core.signals import GroupSample, Snapshot
+from lagscaler.edges.api import CheckResult, MetricsCache, WorkloadMetrics
+from lagscaler.edges.handover import HandoverRunner
+from lagscaler.edges.observability import ServiceMetrics
+from lagscaler.edges.sampler import SampleFailed, Sampler
 from lagscaler.logs import get_logger
-from lagscaler.observability import ServiceMetrics
-from lagscaler.policy import ScalingPolicy
-from lagscaler.sampler import SampleFailed, Sampler
 from lagscaler.service.handover import HandoverBackend, handover_workloads
 from lagscaler.service.policies import PolicySet, PolicyWatcher
 from lagscaler.service.publish import RawSignals, raw_signals, workload_metrics
 from lagscaler.service.statefile import StateFileError, load_state, save_state
-from lagscaler.signals import GroupSample, Snapshot
 
 log = get_logger("lagscaler.service")
 

@@ -12,7 +12,7 @@ few dozen files is cheaper than any watch library. Unchanged files are not re-re
 
 Reading runs in a worker thread (:meth:`PolicyWatcher.reload`), never on the event loop that serves
 the API: whatever lands in the directory, the HPA's requests keep being answered. The loader itself
-bounds what a hostile file can cost (size, alias expansion, nesting: see ``lagscaler.policy.loader``),
+bounds what a hostile file can cost (size, alias expansion, nesting: see ``lagscaler.core.policy.loader``),
 so a bad file is an error line, never a stall, a crash or a restart loop.
 """
 
@@ -24,10 +24,10 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from lagscaler.core.policy import ScalingPolicy
+from lagscaler.core.policy.loader import PolicyIssue, check_policy_file, cross_file_issues, policy_files
 from lagscaler.errors import UserError
 from lagscaler.logs import get_logger
-from lagscaler.policy import ScalingPolicy
-from lagscaler.policy.loader import PolicyIssue, check_policy_file, cross_file_issues, policy_files
 
 Checker = Callable[[Path], tuple[ScalingPolicy | None, list[PolicyIssue]]]
 

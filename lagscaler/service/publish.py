@@ -5,7 +5,7 @@ For each workload the API serves one item per metric, labelled ``lagscaler.io/wo
 topic selector cannot silently sum a multi-topic workload's lag-in-seconds):
 
 * ``lagscaler_desired_replicas``: the engine's count encoded for a stock HPA (see
-  :mod:`lagscaler.hpa.metric`); this is the metric the recommended HPA acts on;
+  :mod:`lagscaler.core.hpa.metric`); this is the metric the recommended HPA acts on;
 * ``lagscaler_lag_messages``, ``lagscaler_lag_seconds``, ``lagscaler_produce_rate``: the raw
   signals, over the policy's topics, stuck partitions included (they are real lag).
 
@@ -17,7 +17,11 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from lagscaler.api.cache import (
+from lagscaler.core.engine import Decision, Observation
+from lagscaler.core.hpa import plan_served_metric
+from lagscaler.core.policy import ScalingPolicy, StaleAction
+from lagscaler.core.policy.hpa import hpa_spec_for
+from lagscaler.edges.api.cache import (
     DESIRED_REPLICAS,
     GROUP_LABEL,
     LAG_MESSAGES,
@@ -28,10 +32,6 @@ from lagscaler.api.cache import (
     MetricValue,
     WorkloadMetrics,
 )
-from lagscaler.engine import Decision, Observation
-from lagscaler.hpa import plan_served_metric
-from lagscaler.policy import ScalingPolicy, StaleAction
-from lagscaler.policy.hpa import hpa_spec_for
 
 
 @dataclass(frozen=True, slots=True)

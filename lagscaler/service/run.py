@@ -13,12 +13,12 @@ from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from lagscaler.api import ApiSettings, CheckResult, HealthChecks, MetricsCache, RunningApi, running_api
+from lagscaler.edges.api import ApiSettings, CheckResult, HealthChecks, MetricsCache, RunningApi, running_api
+from lagscaler.edges.kafka import KafkaSettings
+from lagscaler.edges.observability import ServiceMetrics
+from lagscaler.edges.sampler import Sampler, SamplerSettings
 from lagscaler.errors import UserError
-from lagscaler.kafka import KafkaSettings
 from lagscaler.logs import get_logger
-from lagscaler.observability import ServiceMetrics
-from lagscaler.sampler import Sampler, SamplerSettings
 from lagscaler.service.handover import HandoverBackend, running_handover
 from lagscaler.service.loop import LoopSettings, ScalingLoop
 from lagscaler.service.policies import PolicyWatcher

@@ -3,8 +3,8 @@
 A fresh engine knows nothing: it re-learns each workload's true capacity from the prior, and it
 treats its first observation as a change, so no scale-down happens for a whole stabilization
 window (hours, for a stateful workload whose every rebalance breaks the SLO). ``--state-file``
-keeps the :class:`~lagscaler.engine.EngineState` rows, keyed by ``namespace/name``, in one ``.npz``
-file; the loop restores them at start (through :func:`~lagscaler.engine.reload.carry_over`, as a
+keeps the :class:`~lagscaler.core.engine.EngineState` rows, keyed by ``namespace/name``, in one ``.npz``
+file; the loop restores them at start (through :func:`~lagscaler.core.engine.reload.carry_over`, as a
 policy reload does) and writes the file again every ``save_every`` seconds and at shutdown.
 
 The file is written to a temporary name and renamed over the old one, so a crash mid-write leaves
@@ -24,7 +24,7 @@ from typing import Any
 
 import numpy as np
 
-from lagscaler.engine import EngineState, PolicyArrays
+from lagscaler.core.engine import EngineState, PolicyArrays
 from lagscaler.errors import UserError
 
 FORMAT = 1

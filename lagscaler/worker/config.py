@@ -14,9 +14,9 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
+from lagscaler.core.handover.protocol import DEFAULT_CONTROL_TOPIC
+from lagscaler.edges.handover.backend import WORKER_ENV
 from lagscaler.errors import UserError
-from lagscaler.handover.backend import WORKER_ENV
-from lagscaler.handover.protocol import DEFAULT_CONTROL_TOPIC
 
 __all__ = ["ENV", "HandoverIdentity", "WorkerConfig"]
 

@@ -1,7 +1,7 @@
 """The worker runtime: one aiokafka consumer, the user's handler, and obedience to the control channel.
 
 A :class:`Worker` consumes its generation's group and, in handover mode, does what its generation's role
-in the newest controller record says (:func:`lagscaler.handover.protocol.role`):
+in the newest controller record says (:func:`lagscaler.core.handover.protocol.role`):
 
 * **serve** — process records with the user's handler and commit exactly what was processed: every
   ``commit_interval``, when partitions are revoked, when told to stop, and on SIGTERM. On entering it
@@ -39,9 +39,9 @@ from aiokafka import AIOKafkaConsumer, ConsumerRebalanceListener
 from aiokafka.errors import KafkaError
 from aiokafka.structs import ConsumerRecord, OffsetAndMetadata, TopicPartition
 
+from lagscaler.core.handover.protocol import ControllerRecord, Role, Status, WorkerStatus, role
+from lagscaler.edges.handover.channel import ControlChannel
 from lagscaler.errors import UserError
-from lagscaler.handover.channel import ControlChannel
-from lagscaler.handover.protocol import ControllerRecord, Role, Status, WorkerStatus, role
 from lagscaler.worker.config import WorkerConfig
 
 __all__ = ["Batch", "BatchHandler", "RecordHandler", "Release", "WarmUp", "Worker", "WorkerStats"]

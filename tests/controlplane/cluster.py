@@ -44,9 +44,9 @@ from typing import Any
 import yaml
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import rsa
+from lagscaler_demo.localkafka.broker import free_port
 
-from lagscaler.kube import CertificateAuthority
-from lagscaler.localkafka.broker import free_port
+from lagscaler.edges.kube import CertificateAuthority
 
 from .build import installed
 

@@ -5,10 +5,9 @@ from __future__ import annotations
 from collections.abc import Iterator
 
 import pytest
+from lagscaler_demo.localkafka import KafkaEndpoint
+from lagscaler_demo.localkafka.broker import free_port
 from support import eventually
-
-from lagscaler.localkafka import KafkaEndpoint
-from lagscaler.localkafka.broker import free_port
 
 from .adapter import ChartInstall, Serve, install_chart, running_serve
 from .cluster import ControlPlane

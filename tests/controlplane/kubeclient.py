@@ -10,8 +10,8 @@ from typing import Any
 from kubernetes_asyncio import client as k8s
 from kubernetes_asyncio.client.exceptions import ApiException
 
-from lagscaler.api import parse_quantity
-from lagscaler.kube import kube_api_client
+from lagscaler.edges.api import parse_quantity
+from lagscaler.edges.kube import kube_api_client
 
 __all__ = ["KubeClient"]
 

@@ -1,11 +1,11 @@
-"""Every sync of the real HPA controller, read from its log, and replayed through ``lagscaler.hpa``.
+"""Every sync of the real HPA controller, read from its log, and replayed through ``lagscaler.core.hpa``.
 
 kube-controller-manager runs with ``--vmodule=horizontal=4``, so ``horizontal.go`` (v1.35.4,
 ``reconcileAutoscaler``) logs each sync of each HPA: ``"Proposing desired replicas"`` with what the
 metrics asked for, then ``"Successfully rescaled"`` (currentReplicas, desiredReplicas) or
 ``"Decided not to scale"`` (desiredReplicas). A sync whose metrics all failed logs none of these
 (it only records a ``FailedGetExternalMetric`` Event) and changes nothing the next sync depends on,
-so the replay skips it; tests check those through the Events. :func:`replay` feeds the same inputs to :func:`lagscaler.hpa.step` sync by sync
+so the replay skips it; tests check those through the Events. :func:`replay` feeds the same inputs to :func:`lagscaler.core.hpa.step` sync by sync
 and reports every sync where the model's proposal or replica count differs from the controller's.
 
 The inputs a test knows only as timelines (the value it served, the Deployment's status.replicas,
@@ -24,7 +24,7 @@ import re
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
 
-from lagscaler.hpa import HpaSpec, HpaState, MetricError, MetricReading, step
+from lagscaler.core.hpa import HpaSpec, HpaState, MetricError, MetricReading, step
 
 __all__ = ["Sync", "SyncLog", "Timeline", "repeatedly", "replay"]
 

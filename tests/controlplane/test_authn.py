@@ -21,7 +21,7 @@ from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.asymmetric import padding, rsa
 from support import eventually
 
-from lagscaler.kube import CertificateAuthority
+from lagscaler.edges.kube import CertificateAuthority
 
 from .adapter import GV, ChartInstall, Serve, call
 from .cluster import FRONT_PROXY_CLIENT, ControlPlane

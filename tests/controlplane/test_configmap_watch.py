@@ -16,7 +16,7 @@ import json
 import pytest
 from support import eventually
 
-from lagscaler.kube import ExtensionAuthentication, ExtensionAuthenticationWatcher, kube_api_client
+from lagscaler.edges.kube import ExtensionAuthentication, ExtensionAuthenticationWatcher, kube_api_client
 
 from .cluster import ControlPlane
 

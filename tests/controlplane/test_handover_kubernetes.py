@@ -1,6 +1,6 @@
 """Handover in Kubernetes, on the real control plane and the real broker.
 
-The workload is a real Deployment whose container runs ``lagscaler.playground.handover_app`` (a worker
+The workload is a real Deployment whose container runs ``lagscaler_demo.playground.handover_app`` (a worker
 built on the SDK that writes what it processed to a sink). There are no nodes: the kubelet stand-in
 (``kubelet.py``) runs every pod of the test's namespace as a local process from the pod's own spec
 and environment, so a generation's workers run exactly what lagscaler put in its Deployment. The
@@ -28,10 +28,14 @@ from typing import Any
 
 import pytest
 from aiokafka.errors import KafkaError
+from lagscaler_demo.localkafka import KafkaEndpoint
+from lagscaler_demo.localkafka.broker import free_port
+from lagscaler_demo.playground.handover_run import HandoverPlayground, PlaygroundSettings
+from lagscaler_demo.playground.probe import committed_offsets
 from structlog.testing import capture_logs
 from support import eventually
 
-from lagscaler.handover import (
+from lagscaler.edges.handover import (
     GenerationSpec,
     HandoverSettings,
     KubernetesBackend,
@@ -39,14 +43,10 @@ from lagscaler.handover import (
     LeaseSettings,
     Phase,
 )
-from lagscaler.handover.backend import Backend
-from lagscaler.handover.controller import WorkloadSpec
-from lagscaler.handover.kubernetes import LABEL_GENERATION, LABEL_WORKLOAD, KubernetesBackendError
-from lagscaler.kube import kube_api_client
-from lagscaler.localkafka import KafkaEndpoint
-from lagscaler.localkafka.broker import free_port
-from lagscaler.playground.handover_run import HandoverPlayground, PlaygroundSettings
-from lagscaler.playground.probe import committed_offsets
+from lagscaler.edges.handover.backend import Backend
+from lagscaler.edges.handover.controller import WorkloadSpec
+from lagscaler.edges.handover.kubernetes import LABEL_GENERATION, LABEL_WORKLOAD, KubernetesBackendError
+from lagscaler.edges.kube import kube_api_client
 
 from .adapter import ChartInstall, HandoverInstall, Serve, granted_rules, install_handover_rbac, running_serve
 from .cluster import ControlPlane, deployment

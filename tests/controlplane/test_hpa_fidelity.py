@@ -1,4 +1,4 @@
-"""How faithful is ``lagscaler.hpa`` to the real HPA controller? Every sync, compared.
+"""How faithful is ``lagscaler.core.hpa`` to the real HPA controller? Every sync, compared.
 
 Several HPAs run at once against the real kube-controller-manager, each over its own Deployment,
 each reading a metric whose value the test sets over time (an in-process external metrics API,
@@ -6,7 +6,7 @@ registered through the chart's APIService exactly like ``lagscaler serve``). Tog
 both target types, the default and per-HPA tolerance, no ``behavior`` (legacy limits and the
 downscale stabilization flag), custom and default behaviors, the ``maxReplicas`` clamp at the
 partition count and the P-1 stall, and metric errors. Each controller sync, read from its log, is
-replayed through :func:`lagscaler.hpa.step` with the same inputs; every replica count must agree.
+replayed through :func:`lagscaler.core.hpa.step` with the same inputs; every replica count must agree.
 """
 
 from __future__ import annotations
@@ -22,19 +22,10 @@ from typing import Any
 
 import pytest
 import yaml
+from lagscaler_demo.localkafka.broker import free_port
 from support import eventually
 
-from lagscaler.api import (
-    DESIRED_REPLICAS,
-    WORKLOAD_LABEL,
-    ApiSettings,
-    MetricsCache,
-    MetricValue,
-    WorkloadMetrics,
-    parse_quantity,
-    running_api,
-)
-from lagscaler.hpa import (
+from lagscaler.core.hpa import (
     Behavior,
     ExternalMetric,
     HpaScalingPolicy,
@@ -45,8 +36,17 @@ from lagscaler.hpa import (
     SelectPolicy,
     TargetType,
 )
-from lagscaler.localkafka.broker import free_port
-from lagscaler.policy import hpa_spec_for, parse_policy, render_hpa_manifest
+from lagscaler.core.policy import hpa_spec_for, parse_policy, render_hpa_manifest
+from lagscaler.edges.api import (
+    DESIRED_REPLICAS,
+    WORKLOAD_LABEL,
+    ApiSettings,
+    MetricsCache,
+    MetricValue,
+    WorkloadMetrics,
+    parse_quantity,
+    running_api,
+)
 
 from .adapter import ChartInstall
 from .cluster import ControlPlane, deployment

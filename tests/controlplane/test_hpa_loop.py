@@ -20,15 +20,15 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from lagscaler_demo.cli.scaling import ScalingDemoSettings
+from lagscaler_demo.cli.scaling import _policy as demo_policy
+from lagscaler_demo.localkafka import KafkaEndpoint
+from lagscaler_demo.playground import LoadProducer, PoolSettings, ProducerSettings, RateProfile, WorkerPool
+from lagscaler_demo.seed import create_topics
 from support import eventually
 
-from lagscaler.api import parse_quantity
-from lagscaler.cli._scaling_demo import ScalingDemoSettings
-from lagscaler.cli._scaling_demo import _policy as demo_policy
-from lagscaler.kafka.seed import create_topics
-from lagscaler.localkafka import KafkaEndpoint
-from lagscaler.playground import LoadProducer, PoolSettings, ProducerSettings, RateProfile, WorkerPool
-from lagscaler.policy import hpa_spec_for, load_policy_file
+from lagscaler.core.policy import hpa_spec_for, load_policy_file
+from lagscaler.edges.api import parse_quantity
 
 from .adapter import ChartInstall, Serve
 from .cluster import ControlPlane, deployment

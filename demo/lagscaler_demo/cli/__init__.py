@@ -1,0 +1,1 @@
+"""The demo distribution's subcommands, registered with ``lagscaler`` through entry points."""

@@ -1,0 +1,289 @@
+"""Stage 5, scale down late and slowly: the count to shrink to, and every gate it must pass."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+from lagscaler.core.engine.params import PolicyArrays
+from lagscaler.core.engine.sizing import (
+    BoolArray,
+    FloatArray,
+    IntArray,
+    aligned_at_least,
+    aligned_at_most,
+    aligned_replicas,
+    clamp,
+    effective_replicas,
+)
+from lagscaler.core.engine.stages.capacity import CapacityEstimate
+from lagscaler.core.engine.stages.forecast import Forecast
+from lagscaler.core.engine.stages.need import TARGET_AGE_FRACTION, Need
+from lagscaler.core.engine.stages.prepare import Inputs
+from lagscaler.core.engine.stages.pricing import breach_seconds, rebalance_price
+from lagscaler.core.engine.stages.scale_up import ScaleUpPlan
+from lagscaler.core.engine.stages.windows import Windows, window
+from lagscaler.core.engine.state import EngineState
+
+
+@dataclass(frozen=True, slots=True)
+class ScaleDownPlan:
+    """A scale-down's size and its gates; ``(W,)``."""
+
+    window: Windows  # down-stabilization: the highest measured arrival rate over the window
+    need: IntArray  # the count the window's peak (and catch-up after the move) needs, >= the need
+    candidate: IntArray  # the count to shrink to: ``need`` or the step-limited floor, aligned
+    step_limited: BoolArray  # the step limit kept the candidate above ``need``
+    dwell_up: FloatArray  # s a scale-up blocks scale-downs: start-up + stall + restore + one SLO
+    dwell_down: FloatArray  # s a scale-down blocks the next: stall + restore + one SLO
+    dwell_over: BoolArray  # every dwell since the last change is over
+    calm: BoolArray  # lag neither growing nor above TARGET_AGE_FRACTION of the SLO
+    price: FloatArray  # replica-seconds the move to ``candidate`` costs
+    worth_it: BoolArray  # it saves more than that over the payback horizon
+    paced_until: FloatArray  # s, Unix time the error budget allows the move
+    paced: BoolArray  # the error budget allows it now
+    wants_down: BoolArray  # a lower count would do (and no scale-up)
+    scaling_down: BoolArray  # scale down now
+
+
+def plan_scale_down(
+    params: PolicyArrays,
+    state: EngineState,
+    *,
+    inputs: Inputs,
+    forecast: Forecast,
+    capacity: CapacityEstimate,
+    need: Need,
+    up: ScaleUpPlan,
+) -> ScaleDownPlan:
+    """Stage 5 (see :mod:`lagscaler.core.engine.core`)."""
+    peak, down_need = _window_need(
+        params, state, inputs=inputs, forecast=forecast, capacity=capacity, need=need
+    )
+    candidate, step_limited = _step_limited(params, inputs=inputs, down_need=down_need)
+    dwell_up = params.startup + params.rebalance_stall + inputs.restore + inputs.slo
+    dwell_down = params.rebalance_stall + inputs.restore + inputs.slo
+    next_down = next_scale_down(
+        params,
+        inputs=inputs,
+        capacity=capacity,
+        up_dwell_ends=state.scaled_up_at + dwell_up,
+        down_dwell_ends=state.scaled_down_at + dwell_down,
+    )
+    dwell_over = inputs.now >= next_down
+    calm = ~forecast.lag_growing & (inputs.age <= TARGET_AGE_FRACTION * inputs.slo)
+    price, worth_it = _payback(
+        params, inputs=inputs, forecast=forecast, capacity=capacity, candidate=candidate
+    )
+    paced_until = _paced_until(
+        params, state, inputs=inputs, capacity=capacity, need=need, candidate=candidate
+    )
+    paced = inputs.now >= paced_until
+    wants_down = inputs.usable & ~up.scaling_up & (candidate < inputs.replicas)
+    return ScaleDownPlan(
+        window=peak,
+        need=down_need,
+        candidate=candidate,
+        step_limited=step_limited,
+        dwell_up=dwell_up,
+        dwell_down=dwell_down,
+        dwell_over=dwell_over,
+        calm=calm,
+        price=price,
+        worth_it=worth_it,
+        paced_until=paced_until,
+        paced=paced,
+        wants_down=wants_down,
+        scaling_down=wants_down & dwell_over & calm & worth_it & paced,
+    )
+
+
+def next_scale_down(
+    params: PolicyArrays,
+    *,
+    inputs: Inputs,
+    capacity: CapacityEstimate,
+    up_dwell_ends: FloatArray,
+    down_dwell_ends: FloatArray,
+) -> FloatArray:
+    """When a scale-down may next happen: the dwells after the last scale-up and scale-down are over.
+
+    The window must also have been observed whole since the engine started (a fresh engine has no
+    window behind it: like the HPA's initial recommendation, its first scale-down waits a whole
+    window), and the warm-up after the last membership change must be over. A scale-down is not
+    followed by a whole window's wait: the window's peak already says what the traffic allows, and
+    each step is priced and paced; it waits for its own rebalance to settle (``dwell_down``).
+    """
+    ends: FloatArray = np.maximum(
+        np.maximum(up_dwell_ends, down_dwell_ends),
+        np.maximum(
+            inputs.observed_since + params.down_stabilization,
+            capacity.membership_changed_at + capacity.warmup,
+        ),
+    )
+    return ends
+
+
+def _window_need(
+    params: PolicyArrays,
+    state: EngineState,
+    *,
+    inputs: Inputs,
+    forecast: Forecast,
+    capacity: CapacityEstimate,
+    need: Need,
+) -> tuple[Windows, IntArray]:
+    """The count the window's peak traffic needs (never below the need).
+
+    The window keeps the measured rates, neither past extrapolations (a ramp's projection
+    overshoots its peak, and a long window would hold that overshoot for its whole length) nor the
+    smoothed level (after a burst it decays for minutes past the window, stepping the count down
+    one aligned count, and one rebalance, at a time). When the rebalance breaks the SLO by itself
+    (stall + restore > SLO), the moved partitions come back that far behind; the lower count must
+    leave enough headroom to catch them up within 1 / TARGET_AGE_FRACTION SLOs, or the miss drags
+    on for minutes at a tight utilisation. The catch-up happens right after the move, at today's rate:
+    the window's peak is covered by ``peak_rate / u`` (asking catch-up headroom on top of the peak
+    kept a group at twice its need).
+    """
+    peak = window(
+        ids=state.down_window_id,
+        values=state.down_window_value,
+        now=inputs.now,
+        length=params.down_stabilization,
+        value=inputs.arrival,
+        usable=inputs.usable,
+        largest=True,
+    )
+    peak_rate = np.maximum(peak.aggregate, need.forecast)
+    over = np.maximum(params.rebalance_stall + inputs.restore - inputs.slo, 0.0)
+    catch_up = need.forecast * (1.0 + over * TARGET_AGE_FRACTION / inputs.slo)
+    sized = aligned_replicas(
+        np.maximum(peak_rate / params.target_utilization, catch_up) / capacity.per_replica, inputs.partitions
+    )
+    return peak, clamp(np.maximum(sized, need.replicas), inputs.lo, inputs.hi)
+
+
+def _step_limited(params: PolicyArrays, *, inputs: Inputs, down_need: IntArray) -> tuple[IntArray, BoolArray]:
+    """The count to shrink to, as far toward ``down_need`` as the step limit lets one HPA sync go.
+
+    Returns the candidate and whether the step limit kept it above ``down_need``. Every candidate
+    below the current count is one the HPA can actually carry out, so a scale-down, once its gates
+    open, always moves (liveness: ``tests/test_engine_liveness.py``).
+    """
+    replicas, partitions = inputs.replicas, inputs.partitions
+    room = np.maximum(
+        np.ceil(replicas * params.down_step_percent / 100.0).astype(np.int64), params.down_step_replicas
+    )
+    floor = np.maximum(replicas - room, inputs.lo)
+    limited = floor > down_need
+    # Round the floor up to an aligned count: a count in between pays for replicas that add no
+    # throughput. When that rounds back up to the current count, the limit leaves no aligned count
+    # to stop on: take the next aligned count below. A smaller, unaligned step would lose as much
+    # throughput (the busiest member sets the pace) and cost a rebalance more; staying would never
+    # scale down (64 replicas on 64 partitions with a 25 % limit: 48 rounds up to 64, forever).
+    aligned = aligned_at_least(floor, partitions)
+    next_below = np.maximum(aligned_at_most(replicas - 1, partitions), down_need)
+    candidate = np.where(limited, np.where(aligned < replicas, aligned, next_below), down_need)
+    # The HPA ignores a usage ratio inside its tolerance band (hpa/metric.py): a smaller step down
+    # than the band would be served and never carried out. Widen it to the largest aligned count
+    # the HPA reaches, or hold when even the need is inside the band.
+    reach = _reachable_below(replicas, params.down_tolerance)
+    wider = np.maximum(aligned_at_most(reach, partitions), down_need)
+    fallback = np.where(_reachable(wider, reach, params) & (wider < replicas), wider, replicas)
+    candidate = np.where((candidate >= replicas) | _reachable(candidate, reach, params), candidate, fallback)
+    candidate = clamp(candidate, inputs.lo, inputs.hi)
+    return candidate, candidate > down_need
+
+
+def _reachable_below(replicas: IntArray, tolerance: FloatArray) -> IntArray:
+    """The largest count one HPA sync can scale ``replicas`` down to (``replicas`` when the band is 0).
+
+    The HPA keeps the count while ``usage / (target × replicas) >= 1 - tolerance``, and lagscaler
+    serves ``D - 0.999`` for ``D`` replicas (``(1000 D - 999)`` milli, hpa/metric.py): ``D`` is
+    reachable when ``(1000 D - 999) / (1000 R) < 1 - tolerance``.
+    """
+    r = replicas.astype(np.float64)
+    ratio_limit = 1.0 - tolerance
+    guess = np.ceil((ratio_limit * 1000.0 * r + 999.0) / 1000.0) - 1.0
+    for _ in range(2):  # correct float rounding either way, with the HPA's own comparison
+        guess = np.where(_ratio(guess + 1.0, r) < ratio_limit, guess + 1.0, guess)
+        guess = np.where(_ratio(guess, r) < ratio_limit, guess, guess - 1.0)
+    return np.minimum(np.maximum(guess, 0.0), r).astype(np.int64)
+
+
+def _ratio(count: FloatArray, replicas: FloatArray) -> FloatArray:
+    """The usage ratio the HPA computes when lagscaler serves ``count`` replicas to scale down."""
+    ratio: FloatArray = np.divide(
+        count * 1000.0 - 999.0, replicas * 1000.0, out=np.full_like(count, np.inf), where=replicas > 0
+    )
+    return ratio
+
+
+def _reachable(count: IntArray, reach: IntArray, params: PolicyArrays) -> BoolArray:
+    """One HPA sync can land on ``count``: within reach, or ``minReplicas`` (the HPA's clamp stops there)."""
+    reachable: BoolArray = (count <= reach) | (count == params.min_replicas)
+    return reachable
+
+
+def _payback(
+    params: PolicyArrays,
+    *,
+    inputs: Inputs,
+    forecast: Forecast,
+    capacity: CapacityEstimate,
+    candidate: IntArray,
+) -> tuple[FloatArray, BoolArray]:
+    """The move's price, and whether the replicas it saves while the lower count lasts exceed it.
+
+    The lower count lasts until the trend or the seasonal profile outgrows it, at most the payback
+    horizon; a move that will have to be undone within the horizon pays for both moves.
+    """
+    level, trend = forecast.level, forecast.trend
+    sustainable = (
+        capacity.per_replica * effective_replicas(candidate, inputs.partitions) * params.target_utilization
+    )
+    until_trend = np.where(
+        trend > 0,
+        np.divide(sustainable - level, trend, out=np.full(trend.shape[0], np.inf), where=trend > 0),
+        np.inf,
+    )
+    until_trend = np.maximum(until_trend, 0.0)
+    until_season = (
+        forecast.season.exceeds_after(sustainable, params.payback_horizon)
+        if forecast.season is not None
+        else np.inf
+    )
+    lasts = np.minimum(np.minimum(until_trend, until_season), params.payback_horizon)
+    returns = lasts < params.payback_horizon
+    savings = (inputs.replicas - candidate).clip(0) * lasts
+    price = rebalance_price(params, inputs.replicas, candidate, inputs.restore, returns)
+    return price, savings > price
+
+
+def _paced_until(
+    params: PolicyArrays,
+    state: EngineState,
+    *,
+    inputs: Inputs,
+    capacity: CapacityEstimate,
+    need: Need,
+    candidate: IntArray,
+) -> FloatArray:
+    """When the error budget allows a move whose stall + restore breaks the SLO by itself.
+
+    Such a move spends budget; since the last change at least ``breach / (1 - objective)``
+    seconds must have passed.
+    """
+    breach = breach_seconds(
+        params,
+        candidate,
+        partitions=inputs.partitions,
+        arrival=need.forecast,
+        capacity=capacity.per_replica,
+        restore=inputs.restore,
+    )
+    last_change = np.maximum(state.scaled_up_at, state.scaled_down_at)
+    budget = np.maximum(1.0 - params.slo_objective, 1e-6)
+    paced_until: FloatArray = last_change + breach / budget
+    return paced_until

@@ -1,0 +1,83 @@
+"""The engine's memory between cycles, explicit and per workload (arrays of shape ``(W,)`` or ``(W, K)``).
+
+A decision cycle takes a state and returns the next one; nothing is kept anywhere else. The
+service keeps one ``EngineState`` for the lifetime of a loaded policy set and starts a fresh one
+when the set changes (see :meth:`EngineState.initial`).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+from lagscaler.core.engine.params import PolicyArrays
+from lagscaler.core.engine.sizing import BoolArray, FloatArray, IntArray
+
+WINDOW_SLOTS = 16
+"""Buckets in the sliding windows (scale-down max, scale-up min); a window is exact to 1/15 of its length."""
+
+SEASON_BINS = 96
+"""Bins per seasonal period: 15-minute bins for a daily period."""
+
+
+@dataclass(frozen=True, slots=True)
+class EngineState:
+    initialized: BoolArray  # has seen one usable observation
+    at: FloatArray  # time of the last usable observation
+    level: FloatArray  # smoothed arrival rate (EWMA)
+    trend: FloatArray  # its slow trend estimate, messages/s per second
+    trend_fast: FloatArray  # its fast trend estimate
+    last_rate: FloatArray  # the last measured arrival rate
+    capacity: FloatArray  # estimated true per-replica rate
+    capacity_weight: FloatArray  # seconds of evidence behind it (the prior counts as its weight)
+    members_seen: IntArray
+    membership_changed_at: FloatArray
+    desired: IntArray
+    scaled_up_at: FloatArray
+    scaled_down_at: FloatArray
+    lag_prev: FloatArray
+    up_consume_before: FloatArray  # consume rate when the last scale-up was decided (backlogged)
+    up_expected_gain: FloatArray  # the throughput that scale-up should have added
+    up_check_pending: BoolArray
+    ineffective_until: FloatArray
+    down_window_id: IntArray  # (W, WINDOW_SLOTS) bucket ids
+    down_window_value: FloatArray  # (W, WINDOW_SLOTS) max measured arrival rate per bucket
+    up_window_id: IntArray
+    up_window_value: FloatArray  # (W, WINDOW_SLOTS) min scale-up recommendation per bucket
+    season: FloatArray  # (W, SEASON_BINS) arrival profile over the seasonal period
+    # The first usable observation: the seasonal profile is used after one full period, and the
+    # scale-down window is trusted after one full window (the name is from when only seasons used it).
+    season_since: FloatArray
+
+    @classmethod
+    def initial(cls, params: PolicyArrays) -> EngineState:
+        """The state before any observation: the capacity prior and nothing else."""
+        w = params.size
+        neg = np.full(w, -np.inf)
+        return cls(
+            initialized=np.zeros(w, dtype=np.bool_),
+            at=np.zeros(w),
+            level=np.zeros(w),
+            trend=np.zeros(w),
+            trend_fast=np.zeros(w),
+            last_rate=np.zeros(w),
+            capacity=params.capacity_prior.copy(),
+            capacity_weight=params.capacity_prior_weight.copy(),
+            members_seen=np.zeros(w, dtype=np.int64),
+            membership_changed_at=neg.copy(),
+            desired=np.zeros(w, dtype=np.int64),
+            scaled_up_at=neg.copy(),
+            scaled_down_at=neg.copy(),
+            lag_prev=np.zeros(w),
+            up_consume_before=np.zeros(w),
+            up_expected_gain=np.zeros(w),
+            up_check_pending=np.zeros(w, dtype=np.bool_),
+            ineffective_until=neg.copy(),
+            down_window_id=np.full((w, WINDOW_SLOTS), -(2**62), dtype=np.int64),
+            down_window_value=np.zeros((w, WINDOW_SLOTS)),
+            up_window_id=np.full((w, WINDOW_SLOTS), -(2**62), dtype=np.int64),
+            up_window_value=np.zeros((w, WINDOW_SLOTS)),
+            season=np.zeros((w, SEASON_BINS)),
+            season_since=np.full(w, np.inf),
+        )

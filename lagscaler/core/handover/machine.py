@@ -1,0 +1,487 @@
+"""The handover controller as a pure state machine: (record, observation) → (next record, actions).
+
+No IO and no clock: the driver (:mod:`lagscaler.edges.handover.controller`) observes the world — the worker
+statuses in the control topic, what the backend runs, consumer groups and their committed offsets —
+calls :func:`step`, writes the returned record to the control topic *before* it carries out the
+returned actions (write-ahead), and repeats. Every action is a reconciliation ("generation g has n
+workers", "generation g is gone"), so repeating a step, or a new leader repeating its predecessor's
+step, changes nothing. ``docs/handover.md`` §4 is the prose version of this module.
+
+What a step needs to see is declared by :func:`needs`, so the driver asks Kafka only for the groups a
+phase reads. Ordering matters in one place: the driver must take the statuses and the backend's view
+*before* it reads committed offsets, so that a ``fenced`` status seen here always had its commit
+finished before the offsets were read (a worker commits, then reports).
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Mapping
+from dataclasses import dataclass, field, replace
+
+from lagscaler.core.handover.protocol import (
+    ControllerRecord,
+    Handover,
+    Offsets,
+    Phase,
+    Serving,
+    Status,
+    TopicPartition,
+    WorkerStatus,
+    generation_group,
+    restamp,
+)
+
+__all__ = [
+    "Ensure",
+    "Forget",
+    "GroupView",
+    "Kill",
+    "MachineSettings",
+    "Needs",
+    "Note",
+    "Observation",
+    "Remove",
+    "Step",
+    "needs",
+    "step",
+]
+
+
+@dataclass(frozen=True, slots=True)
+class MachineSettings:
+    """One workload's handover settings. Times are seconds.
+
+    ``warmup_timeout``: how long the target may take to join, get its assignment and restore state
+    before the attempt is aborted (a stateful restore of a large changelog needs long).
+    ``fence_timeout``: how long a source worker may take to finish the record in hand, commit and
+    answer; after it the worker is killed, and ``kill_grace`` later the handover is aborted if the
+    backend still cannot confirm it gone. ``verify_timeout``: after it an unverified start is reported.
+    """
+
+    workload: str
+    base_group: str
+    initial_replicas: int = 1
+    warmup_timeout: float = 120.0
+    fence_timeout: float = 5.0
+    kill_grace: float = 15.0
+    verify_timeout: float = 30.0
+
+    def __post_init__(self) -> None:
+        if self.initial_replicas < 1:
+            raise ValueError(f"initial replicas must be >= 1, got {self.initial_replicas}")
+        for name in ("warmup_timeout", "fence_timeout", "kill_grace", "verify_timeout"):
+            value = getattr(self, name)
+            if not (math.isfinite(value) and value > 0):
+                raise ValueError(f"{name.replace('_', ' ')} must be > 0 seconds, got {value}")
+
+
+@dataclass(frozen=True, slots=True)
+class GroupView:
+    """A consumer group as DescribeGroups shows it: its state and each member's assignment by client id."""
+
+    state: str
+    members: Mapping[str, frozenset[TopicPartition]] = field(default_factory=dict)
+
+
+@dataclass(frozen=True, slots=True)
+class Observation:
+    """What the driver saw, in the order it must look (statuses and backend before offsets)."""
+
+    now: float  # Unix time
+    desired: int | None  # the engine's latest decision (None: none yet)
+    partitions: frozenset[TopicPartition]  # every partition of the workload's topics
+    running: Mapping[int, frozenset[str]]  # generation → workers the backend has not confirmed gone
+    statuses: Mapping[str, WorkerStatus]  # worker id → its latest status (this workload)
+    groups: Mapping[str, GroupView] = field(default_factory=dict)  # for the groups in needs().describe
+    committed: Mapping[str, Offsets] = field(default_factory=dict)  # for the groups in needs().committed
+
+
+@dataclass(frozen=True, slots=True)
+class Needs:
+    describe: frozenset[str] = frozenset()
+    committed: frozenset[str] = frozenset()
+
+
+@dataclass(frozen=True, slots=True)
+class Ensure:
+    """Generation ``generation`` (consuming in ``group``) must have ``replicas`` live workers."""
+
+    generation: int
+    group: str
+    replicas: int
+
+
+@dataclass(frozen=True, slots=True)
+class Remove:
+    """Generation ``generation`` must have no workers (SIGTERM, then SIGKILL after a grace period)."""
+
+    generation: int
+
+
+@dataclass(frozen=True, slots=True)
+class Kill:
+    """These workers must stop now (they did not answer a fence)."""
+
+    workers: frozenset[str]
+
+
+@dataclass(frozen=True, slots=True)
+class Forget:
+    """Delete the status records of generation ``generation`` (its workers are gone)."""
+
+    generation: int
+
+
+@dataclass(frozen=True, slots=True)
+class Note:
+    """Something to log: a fixed event phrase and its fields."""
+
+    event: str
+    fields: Mapping[str, object] = field(default_factory=dict)
+
+
+Action = Ensure | Remove | Kill | Forget | Note
+
+
+@dataclass(frozen=True, slots=True)
+class Step:
+    """The record to persist (``changed``: it differs from the one given) and the actions to take after."""
+
+    record: ControllerRecord
+    actions: tuple[Action, ...]
+    changed: bool
+
+
+def initial_record(settings: MachineSettings, term: int) -> ControllerRecord:
+    """A workload the control topic has never seen: no generation, nothing in progress."""
+    return ControllerRecord(workload=settings.workload, term=term, seq=-1)
+
+
+def needs(record: ControllerRecord | None, settings: MachineSettings) -> Needs:
+    """Which groups the next :func:`step` must see described and which committed offsets it reads."""
+    if record is None or (record.serving is None and record.handover is None):
+        return Needs(describe=frozenset({settings.base_group}), committed=frozenset({settings.base_group}))
+    handover, serving = record.handover, record.serving
+    if handover is None:
+        assert serving is not None
+        return Needs(committed=frozenset({serving.group}))  # warm_to, should a handover begin
+    if handover.phase is Phase.WARMING:
+        return Needs(describe=frozenset({handover.group}))
+    if handover.phase is Phase.FENCING:
+        assert serving is not None
+        return Needs(committed=frozenset({serving.group}))
+    if handover.phase is Phase.STARTING:
+        return Needs(describe=frozenset({handover.group}), committed=frozenset({handover.group}))
+    return Needs()
+
+
+def step(record: ControllerRecord | None, obs: Observation, settings: MachineSettings, *, term: int) -> Step:
+    """One move of the controller of one workload, as leader of ``term``."""
+    current = record if record is not None else initial_record(settings, term)
+    handover = current.handover
+    if handover is None:
+        new, actions = _idle(current, obs, settings)
+    elif handover.phase is Phase.WARMING:
+        new, actions = _warming(current, handover, obs, settings)
+    elif handover.phase is Phase.FENCING:
+        new, actions = _fencing(current, handover, obs, settings)
+    elif handover.phase is Phase.STARTING:
+        new, actions = _starting(current, handover, obs)
+    elif handover.phase is Phase.RETIRING:
+        new, actions = _retiring(current, handover, obs)
+    else:
+        new, actions = _aborting(current, handover, obs)
+    changed = record is None or new != current
+    if changed:
+        new = restamp(new, term=term)
+    elif record is not None and record.term != term:
+        # A new leader re-writes the record it found under its own term: from now on workers ignore
+        # anything its predecessor might still write.
+        new, changed = restamp(new, term=term), True
+    return Step(new, tuple(actions), changed)
+
+
+# --- phases ------------------------------------------------------------------------------------------
+
+
+def _strays(obs: Observation, keep: set[int]) -> list[Remove]:
+    """Generations the backend runs that the record does not account for (an aborted leftover)."""
+    return [Remove(g) for g in sorted(obs.running) if g not in keep and obs.running[g]]
+
+
+def _forget_strays(obs: Observation, keep: set[int]) -> list[Forget]:
+    """Status records of generations that neither run nor matter any more."""
+    gone = {s.generation for s in obs.statuses.values()} - keep - set(obs.running)
+    return [Forget(g) for g in sorted(gone)]
+
+
+def _begin(
+    record: ControllerRecord,
+    *,
+    source: int | None,
+    replicas: int,
+    warm_to: Offsets,
+    obs: Observation,
+    settings: MachineSettings,
+) -> ControllerRecord:
+    target = record.next_generation
+    handover = Handover(
+        source=source,
+        target=target,
+        group=generation_group(settings.base_group, target),
+        replicas=replicas,
+        phase=Phase.WARMING,
+        warm_to=dict(warm_to),
+        deadline=obs.now + settings.warmup_timeout,
+        started_at=obs.now,
+    )
+    return replace(record, handover=handover, next_generation=target + 1)
+
+
+def _idle(
+    record: ControllerRecord, obs: Observation, settings: MachineSettings
+) -> tuple[ControllerRecord, list[Action]]:
+    serving = record.serving
+    keep = {serving.generation} if serving is not None else set()
+    actions: list[Action] = [*_strays(obs, keep), *_forget_strays(obs, keep)]
+    if not obs.partitions:
+        actions.append(Note("handover blocked", {"reason": "the workload's topics have no partitions"}))
+        return record, actions
+    if serving is None:
+        base = obs.groups.get(settings.base_group)
+        if base is not None and base.members:
+            reason = (
+                f"group {settings.base_group} has {len(base.members)} active members not run by lagscaler:"
+                " scale them to zero before the first generation starts"
+            )
+            actions.append(Note("handover blocked", {"reason": reason}))
+            return record, actions
+        if settings.base_group not in obs.committed:
+            return record, actions  # not read yet
+        warm_to = _within(obs.committed[settings.base_group], obs.partitions)
+        replicas = max(1, obs.desired if obs.desired is not None else settings.initial_replicas)
+        new = _begin(record, source=None, replicas=replicas, warm_to=warm_to, obs=obs, settings=settings)
+        actions.append(Note("handover started", _describe(new)))
+        return new, actions
+    actions.append(Ensure(serving.generation, serving.group, serving.replicas))
+    if obs.desired is None or obs.desired < 1 or obs.desired == serving.replicas:
+        return record, actions
+    if serving.group not in obs.committed:
+        return record, actions
+    warm_to = {
+        **_within(serving.start, obs.partitions),
+        **_within(obs.committed[serving.group], obs.partitions),
+    }
+    new = _begin(
+        record, source=serving.generation, replicas=obs.desired, warm_to=warm_to, obs=obs, settings=settings
+    )
+    actions.append(Note("handover started", _describe(new)))
+    return new, actions
+
+
+def _warming(
+    record: ControllerRecord, handover: Handover, obs: Observation, settings: MachineSettings
+) -> tuple[ControllerRecord, list[Action]]:
+    serving = record.serving
+    keep = {handover.target} | ({serving.generation} if serving is not None else set())
+    actions: list[Action] = [*_strays(obs, keep), Ensure(handover.target, handover.group, handover.replicas)]
+    if serving is not None:
+        actions.append(Ensure(serving.generation, serving.group, serving.replicas))
+    if _ready(handover, obs):
+        if serving is None:
+            return _start(record, handover, cut=handover.warm_to, obs=obs, settings=settings), actions
+        fencing = replace(handover, phase=Phase.FENCING, deadline=obs.now + settings.fence_timeout)
+        actions.append(Note("handover fencing", _describe(record, fencing)))
+        return replace(record, handover=fencing), actions
+    if obs.now > handover.deadline:
+        aborting = replace(handover, phase=Phase.ABORTING)
+        why = _not_ready(handover, obs)
+        actions.append(Note("handover aborted", {**_describe(record, aborting), "reason": why}))
+        return replace(record, handover=aborting), actions
+    return record, actions
+
+
+def _fencing(
+    record: ControllerRecord, handover: Handover, obs: Observation, settings: MachineSettings
+) -> tuple[ControllerRecord, list[Action]]:
+    serving = record.serving
+    assert serving is not None
+    assert handover.source == serving.generation
+    keep = {handover.target, serving.generation}
+    actions: list[Action] = [*_strays(obs, keep), Ensure(handover.target, handover.group, handover.replicas)]
+    pending = frozenset(
+        w
+        for w in obs.running.get(serving.generation, frozenset())
+        if not _fenced(obs.statuses.get(w), handover)
+    )
+    if not pending:
+        if serving.group not in obs.committed:
+            return record, actions
+        cut = _cut(serving, handover, obs)
+        return _start(record, handover, cut=cut, obs=obs, settings=settings), actions
+    if obs.now > handover.deadline + settings.kill_grace:
+        aborting = replace(handover, phase=Phase.ABORTING)
+        reason = f"workers {sorted(pending)} neither fenced nor confirmed gone"
+        actions.append(Note("handover aborted", {**_describe(record, aborting), "reason": reason}))
+        return replace(record, handover=aborting), actions
+    if obs.now > handover.deadline:
+        actions.append(Kill(pending))
+    return record, actions
+
+
+def _cut(serving: Serving, handover: Handover, obs: Observation) -> dict[TopicPartition, int]:
+    """Where the target starts: the source group's commits (its start where it has none), raised to
+    what fenced source workers reported processing.
+
+    A fenced worker's ``offsets`` are exactly what it processed, and it processes nothing more, so they
+    are as safe a cut as its commit — and right even when that commit failed (the coordinator was
+    away: a broker restart), where the group's offset would lag behind and cause duplicates.
+    """
+    cut = {**_within(serving.start, obs.partitions), **_within(obs.committed[serving.group], obs.partitions)}
+    for status in obs.statuses.values():
+        if status.generation == serving.generation and _fenced(status, handover):
+            for tp, offset in _within(status.offsets, obs.partitions).items():
+                cut[tp] = max(cut.get(tp, 0), offset)
+    return cut
+
+
+def _start(
+    record: ControllerRecord, handover: Handover, *, cut: Offsets, obs: Observation, settings: MachineSettings
+) -> ControllerRecord:
+    starting = replace(
+        handover, phase=Phase.STARTING, cut=dict(cut), deadline=obs.now + settings.verify_timeout
+    )
+    serving = Serving(handover.target, handover.group, handover.replicas, dict(cut))
+    return replace(record, serving=serving, handover=starting)
+
+
+def _starting(
+    record: ControllerRecord, handover: Handover, obs: Observation
+) -> tuple[ControllerRecord, list[Action]]:
+    keep = {handover.target} | ({handover.source} if handover.source is not None else set())
+    actions: list[Action] = [*_strays(obs, keep), Ensure(handover.target, handover.group, handover.replicas)]
+    if _verified(handover, obs):
+        retiring = replace(handover, phase=Phase.RETIRING)
+        actions.append(Note("handover verified", _describe(record, retiring)))
+        return replace(record, handover=retiring), actions
+    if obs.now > handover.deadline and not handover.overdue:
+        actions.append(Note("handover verification overdue", _describe(record, handover)))
+        return replace(record, handover=replace(handover, overdue=True)), actions
+    return record, actions
+
+
+def _retiring(
+    record: ControllerRecord, handover: Handover, obs: Observation
+) -> tuple[ControllerRecord, list[Action]]:
+    actions: list[Action] = [Ensure(handover.target, handover.group, handover.replicas)]
+    source = handover.source
+    if source is not None and obs.running.get(source):
+        actions.append(Remove(source))
+        return record, actions
+    if source is not None:
+        # Once more with nothing left to stop: a backend may hold more than workers for a generation
+        # (a Deployment whose pods were never created) and lets go of it here.
+        actions += [Remove(source), Forget(source)]
+    actions.append(Note("handover done", _describe(record, handover)))
+    return replace(record, handover=None), actions
+
+
+def _aborting(
+    record: ControllerRecord, handover: Handover, obs: Observation
+) -> tuple[ControllerRecord, list[Action]]:
+    actions: list[Action] = []
+    if record.serving is not None:
+        actions.append(Ensure(record.serving.generation, record.serving.group, record.serving.replicas))
+    if obs.running.get(handover.target):
+        actions.append(Remove(handover.target))
+        return record, actions
+    actions += [Remove(handover.target), Forget(handover.target)]  # Remove: see _retiring
+    return replace(record, handover=None), actions
+
+
+# --- conditions ---------------------------------------------------------------------------------------
+
+
+def _within(offsets: Offsets, partitions: frozenset[TopicPartition]) -> dict[TopicPartition, int]:
+    return {tp: o for tp, o in offsets.items() if tp in partitions}
+
+
+def _fenced(status: WorkerStatus | None, handover: Handover) -> bool:
+    return status is not None and status.status is Status.FENCED and status.epoch == handover.epoch
+
+
+def _assignment(handover: Handover, obs: Observation) -> GroupView | None:
+    """The target group's view if it is Stable with exactly the planned members covering every partition."""
+    view = obs.groups.get(handover.group)
+    if view is None or view.state != "Stable" or len(view.members) != handover.replicas:
+        return None
+    covered = frozenset().union(*view.members.values()) if view.members else frozenset()
+    return view if covered == obs.partitions else None
+
+
+def _ready(handover: Handover, obs: Observation) -> bool:
+    """Every planned member holds its final assignment and reports it warm up to ``warm_to``."""
+    view = _assignment(handover, obs)
+    if view is None:
+        return False
+    for worker, assigned in view.members.items():
+        status = obs.statuses.get(worker)
+        if (
+            status is None
+            or status.generation != handover.target
+            or status.status is not Status.WARM
+            or frozenset(status.partitions) != assigned
+            or any(status.warm_to.get(tp) != handover.warm_to.get(tp) for tp in assigned)
+        ):
+            return False
+    return True
+
+
+def _not_ready(handover: Handover, obs: Observation) -> str:
+    """Why the target is not ready, for the abort log line."""
+    view = obs.groups.get(handover.group)
+    if view is None:
+        return f"group {handover.group} was not seen"
+    warm = sum(
+        1
+        for w in view.members
+        if (s := obs.statuses.get(w)) is not None
+        and s.generation == handover.target
+        and s.status is Status.WARM
+    )
+    failed = sorted(
+        f"{s.worker}: {s.error}"
+        for s in obs.statuses.values()
+        if s.generation == handover.target and s.status is Status.FAILED
+    )
+    members = f"{len(view.members)}/{handover.replicas} members"
+    reason = f"group {handover.group} is {view.state} with {members}, {warm} warm"
+    return reason + (f"; failed: {'; '.join(failed[:3])}" if failed else "")
+
+
+def _verified(handover: Handover, obs: Observation) -> bool:
+    """The target serves every partition and its group has committed at or beyond the cut everywhere."""
+    view = obs.groups.get(handover.group)
+    committed = obs.committed.get(handover.group)
+    if view is None or committed is None or view.state != "Stable" or not view.members:
+        return False
+    covered = frozenset().union(*view.members.values())
+    if covered != obs.partitions:
+        return False
+    for worker in view.members:
+        status = obs.statuses.get(worker)
+        if status is None or status.generation != handover.target or status.status is not Status.SERVING:
+            return False
+    cut = handover.cut or {}
+    return all(tp in committed and committed[tp] >= cut.get(tp, 0) for tp in obs.partitions)
+
+
+def _describe(record: ControllerRecord, handover: Handover | None = None) -> dict[str, object]:
+    h = handover if handover is not None else record.handover
+    fields: dict[str, object] = {"workload": record.workload}
+    if h is not None:
+        fields.update(
+            source=h.source, target=h.target, replicas=h.replicas, phase=str(h.phase), group=h.group
+        )
+    return fields

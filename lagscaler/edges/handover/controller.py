@@ -1,0 +1,448 @@
+"""The controller's async edge: observe, step the pure machine, persist, act — for one workload.
+
+:class:`WorkloadController` is the driver of :func:`lagscaler.core.handover.machine.step`. One step:
+
+1. take the worker statuses (from the control channel) and the backend's view of what runs — *before*
+   reading any committed offsets (see :mod:`lagscaler.core.handover.machine`);
+2. read the partitions of the workload's topics, and the groups and offsets :func:`needs` asks for;
+3. step the machine;
+4. write the new record to the control topic if it changed, and only then
+5. carry out the actions (reconcile the backend, tombstone statuses, log).
+
+:class:`HandoverRunner` owns what the controllers share — the control channel, an admin client,
+leadership — and runs one controller per ``mode: handover`` workload while it leads.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import math
+import time
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass, field
+
+from lagscaler.core.handover.machine import (
+    Ensure,
+    Forget,
+    GroupView,
+    Kill,
+    MachineSettings,
+    Note,
+    Observation,
+    Remove,
+    Step,
+    needs,
+    step,
+)
+from lagscaler.core.handover.protocol import (
+    DEFAULT_CONTROL_TOPIC,
+    ControllerRecord,
+    Offsets,
+    TopicPartition,
+    status_key,
+)
+from lagscaler.edges.handover.backend import Backend, GenerationSpec
+from lagscaler.edges.handover.channel import ControlChannel, ensure_control_topic
+from lagscaler.edges.handover.leader import Leadership
+from lagscaler.edges.kafka import KafkaAdmin, KafkaSettings
+from lagscaler.logs import get_logger
+
+__all__ = ["Deposed", "HandoverRunner", "HandoverSettings", "WorkloadController", "WorkloadSpec"]
+
+log = get_logger("lagscaler.edges.handover")
+
+
+class Deposed(Exception):
+    """The control topic holds a record of a higher term than ours: another controller leads."""
+
+
+@dataclass(frozen=True, slots=True)
+class HandoverSettings:
+    """How the controllers run. Times are seconds; see
+    :class:`~lagscaler.core.handover.machine.MachineSettings`.
+
+    ``tick``: the longest a controller waits between steps when nothing happens (a status record or a
+    new decision wakes it at once). ``partitions_ttl``: how long a topic's partition list is reused.
+    """
+
+    control_topic: str = DEFAULT_CONTROL_TOPIC
+    warmup_timeout: float = 120.0
+    fence_timeout: float = 5.0
+    kill_grace: float = 15.0
+    verify_timeout: float = 30.0
+    tick: float = 0.5
+    partitions_ttl: float = 10.0
+
+    def __post_init__(self) -> None:
+        for name in (
+            "warmup_timeout",
+            "fence_timeout",
+            "kill_grace",
+            "verify_timeout",
+            "tick",
+            "partitions_ttl",
+        ):
+            value = getattr(self, name)
+            if not (math.isfinite(value) and value > 0):
+                raise ValueError(f"handover {name.replace('_', ' ')} must be > 0 seconds, got {value}")
+        if not self.control_topic:
+            raise ValueError("the handover control topic needs a name")
+
+
+@dataclass(frozen=True, slots=True)
+class WorkloadSpec:
+    """One ``mode: handover`` workload, as the controller needs it."""
+
+    workload: str  # namespace/name
+    base_group: str  # the policy's kafka.group; generation g consumes in <base_group>-gen-<g>
+    topics: tuple[str, ...]
+    initial_replicas: int = 1
+    target: str = ""  # the workload's own Deployment (its scaleTargetRef): what the Kubernetes backend clones
+
+    def machine(self, settings: HandoverSettings) -> MachineSettings:
+        return MachineSettings(
+            workload=self.workload,
+            base_group=self.base_group,
+            initial_replicas=self.initial_replicas,
+            warmup_timeout=settings.warmup_timeout,
+            fence_timeout=settings.fence_timeout,
+            kill_grace=settings.kill_grace,
+            verify_timeout=settings.verify_timeout,
+        )
+
+
+@dataclass
+class _Partitions:
+    at: float = -math.inf
+    value: frozenset[TopicPartition] = field(default_factory=frozenset)
+
+
+class WorkloadController:
+    """Drives one workload's handovers; :meth:`step` once, or :meth:`run` while ``leadership`` holds."""
+
+    def __init__(
+        self,
+        spec: WorkloadSpec,
+        *,
+        channel: ControlChannel,
+        admin: KafkaAdmin,
+        backend: Backend,
+        bootstrap: tuple[str, ...],
+        settings: HandoverSettings,
+        clock: Callable[[], float] = time.time,
+    ) -> None:
+        self.spec = spec
+        self.channel = channel
+        self.admin = admin
+        self.backend = backend
+        self.bootstrap = bootstrap
+        self.settings = settings
+        self.machine = spec.machine(settings)
+        self._clock = clock
+        self.desired: int | None = None
+        self._written: ControllerRecord | None = None
+        self._partitions = _Partitions()
+        self._poke = asyncio.Event()
+        self._noted: set[tuple[str, str]] = set()
+        self.steps = 0  # steps that completed
+        self.failures = 0  # steps that raised (Kafka or the backend away, a workload gone)
+        self._problem: str | None = None  # the last failure logged; repeated failures are logged once
+
+    def set_desired(self, replicas: int | None) -> None:
+        if replicas != self.desired:
+            self.desired = replicas
+            self._poke.set()
+
+    @property
+    def record(self) -> ControllerRecord | None:
+        """The newest record: the channel's, or the one this controller just wrote if the channel lags."""
+        seen = self.channel.controller(self.spec.workload)
+        if self._written is not None and self._written.newer_than(seen):
+            return self._written
+        return seen
+
+    async def _topic_partitions(self) -> frozenset[TopicPartition]:
+        now = time.monotonic()
+        if now - self._partitions.at < self.settings.partitions_ttl:
+            return self._partitions.value
+        layout = await self.admin.metadata(self.spec.topics)
+        self._partitions = _Partitions(now, frozenset(layout.partitions(self.spec.topics)))
+        return self._partitions.value
+
+    async def _groups(self, groups: Iterable[str]) -> dict[str, GroupView]:
+        wanted = sorted(groups)
+        if not wanted:
+            return {}
+        results = await self.admin.describe_groups(wanted)
+        if results.errors:
+            raise RuntimeError(f"DescribeGroups failed: {results.errors}")
+        views = {}
+        for group in wanted:
+            d = results.values.get(group)
+            if d is None or not d.found:
+                views[group] = GroupView("Dead", {})
+                continue
+            members = {m.client_id: frozenset(m.assignment) for m in d.members}
+            views[group] = GroupView(d.state, members)
+        return views
+
+    async def _committed(self, groups: Iterable[str]) -> dict[str, Offsets]:
+        wanted = sorted(groups)
+        if not wanted:
+            return {}
+        results = await self.admin.fetch_committed(wanted)
+        if results.errors:
+            raise RuntimeError(f"OffsetFetch failed: {results.errors}")
+        return {g: dict(results.values[g].offsets) for g in wanted if g in results.values}
+
+    async def step(self, term: int) -> Step:
+        """One observe → decide → persist → act round as leader of ``term``."""
+        record = self.record
+        if record is not None and record.term > term:
+            raise Deposed(
+                f"{self.spec.workload}: the control topic has term {record.term}, we lead term {term}"
+            )
+        statuses = self.channel.workers(self.spec.workload)  # first: see the module docstring
+        running = await self.backend.observe()
+        partitions = await self._topic_partitions()
+        wanted = needs(record, self.machine)
+        groups = await self._groups(wanted.describe)
+        committed = await self._committed(wanted.committed)
+        observation = Observation(
+            now=self._clock(),
+            desired=self.desired,
+            partitions=partitions,
+            running=running,
+            statuses=statuses,
+            groups=groups,
+            committed=committed,
+        )
+        result = step(record, observation, self.machine, term=term)
+        if result.changed:
+            await self.channel.publish(result.record)  # write-ahead: the record before the actions
+            self._written = result.record
+        for action in result.actions:
+            await self._act(action, result.record)
+        self.steps += 1
+        return result
+
+    async def _act(self, action: object, record: ControllerRecord) -> None:
+        if isinstance(action, Ensure):
+            spec = GenerationSpec(
+                workload=self.spec.workload,
+                generation=action.generation,
+                group=action.group,
+                topics=self.spec.topics,
+                bootstrap=self.bootstrap,
+                control_topic=self.channel.topic,
+            )
+            await self.backend.ensure(spec, action.replicas)
+        elif isinstance(action, Remove):
+            await self.backend.remove(action.generation)
+        elif isinstance(action, Kill):
+            log.warning(
+                "killing workers that did not fence",
+                workload=self.spec.workload,
+                workers=sorted(action.workers),
+            )
+            await self.backend.kill(action.workers)
+        elif isinstance(action, Forget):
+            for status in self.channel.workers(self.spec.workload).values():
+                if status.generation == action.generation:
+                    await self.channel.delete(
+                        status_key(self.spec.workload, status.generation, status.worker)
+                    )
+        elif isinstance(action, Note):
+            self._log(action, record)
+
+    def _log(self, note: Note, record: ControllerRecord) -> None:
+        handover = record.handover
+        key = (note.event, f"{record.term}/{handover.target if handover else record.next_generation}")
+        if note.event == "handover blocked":
+            key = (note.event, str(note.fields.get("reason")))
+        if key in self._noted:
+            return  # the machine repeats a note while the condition lasts; log it once
+        self._noted.add(key)
+        level = (
+            "warning"
+            if note.event in ("handover aborted", "handover blocked", "handover verification overdue")
+            else "info"
+        )
+        getattr(log, level)(note.event, **{"workload": self.spec.workload, **dict(note.fields)})
+
+    async def run(self, term: int, leadership: Leadership) -> None:
+        """Step until cancelled or leadership is lost; a failing step (Kafka away) is retried next tick."""
+        while leadership.is_leader():
+            version = self.channel.version
+            self._poke.clear()
+            try:
+                await self.step(term)
+            except Deposed:
+                raise
+            except asyncio.CancelledError:
+                raise
+            except Exception as exc:
+                self.failures += 1
+                problem = f"{type(exc).__name__}: {exc}"
+                if problem != self._problem:  # every tick would repeat it: say it once, and when it changes
+                    self._problem = problem
+                    log.warning("handover step failed", workload=self.spec.workload, problem=problem)
+            else:
+                if self._problem is not None:
+                    log.info("handover step succeeded again", workload=self.spec.workload)
+                    self._problem = None
+            await _first(self.channel.wait_changed(version, self.settings.tick), self._poke.wait())
+
+
+async def _first(*awaitables: object) -> None:
+    tasks = [asyncio.ensure_future(a) for a in awaitables]  # type: ignore[call-overload]
+    try:
+        await asyncio.wait(tasks, return_when=asyncio.FIRST_COMPLETED)
+    finally:
+        for task in tasks:
+            task.cancel()
+        for task in tasks:
+            with contextlib.suppress(asyncio.CancelledError, Exception):
+                await task
+
+
+class HandoverRunner:
+    """Runs a :class:`WorkloadController` per workload while ``leadership`` holds; ``async with`` it.
+
+    ``backends(spec)`` builds the backend of a workload (local processes, or Deployments in Kubernetes).
+    :meth:`sync` is called with the current handover workloads whenever policies change;
+    :meth:`set_desired` with each engine decision.
+    """
+
+    def __init__(
+        self,
+        kafka: KafkaSettings,
+        settings: HandoverSettings,
+        *,
+        backends: Callable[[WorkloadSpec], Backend],
+        leadership: Leadership,
+        clock: Callable[[], float] = time.time,
+    ) -> None:
+        self.kafka = kafka
+        self.settings = settings
+        self._backends = backends
+        self.leadership = leadership
+        self._clock = clock
+        self.channel = ControlChannel(
+            kafka.client_options(), settings.control_topic, client_id="lagscaler-handover"
+        )
+        self.admin = KafkaAdmin(kafka)
+        self.controllers: dict[str, WorkloadController] = {}
+        self._tasks: dict[str, asyncio.Task[None]] = {}
+        self._main: asyncio.Task[None] | None = None
+        self._term = 0
+        self._leading = asyncio.Event()
+
+    async def __aenter__(self) -> HandoverRunner:
+        await ensure_control_topic(self.kafka.client_options(), self.settings.control_topic)
+        await self.channel.start()
+        await self.admin.start()
+        self._main = asyncio.create_task(self._lead(), name="handover-leadership")
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        main, self._main = self._main, None
+        if main is not None:
+            main.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await main
+        await self._stop_all()
+        for controller in self.controllers.values():
+            await controller.backend.close()
+        await self.leadership.release()
+        await self.admin.close()
+        await self.channel.close()
+
+    @property
+    def leading(self) -> bool:
+        return self._leading.is_set()
+
+    @property
+    def leadership_term(self) -> int:
+        """The term this runner leads in (0 before it first leads)."""
+        return self._term
+
+    async def wait_leading(self) -> None:
+        await self._leading.wait()
+
+    def sync(self, specs: Iterable[WorkloadSpec]) -> None:
+        """Run controllers for exactly these workloads (a removed workload's generations are left running)."""
+        wanted = {s.workload: s for s in specs}
+        for workload in list(self.controllers):
+            if workload not in wanted or self.controllers[workload].spec != wanted[workload]:
+                task = self._tasks.pop(workload, None)
+                if task is not None:
+                    task.cancel()
+                self.controllers.pop(workload)
+        for workload, spec in wanted.items():
+            if workload not in self.controllers:
+                self.controllers[workload] = WorkloadController(
+                    spec,
+                    channel=self.channel,
+                    admin=self.admin,
+                    backend=self._backends(spec),
+                    bootstrap=self.kafka.bootstrap,
+                    settings=self.settings,
+                    clock=self._clock,
+                )
+                if self.leading:
+                    self._start(workload)
+
+    def set_desired(self, workload: str, replicas: int | None) -> None:
+        controller = self.controllers.get(workload)
+        if controller is not None:
+            controller.set_desired(replicas)
+
+    def record(self, workload: str) -> ControllerRecord | None:
+        return self.channel.controller(workload)
+
+    def serving_group(self, workload: str) -> str | None:
+        """The group of the generation that serves ``workload`` now (None before its first generation)."""
+        record = self.channel.controller(workload)
+        return record.serving.group if record is not None and record.serving is not None else None
+
+    def _start(self, workload: str) -> None:
+        controller = self.controllers[workload]
+        self._tasks[workload] = asyncio.create_task(
+            controller.run(self._term, self.leadership), name=f"handover-{workload}"
+        )
+
+    async def _stop_all(self) -> None:
+        tasks, self._tasks = list(self._tasks.values()), {}
+        for task in tasks:
+            task.cancel()
+        for task in tasks:
+            with contextlib.suppress(asyncio.CancelledError, Exception):
+                await task
+
+    async def _lead(self) -> None:
+        while True:
+            self._term = await self.leadership.acquire()
+            log.info("handover controller leads", term=self._term)
+            self._leading.set()
+            for workload in self.controllers:
+                self._start(workload)
+            try:
+                while self.leadership.is_leader():
+                    done = [w for w, t in self._tasks.items() if t.done()]
+                    for workload in done:
+                        task = self._tasks.pop(workload)
+                        problem = task.exception() if not task.cancelled() else None
+                        if isinstance(problem, Deposed):
+                            log.warning("handover controller deposed", problem=str(problem))
+                            await self.leadership.release()
+                            break
+                        if problem is not None:
+                            log.error("handover controller crashed", workload=workload, problem=repr(problem))
+                        if workload in self.controllers:
+                            self._start(workload)
+                    await asyncio.sleep(self.settings.tick)
+            finally:
+                self._leading.clear()
+                await self._stop_all()

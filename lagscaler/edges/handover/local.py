@@ -1,0 +1,263 @@
+"""The local-process backend: each worker is a detached process, tracked in a state directory.
+
+What a cluster does for pods, on one Linux machine, for the demo and the tests:
+
+* A worker outlives the controller that started it (its own session, stdin from /dev/null), as a pod
+  outlives its operator: killing ``serve`` mid-handover must leave the serving generation consuming.
+* ``<state_dir>/<workload>/g<generation>/<worker>.json`` records each worker's pid; a restarted controller
+  adopts what it finds there. A pid is only believed while ``/proc/<pid>/environ`` still names that
+  worker, so a reused pid is never taken for a worker (or killed).
+* A worker is listed by :meth:`observe` until its process is gone (exited and reaped, or a zombie
+  nobody will run again): only then can the controller take a cut without it.
+* Workers watch ``<state_dir>/<workload>`` (``LAGSCALER_HANDOVER_WATCH_PATH``) and stop within a second
+  when it disappears, so removing the state directory stops everything an interrupted run left behind.
+* A generation whose workers keep dying on their own is restarted with a back-off that doubles up to
+  ``max_backoff`` (a crash loop must not become a fork storm).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import secrets
+import shutil
+import signal
+import subprocess
+import time
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+from lagscaler.edges.handover.backend import WORKER_ENV as ENV
+from lagscaler.edges.handover.backend import GenerationSpec
+from lagscaler.errors import UserError
+from lagscaler.logs import get_logger
+
+__all__ = ["LocalProcessBackend", "LocalWorker"]
+
+_log = get_logger("lagscaler.edges.handover.local")
+
+
+@dataclass(frozen=True, slots=True)
+class LocalWorker:
+    worker: str
+    generation: int
+    pid: int
+    log: Path
+
+
+def _slug(workload: str) -> str:
+    return workload.replace("/", "__")
+
+
+def _process_is(pid: int, worker: str) -> bool:
+    """True while ``pid`` is a live (not zombie) process whose environment names ``worker``."""
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+        environ = Path(f"/proc/{pid}/environ").read_bytes()
+    except (FileNotFoundError, ProcessLookupError, PermissionError):
+        return False
+    if stat.rsplit(")", 1)[1].split()[0] in ("Z", "X"):
+        return False
+    return f"{ENV['worker']}={worker}".encode() in environ.split(b"\0")
+
+
+class LocalProcessBackend:
+    """Runs one workload's generations as local processes of ``command``; implements ``Backend``."""
+
+    def __init__(
+        self,
+        state_dir: Path,
+        workload: str,
+        command: Sequence[str],
+        *,
+        env: Mapping[str, str] | None = None,
+        stop_grace: float = 10.0,
+        restart_backoff: float = 0.5,
+        max_backoff: float = 10.0,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        if not command:
+            raise UserError(f"the local backend of {workload} needs a worker command")
+        self.workload = workload
+        self.command = tuple(command)
+        self.env = dict(env or {})
+        self.root = state_dir / _slug(workload)
+        self.stop_grace = stop_grace
+        self.restart_backoff = restart_backoff
+        self.max_backoff = max_backoff
+        self._clock = clock
+        self._log = _log.bind(workload=workload)
+        self._children: dict[str, subprocess.Popen[bytes]] = {}  # started by this process: reaped here
+        self._stopping: dict[str, float] = {}  # worker → when to escalate to SIGKILL
+        self._killed: set[str] = set()  # asked to stop: its exit is not a failure
+        self._failures: dict[int, int] = {}  # generation → consecutive unrequested exits
+        self._next_spawn: dict[int, float] = {}
+        self.root.mkdir(parents=True, exist_ok=True)
+
+    # --- what runs ---------------------------------------------------------------------------------
+
+    def workers(self) -> list[LocalWorker]:
+        """Every worker with a pid file (alive or not yet confirmed gone), oldest generation first."""
+        found = []
+        for path in sorted(self.root.glob("g*/*.json")):
+            with contextlib.suppress(OSError, ValueError, KeyError, TypeError):
+                data = json.loads(path.read_text())
+                found.append(
+                    LocalWorker(
+                        str(data["worker"]),
+                        int(data["generation"]),
+                        int(data["pid"]),
+                        path.with_suffix(".log"),
+                    )
+                )
+        return found
+
+    def _gone(self, worker: LocalWorker) -> bool:
+        child = self._children.get(worker.worker)
+        if child is not None:
+            # Our own child: its exit status is the truth. (Its /proc environment is still ours until
+            # it has exec'd, so the identity check below would call a just-started worker gone.)
+            return child.poll() is not None
+        return not _process_is(worker.pid, worker.worker)
+
+    async def observe(self) -> dict[int, frozenset[str]]:
+        now = self._clock()
+        running: dict[int, set[str]] = {}
+        for worker in self.workers():
+            if self._gone(worker):
+                self._forget(worker)
+                continue
+            deadline = self._stopping.get(worker.worker)
+            if deadline is not None and now >= deadline:
+                self._log.warning(
+                    "worker did not stop in time, killing it",
+                    worker=worker.worker,
+                    grace_seconds=self.stop_grace,
+                )
+                self._signal(worker, signal.SIGKILL)
+            running.setdefault(worker.generation, set()).add(worker.worker)
+        return {g: frozenset(ws) for g, ws in running.items()}
+
+    def _forget(self, worker: LocalWorker) -> None:
+        child = self._children.pop(worker.worker, None)
+        code = child.returncode if child is not None else None
+        asked = worker.worker in self._killed or worker.worker in self._stopping
+        self._stopping.pop(worker.worker, None)
+        self._killed.discard(worker.worker)
+        pid_file = self.root / f"g{worker.generation}" / f"{worker.worker}.json"
+        with contextlib.suppress(FileNotFoundError):
+            pid_file.unlink()
+        if not asked:
+            failures = self._failures.get(worker.generation, 0) + 1
+            self._failures[worker.generation] = failures
+            delay = min(self.restart_backoff * 2 ** (failures - 1), self.max_backoff)
+            self._next_spawn[worker.generation] = self._clock() + delay
+            self._log.warning(
+                "worker exited on its own",
+                worker=worker.worker,
+                code=code,
+                generation=worker.generation,
+                restart_in_seconds=delay,
+                log_file=str(worker.log),
+            )
+
+    # --- reconciliations --------------------------------------------------------------------------
+
+    async def ensure(self, spec: GenerationSpec, replicas: int) -> None:
+        running = await self.observe()
+        alive = [
+            w
+            for w in self.workers()
+            if w.generation == spec.generation
+            and w.worker in running.get(spec.generation, frozenset())
+            and w.worker not in self._stopping
+        ]
+        surplus = len(alive) - replicas
+        for worker in sorted(alive, key=lambda w: w.pid, reverse=True)[: max(0, surplus)]:
+            self._begin_stop(worker)
+        missing = -surplus
+        if missing <= 0:
+            if alive:
+                self._failures.pop(spec.generation, None)
+            return
+        if self._clock() < self._next_spawn.get(spec.generation, 0.0):
+            return
+        for _ in range(missing):
+            self._spawn(spec)
+
+    def _spawn(self, spec: GenerationSpec) -> None:
+        name = self.workload.rsplit("/", 1)[-1]
+        worker = f"{name}-g{spec.generation}-{secrets.token_hex(3)}"
+        directory = self.root / f"g{spec.generation}"
+        directory.mkdir(parents=True, exist_ok=True)
+        log = directory / f"{worker}.log"
+        env = {
+            **os.environ,
+            **self.env,
+            ENV["bootstrap"]: ",".join(spec.bootstrap),
+            ENV["topics"]: ",".join(spec.topics),
+            ENV["workload"]: spec.workload,
+            ENV["generation"]: str(spec.generation),
+            ENV["group"]: spec.group,
+            ENV["worker"]: worker,
+            ENV["control_topic"]: spec.control_topic,
+            ENV["watch_path"]: str(self.root),
+        }
+        with log.open("ab") as out:
+            child = subprocess.Popen(  # returns at once: the child runs detached
+                self.command,
+                env=env,
+                stdin=subprocess.DEVNULL,
+                stdout=out,
+                stderr=subprocess.STDOUT,
+                start_new_session=True,  # outlives us; stopped as a process group
+            )
+        self._children[worker] = child
+        record = {"worker": worker, "generation": spec.generation, "pid": child.pid, "started": time.time()}
+        tmp = directory / f".{worker}.tmp"
+        tmp.write_text(json.dumps(record))
+        tmp.replace(directory / f"{worker}.json")
+        self._log.info("worker started", worker=worker, generation=spec.generation, pid=child.pid)
+
+    def _signal(self, worker: LocalWorker, signum: int) -> None:
+        child = self._children.get(worker.worker)
+        if (child.poll() is not None) if child is not None else not _process_is(worker.pid, worker.worker):
+            return  # gone, or a pid that is no longer this worker's: never signal a stranger
+        with contextlib.suppress(ProcessLookupError, PermissionError):
+            os.killpg(worker.pid, signum)
+
+    def _begin_stop(self, worker: LocalWorker) -> None:
+        if worker.worker in self._stopping:
+            return
+        self._stopping[worker.worker] = self._clock() + self.stop_grace
+        self._signal(worker, signal.SIGTERM)
+
+    async def remove(self, generation: int) -> None:
+        await self.observe()
+        for worker in self.workers():
+            if worker.generation == generation:
+                self._begin_stop(worker)
+        self._failures.pop(generation, None)
+        self._next_spawn.pop(generation, None)
+
+    async def kill(self, workers: frozenset[str]) -> None:
+        for worker in self.workers():
+            if worker.worker in workers:
+                self._killed.add(worker.worker)
+                self._signal(worker, signal.SIGKILL)
+
+    async def close(self) -> None:
+        """Forget the child handles; the workers keep running (use :meth:`destroy` to stop them)."""
+        self._children.clear()
+
+    def destroy(self) -> None:
+        """Kill every worker of this workload and delete its state (tests, the demo's exit)."""
+        for worker in self.workers():
+            self._signal(worker, signal.SIGKILL)
+        for child in self._children.values():
+            with contextlib.suppress(Exception):
+                child.wait(timeout=5)
+        self._children.clear()
+        shutil.rmtree(self.root, ignore_errors=True)
