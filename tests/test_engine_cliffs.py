@@ -11,10 +11,13 @@ within the scale-up's dead band; these tests hold it to that over random inputs 
 
 from __future__ import annotations
 
+from functools import partial
+
 import numpy as np
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
+from test_engine_liveness import steady_observation
 
 from lagscaler.core.engine import EngineState, ObservationBatch, PolicyArrays, decide
 from lagscaler.core.engine.core import run_stages
@@ -114,29 +117,12 @@ def near_a_cliff(draw: st.DrawFn) -> tuple[PolicyArrays, EngineState, Observatio
     aligned = sorted({-(-partitions // k) for k in range(1, partitions + 1)})
     rate = draw(st.sampled_from(aligned)) * CAPACITY * draw(st.floats(0.5, 1.0))
     replicas = draw(st.integers(1, partitions))
-
-    def obs(at: float) -> ObservationBatch:
-        return ObservationBatch(
-            at=np.asarray([at]),
-            replicas=np.asarray([replicas]),
-            members=np.asarray([replicas]),
-            partitions=np.asarray([partitions]),
-            arrival_rate=np.asarray([rate]),
-            consume_rate=np.asarray([rate]),
-            lag=np.zeros(1),
-            lag_seconds=np.zeros(1),
-            busy_rate=np.asarray([np.nan]),
-            busy_members=np.zeros(1, dtype=np.int64),
-            stuck_partitions=np.zeros(1, dtype=np.int64),
-            stuck_lag=np.zeros(1),
-            stale=np.zeros(1, dtype=np.bool_),
-            state_bytes=np.asarray([np.nan]),
-        )
+    steady = partial(steady_observation, replicas=replicas, partitions=partitions, rate=rate)
 
     state = EngineState.initial(params)
     for at in (0.0, 1e5, 2e5):
-        _, state = decide(params, state, obs(at))
-    return params, state, obs(3e5)
+        _, state = decide(params, state, steady(at))
+    return params, state, steady(3e5)
 
 
 @settings(max_examples=300, deadline=None)
