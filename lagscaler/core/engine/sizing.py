@@ -34,10 +34,11 @@ def effective_replicas(replicas: IntArray | FloatArray, partitions: IntArray) ->
     """How many replicas' worth of throughput ``replicas`` members deliver on ``partitions``."""
     r = np.maximum(np.asarray(replicas, dtype=np.float64), 0.0)
     p = partitions.astype(np.float64)
-    known = p > 0
-    busiest = np.ceil(np.divide(p, r, out=filled(r.shape, 1.0), where=r > 0))
-    aligned = np.where(r > 0, np.divide(p, busiest, out=np.zeros(r.shape), where=busiest > 0), 0.0)
-    return np.where(known, np.minimum(aligned, np.minimum(r, p)), r)
+    # Where nobody consumes, the busiest member owns "0" partitions and the group delivers 0.
+    busiest = np.divide(p, r, out=np.zeros(r.shape), where=r > 0)
+    np.ceil(busiest, out=busiest)
+    aligned = np.divide(p, busiest, out=np.zeros(r.shape), where=busiest > 0)
+    return np.where(p > 0, np.minimum(aligned, np.minimum(r, p)), r)
 
 
 def aligned_replicas(needed: FloatArray, partitions: IntArray) -> IntArray:
@@ -47,7 +48,7 @@ def aligned_replicas(needed: FloatArray, partitions: IntArray) -> IntArray:
     ``P / ceil(P / R) >= needed``: let ``k = floor(P / needed)`` partitions per member suffice, then
     ``R = ceil(P / k)``. More demand than ``P`` members can serve returns ``P`` (the caller clamps).
     """
-    need = np.where(np.isnan(needed), 0.0, np.minimum(np.maximum(needed, 0.0), 1e12))
+    need = np.minimum(np.fmax(needed, 0.0), 1e12)  # fmax: NaN needs nothing
     p = partitions.astype(np.float64)
     plain = np.ceil(need - 1e-9)
     # k: how many partitions each member may own and still keep up (at least 1).
@@ -55,7 +56,7 @@ def aligned_replicas(needed: FloatArray, partitions: IntArray) -> IntArray:
     k = np.minimum(np.maximum(k, 1.0), np.maximum(p, 1.0))
     aligned = np.ceil(np.divide(p, k, out=np.zeros(p.shape), where=k > 0) - 1e-9)
     result = np.where(need <= 0, 0.0, np.where(p > 0, np.where(need > p, p, aligned), plain))
-    return np.maximum(result, 0.0).astype(np.int64)
+    return result.astype(np.int64)  # every branch is >= 0 (-0.0 at worst)
 
 
 def aligned_at_most(limit: IntArray, partitions: IntArray) -> IntArray:
