@@ -382,7 +382,7 @@ class OracleController:
         if not view.lag.any():
             return False
         rate = view.produce_rate
-        behind = np.divide(view.lag, rate, out=np.zeros_like(view.lag), where=rate > 0)
+        behind = np.divide(view.lag, rate, out=np.zeros(view.lag.shape), where=rate > 0)
         return float(behind.max(initial=0.0)) > 0.5 * self.scenario.max_lag_seconds
 
 
