@@ -258,11 +258,13 @@ class ObservationBatch:
     def stack(cls, observations: Sequence[Observation]) -> ObservationBatch:
         obs = list(observations)
 
+        # A list and np.asarray: half the cost of np.fromiter over a generator for the simulator's
+        # one workload a cycle, and no slower for many.
         def f(name: str) -> FloatArray:
-            return np.fromiter((getattr(o, name) for o in obs), dtype=np.float64, count=len(obs))
+            return np.asarray([getattr(o, name) for o in obs], dtype=np.float64)
 
         def i(name: str) -> IntArray:
-            return np.fromiter((getattr(o, name) for o in obs), dtype=np.int64, count=len(obs))
+            return np.asarray([getattr(o, name) for o in obs], dtype=np.int64)
 
         return cls(
             at=f("at"),
@@ -277,6 +279,6 @@ class ObservationBatch:
             busy_members=i("busy_members"),
             stuck_partitions=i("stuck_partitions"),
             stuck_lag=f("stuck_lag"),
-            stale=np.fromiter((o.stale for o in obs), dtype=np.bool_, count=len(obs)),
+            stale=np.asarray([o.stale for o in obs], dtype=np.bool_),
             state_bytes=f("state_bytes"),
         )
