@@ -371,10 +371,11 @@ class OracleController:
         up = int(self._up[index])
         if up > view.replicas:
             target = int(self._reach[index])
-        elif self._draining(view):
-            target = view.replicas
         else:
             target = max(up, min(int(self._hold[index]), view.replicas))
+            # Only a scale-down waits for a drain (checked only then: it costs more than the rest).
+            if target < view.replicas and self._draining(view):
+                target = view.replicas
         return plan_served_metric(target, view.replicas, self.spec).value
 
     def _draining(self, view: GroupView) -> bool:
