@@ -122,7 +122,9 @@ def main() -> int:
     )
     parser.add_argument("--days", type=float, default=30.0)
     parser.add_argument("--short", type=float, default=7.0, help="a shorter run, to show memory is flat")
-    parser.add_argument("--baseline", default=BASELINE, help=f"the commit to compare with (default {BASELINE})")
+    parser.add_argument(
+        "--baseline", default=BASELINE, help=f"the commit to compare with (default {BASELINE})"
+    )
     parser.add_argument("--skip-baseline", action="store_true")
     parser.add_argument("--child", action="store_true", help=argparse.SUPPRESS)
     args = parser.parse_args()
@@ -158,10 +160,11 @@ def main() -> int:
         baseline = rows[f"baseline {args.baseline}, {args.days:g} days"]
         same = (baseline["policies"], baseline["fluid"]) == (current["policies"], current["fluid"])
         print(
-            f"\n{args.days:g} days, every baseline: {baseline['wall']:.1f} s -> {current['wall']:.1f} s wall "
-            f"({baseline['wall'] / current['wall']:.2f}x), CPU {baseline['cpu']:.1f} s -> {current['cpu']:.1f} s "
-            f"({baseline['cpu'] / current['cpu']:.2f}x), peak RSS {baseline['rss_mb']:.0f} -> "
-            f"{current['rss_mb']:.0f} MB; results {'identical' if same else 'DIFFER'}"
+            f"\n{args.days:g} days, every baseline: {baseline['wall']:.1f} s -> {current['wall']:.1f} s "
+            f"wall ({baseline['wall'] / current['wall']:.2f}x), CPU {baseline['cpu']:.1f} s -> "
+            f"{current['cpu']:.1f} s ({baseline['cpu'] / current['cpu']:.2f}x), "
+            f"peak RSS {baseline['rss_mb']:.0f} -> {current['rss_mb']:.0f} MB; "
+            f"results {'identical' if same else 'DIFFER'}"
         )
         if not same:
             return 1

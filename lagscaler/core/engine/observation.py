@@ -166,16 +166,16 @@ def _scan(rows: Sequence[PartitionRow]) -> _Scan:
     owner_rate: dict[str | None, float] = {}
     owner_idle: set[str | None] = set()
     stall, stop, inf, isfinite = PartitionStatus.STALL, PartitionStatus.STOP, math.inf, math.isfinite
-    for reported_lag, status, produce, consume, behind, owner in rows:
-        plag = reported_lag or 0
+    for row_lag, status, row_produce, row_consume, reported, owner in rows:
+        plag = row_lag or 0
         if status is stall or status is stop:
             stuck += 1
             stuck_lag += plag
-            stuck_produce += produce or 0.0
-            reported = behind
+            stuck_produce += row_produce or 0.0
             if reported is not None and reported > reported_worst and isfinite(reported):
                 reported_worst = reported
             continue
+        produce, consume = row_produce, row_consume
         if produce is None or consume is None:
             rates_known = False
             produce = produce or 0.0
@@ -183,6 +183,7 @@ def _scan(rows: Sequence[PartitionRow]) -> _Scan:
         arrival += produce
         consumed += consume
         lag += plag
+        behind = reported
         if behind is None or not isfinite(behind):  # unknown: estimate from the rates
             behind = 0.0 if plag <= 0 else (plag / produce if produce > 0 else inf)
         elif behind < 0:

@@ -66,7 +66,6 @@ class GroupView:
             group=group, state="Stable", members=self.members, sampled_at=self.at, partitions=parts
         )
 
-
     def rows(self) -> list[PartitionRow]:
         """The partitions as :func:`~lagscaler.core.engine.observation.observe` reads them from
         :meth:`group_sample` (every one ``OK``), without building the sample: once per HPA sync."""
