@@ -86,7 +86,8 @@ class ArrivalCurve:
         self._last = len(self.times) - 2
 
     def at(self, t: FloatArray) -> FloatArray:
-        j = np.clip(np.searchsorted(self.times, t, side="right") - 1, 0, self._last)
+        # np.minimum/np.maximum rather than np.clip, a Python-level wrapper (this runs every HPA sync).
+        j = np.minimum(np.maximum(np.searchsorted(self.times, t, side="right") - 1, 0), self._last)
         tau = t - self.times[j]
         cumulative: FloatArray = self.area[j] + tau * (self.rates[j] + 0.5 * self.slopes[j] * tau)
         return cumulative
@@ -98,17 +99,17 @@ class ArrivalCurve:
         start = k * self.step
         before = self.at(start)
         within = self.at(start + self.step) - before
-        frac = np.divide(x - before, within, out=np.zeros_like(within), where=within > 0)
-        arrived: FloatArray = start + self.step * np.clip(frac, 0.0, 1.0)
+        frac = np.divide(x - before, within, out=np.zeros(within.shape), where=within > 0)
+        arrived: FloatArray = start + self.step * np.minimum(np.maximum(frac, 0.0), 1.0)
         return arrived
 
     def _exact_when(self, x: FloatArray) -> FloatArray:
-        j = np.clip(np.searchsorted(self.area, x, side="right") - 1, 0, self._last)
+        j = np.minimum(np.maximum(np.searchsorted(self.area, x, side="right") - 1, 0), self._last)
         d = np.maximum(x - self.area[j], 0.0)
         b = self.rates[j]
         # Solve area + b·τ + slope/2·τ² = x in the form that is stable for any sign of the slope.
         root = b + np.sqrt(np.maximum(b * b + 2.0 * self.slopes[j] * d, 0.0))
-        tau = np.divide(2.0 * d, root, out=np.zeros_like(d), where=root > 0)
+        tau = np.divide(2.0 * d, root, out=np.zeros(d.shape), where=root > 0)
         arrived: FloatArray = self.times[j] + np.minimum(tau, self.times[j + 1] - self.times[j])
         return arrived
 
@@ -370,9 +371,9 @@ class _Run:
         inflow = rate * span / self.P
         full = self.mu_step if span == self.dt else self.mu * span
         if self.paused_until > a:
-            active = np.clip((b - self.paused) / span, 0.0, 1.0)
+            active = np.minimum(np.maximum((b - self.paused) / span, 0.0), 1.0)
             capacity = full * active
-            self.stall_time += np.clip(self.paused.max(axis=1) - a, 0.0, span)
+            self.stall_time += np.minimum(np.maximum(self.paused.max(axis=1) - a, 0.0), span)
         else:
             capacity = full
         self.arrived += rate * span

@@ -14,6 +14,7 @@ from lagscaler.core.engine.sizing import (
     FloatArray,
     IntArray,
     effective_replicas,
+    filled,
     finite,
     moved_fraction,
 )
@@ -22,7 +23,7 @@ from lagscaler.core.engine.sizing import (
 def restore_seconds(params: PolicyArrays, partitions: IntArray, measured_state: FloatArray) -> FloatArray:
     """How long one moved partition of a stateful workload is unavailable: its state share / restore rate."""
     state = np.where(np.isfinite(measured_state), measured_state, params.state_bytes)
-    per_partition = np.divide(state, partitions, out=np.zeros_like(state), where=partitions > 0)
+    per_partition = np.divide(state, partitions, out=np.zeros(state.shape), where=partitions > 0)
     seconds = finite(per_partition / params.restore_rate, 0.0)
     return np.where(params.stateful, np.maximum(seconds, 0.0), 0.0)
 
@@ -64,6 +65,6 @@ def breach_seconds(
     """
     over = np.maximum(params.rebalance_stall + restore - params.max_lag_seconds, 0.0)
     supply = capacity * effective_replicas(replicas, partitions)
-    headroom = np.divide(supply, arrival, out=np.full_like(supply, np.inf), where=arrival > 0) - 1.0
+    headroom = np.divide(supply, arrival, out=filled(supply.shape, np.inf), where=arrival > 0) - 1.0
     catch_up = np.divide(over, np.maximum(headroom, 0.05))
     return over + catch_up

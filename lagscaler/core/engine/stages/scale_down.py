@@ -16,6 +16,7 @@ from lagscaler.core.engine.sizing import (
     aligned_replicas,
     clamp,
     effective_replicas,
+    filled,
 )
 from lagscaler.core.engine.stages.capacity import CapacityEstimate
 from lagscaler.core.engine.stages.forecast import Forecast
@@ -215,7 +216,7 @@ def _reachable_below(replicas: IntArray, tolerance: FloatArray) -> IntArray:
 def _ratio(count: FloatArray, replicas: FloatArray) -> FloatArray:
     """The usage ratio the HPA computes when lagscaler serves ``count`` replicas to scale down."""
     ratio: FloatArray = np.divide(
-        count * 1000.0 - 999.0, replicas * 1000.0, out=np.full_like(count, np.inf), where=replicas > 0
+        count * 1000.0 - 999.0, replicas * 1000.0, out=filled(count.shape, np.inf), where=replicas > 0
     )
     return ratio
 
@@ -245,7 +246,7 @@ def _payback(
     )
     until_trend = np.where(
         trend > 0,
-        np.divide(sustainable - level, trend, out=np.full(trend.shape[0], np.inf), where=trend > 0),
+        np.divide(sustainable - level, trend, out=filled(trend.shape, np.inf), where=trend > 0),
         np.inf,
     )
     until_trend = np.maximum(until_trend, 0.0)
@@ -256,7 +257,7 @@ def _payback(
     )
     lasts = np.minimum(np.minimum(until_trend, until_season), params.payback_horizon)
     returns = lasts < params.payback_horizon
-    savings = (inputs.replicas - candidate).clip(0) * lasts
+    savings = np.maximum(inputs.replicas - candidate, 0) * lasts
     price = rebalance_price(params, inputs.replicas, candidate, inputs.restore, returns)
     return price, savings > price
 
