@@ -22,6 +22,8 @@ The model follows the controller (:mod:`lagscaler.core.handover.machine`, docs/h
 * **The engine decides directly**: the controller acts on the engine's desired count
   (``lagscaler serve`` passes each decision to it), not through an HPA, and the engine sees the
   serving generation's members as the current count, as it does live (it samples the serving group).
+  It decides at every HPA sync period of the scenario, as the other policies do (live it decides every
+  sampling interval and the controller steps every ``tick``: a decision is acted on a little sooner).
 """
 
 from __future__ import annotations
