@@ -47,7 +47,7 @@ demo: setup
 
 test: setup test-deps
 	@echo "==> running the test suite (see README: Development); tests that talk to Kafka use a real broker"
-	$(BIN)/pytest
+	$(BIN)/pytest -n 2 --dist loadgroup
 
 lint: setup
 	$(BIN)/ruff check lagscaler demo tests bench

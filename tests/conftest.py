@@ -19,6 +19,17 @@ if TYPE_CHECKING:
     from controlplane.cluster import ControlPlane
 
 
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """Under pytest-xdist (``make test`` runs two workers), one worker runs every test of the control plane.
+
+    Each worker is its own session with its own broker; grouping keeps the control plane (etcd,
+    kube-apiserver, kube-controller-manager and the chart's ``serve``) to one instance.
+    """
+    for item in items:
+        if "control_plane" in getattr(item, "fixturenames", ()):
+            item.add_marker(pytest.mark.xdist_group("controlplane"))
+
+
 @pytest.fixture(scope="session")
 def kafka() -> Iterator[KafkaEndpoint]:
     """A running Kafka cluster for the whole session: ``KAFKA_BOOTSTRAP``, testcontainers, or local KRaft."""

@@ -57,7 +57,7 @@ async def test_leaving_early_stops_producing(kafka: KafkaEndpoint, unique: str) 
         assert not producer.done
     produced = producer.stats.produced
     assert produced < 6000
-    await asyncio.sleep(0.3)
+    # Leaving flushed what was in flight, and counted it: the topic holds exactly what was counted.
     assert sum((await end_offsets(kafka.bootstrap, unique)).values()) == produced
 
 

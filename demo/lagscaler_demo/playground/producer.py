@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import math
 import time
 from dataclasses import dataclass, field
@@ -188,14 +189,26 @@ class LoadProducer:
         return batches
 
     async def _send(self, producer: AIOKafkaProducer, count: int) -> None:
+        # Count a batch when the broker acknowledges it, not when this coroutine gets to look: a producer
+        # left early is cancelled here while batches it handed over are still in flight, and the
+        # producer's stop() delivers them. Counting in the callback keeps ``produced`` equal to what the
+        # topic holds.
         futures = []
         for partition, batch, size in self._batches(producer, count):
             sent = await producer.send_batch(batch, self.settings.topic, partition=partition)
-            futures.append((partition, size, sent))
-        for partition, size, sent in futures:
-            await sent
-            self.stats.produced += size
-            self.stats.per_partition[partition] = self.stats.per_partition.get(partition, 0) + size
+            sent.add_done_callback(functools.partial(self._acknowledged, partition, size))
+            futures.append(sent)
+        if futures:
+            # asyncio.wait, not gather or await: a cancelled wait leaves the delivery futures alone.
+            await asyncio.wait(futures)
+            for sent in futures:
+                sent.result()  # a failed delivery is the producer's failure
+
+    def _acknowledged(self, partition: int, size: int, sent: asyncio.Future[Any]) -> None:
+        if sent.cancelled() or sent.exception() is not None:
+            return
+        self.stats.produced += size
+        self.stats.per_partition[partition] = self.stats.per_partition.get(partition, 0) + size
 
     async def _run(self, producer: AIOKafkaProducer) -> None:
         loop = asyncio.get_running_loop()

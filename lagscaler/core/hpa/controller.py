@@ -358,7 +358,6 @@ def step(
         state = HpaState(
             (Recommendation(current_replicas, now),), state.scale_up_events, state.scale_down_events
         )
-    recommendations = state.recommendations or ()
 
     if current_replicas == 0 and spec.min_replicas != 0:
         return StepResult(state, current_replicas, rescaled=False, reason="ScalingDisabled")
@@ -369,55 +368,84 @@ def step(
     elif current_replicas < spec.min_replicas:
         desired, reason = spec.min_replicas, "TooFewReplicas"
     else:
-        tolerances = spec.tolerances
-        best: int | None = None
-        error_list: list[str] = []
-        for metric, reading in zip(spec.metrics, metrics, strict=True):
-            outcome = _metric_proposal(
-                metric=metric,
-                reading=reading,
-                spec_replicas=current_replicas,
-                status_replicas=status,
-                ready_pods=ready,
-                tolerances=tolerances,
-            )
-            if isinstance(outcome, str):
-                error_list.append(outcome)
-            elif best is None or outcome.replicas > best:
-                best = outcome.replicas
-        errors = tuple(error_list)
-        if best is None or (errors and best < current_replicas):
+        proposal, errors = _replicas_for_metrics(
+            spec, metrics, spec_replicas=current_replicas, status_replicas=status, ready_pods=ready
+        )
+        if proposal is None or (errors and proposal < current_replicas):
             # computeReplicasForMetrics: every metric failed, or the valid ones say scale down.
             return StepResult(state, current_replicas, False, "FailedGetExternalMetric", metric_errors=errors)
-        proposal = best
-        prenormalized = max(0, best)
-        if spec.behavior is None:
-            stabilized, recommendations = _stabilize_without_behavior(
-                recommendations, spec.downscale_stabilization_seconds, now, prenormalized
-            )
-            stabilized_reason = "ScaleDownStabilized"
-            desired, limit_reason = _limit_without_behavior(
-                current_replicas, stabilized, spec.min_replicas, spec.max_replicas
-            )
-        else:
-            stabilized, stabilized_reason, recommendations = _stabilize_with_behavior(
-                recommendations=recommendations,
-                up=spec.scale_up_rules,
-                down=spec.scale_down_rules,
-                now=now,
-                current=current_replicas,
-                proposal=prenormalized,
-            )
-            desired, limit_reason = _limit_with_behavior(spec, state, now, current_replicas, stabilized)
+        desired, reason, recommendations = _normalize_desired_replicas(
+            spec, state, now, current_replicas, max(0, proposal)
+        )
         state = HpaState(recommendations, state.scale_up_events, state.scale_down_events)
-        if desired != stabilized:
-            reason = limit_reason
-        elif stabilized != prenormalized:
-            reason = stabilized_reason
-        else:
-            reason = "DesiredWithinRange"
 
     if desired == current_replicas:
         return StepResult(state, current_replicas, False, reason, proposal, errors)
     state = record_scale_event(spec, state, now, current_replicas, desired)
     return StepResult(state, desired, True, reason, proposal, errors)
+
+
+def _replicas_for_metrics(
+    spec: HpaSpec,
+    metrics: Sequence[MetricReading],
+    *,
+    spec_replicas: int,
+    status_replicas: int,
+    ready_pods: int,
+) -> tuple[int | None, tuple[str, ...]]:
+    """``computeReplicasForMetrics``: the largest valid proposal (``None`` if none) and the errors.
+
+    The largest wins so that any one metric under pressure can scale the workload up; the errors
+    are returned rather than raised because the caller decides whether they freeze scaling.
+    """
+    best: int | None = None
+    errors: list[str] = []
+    for metric, reading in zip(spec.metrics, metrics, strict=True):
+        outcome = _metric_proposal(
+            metric=metric,
+            reading=reading,
+            spec_replicas=spec_replicas,
+            status_replicas=status_replicas,
+            ready_pods=ready_pods,
+            tolerances=spec.tolerances,
+        )
+        if isinstance(outcome, str):
+            errors.append(outcome)
+        elif best is None or outcome.replicas > best:
+            best = outcome.replicas
+    return best, tuple(errors)
+
+
+def _normalize_desired_replicas(
+    spec: HpaSpec, state: HpaState, now: float, current: int, proposal: int
+) -> tuple[int, str, tuple[Recommendation, ...]]:
+    """``normalizeDesiredReplicas`` / ``normalizeDesiredReplicasWithBehaviors``.
+
+    Stabilizes the proposal, then rate-limits and clamps it, and names the step that changed it
+    (the limit first, then stabilization), because that is the condition reason the controller
+    reports. Also returns the recommendation log with this proposal recorded.
+    """
+    recommendations = state.recommendations or ()
+    if spec.behavior is None:
+        stabilized, recommendations = _stabilize_without_behavior(
+            recommendations, spec.downscale_stabilization_seconds, now, proposal
+        )
+        stabilized_reason = "ScaleDownStabilized"
+        desired, limit_reason = _limit_without_behavior(
+            current, stabilized, spec.min_replicas, spec.max_replicas
+        )
+    else:
+        stabilized, stabilized_reason, recommendations = _stabilize_with_behavior(
+            recommendations=recommendations,
+            up=spec.scale_up_rules,
+            down=spec.scale_down_rules,
+            now=now,
+            current=current,
+            proposal=proposal,
+        )
+        desired, limit_reason = _limit_with_behavior(spec, state, now, current, stabilized)
+    if desired != stabilized:
+        return desired, limit_reason, recommendations
+    if stabilized != proposal:
+        return desired, stabilized_reason, recommendations
+    return desired, "DesiredWithinRange", recommendations

@@ -160,6 +160,10 @@ def _unreadable(doc: _Document, node: yaml.Node, path: PathKey, message: str) ->
 
 
 def _plain(doc: _Document, node: yaml.Node, path: PathKey) -> Any:
+    """Build the plain value of ``node`` by hand, counting nodes and depth so hostile files stop early.
+
+    Every node is recorded under its path so that later errors can point at it.
+    """
     doc.nodes += 1
     if doc.nodes > MAX_NODES:
         raise _TooLarge(
@@ -170,50 +174,66 @@ def _plain(doc: _Document, node: yaml.Node, path: PathKey) -> Any:
         raise _TooLarge(_TOO_DEEP)
     doc.values[path] = node
     if isinstance(node, yaml.MappingNode):
-        if node.tag != _MAP:
-            _unreadable(doc, node, path, f"unsupported YAML tag {node.tag}")
-            return None
-        result: dict[str, Any] = {}
-        for key_node, value_node in node.value:
-            if key_node.tag == "tag:yaml.org,2002:merge":
-                doc.issue(key_node, path, "YAML merge keys (<<) are not supported; write the fields out")
-                continue
-            if not isinstance(key_node, yaml.ScalarNode) or key_node.tag != _STR:
-                doc.issue(key_node, path, "keys must be plain strings")
-                continue
-            key = key_node.value
-            child = (*path, key)
-            if key in result:
-                first = doc.keys[child].start_mark
-                doc.issue(key_node, child, f"duplicate key {_name(key)} (first at line {first.line + 1})")
-                continue
-            doc.keys[child] = key_node
-            result[key] = _plain(doc, value_node, child)
-        return result
+        return _plain_mapping(doc, node, path)
     if isinstance(node, yaml.SequenceNode):
         if node.tag != _SEQ:
             _unreadable(doc, node, path, f"unsupported YAML tag {node.tag}")
             return None
         return [_plain(doc, item, (*path, index)) for index, item in enumerate(node.value)]
     if isinstance(node, yaml.ScalarNode):
-        if node.tag == _STR:
-            return node.value
-        if node.tag == _TIMESTAMP:
-            return node.value  # a date is text to us; the schema says what type it should have been
-        if node.tag in _SCALAR_TAGS:
-            try:
-                value = doc.constructor.construct_object(node, deep=True)
-            except Exception:  # PyYAML's scalar constructors fail in many ways on explicit tags (!!int "")
-                kind = node.tag.rsplit(":", 1)[-1]
-                _unreadable(doc, node, path, f"not a valid {kind}: {json.dumps(_bound(node.value, 60))}")
-                return None
-            if isinstance(value, float) and not math.isfinite(value):
-                _unreadable(doc, node, path, f"must be a finite number, got {node.value}")
-            return value
-        _unreadable(doc, node, path, f"unsupported YAML tag {node.tag}")
-        return None
+        return _plain_scalar(doc, node, path)
     _unreadable(doc, node, path, "unsupported YAML node")  # pragma: no cover - composer makes only the three
     return None
+
+
+def _plain_mapping(doc: _Document, node: yaml.MappingNode, path: PathKey) -> dict[str, Any] | None:
+    """A mapping's plain value, reporting what PyYAML would accept silently.
+
+    Merge keys, non-string keys and duplicate keys are issues here, not quietly resolved, because
+    each hides from the user which value the policy really holds.
+    """
+    if node.tag != _MAP:
+        _unreadable(doc, node, path, f"unsupported YAML tag {node.tag}")
+        return None
+    result: dict[str, Any] = {}
+    for key_node, value_node in node.value:
+        if key_node.tag == "tag:yaml.org,2002:merge":
+            doc.issue(key_node, path, "YAML merge keys (<<) are not supported; write the fields out")
+            continue
+        if not isinstance(key_node, yaml.ScalarNode) or key_node.tag != _STR:
+            doc.issue(key_node, path, "keys must be plain strings")
+            continue
+        key = key_node.value
+        child = (*path, key)
+        if key in result:
+            first = doc.keys[child].start_mark
+            doc.issue(key_node, child, f"duplicate key {_name(key)} (first at line {first.line + 1})")
+            continue
+        doc.keys[child] = key_node
+        result[key] = _plain(doc, value_node, child)
+    return result
+
+
+def _plain_scalar(doc: _Document, node: yaml.ScalarNode, path: PathKey) -> Any:
+    """A scalar's plain value: text stays text, the core YAML tags are constructed, others refused.
+
+    Dates stay text because a policy has none (the schema then says what type was wanted), and
+    non-finite numbers are refused because no field of a policy means anything with them.
+    """
+    if node.tag in (_STR, _TIMESTAMP):
+        return node.value
+    if node.tag not in _SCALAR_TAGS:
+        _unreadable(doc, node, path, f"unsupported YAML tag {node.tag}")
+        return None
+    try:
+        value = doc.constructor.construct_object(node, deep=True)
+    except Exception:  # PyYAML's scalar constructors fail in many ways on explicit tags (!!int "")
+        kind = node.tag.rsplit(":", 1)[-1]
+        _unreadable(doc, node, path, f"not a valid {kind}: {json.dumps(_bound(node.value, 60))}")
+        return None
+    if isinstance(value, float) and not math.isfinite(value):
+        _unreadable(doc, node, path, f"must be a finite number, got {node.value}")
+    return value
 
 
 # --- the model's errors as messages a user can act on -------------------------------------------

@@ -209,6 +209,33 @@ def _capture_client_errors() -> Iterator[list[str]]:
         logger.setLevel(level)
 
 
+def _route_by_leader(
+    partitions: Iterable[TopicPartition], layout: ClusterLayout
+) -> tuple[dict[int, list[TopicPartition]], dict[TopicPartition, str], set[TopicPartition]]:
+    """Group partitions by their leader in ``layout``, for one ListOffsets per leader.
+
+    Returns the partitions by leader; those to retry after a metadata refresh, with the reason
+    (no leader elected yet, or no metadata for their topic); and those that do not exist (the
+    topic is gone, or has fewer partitions), which are reported rather than retried.
+    """
+    by_leader: dict[int, list[TopicPartition]] = defaultdict(list)
+    waiting: dict[TopicPartition, str] = {}
+    missing: set[TopicPartition] = set()
+    for tp in partitions:
+        topic, partition = tp
+        leader = layout.topics.get(topic, {}).get(partition)
+        if leader is None:
+            if topic in layout.missing or topic in layout.topics:
+                missing.add(tp)
+            else:
+                waiting[tp] = layout.unavailable.get(topic, "no metadata")
+        elif leader < 0:
+            waiting[tp] = "LEADER_NOT_AVAILABLE"
+        else:
+            by_leader[leader].append(tp)
+    return by_leader, waiting, missing
+
+
 # --- the admin ----------------------------------------------------------------------------------
 
 
@@ -486,44 +513,71 @@ class KafkaAdmin:
                 break
             if attempt:
                 await self._pause(attempt)
-            coordinators = await self.find_coordinators(pending)
-            result.errors.update(coordinators.errors)
-            by_node: dict[int, list[str]] = defaultdict(list)
-            for group in pending:
-                if group in coordinators.values:
-                    by_node[coordinators.values[group]].append(group)
-            batches = [(node, chunk) for node, gs in by_node.items() for chunk in _chunks(gs, self._chunk)]
+            batches = await self._coordinator_batches(pending, result)
             outcomes = await asyncio.gather(
                 *(call(node, chunk) for node, chunk in batches), return_exceptions=True
             )
             retry: list[str] = []
             for (_node, chunk), outcome in zip(batches, outcomes, strict=True):
-                if isinstance(outcome, KafkaUnavailable):
-                    for group in chunk:
-                        self.forget_coordinator(group)
-                        reasons[group] = str(outcome)
-                    retry.extend(chunk)
-                    self.stats.retried(what, "COORDINATOR_UNREACHABLE", len(chunk))
-                    continue
-                if isinstance(outcome, BaseException):
-                    raise outcome
-                for group in chunk:
-                    value = outcome.get(group, _Retry("missing from the response"))
-                    if isinstance(value, _Retry):
-                        self.forget_coordinator(group)
-                        reasons[group] = value.reason
-                        retry.append(group)
-                        self.stats.retried(what, value.reason)
-                    elif isinstance(value, str):
-                        result.errors[group] = value
-                    else:
-                        result.values[group] = value
+                retry.extend(self._sort_group_outcomes(chunk, outcome, what, result, reasons))
             pending = retry
         if pending and not result.values and len(pending) == len(set(groups)):
             raise KafkaUnavailable(f"{what}: no coordinator answered ({reasons[pending[0]]})")
         for group in pending:
             result.errors[group] = f"{what} for group {group} failed: {reasons[group]}"
         return result
+
+    async def _coordinator_batches(
+        self, groups: list[str], result: GroupResults[T]
+    ) -> list[tuple[int, list[str]]]:
+        """Split ``groups`` into (coordinator, chunk) batches, one request each.
+
+        Groups whose coordinator cannot be found get their error in ``result`` and no batch: there
+        is nobody to ask. Chunks keep each request under ``max_groups_per_request``.
+        """
+        coordinators = await self.find_coordinators(groups)
+        result.errors.update(coordinators.errors)
+        by_node: dict[int, list[str]] = defaultdict(list)
+        for group in groups:
+            if group in coordinators.values:
+                by_node[coordinators.values[group]].append(group)
+        return [(node, chunk) for node, gs in by_node.items() for chunk in _chunks(gs, self._chunk)]
+
+    def _sort_group_outcomes(
+        self,
+        chunk: list[str],
+        outcome: Mapping[str, T | _Retry | str] | BaseException,
+        what: str,
+        result: GroupResults[T],
+        reasons: dict[str, str],
+    ) -> list[str]:
+        """File one batch's answer into ``result``; return the groups to ask again.
+
+        A coordinator that did not answer, or answered that it moved or is loading, is forgotten so
+        the next attempt finds the current one; ``reasons`` keeps why, for the error if retries run
+        out. Any other exception is a bug or a refusal, not a moved coordinator, so it propagates.
+        """
+        if isinstance(outcome, KafkaUnavailable):
+            for group in chunk:
+                self.forget_coordinator(group)
+                reasons[group] = str(outcome)
+            self.stats.retried(what, "COORDINATOR_UNREACHABLE", len(chunk))
+            return list(chunk)
+        if isinstance(outcome, BaseException):
+            raise outcome
+        retry: list[str] = []
+        for group in chunk:
+            value = outcome.get(group, _Retry("missing from the response"))
+            if isinstance(value, _Retry):
+                self.forget_coordinator(group)
+                reasons[group] = value.reason
+                retry.append(group)
+                self.stats.retried(what, value.reason)
+            elif isinstance(value, str):
+                result.errors[group] = value
+            else:
+                result.values[group] = value
+        return retry
 
     async def describe_groups(self, groups: Collection[str]) -> GroupResults[GroupDescription]:
         """State, protocol and members (assignments decoded) per group: one DescribeGroups per coordinator."""
@@ -666,58 +720,79 @@ class KafkaAdmin:
             if attempt:
                 await self._pause(attempt)
                 layout = await self.metadata({t for t, _ in pending})
-            by_leader: dict[int, list[TopicPartition]] = defaultdict(list)
-            retry: list[TopicPartition] = []
-            for tp in pending:
-                topic, partition = tp
-                leader = layout.topics.get(topic, {}).get(partition)
-                if leader is None:
-                    if topic in layout.missing or topic in layout.topics:
-                        result.missing.add(tp)  # the topic, or this partition, does not exist
-                    else:
-                        reasons[tp] = layout.unavailable.get(topic, "no metadata")
-                        retry.append(tp)
-                elif leader < 0:
-                    reasons[tp] = "LEADER_NOT_AVAILABLE"
-                    retry.append(tp)
-                else:
-                    by_leader[leader].append(tp)
-            leaders = list(by_leader)
-            unreachable.clear()
-            outcomes = await asyncio.gather(
-                *(self._list_offsets(node, by_leader[node]) for node in leaders), return_exceptions=True
-            )
-            for node, outcome in zip(leaders, outcomes, strict=True):
-                if isinstance(outcome, KafkaUnavailable):
-                    for tp in by_leader[node]:
-                        reasons[tp] = str(outcome)
-                    unreachable.update(by_leader[node])
-                    retry.extend(by_leader[node])
-                    self.stats.retried("ListOffsets", "LEADER_UNREACHABLE", len(by_leader[node]))
-                    continue
-                if isinstance(outcome, BaseException):
-                    raise outcome
-                for tp, (code, offset) in outcome.items():
-                    if code == codes.NONE:
-                        result.offsets[tp] = offset
-                    elif code == codes.UNKNOWN_TOPIC_OR_PARTITION:
-                        result.missing.add(tp)
-                    elif code in codes.LEADER_RETRIABLE:
-                        reasons[tp] = error_name(code)
-                        retry.append(tp)
-                        self.stats.retried("ListOffsets", error_name(code))
-                    else:
-                        result.errors[tp] = error_name(code)
-                for tp in by_leader[node]:
-                    if tp not in outcome:
-                        reasons[tp] = "missing from the response"
-                        retry.append(tp)
-            pending = retry
+            by_leader, waiting, missing = _route_by_leader(pending, layout)
+            result.missing.update(missing)
+            reasons.update(waiting)
+            retry, unreachable = await self._ask_leaders(by_leader, result, reasons)
+            pending = [*waiting, *retry]
         if pending and not result.offsets and unreachable.issuperset(pending):
             raise KafkaUnavailable(f"ListOffsets: no partition leader answered ({reasons[pending[0]]})")
         for tp in pending:
             result.errors[tp] = reasons[tp]
         return result
+
+    async def _ask_leaders(
+        self,
+        by_leader: Mapping[int, list[TopicPartition]],
+        result: EndOffsets,
+        reasons: dict[TopicPartition, str],
+    ) -> tuple[list[TopicPartition], set[TopicPartition]]:
+        """One ListOffsets per leader, all at once; file the answers into ``result``.
+
+        Returns the partitions to ask again and, separately, those whose leader did not answer:
+        when every partition left is of that kind, Kafka itself is unreachable rather than a
+        partition being in trouble, and the caller raises instead of reporting per partition.
+        """
+        leaders = list(by_leader)
+        outcomes = await asyncio.gather(
+            *(self._list_offsets(node, by_leader[node]) for node in leaders), return_exceptions=True
+        )
+        retry: list[TopicPartition] = []
+        unreachable: set[TopicPartition] = set()
+        for node, outcome in zip(leaders, outcomes, strict=True):
+            asked = by_leader[node]
+            if isinstance(outcome, KafkaUnavailable):
+                for tp in asked:
+                    reasons[tp] = str(outcome)
+                unreachable.update(asked)
+                retry.extend(asked)
+                self.stats.retried("ListOffsets", "LEADER_UNREACHABLE", len(asked))
+                continue
+            if isinstance(outcome, BaseException):
+                raise outcome
+            retry.extend(self._sort_end_offsets(asked, outcome, result, reasons))
+        return retry, unreachable
+
+    def _sort_end_offsets(
+        self,
+        asked: list[TopicPartition],
+        answer: Mapping[TopicPartition, tuple[int, int]],
+        result: EndOffsets,
+        reasons: dict[TopicPartition, str],
+    ) -> list[TopicPartition]:
+        """File one leader's ListOffsets answer into ``result``; return the partitions to ask again.
+
+        A moved leader (or one missing from the answer) is retried after a metadata refresh; a
+        partition the broker does not know is reported missing, not failed, because its topic was
+        deleted or shrunk; any other code is final for this cycle.
+        """
+        retry: list[TopicPartition] = []
+        for tp, (code, offset) in answer.items():
+            if code == codes.NONE:
+                result.offsets[tp] = offset
+            elif code == codes.UNKNOWN_TOPIC_OR_PARTITION:
+                result.missing.add(tp)
+            elif code in codes.LEADER_RETRIABLE:
+                reasons[tp] = error_name(code)
+                retry.append(tp)
+                self.stats.retried("ListOffsets", error_name(code))
+            else:
+                result.errors[tp] = error_name(code)
+        for tp in asked:
+            if tp not in answer:
+                reasons[tp] = "missing from the response"
+                retry.append(tp)
+        return retry
 
     async def _list_offsets(
         self, node: int, partitions: list[TopicPartition]
