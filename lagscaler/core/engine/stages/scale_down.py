@@ -22,7 +22,7 @@ from lagscaler.core.engine.stages.capacity import CapacityEstimate
 from lagscaler.core.engine.stages.forecast import Forecast
 from lagscaler.core.engine.stages.need import TARGET_AGE_FRACTION, Need
 from lagscaler.core.engine.stages.prepare import Inputs
-from lagscaler.core.engine.stages.pricing import breach_seconds, rebalance_price
+from lagscaler.core.engine.stages.pricing import breach_seconds, move_price
 from lagscaler.core.engine.stages.scale_up import ScaleUpPlan
 from lagscaler.core.engine.stages.windows import Windows, window
 from lagscaler.core.engine.state import EngineState
@@ -36,7 +36,7 @@ class ScaleDownPlan:
     need: IntArray  # the count the window's peak (and catch-up after the move) needs, >= the need
     candidate: IntArray  # the count to shrink to: ``need`` or the step-limited floor, aligned
     step_limited: BoolArray  # the step limit kept the candidate above ``need``
-    dwell_up: FloatArray  # s a scale-up blocks scale-downs: start-up + stall + restore + one SLO
+    dwell_up: FloatArray  # s a scale-up blocks scale-downs: start-up + stall + restore (+ warm-up) + one SLO
     dwell_down: FloatArray  # s a scale-down blocks the next: stall + restore + one SLO
     dwell_over: BoolArray  # every dwell since the last change is over
     calm: BoolArray  # lag neither growing nor above TARGET_AGE_FRACTION of the SLO
@@ -63,7 +63,7 @@ def plan_scale_down(
         params, state, inputs=inputs, forecast=forecast, capacity=capacity, need=need
     )
     candidate, step_limited = _step_limited(params, inputs=inputs, down_need=down_need)
-    dwell_up = params.startup + params.rebalance_stall + inputs.restore + inputs.slo
+    dwell_up = params.startup + params.rebalance_stall + inputs.restore + inputs.warmup + inputs.slo
     dwell_down = params.rebalance_stall + inputs.restore + inputs.slo
     next_down = next_scale_down(
         params,
@@ -258,7 +258,9 @@ def _payback(
     lasts = np.minimum(np.minimum(until_trend, until_season), params.payback_horizon)
     returns = lasts < params.payback_horizon
     savings = np.maximum(inputs.replicas - candidate, 0) * lasts
-    price = rebalance_price(params, inputs.replicas, candidate, inputs.restore, returns)
+    price = move_price(
+        params, inputs.replicas, candidate, restore=inputs.restore, warmup=inputs.warmup, returns=returns
+    )
     return price, savings > price
 
 
