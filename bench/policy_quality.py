@@ -44,7 +44,9 @@ from lagscaler.core.policy.model import (
     ScalingPolicy,
     Stateful,
 )
-from lagscaler.core.simulation.compare import compare
+from lagscaler.core.simulation.compare import HANDOVER, compare
+from lagscaler.core.simulation.compare import POLICIES as RUN_BY_DEFAULT
+from lagscaler.core.simulation.handover import HANDOVER_NAME
 from lagscaler.core.simulation.model import Scenario, SimulationResult
 from lagscaler.core.simulation.report import table
 from lagscaler.core.simulation.shapes import shape_family
@@ -222,7 +224,9 @@ def run(job: Run) -> tuple[Run, SimulationResult, float]:
     w = job.workload
     scenario = Scenario.from_policy(w.policy, partitions=w.partitions)
     started = time.perf_counter()
-    result = compare(job.trace.rescaled(w.peak), w.policy, scenario)
+    # Stateful workloads also run in mode handover, beside mode hpa, on the same arrivals (issue 11).
+    policies = (*RUN_BY_DEFAULT, HANDOVER) if w.stateful else RUN_BY_DEFAULT
+    result = compare(job.trace.rescaled(w.peak), w.policy, scenario, policies)
     return job, result, time.perf_counter() - started
 
 
@@ -277,6 +281,77 @@ def row(result: SimulationResult) -> Row:
     )
 
 
+HANDOVER_TARGETS = {"keda": 0.25, "lagscaler": 0.75}
+"""Issue 11: handover mode's median replica-hours against KEDA's and lagscaler's own hpa mode."""
+HANDOVER_SLO = 0.005  # SLO misses on every trace
+
+
+@dataclass(frozen=True)
+class HandoverRow:
+    trace: str
+    slo_miss: float
+    ratios: dict[str, float]  # replica-hours: handover mode / the named policy
+    events: int
+    hpa_events: int
+    cutovers: int
+
+    @property
+    def slo_ok(self) -> bool:
+        return self.slo_miss <= HANDOVER_SLO
+
+    @property
+    def events_ok(self) -> bool:
+        return self.events <= self.hpa_events
+
+
+def handover_row(result: SimulationResult) -> HandoverRow | None:
+    if not any(p.name == HANDOVER_NAME for p in result.policies):
+        return None
+    mine, hpa, keda = (result.policy(n) for n in (HANDOVER_NAME, "lagscaler", "keda"))
+    return HandoverRow(
+        trace=result.trace,
+        slo_miss=mine.slo_violation_fraction,
+        ratios={
+            "keda": mine.replica_hours / keda.replica_hours,
+            "lagscaler": mine.replica_hours / hpa.replica_hours,
+        },
+        events=mine.scale_events,
+        hpa_events=hpa.scale_events,
+        cutovers=mine.cutovers or 0,
+    )
+
+
+def handover_checks(title: str, rows: Sequence[HandoverRow]) -> tuple[list[str], list[str]]:
+    """Handover mode against the issue's targets, one table per workload and trace set."""
+    lines = [
+        f"| {title}, mode handover | SLO miss % | x KEDA | x hpa mode | events (hpa mode) | cut-overs |",
+        "|---|---|---|---|---|---|",
+    ]
+    for r in rows:
+        lines.append(
+            f"| {r.trace} | {100 * r.slo_miss:.2f}{'' if r.slo_ok else ' ✗'} | {r.ratios['keda']:.2f} | "
+            f"{r.ratios['lagscaler']:.2f} | {r.events} ({r.hpa_events}){'' if r.events_ok else ' ✗'} | "
+            f"{r.cutovers} |"
+        )
+    verdicts = []
+    for name, target in HANDOVER_TARGETS.items():
+        median = statistics.median(r.ratios[name] for r in rows)
+        label = "KEDA" if name == "keda" else "hpa mode"
+        verdict = "met" if median <= target else "MISSED"
+        verdicts.append(f"handover median x {label} {median:.2f} (target ≤ {target}: {verdict})")
+    slo_bad = [r.trace for r in rows if not r.slo_ok]
+    events_bad = [r.trace for r in rows if not r.events_ok]
+    verdicts.append(
+        "handover SLO ≤ 0.5 % on every trace: "
+        + ("met" if not slo_bad else f"MISSED on {', '.join(slo_bad)}")
+    )
+    verdicts.append(
+        "handover scale events ≤ hpa mode's: "
+        + ("met" if not events_bad else f"MISSED on {', '.join(events_bad)}")
+    )
+    return lines, verdicts
+
+
 def checks(title: str, kind: str, rows: Sequence[Row]) -> tuple[list[str], list[str]]:
     """The table of one workload on one trace set, and its target lines (with met/missed)."""
     lines = [
@@ -324,6 +399,25 @@ def summary(
             met_all.append(
                 f"- {w.name} on {group}: " + ("all targets met" if not missed else "; ".join(missed))
             )
+            handover = [
+                h
+                for h in (
+                    handover_row(res)
+                    for job, res in done
+                    if job.workload.name == w.name and job.group == group
+                )
+                if h is not None
+            ]
+            if handover:
+                lines, verdicts = handover_checks(f"{w.name} on {group}", handover)
+                out.extend(
+                    [*lines, "", f"{w.name} on {group}, mode handover: " + "; ".join(verdicts) + ".", ""]
+                )
+                missed = [v for v in verdicts if "MISSED" in v]
+                met_all.append(
+                    f"- {w.name} on {group}, mode handover: "
+                    + ("all targets met" if not missed else "; ".join(missed))
+                )
     return ["### Targets", "", *met_all, "", *out]
 
 

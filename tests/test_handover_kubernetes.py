@@ -17,7 +17,7 @@ import pytest
 
 from lagscaler.cli.serve import build_parser, handover_from_options, serve_options
 from lagscaler.core.policy import parse_policy
-from lagscaler.edges.handover import GenerationSpec, LeaseSettings
+from lagscaler.edges.handover import GenerationSpec, HandoverSettings, LeaseSettings
 from lagscaler.edges.handover.kubernetes import (
     LABEL_GENERATION,
     LABEL_WORKLOAD,
@@ -303,3 +303,32 @@ def test_serve_runs_in_kubernetes_only_the_policies_whose_deployment_it_can_clon
     assert [(s.workload, s.target, s.base_group, s.topics, s.initial_replicas) for s in specs] == [
         ("shop/ledger", "ledger-consumer", "ledger", ("payments",), 2)
     ]
+
+
+def test_the_warm_up_deadline_covers_what_the_policy_says_a_warm_up_takes() -> None:
+    """A stateful workload whose restore outlasts --handover-warmup-timeout would abort every handover."""
+    stateful_text = """
+apiVersion: lagscaler.io/v1
+kind: ScalingPolicy
+metadata: {name: sessions, namespace: shop}
+spec:
+  mode: handover
+  scaleTargetRef: {name: sessions-consumer, kind: Deployment, apiVersion: apps/v1}
+  kafka: {group: sessions, topics: [clicks]}
+  maxLagSeconds: 120
+  maxReplicas: 32
+  startupSeconds: 40
+  rebalanceStallSeconds: 15
+  capacity: {perReplica: 2000}
+  stateful: {stateBytes: 200Gi, restoreBytesPerSecond: 40Mi}
+"""
+    sessions = parse_policy(stateful_text, "sessions.yaml")
+    handover = KubernetesHandover(lease_namespace="ops")
+    (spec,) = handover_workloads([sessions], handover)
+    # 200 GiB over at most 32 workers at 40 MiB/s: 160 s of restore, after 40 s start-up and 15 s join.
+    assert spec.expected_warmup == pytest.approx(40 + 15 + 200 * 1024 / 32 / 40)
+    settings = HandoverSettings(warmup_timeout=120.0)
+    assert spec.machine(settings).warmup_timeout == pytest.approx(2 * spec.expected_warmup)
+    # A stateless workload that warms up well within the flag's deadline keeps it.
+    (plain,) = handover_workloads([policy("ledger")], handover)
+    assert plain.machine(settings).warmup_timeout == 120.0

@@ -122,7 +122,12 @@ async def test_the_backend_runs_adopts_replaces_and_removes_workers(
 
         await backend.ensure(spec(2), 1)
         await adopted.remove(1)  # whoever started them
-        await eventually(lambda: _generations(backend, {2}))
+
+        async def only_generation_2() -> None:
+            await adopted.observe()  # the remover watches its stop through (SIGKILL after the grace)
+            await _generations(backend, {2})
+
+        await eventually(only_generation_2, what="generation 1 stopped")
         assert set((await backend.observe()).keys()) == {2}
     finally:
         backend.destroy()
@@ -152,8 +157,9 @@ async def _gone(backend: LocalProcessBackend, workers: set[str]) -> bool:
     return not (workers & {w for ws in running.values() for w in ws})
 
 
-async def _generations(backend: LocalProcessBackend, expected: set[int]) -> bool:
-    return set(await backend.observe()) == expected
+async def _generations(backend: LocalProcessBackend, expected: set[int]) -> None:
+    running = await backend.observe()
+    assert set(running) == expected, running
 
 
 # --- the worker's configuration -----------------------------------------------------------------------

@@ -10,12 +10,19 @@ from hypothesis import assume, given, settings
 from hypothesis import strategies as st
 from test_simulation import bench_like
 
+from lagscaler.core.engine import observe
 from lagscaler.core.hpa import HpaSpec, HpaState, plan_served_metric
 from lagscaler.core.hpa import step as hpa_step
 from lagscaler.core.policy import hpa_spec_for
-from lagscaler.core.policy.model import Hpa, ScalingPolicy
+from lagscaler.core.policy.model import Hpa, KafkaSource, ScalingPolicy
 from lagscaler.core.simulation.compare import compare
-from lagscaler.core.simulation.controllers import GroupView, KedaController, RateController, exact_hpa
+from lagscaler.core.simulation.controllers import (
+    GroupView,
+    KedaController,
+    LagscalerController,
+    RateController,
+    exact_hpa,
+)
 from lagscaler.core.simulation.model import Scenario
 from lagscaler.core.simulation.simulator import ArrivalCurve, hpa_would_hold, simulate
 from lagscaler.core.simulation.trace import Trace, diurnal_trace, spike_trace
@@ -253,3 +260,38 @@ def test_message_arrival_times_invert_the_cumulative_curve_at_step_edges(
     assert np.all(arrived >= edges - 1e-6)
     later = curve.at(arrived)
     assert np.allclose(later, counts, rtol=1e-9, atol=1e-6)
+
+
+@settings(max_examples=200, deadline=None)
+@given(data=st.data(), topics=st.sampled_from([(), ("clicks",), ("clicks", "views")]))
+def test_lagscaler_reads_the_view_as_observe_reads_its_group_sample(
+    data: st.DataObject, topics: tuple[str, ...]
+) -> None:
+    """The simulator's lagscaler reduces each view without building a GroupSample (for speed): the
+    observation must be the one ``observe`` makes of the view's sample, whatever the view holds."""
+    partitions = data.draw(st.integers(1, 40))
+    members = data.draw(st.integers(0, 12))
+    at = data.draw(st.floats(0.0, 1e6))
+    delay = data.draw(st.floats(0.0, 600.0))
+    values = st.floats(0.0, 1e7, allow_subnormal=False)
+    column = st.lists(values, min_size=partitions, max_size=partitions).map(np.asarray)
+    sparse = st.one_of(column, st.just(np.zeros(partitions)))  # all caught up, or not
+    owners = st.lists(st.integers(-1, members - 1), min_size=partitions, max_size=partitions)
+    view = GroupView(
+        at=at,
+        lag=data.draw(sparse),
+        lag_seconds=data.draw(sparse),
+        produce_rate=data.draw(column),
+        consume_rate=data.draw(column),
+        end_offsets=np.full(partitions, 1e9),
+        owners=np.asarray(data.draw(owners) if members else [-1] * partitions, dtype=np.int64),
+        members=members,
+        replicas=data.draw(st.integers(0, 50)),
+    )
+    lagscaler_policy = replace(policy(), kafka=KafkaSource("g", topics))
+    controller = LagscalerController(lagscaler_policy, Scenario.from_policy(lagscaler_policy), start=1)
+    now = at + delay
+    sample = view.group_sample("g", topics[0] if topics else "events")
+    assert controller.observation(now, view) == observe(
+        sample, lagscaler_policy, replicas=view.replicas, now=now
+    )

@@ -109,7 +109,9 @@ class HandoverOptions(Options):
     )
     """The compacted control topic (created if missing)."""
     handover_warmup_timeout: Annotated[float, Field(gt=0, json_schema_extra={"metavar": "SECONDS"})] = 120.0
-    """Abort a handover whose new generation is not warm by then."""
+    """Abort a handover whose new generation is not warm by then. A workload whose policy states its
+    state size (stateful.stateBytes) gets at least twice the warm-up its policy implies; one whose state
+    is measured from a changelog topic relies on this value."""
     handover_fence_timeout: Annotated[float, Field(gt=0, json_schema_extra={"metavar": "SECONDS"})] = 5.0
     """Kill an old worker that has not stopped by then."""
 

@@ -13,7 +13,7 @@ from pathlib import Path
 
 from lagscaler.cli._types import positive
 from lagscaler.core.policy import load_policy_file
-from lagscaler.core.simulation.compare import POLICIES, compare, parse_policies
+from lagscaler.core.simulation.compare import HANDOVER, POLICIES, compare, default_policies, parse_policies
 from lagscaler.core.simulation.model import Scenario, SimulationResult
 from lagscaler.core.simulation.report import table
 from lagscaler.core.simulation.simulator import Progress
@@ -32,7 +32,8 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
         description=(
             "Replay a 'timestamp,value' trace as the arrival rate into a simulated consumer group and "
             "compare lagscaler with KEDA's defaults, a plain HPA on msg/s, a static peak-sized group and "
-            "a foresight oracle. Every policy acts through the same HPA model."
+            "a foresight oracle. Every policy acts through the same HPA model, except lagscaler in mode "
+            "handover (a mode: handover policy, or --baselines ...,handover), which runs generations."
         ),
     )
     parser.add_argument("--trace", required=True, type=Path, help="CSV with 'timestamp,value' rows")
@@ -44,7 +45,10 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
         "--baselines",
         action="append",
         metavar="NAMES",
-        help=f"comma-separated policies to run (default: all of {', '.join(POLICIES)})",
+        help=(
+            f"comma-separated policies to run (default: all of {', '.join(POLICIES)}, and {HANDOVER}"
+            " for a mode: handover policy); lagscaler runs in mode hpa, handover in mode handover"
+        ),
     )
     parser.add_argument("--report", type=Path, metavar="DIR", help="write a PNG plot and the table here")
     parser.add_argument("--output", choices=("table", "json"), default="table")
@@ -137,8 +141,9 @@ def _progress(steps: float, step_seconds: float) -> Iterator[Progress | None]:
 
 
 def _run(args: argparse.Namespace) -> int:
-    policies = parse_policies(args.baselines)
+    chosen = parse_policies(args.baselines) if args.baselines else None
     policy = load_policy_file(args.policy)
+    policies = chosen if chosen is not None else default_policies(policy)
     if args.state_bytes is not None:
         if policy.stateful is None:
             raise UserError(f"--state-bytes: {args.policy} is not a stateful policy")
@@ -184,7 +189,13 @@ def _require_matplotlib() -> None:
 
 
 LAGSCALER_COLOR = "#1d4ed8"
-BASELINE_COLORS = {"keda": "#f59e0b", "hpa-rate": "#059669", "static": "#6b7280", "oracle": "#c026d3"}
+BASELINE_COLORS = {
+    "lagscaler-handover": "#0891b2",
+    "keda": "#f59e0b",
+    "hpa-rate": "#059669",
+    "static": "#6b7280",
+    "oracle": "#c026d3",
+}
 
 
 def _span(seconds: float) -> str:

@@ -127,6 +127,19 @@ def _problem(policy: ScalingPolicy, handover: HandoverBackend | None) -> str | N
     return workload_problem(policy.key, target.name)
 
 
+def expected_warmup(policy: ScalingPolicy) -> float:
+    """Seconds a new generation of ``policy``'s workload needs before it can serve, from what the policy
+    states: start-up, joining its own group (``rebalanceStallSeconds``) and restoring its partitions'
+    state in parallel. One worker's share is at most ``stateBytes / maxReplicas`` when ``maxReplicas`` is
+    at most the partition count, as the policy reference asks, so this errs long. A state measured from
+    a changelog topic is not known here: then only start-up and join count."""
+    seconds = policy.startup_seconds + policy.rebalance_stall_seconds
+    stateful = policy.stateful
+    if stateful is not None and stateful.state_bytes is not None:
+        seconds += stateful.state_bytes / max(policy.max_replicas, 1) / stateful.restore_bytes_per_second
+    return seconds
+
+
 def handover_workloads(
     policies: Sequence[ScalingPolicy], handover: HandoverBackend | None
 ) -> list[WorkloadSpec]:
@@ -146,6 +159,7 @@ def handover_workloads(
                 topics=tuple(policy.kafka.topics),
                 initial_replicas=policy.min_replicas,
                 target=policy.target.name,
+                expected_warmup=expected_warmup(policy),
             )
         )
     return specs

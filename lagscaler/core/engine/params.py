@@ -11,7 +11,15 @@ from dataclasses import dataclass
 import numpy as np
 
 from lagscaler.core.engine.sizing import BoolArray, FloatArray, IntArray
-from lagscaler.core.policy.model import ScalingPolicy
+from lagscaler.core.policy.model import Mode, ScalingPolicy
+
+HANDOVER_CUTOVER_SECONDS = 0.191
+"""How long the consuming path stops when a handover cuts over from generation N to N+1: the longest
+one-partition gap measured during a handover in ``bench/handover.py`` (bench/RESULTS.md, "## Handover",
+row "(b) handover: longest gap ... one partition", 2 → 4: 191 ms; it is no longer than the steady
+state's own gaps between batches there, so this overstates it rather than understates it). Measured
+with a stateless application: a stateful one's catch-up at the cut (restoring what N processed after
+``warm_to``) is not in it."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -40,7 +48,9 @@ class PolicyArrays:
     down_step_replicas: IntArray
     payback_horizon: FloatArray
     startup: FloatArray
-    rebalance_stall: FloatArray
+    rebalance_stall: FloatArray  # s the consuming path stops per move: the cut-over pause in mode handover
+    group_join: FloatArray  # s a group takes to form (the policy's rebalance stall): off the path in handover
+    handover: BoolArray  # mode handover: a move is a new generation warmed up beside the serving one
     stateful: BoolArray
     state_bytes: FloatArray  # NaN when unknown (measured from a changelog topic at run time)
     restore_rate: FloatArray  # bytes/s a moved partition's state restores at
@@ -95,7 +105,18 @@ class PolicyArrays:
             down_step_replicas=i([max(p.scale_down.max_step_replicas, 1) for p in ps]),
             payback_horizon=f([max(p.scale_down.payback_horizon_seconds, 0.0) for p in ps]),
             startup=f([max(p.startup_seconds, 0.0) for p in ps]),
-            rebalance_stall=f([max(p.rebalance_stall_seconds, 0.0) for p in ps]),
+            # In mode handover no running group ever rebalances (docs/handover.md): the only stop on
+            # the consuming path is the cut-over; the group's join happens while the new one warms up.
+            rebalance_stall=f(
+                [
+                    HANDOVER_CUTOVER_SECONDS
+                    if p.mode is Mode.HANDOVER
+                    else max(p.rebalance_stall_seconds, 0.0)
+                    for p in ps
+                ]
+            ),
+            group_join=f([max(p.rebalance_stall_seconds, 0.0) for p in ps]),
+            handover=b([p.mode is Mode.HANDOVER for p in ps]),
             stateful=b([p.stateful is not None for p in ps]),
             state_bytes=f(
                 [

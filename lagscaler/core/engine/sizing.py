@@ -21,14 +21,24 @@ IntArray = npt.NDArray[np.int64]
 BoolArray = npt.NDArray[np.bool_]
 
 
+def filled(shape: tuple[int, ...], value: float) -> FloatArray:
+    """A float array of ``value``: the ``out`` of a guarded ``np.divide``. ``np.full``/``np.full_like``
+    and ``np.zeros_like`` are Python-level wrappers costing several times the division itself on
+    the engine's small arrays (one workload in the simulator: ``bench/simulator_speed.py``)."""
+    out = np.empty(shape)
+    out.fill(value)
+    return out
+
+
 def effective_replicas(replicas: IntArray | FloatArray, partitions: IntArray) -> FloatArray:
     """How many replicas' worth of throughput ``replicas`` members deliver on ``partitions``."""
     r = np.maximum(np.asarray(replicas, dtype=np.float64), 0.0)
     p = partitions.astype(np.float64)
-    known = p > 0
-    busiest = np.ceil(np.divide(p, r, out=np.ones_like(r), where=r > 0))
-    aligned = np.where(r > 0, np.divide(p, busiest, out=np.zeros_like(r), where=busiest > 0), 0.0)
-    return np.where(known, np.minimum(aligned, np.minimum(r, p)), r)
+    # Where nobody consumes, the busiest member owns "0" partitions and the group delivers 0.
+    busiest = np.divide(p, r, out=np.zeros(r.shape), where=r > 0)
+    np.ceil(busiest, out=busiest)
+    aligned = np.divide(p, busiest, out=np.zeros(r.shape), where=busiest > 0)
+    return np.where(p > 0, np.minimum(aligned, np.minimum(r, p)), r)
 
 
 def aligned_replicas(needed: FloatArray, partitions: IntArray) -> IntArray:
@@ -38,15 +48,15 @@ def aligned_replicas(needed: FloatArray, partitions: IntArray) -> IntArray:
     ``P / ceil(P / R) >= needed``: let ``k = floor(P / needed)`` partitions per member suffice, then
     ``R = ceil(P / k)``. More demand than ``P`` members can serve returns ``P`` (the caller clamps).
     """
-    need = np.where(np.isnan(needed), 0.0, np.minimum(np.maximum(needed, 0.0), 1e12))
+    need = np.minimum(np.fmax(needed, 0.0), 1e12)  # fmax: NaN needs nothing
     p = partitions.astype(np.float64)
     plain = np.ceil(need - 1e-9)
     # k: how many partitions each member may own and still keep up (at least 1).
-    k = np.floor(np.divide(p, need, out=np.full_like(need, np.inf), where=need > 0) + 1e-9)
+    k = np.floor(np.divide(p, need, out=filled(need.shape, np.inf), where=need > 0) + 1e-9)
     k = np.minimum(np.maximum(k, 1.0), np.maximum(p, 1.0))
-    aligned = np.ceil(np.divide(p, k, out=np.zeros_like(p), where=k > 0) - 1e-9)
+    aligned = np.ceil(np.divide(p, k, out=np.zeros(p.shape), where=k > 0) - 1e-9)
     result = np.where(need <= 0, 0.0, np.where(p > 0, np.where(need > p, p, aligned), plain))
-    return np.maximum(result, 0.0).astype(np.int64)
+    return result.astype(np.int64)  # every branch is >= 0 (-0.0 at worst)
 
 
 def sized_with_headroom(
@@ -84,8 +94,8 @@ def aligned_at_most(limit: IntArray, partitions: IntArray) -> IntArray:
     p = partitions.astype(np.float64)
     # The aligned counts are ceil(P/k); the largest one <= lim has the smallest k with ceil(P/k) <= lim,
     # i.e. k = ceil(P / lim).
-    k = np.ceil(np.divide(p, lim, out=np.full_like(lim, np.inf), where=lim > 0) - 1e-9)
-    aligned = np.ceil(np.divide(p, k, out=np.zeros_like(p), where=np.isfinite(k) & (k > 0)) - 1e-9)
+    k = np.ceil(np.divide(p, lim, out=filled(lim.shape, np.inf), where=lim > 0) - 1e-9)
+    aligned = np.ceil(np.divide(p, k, out=np.zeros(p.shape), where=np.isfinite(k) & (k > 0)) - 1e-9)
     result = np.where((p > 0) & (lim > 0), np.minimum(aligned, lim), lim)
     return result.astype(np.int64)
 
@@ -96,7 +106,7 @@ def aligned_at_least(floor: IntArray, partitions: IntArray) -> IntArray:
     p = partitions.astype(np.float64)
     # The largest k with ceil(P/k) >= f is k = ceil(P/(f-1)) - 1 (every k when f <= 1).
     k = np.where(
-        f > 1, np.ceil(np.divide(p, f - 1.0, out=np.full_like(f, np.inf), where=f > 1) - 1e-9) - 1.0, p
+        f > 1, np.ceil(np.divide(p, f - 1.0, out=filled(f.shape, np.inf), where=f > 1) - 1e-9) - 1.0, p
     )
     k = np.minimum(np.maximum(k, 1.0), np.maximum(p, 1.0))
     aligned = np.ceil(p / k - 1e-9)
@@ -112,7 +122,7 @@ def moved_fraction(before: IntArray, after: IntArray) -> FloatArray:
     b = np.maximum(before.astype(np.float64), 0.0)
     a = np.maximum(after.astype(np.float64), 0.0)
     larger = np.maximum(a, b)
-    moved: FloatArray = np.divide(np.abs(a - b), larger, out=np.zeros_like(larger), where=larger > 0)
+    moved: FloatArray = np.divide(np.abs(a - b), larger, out=np.zeros(larger.shape), where=larger > 0)
     return moved
 
 

@@ -273,7 +273,8 @@ class ScaleDown:
     """At most this many replicas removed in one step."""
     payback_horizon_seconds: Annotated[float, Field(gt=0), NUMBER] = 3600.0
     """A scale-down must save more replica-seconds over this horizon than its rebalance (stall or
-    state restore) costs."""
+    state restore) costs; in mode handover, than the new generation's replicas cost while they start
+    and warm up beside the serving ones, plus the cut-over pause."""
 
 
 @with_config(_FILE)

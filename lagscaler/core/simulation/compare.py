@@ -6,7 +6,7 @@ from collections.abc import Sequence
 from dataclasses import replace
 from typing import TypeVar
 
-from lagscaler.core.policy.model import ScalingPolicy
+from lagscaler.core.policy.model import Mode, ScalingPolicy
 from lagscaler.core.simulation.controllers import (
     Controller,
     KedaController,
@@ -17,6 +17,7 @@ from lagscaler.core.simulation.controllers import (
     initial_replicas,
     oracle_candidates,
 )
+from lagscaler.core.simulation.handover import HandoverController
 from lagscaler.core.simulation.model import PolicyResult, Scenario, SimulationResult
 from lagscaler.core.simulation.simulator import (
     PLOT_POINTS,
@@ -32,7 +33,11 @@ from lagscaler.errors import UserError
 _T = TypeVar("_T")
 
 POLICIES = ("lagscaler", "keda", "hpa-rate", "static", "oracle")
-"""Every policy ``--baselines`` may name (``lagscaler`` itself included)."""
+"""The policies ``--baselines`` runs by default (``lagscaler`` itself, in mode hpa, included)."""
+HANDOVER = "handover"
+"""lagscaler in mode handover (result name ``lagscaler-handover``): run by default for a policy in
+that mode, on request (``--baselines ...,handover``) for any other."""
+CHOICES = (*POLICIES, HANDOVER)
 
 ORACLE_SLO_OBJECTIVE = 0.01
 """The oracle is the cheapest candidate schedule with at most this fraction of time over the SLO
@@ -48,30 +53,43 @@ def parse_policies(names: Sequence[str] | None) -> tuple[str, ...]:
         for name in (n.strip() for n in item.split(",")):
             if not name:
                 continue
-            if name not in POLICIES:
-                raise UserError(f"unknown baseline {name!r}; choose from {', '.join(POLICIES)}")
+            if name not in CHOICES:
+                raise UserError(f"unknown baseline {name!r}; choose from {', '.join(CHOICES)}")
             if name not in chosen:
                 chosen.append(name)
     if not chosen:
-        raise UserError(f"--baselines named nothing; choose from {', '.join(POLICIES)}")
+        raise UserError(f"--baselines named nothing; choose from {', '.join(CHOICES)}")
     return tuple(chosen)
+
+
+def default_policies(policy: ScalingPolicy) -> tuple[str, ...]:
+    """What to run when ``--baselines`` is not given: everything, and handover mode for such a policy."""
+    return (*POLICIES, HANDOVER) if policy.mode is Mode.HANDOVER else POLICIES
 
 
 def compare(
     trace: Trace,
     policy: ScalingPolicy,
     scenario: Scenario,
-    policies: Sequence[str] = POLICIES,
+    policies: Sequence[str] | None = None,
     *,
     progress: Progress | None = None,
     points: int = PLOT_POINTS,
 ) -> SimulationResult:
-    """Simulate the chosen policies in lockstep on ``trace`` (already in msg/s)."""
+    """Simulate the chosen policies in lockstep on ``trace`` (already in msg/s).
+
+    ``lagscaler`` runs the policy in mode hpa and ``handover`` in mode handover, whatever the file
+    says, so the two compare on the same arrivals. Default: :func:`default_policies`.
+    """
+    if policies is None:
+        policies = default_policies(policy)
     first_rate = float(step_rates(ArrivalCurve(trace, scenario.step_seconds), 0, 1)[0])
     start = initial_replicas(scenario, first_rate)
     controllers: list[Controller] = []
     if "lagscaler" in policies:
-        controllers.append(LagscalerController(policy, scenario, start))
+        controllers.append(LagscalerController(replace(policy, mode=Mode.HPA), scenario, start))
+    if HANDOVER in policies:
+        controllers.append(HandoverController(policy, scenario, start))
     if "keda" in policies:
         controllers.append(KedaController(scenario, start))
     if "hpa-rate" in policies:

@@ -9,14 +9,15 @@ HPA lagscaler's manifest creates (``hpa_spec_for``); ``keda`` and ``hpa-rate`` u
 from __future__ import annotations
 
 import functools
+import itertools
 import math
 from dataclasses import dataclass, field, replace
 from typing import Protocol
 
 import numpy as np
 
-from lagscaler.core.engine import Decisions, EngineState, PolicyArrays, decide, observe
-from lagscaler.core.engine.observation import ObservationBatch
+from lagscaler.core.engine import Decisions, EngineState, PolicyArrays, decide
+from lagscaler.core.engine.observation import Observation, ObservationBatch, PartitionRow, observe_rows
 from lagscaler.core.engine.sizing import FloatArray, IntArray, aligned_replicas
 from lagscaler.core.hpa import ExternalMetric, HpaSpec, TargetType, plan_served_metric
 from lagscaler.core.policy.hpa import hpa_spec_for
@@ -63,6 +64,21 @@ class GroupView:
         )
         return GroupSample(
             group=group, state="Stable", members=self.members, sampled_at=self.at, partitions=parts
+        )
+
+    def rows(self) -> list[PartitionRow]:
+        """The partitions as :func:`~lagscaler.core.engine.observation.observe` reads them from
+        :meth:`group_sample` (every one ``OK``), without building the sample: once per HPA sync."""
+        names = _member_names(self.members)
+        return list(
+            zip(
+                self.lag.astype(np.int64).tolist(),
+                itertools.repeat(PartitionStatus.OK),
+                self.produce_rate.tolist(),
+                self.consume_rate.tolist(),
+                self.lag_seconds.tolist(),
+                [names[owner] for owner in self.owners.tolist()],
+            )
         )
 
 
@@ -132,10 +148,27 @@ class LagscalerController:
     def initial_replicas(self) -> int:
         return self.start
 
-    def reading(self, now: float, view: GroupView) -> float:
+    def observation(self, now: float, view: GroupView) -> Observation:
+        """``observe(view.group_sample(group, topic), policy, ...)``, without building the sample.
+
+        The view's partitions are all on the policy's first topic ("events" when it names none),
+        so they cover that topic alone.
+        """
+        rows = view.rows()
         topic = self.policy.kafka.topics[0] if self.policy.kafka.topics else "events"
-        sample = view.group_sample(self.policy.kafka.group, topic)
-        obs = observe(sample, self.policy, replicas=view.replicas, now=now)
+        return observe_rows(
+            rows,
+            self.policy,
+            members=view.members,
+            sampled_at=view.at,
+            stale=False,
+            topics=(topic,) if rows else (),
+            replicas=view.replicas,
+            now=now,
+        )
+
+    def reading(self, now: float, view: GroupView) -> float:
+        obs = self.observation(now, view)
         decisions, self.state = decide(self.params, self.state, ObservationBatch.stack([obs]))
         self.last = decisions
         return plan_served_metric(int(decisions.desired[0]), view.replicas, self.spec).value
@@ -337,10 +370,11 @@ class OracleController:
         up = int(self._up[index])
         if up > view.replicas:
             target = int(self._reach[index])
-        elif self._draining(view):
-            target = view.replicas
         else:
             target = max(up, min(int(self._hold[index]), view.replicas))
+            # Only a scale-down waits for a drain (checked only then: it costs more than the rest).
+            if target < view.replicas and self._draining(view):
+                target = view.replicas
         return plan_served_metric(target, view.replicas, self.spec).value
 
     def _draining(self, view: GroupView) -> bool:
@@ -348,7 +382,7 @@ class OracleController:
         if not view.lag.any():
             return False
         rate = view.produce_rate
-        behind = np.divide(view.lag, rate, out=np.zeros_like(view.lag), where=rate > 0)
+        behind = np.divide(view.lag, rate, out=np.zeros(view.lag.shape), where=rate > 0)
         return float(behind.max(initial=0.0)) > 0.5 * self.scenario.max_lag_seconds
 
 

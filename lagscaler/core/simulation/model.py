@@ -114,7 +114,8 @@ class PolicyResult:
     behind; ``stall_violation_fraction`` is the part of it that the same replica schedule would
     not have had without rebalance stalls and restores (a counterfactual queue run alongside).
     ``stall_seconds`` is time during which at least one partition was stopped by a rebalance or a
-    restore.
+    restore (in handover mode: by a cut-over pause). ``cutovers`` counts the handovers of a policy
+    run in handover mode (None: mode hpa).
     """
 
     name: str
@@ -126,6 +127,7 @@ class PolicyResult:
     scale_events: int
     stall_seconds: float
     rebalances: int
+    cutovers: int | None = None
 
     def as_json(self) -> dict[str, float | int]:
         """Exactly the documented per-policy keys."""
@@ -140,7 +142,13 @@ class PolicyResult:
 
     def details_json(self) -> dict[str, float | int]:
         """What the table adds: the misses stalls and restores caused, and the rebalances."""
-        return {"stall_violation_fraction": self.stall_violation_fraction, "rebalances": self.rebalances}
+        details: dict[str, float | int] = {
+            "stall_violation_fraction": self.stall_violation_fraction,
+            "rebalances": self.rebalances,
+        }
+        if self.cutovers is not None:
+            details["cutovers"] = self.cutovers
+        return details
 
 
 @dataclass(frozen=True, slots=True)

@@ -29,8 +29,9 @@ def table(result: SimulationResult) -> str:
         f"commit every {s.commit_interval_seconds:g} s, HPA sync {s.sync_period_seconds:g} s on "
         f"{s.metric_delay_seconds:g} s old data, step {s.step_seconds:g} s"
     )
+    width = max(10, *(len(p.name) for p in result.policies))  # a longer name widens the first column
     header = "  ".join(
-        f"{name:<10}" if i == 0 else f"{name:>{len(fmt.format(0) if 'd' in fmt else fmt.format(0.0))}}"
+        f"{name:<{width}}" if i == 0 else f"{name:>{len(fmt.format(0) if 'd' in fmt else fmt.format(0.0))}}"
         for i, (name, fmt) in enumerate(COLUMNS)
     )
     lines = [head, header]
@@ -47,10 +48,19 @@ def table(result: SimulationResult) -> str:
             p.scale_events,
             p.stall_seconds,
         )
-        lines.append("  ".join(fmt.format(v) for (_, fmt), v in zip(COLUMNS, values, strict=True)))
-    lines.append(f"{'fluid bound':<10}  {fluid:>10.1f}  (total messages / per-replica capacity)")
+        cells = [
+            f"{p.name:<{width}}",
+            *(fmt.format(v) for (_, fmt), v in zip(COLUMNS[1:], values[1:], strict=True)),
+        ]
+        lines.append("  ".join(cells))
+    lines.append(f"{'fluid bound':<{width}}  {fluid:>10.1f}  (total messages / per-replica capacity)")
     lines.append(
         "SLO miss: time the worst partition was behind by more than the SLO; by stalls: the part the same "
         "replica schedule would not have had without rebalance stalls and restores."
+        + (
+            " lagscaler-handover: mode handover, no rebalances; its stall s are cut-over pauses."
+            if any(p.cutovers is not None for p in result.policies)
+            else ""
+        )
     )
     return "\n".join(lines)

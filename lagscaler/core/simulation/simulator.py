@@ -21,6 +21,9 @@ The model, and why:
 * **Each policy's HPA** syncs every ``sync_period_seconds`` on data ``metric_delay_seconds`` old.
 * A counterfactual queue per policy runs the same replica schedule without stalls or restores;
   SLO misses it does not have are the ones stalls and restores caused.
+* **Handover mode** (a :class:`~lagscaler.core.simulation.handover.HandoverController`): no HPA
+  and no rebalance; a decision warms a new generation up beside the serving one and cuts over
+  with a short pause (:mod:`lagscaler.core.simulation.handover` says how and why).
 
 Time advances in steps of ``step_seconds`` (5 s by default): the arrival rate is constant within a
 step, and lag, SLO misses and replicas are accounted per step. Start-ups, rebalances and HPA syncs
@@ -44,6 +47,7 @@ from lagscaler.core.engine.sizing import FloatArray, IntArray
 from lagscaler.core.hpa import HpaSpec, HpaState, TargetType
 from lagscaler.core.hpa import step as hpa_step
 from lagscaler.core.simulation.controllers import Controller, GroupView, Lookahead
+from lagscaler.core.simulation.handover import CUTOVER_SECONDS, HandoverController, warmup_seconds
 from lagscaler.core.simulation.model import PolicyResult, Scenario, SimulationResult
 from lagscaler.core.simulation.trace import Trace
 
@@ -86,7 +90,8 @@ class ArrivalCurve:
         self._last = len(self.times) - 2
 
     def at(self, t: FloatArray) -> FloatArray:
-        j = np.clip(np.searchsorted(self.times, t, side="right") - 1, 0, self._last)
+        # np.minimum/np.maximum rather than np.clip, a Python-level wrapper (this runs every HPA sync).
+        j = np.minimum(np.maximum(np.searchsorted(self.times, t, side="right") - 1, 0), self._last)
         tau = t - self.times[j]
         cumulative: FloatArray = self.area[j] + tau * (self.rates[j] + 0.5 * self.slopes[j] * tau)
         return cumulative
@@ -98,17 +103,17 @@ class ArrivalCurve:
         start = k * self.step
         before = self.at(start)
         within = self.at(start + self.step) - before
-        frac = np.divide(x - before, within, out=np.zeros_like(within), where=within > 0)
-        arrived: FloatArray = start + self.step * np.clip(frac, 0.0, 1.0)
+        frac = np.divide(x - before, within, out=np.zeros(within.shape), where=within > 0)
+        arrived: FloatArray = start + self.step * np.minimum(np.maximum(frac, 0.0), 1.0)
         return arrived
 
     def _exact_when(self, x: FloatArray) -> FloatArray:
-        j = np.clip(np.searchsorted(self.area, x, side="right") - 1, 0, self._last)
+        j = np.minimum(np.maximum(np.searchsorted(self.area, x, side="right") - 1, 0), self._last)
         d = np.maximum(x - self.area[j], 0.0)
         b = self.rates[j]
         # Solve area + b·τ + slope/2·τ² = x in the form that is stable for any sign of the slope.
         root = b + np.sqrt(np.maximum(b * b + 2.0 * self.slopes[j] * d, 0.0))
-        tau = np.divide(2.0 * d, root, out=np.zeros_like(d), where=root > 0)
+        tau = np.divide(2.0 * d, root, out=np.zeros(d.shape), where=root > 0)
         arrived: FloatArray = self.times[j] + np.minimum(tau, self.times[j + 1] - self.times[j])
         return arrived
 
@@ -202,10 +207,14 @@ class _Lane:
     owners: IntArray = field(default_factory=lambda: np.zeros(0, dtype=np.int64))
     scale_events: int = 0
     rebalances: int = 0
+    warming: int = 0  # handover mode: replicas of the generation warming up beside the serving one
+    ready_at: float = math.inf  # when it is ready to take over
+    cutovers: int = 0
 
     @property
     def replicas(self) -> int:
-        return self.members + len(self.pending)
+        """The replicas paid for: members, starting pods, and a warming generation."""
+        return self.members + len(self.pending) + self.warming
 
 
 @dataclass(frozen=True, slots=True)
@@ -370,9 +379,9 @@ class _Run:
         inflow = rate * span / self.P
         full = self.mu_step if span == self.dt else self.mu * span
         if self.paused_until > a:
-            active = np.clip((b - self.paused) / span, 0.0, 1.0)
+            active = np.minimum(np.maximum((b - self.paused) / span, 0.0), 1.0)
             capacity = full * active
-            self.stall_time += np.clip(self.paused.max(axis=1) - a, 0.0, span)
+            self.stall_time += np.minimum(np.maximum(self.paused.max(axis=1) - a, 0.0), span)
         else:
             capacity = full
         self.arrived += rate * span
@@ -408,6 +417,8 @@ class _Run:
 
     def _joins(self, at: float) -> None:
         for i, lane in enumerate(self.lanes):
+            if lane.ready_at <= at + _EPS:
+                self._cut_over(i, at)
             if lane.pending and lane.pending[0] <= at + _EPS:
                 joined = sum(1 for t in lane.pending if t <= at + _EPS)
                 del lane.pending[:joined]
@@ -416,7 +427,24 @@ class _Run:
         self._next_join()
 
     def _next_join(self) -> None:
-        self.next_join = min((lane.pending[0] for lane in self.lanes if lane.pending), default=math.inf)
+        self.next_join = min(
+            min((lane.pending[0] for lane in self.lanes if lane.pending), default=math.inf),
+            min((lane.ready_at for lane in self.lanes), default=math.inf),
+        )
+
+    def _cut_over(self, i: int, at: float) -> None:
+        """Handover mode: the warm generation takes over at exactly what the old one processed."""
+        lane = self.lanes[i]
+        lane.members, lane.warming, lane.ready_at = lane.warming, 0, math.inf
+        lane.cutovers += 1
+        # Its own group, formed while warming: an assignment of its own, nothing carried over.
+        lane.owners = sticky_reassign(np.full(self.P, -1, dtype=np.int64), lane.members, self.P)
+        self._owners_changed(i)
+        self.mu_step[i] = self.mu[i] * self.dt
+        self.paused[i] = np.maximum(self.paused[i], at + CUTOVER_SECONDS)
+        self.paused_until = max(self.paused_until, at + CUTOVER_SECONDS)
+        self.uncommitted[i] = 0.0  # fenced workers commit exactly what they processed
+        self.replica_counts[i] = lane.replicas
 
     def _sync(self, now: float) -> None:
         """One HPA sync for every policy: read its metric from delayed data, step its HPA, apply it."""
@@ -437,6 +465,7 @@ class _Run:
                 lag_seconds = np.where(lag_row > 0, np.maximum(seen.at - arrived, 0.0), 0.0)
             else:
                 lag_seconds = unknown
+            handover = isinstance(c, HandoverController)
             view = GroupView(
                 at=seen.at,
                 lag=lag_row,
@@ -446,8 +475,12 @@ class _Run:
                 end_offsets=ends,
                 owners=lane.owners,
                 members=lane.members,
-                replicas=lane.replicas,
+                # Live, the engine of a handover workload counts the serving generation's members.
+                replicas=lane.members if handover else lane.replicas,
             )
+            if isinstance(c, HandoverController):
+                self._hand_over(i, c.desired(now, view), now)
+                continue
             value = c.reading(now, view)
             current = lane.replicas
             if hpa_would_hold(c.spec, current, value):
@@ -458,6 +491,16 @@ class _Run:
                 lane.scale_events += 1
                 self._apply(i, result.replicas, now)
         self._next_join()
+
+    def _hand_over(self, i: int, desired: int, now: float) -> None:
+        """A decision in handover mode: start a generation at ``desired`` unless one is warming
+        (the controller carries a handover it began to its end, whatever later decisions say)."""
+        lane = self.lanes[i]
+        if lane.warming or desired == lane.members:
+            return
+        lane.scale_events += 1
+        lane.warming, lane.ready_at = desired, now + warmup_seconds(self.s)
+        self.replica_counts[i] = lane.replicas
 
     def _apply(self, i: int, target: int, now: float) -> None:
         """Scale the simulated Deployment: new pods start, surplus pods go (starting ones first)."""
@@ -554,6 +597,7 @@ class _Run:
                     scale_events=lane.scale_events,
                     stall_seconds=float(self.stall_time[i]),
                     rebalances=lane.rebalances,
+                    cutovers=lane.cutovers if isinstance(lane.controller, HandoverController) else None,
                 )
             )
         counts = np.maximum(totals.counts, 1)

@@ -99,13 +99,16 @@ class WorkloadSpec:
     topics: tuple[str, ...]
     initial_replicas: int = 1
     target: str = ""  # the workload's own Deployment (its scaleTargetRef): what the Kubernetes backend clones
+    # Seconds the policy says a new generation needs before it can serve (0: unknown). A warm-up
+    # deadline shorter than that would abort every handover of the workload.
+    expected_warmup: float = 0.0
 
     def machine(self, settings: HandoverSettings) -> MachineSettings:
         return MachineSettings(
             workload=self.workload,
             base_group=self.base_group,
             initial_replicas=self.initial_replicas,
-            warmup_timeout=settings.warmup_timeout,
+            warmup_timeout=max(settings.warmup_timeout, 2.0 * self.expected_warmup),
             fence_timeout=settings.fence_timeout,
             kill_grace=settings.kill_grace,
             verify_timeout=settings.verify_timeout,

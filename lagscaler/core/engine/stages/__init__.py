@@ -9,7 +9,13 @@ from lagscaler.core.engine.stages.capacity import CapacityEstimate, estimate_cap
 from lagscaler.core.engine.stages.forecast import Forecast, forecast_arrivals
 from lagscaler.core.engine.stages.need import Need, size_need
 from lagscaler.core.engine.stages.prepare import Inputs, prepare
-from lagscaler.core.engine.stages.pricing import breach_seconds, rebalance_price, restore_seconds
+from lagscaler.core.engine.stages.pricing import (
+    breach_seconds,
+    handover_warmup,
+    move_price,
+    rebalance_price,
+    restore_seconds,
+)
 from lagscaler.core.engine.stages.scale_down import ScaleDownPlan, plan_scale_down
 from lagscaler.core.engine.stages.scale_up import ScaleUpPlan, plan_scale_up
 from lagscaler.core.engine.stages.settle import Stages, settle
@@ -25,6 +31,8 @@ __all__ = [
     "breach_seconds",
     "estimate_capacity",
     "forecast_arrivals",
+    "handover_warmup",
+    "move_price",
     "plan_scale_down",
     "plan_scale_up",
     "prepare",

@@ -7,7 +7,14 @@ from dataclasses import dataclass
 import numpy as np
 
 from lagscaler.core.engine.params import PolicyArrays
-from lagscaler.core.engine.sizing import FloatArray, IntArray, aligned_replicas, clamp, sized_with_headroom
+from lagscaler.core.engine.sizing import (
+    FloatArray,
+    IntArray,
+    aligned_replicas,
+    clamp,
+    filled,
+    sized_with_headroom,
+)
 from lagscaler.core.engine.stages.capacity import CapacityEstimate
 from lagscaler.core.engine.stages.forecast import Forecast
 from lagscaler.core.engine.stages.prepare import Inputs
@@ -53,7 +60,7 @@ def size_need(
     the forecast alone cannot know.
     """
     arrival, slo = inputs.arrival, inputs.slo
-    keeps_up = np.divide(capacity.of_members, arrival, out=np.ones(arrival.shape[0]), where=arrival > 0)
+    keeps_up = np.divide(capacity.of_members, arrival, out=filled(arrival.shape, 1.0), where=arrival > 0)
     falling_behind = np.maximum(1.0 - np.minimum(keeps_up, 1.0), 0.0)
     age_then = inputs.age + falling_behind * inputs.reaction
     excess = np.maximum(age_then - TARGET_AGE_FRACTION * slo, 0.0)

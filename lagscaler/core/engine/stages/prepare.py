@@ -12,7 +12,7 @@ import numpy as np
 from lagscaler.core.engine.observation import ObservationBatch
 from lagscaler.core.engine.params import PolicyArrays
 from lagscaler.core.engine.sizing import BoolArray, FloatArray, IntArray, finite
-from lagscaler.core.engine.stages.pricing import restore_seconds
+from lagscaler.core.engine.stages.pricing import handover_warmup, restore_seconds
 from lagscaler.core.engine.state import EngineState
 
 MAX_LAG_SECONDS = 1e7
@@ -49,8 +49,11 @@ class Inputs:
     busy_members: IntArray  # how many such members
     stuck_partitions: IntArray  # partitions set aside as STALL/STOP, >= 0
     slo: FloatArray  # s, maxLagSeconds (at least 1 ms)
-    restore: FloatArray  # s a moved partition is down restoring its state (0: stateless)
-    reaction: FloatArray  # s until capacity ordered now serves: sync + start-up + stall + restore
+    restore: FloatArray  # s a moved partition is down restoring its state (0: stateless, or mode handover)
+    warmup: (
+        FloatArray  # s a handover's new generation joins and restores off the consuming path (0: mode hpa)
+    )
+    reaction: FloatArray  # s until capacity ordered now serves: sync + start-up + stall + restore + warm-up
     horizon: FloatArray  # s to forecast over: max(forecastHorizon, reaction)
 
 
@@ -68,8 +71,10 @@ def prepare(params: PolicyArrays, state: EngineState, obs: ObservationBatch) -> 
     age = np.where(
         np.isnan(obs.lag_seconds), 0.0, np.minimum(np.maximum(obs.lag_seconds, 0.0), MAX_LAG_SECONDS)
     )
-    restore = restore_seconds(params, partitions, obs.state_bytes)
-    reaction = params.sync_period + params.startup + params.rebalance_stall + restore
+    state_restore = restore_seconds(params, partitions, obs.state_bytes)
+    warmup = handover_warmup(params, state_restore)
+    restore = np.where(params.handover, 0.0, state_restore)
+    reaction = params.sync_period + params.startup + params.rebalance_stall + restore + warmup
     return Inputs(
         now=now,
         dt=dt,
@@ -91,6 +96,7 @@ def prepare(params: PolicyArrays, state: EngineState, obs: ObservationBatch) -> 
         stuck_partitions=np.maximum(obs.stuck_partitions, 0),
         slo=np.maximum(params.max_lag_seconds, 1e-3),
         restore=restore,
+        warmup=warmup,
         reaction=reaction,
         horizon=np.maximum(params.forecast_horizon, reaction),
     )

@@ -16,13 +16,14 @@ from lagscaler.core.engine.sizing import (
     aligned_replicas,
     clamp,
     effective_replicas,
+    filled,
     sized_with_headroom,
 )
 from lagscaler.core.engine.stages.capacity import CapacityEstimate
 from lagscaler.core.engine.stages.forecast import Forecast
 from lagscaler.core.engine.stages.need import TARGET_AGE_FRACTION, Need
 from lagscaler.core.engine.stages.prepare import Inputs
-from lagscaler.core.engine.stages.pricing import breach_seconds, rebalance_price
+from lagscaler.core.engine.stages.pricing import breach_seconds, move_price
 from lagscaler.core.engine.stages.scale_up import ScaleUpPlan
 from lagscaler.core.engine.stages.windows import Windows, window
 from lagscaler.core.engine.state import EngineState
@@ -36,7 +37,7 @@ class ScaleDownPlan:
     need: IntArray  # the count the window's peak (and catch-up after the move) needs, >= the need
     candidate: IntArray  # the count to shrink to: ``need`` or the step-limited floor, aligned
     step_limited: BoolArray  # the step limit kept the candidate above ``need``
-    dwell_up: FloatArray  # s a scale-up blocks scale-downs: start-up + stall + restore + one SLO
+    dwell_up: FloatArray  # s a scale-up blocks scale-downs: start-up + stall + restore (+ warm-up) + one SLO
     dwell_down: FloatArray  # s a scale-down blocks the next: stall + restore + one SLO
     dwell_over: BoolArray  # every dwell since the last change is over
     calm: BoolArray  # lag neither growing nor above TARGET_AGE_FRACTION of the SLO
@@ -63,7 +64,7 @@ def plan_scale_down(
         params, state, inputs=inputs, forecast=forecast, capacity=capacity, need=need
     )
     candidate, step_limited = _step_limited(params, inputs=inputs, down_need=down_need)
-    dwell_up = params.startup + params.rebalance_stall + inputs.restore + inputs.slo
+    dwell_up = params.startup + params.rebalance_stall + inputs.restore + inputs.warmup + inputs.slo
     dwell_down = params.rebalance_stall + inputs.restore + inputs.slo
     next_down = next_scale_down(
         params,
@@ -219,7 +220,7 @@ def _reachable_below(replicas: IntArray, tolerance: FloatArray) -> IntArray:
 def _ratio(count: FloatArray, replicas: FloatArray) -> FloatArray:
     """The usage ratio the HPA computes when lagscaler serves ``count`` replicas to scale down."""
     ratio: FloatArray = np.divide(
-        count * 1000.0 - 999.0, replicas * 1000.0, out=np.full_like(count, np.inf), where=replicas > 0
+        count * 1000.0 - 999.0, replicas * 1000.0, out=filled(count.shape, np.inf), where=replicas > 0
     )
     return ratio
 
@@ -249,7 +250,7 @@ def _payback(
     )
     until_trend = np.where(
         trend > 0,
-        np.divide(sustainable - level, trend, out=np.full(trend.shape[0], np.inf), where=trend > 0),
+        np.divide(sustainable - level, trend, out=filled(trend.shape, np.inf), where=trend > 0),
         np.inf,
     )
     until_trend = np.maximum(until_trend, 0.0)
@@ -260,8 +261,10 @@ def _payback(
     )
     lasts = np.minimum(np.minimum(until_trend, until_season), params.payback_horizon)
     returns = lasts < params.payback_horizon
-    savings = (inputs.replicas - candidate).clip(0) * lasts
-    price = rebalance_price(params, inputs.replicas, candidate, inputs.restore, returns)
+    savings = np.maximum(inputs.replicas - candidate, 0) * lasts
+    price = move_price(
+        params, inputs.replicas, candidate, restore=inputs.restore, warmup=inputs.warmup, returns=returns
+    )
     return price, savings > price
 
 

@@ -14,6 +14,7 @@ from lagscaler.core.engine.sizing import (
     aligned_replicas,
     clamp,
     effective_replicas,
+    filled,
     moved_fraction,
 )
 from lagscaler.core.engine.stages.capacity import CapacityEstimate
@@ -66,12 +67,12 @@ def plan_scale_up(
     # group stops for the stall, the moved partitions for their restore): otherwise a scale-up only
     # adds a rebalance whose stall and restore look like a backlog again (the cascade this breaks).
     spare = capacity_soon - arrival
-    drain_now = np.divide(inputs.lag, spare, out=np.full(spare.shape[0], np.inf), where=spare > 0)
+    drain_now = np.divide(inputs.lag, spare, out=filled(spare.shape, np.inf), where=spare > 0)
     disruption = params.rebalance_stall + moved_fraction(replicas, recommended) * inputs.restore
     lag_then = inputs.lag + np.maximum(arrival - capacity_soon, 0.0) * inputs.reaction + arrival * disruption
     spare_then = per_replica * effective_replicas(recommended, partitions) - arrival
     drain_then = inputs.reaction + np.divide(
-        lag_then, spare_then, out=np.full(spare.shape[0], np.inf), where=spare_then > 0
+        lag_then, spare_then, out=filled(spare.shape, np.inf), where=spare_then > 0
     )
     # While the last rebalance settles, its backlog is the rebalance's, not a shortage of capacity.
     behind = capacity.warm & (need.drain_capacity > capacity_soon) & (drain_then < drain_now)
