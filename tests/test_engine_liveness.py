@@ -157,6 +157,26 @@ def single_move_pays(w: Workload, current: int, target: int) -> bool:
     return (current - target) * w.policy.scale_down.payback_horizon_seconds > float(price[0])
 
 
+def steady_observation(at: float, *, replicas: int, partitions: int, rate: float) -> ObservationBatch:
+    """One workload keeping up with ``rate`` on ``replicas`` members: no lag, nothing stuck or stale."""
+    return ObservationBatch(
+        at=np.asarray([at]),
+        replicas=np.asarray([replicas]),
+        members=np.asarray([replicas]),
+        partitions=np.asarray([partitions]),
+        arrival_rate=np.asarray([rate]),
+        consume_rate=np.asarray([rate]),
+        lag=np.zeros(1),
+        lag_seconds=np.zeros(1),
+        busy_rate=np.asarray([np.nan]),
+        busy_members=np.zeros(1, dtype=np.int64),
+        stuck_partitions=np.zeros(1, dtype=np.int64),
+        stuck_lag=np.zeros(1),
+        stale=np.zeros(1, dtype=np.bool_),
+        state_bytes=np.asarray([np.nan]),
+    )
+
+
 # --- the one-cycle lemma ---------------------------------------------------------------------------
 
 
@@ -171,22 +191,7 @@ def test_a_needed_scale_down_has_a_reachable_candidate_below_the_current_count(
     # A workload that has been at ``rate`` since long ago (no window, dwell or pacing pending).
     state = EngineState.initial(params)
     for at in (0.0, waited + 1e5):
-        obs = ObservationBatch(
-            at=np.asarray([at]),
-            replicas=np.asarray([current]),
-            members=np.asarray([current]),
-            partitions=np.asarray([w.partitions]),
-            arrival_rate=np.asarray([rate]),
-            consume_rate=np.asarray([rate]),
-            lag=np.zeros(1),
-            lag_seconds=np.zeros(1),
-            busy_rate=np.asarray([np.nan]),
-            busy_members=np.zeros(1, dtype=np.int64),
-            stuck_partitions=np.zeros(1, dtype=np.int64),
-            stuck_lag=np.zeros(1),
-            stale=np.zeros(1, dtype=np.bool_),
-            state_bytes=np.asarray([np.nan]),
-        )
+        obs = steady_observation(at, replicas=current, partitions=w.partitions, rate=rate)
         with np.errstate(over="ignore", divide="ignore", invalid="ignore"):
             down = run_stages(params, state, obs).down
         _, state = decide(params, state, obs)

@@ -33,7 +33,11 @@ over all workloads that returns a small frozen result for the later stages.
    The need is ``max(forecast / targetUtilization, arrival × (1 + excess / SLO))``, the excess
    being how far past half the SLO the worst partition will be when new capacity lands; the count
    is the smallest whose busiest member keeps up (:mod:`~lagscaler.core.engine.sizing`: on 24
-   partitions 9-11 replicas are no faster than 8), within ``[min, min(max, partitions)]``.
+   partitions 9-11 replicas are no faster than 8), within ``[min, min(max, partitions)]``. Across a
+   partition cliff, where the next aligned count up has more than ``1 / targetUtilization`` times the
+   throughput of the one below (on 64 partitions: 32 to 64), the forecast's part of the need takes the
+   count below while that carries the forecast within the scale-up's dead band (stage 4 would not grow
+   it back); where a rebalance breaks the SLO by itself the whole margin is kept.
 4. **Scale up early and fast** (:func:`~lagscaler.core.engine.stages.scale_up.plan_scale_up`). Scale up
    when the current count would run hotter than halfway between the target utilisation and
    saturation (a dead band: aligned counts are far apart), or when the backlog needs more than
@@ -45,8 +49,9 @@ over all workloads that returns a small frozen result for the later stages.
    ineffective scale-up (stage 6) no scale-up for a while.
 5. **Scale down late and slowly** (:func:`~lagscaler.core.engine.stages.scale_down.plan_scale_down`).
    The candidate covers the highest measured rate of the stabilization window at the target
-   utilisation (and, when a rebalance breaks the SLO by itself, the catch-up of the moved
-   partitions). The step limit stops on an aligned count, and when no aligned count lies within
+   utilisation, across a partition cliff within a quarter of the way to saturation (inside the
+   scale-up's dead band: hysteresis), and, when a rebalance breaks the SLO by itself, the catch-up of
+   the moved partitions. The step limit stops on an aligned count, and when no aligned count lies within
    it, on the next aligned count below (a smaller step loses as much throughput and costs one more
    rebalance; rounding up instead kept 64 replicas on 64 partitions forever); a step inside the
    HPA's tolerance band, which the HPA would never carry out, is widened to the nearest count it

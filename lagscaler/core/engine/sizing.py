@@ -59,6 +59,31 @@ def aligned_replicas(needed: FloatArray, partitions: IntArray) -> IntArray:
     return result.astype(np.int64)  # every branch is >= 0 (-0.0 at worst)
 
 
+def sized_with_headroom(
+    rate: FloatArray,
+    per_replica: FloatArray,
+    utilization: FloatArray,
+    band: FloatArray,
+    partitions: IntArray,
+) -> IntArray:
+    """The aligned count for ``rate`` at ``utilization``, not rounding up across a partition cliff.
+
+    The target utilisation asks for a margin of ``1 - u`` above the rate. Rounding up to an aligned
+    count can add far more: on 64 partitions every count from 33 to 63 is as slow as 32, so a rate
+    a hair above ``u`` of what 32 carry asks for 64, twice the capacity, for a margin the policy
+    never asked for. Where the aligned count ``u`` asks for has more than ``1 / u`` times the
+    throughput of the aligned count ``band`` asks for (``u <= band < 1``: the rounding alone would
+    add more margin than the policy's own), the smaller count is taken: it carries the rate at no
+    more than ``band``. Where aligned counts lie close together, or ``band == u``, this is plain
+    ``aligned_replicas(rate / (c · u))``.
+    """
+    c = np.maximum(per_replica, 1e-12)
+    at_target = aligned_replicas(rate / (c * utilization), partitions)
+    below = aligned_replicas(rate / (c * np.maximum(band, utilization)), partitions)
+    cliff = effective_replicas(at_target, partitions) * utilization > effective_replicas(below, partitions)
+    return np.where((below < at_target) & cliff & (below > 0), below, at_target)
+
+
 def aligned_at_most(limit: IntArray, partitions: IntArray) -> IntArray:
     """The largest aligned count ``<= limit`` (``limit`` itself when partitions are unknown).
 

@@ -7,13 +7,30 @@ from dataclasses import dataclass
 import numpy as np
 
 from lagscaler.core.engine.params import PolicyArrays
-from lagscaler.core.engine.sizing import FloatArray, IntArray, aligned_replicas, clamp, filled
+from lagscaler.core.engine.sizing import (
+    FloatArray,
+    IntArray,
+    aligned_replicas,
+    clamp,
+    filled,
+    sized_with_headroom,
+)
 from lagscaler.core.engine.stages.capacity import CapacityEstimate
 from lagscaler.core.engine.stages.forecast import Forecast
 from lagscaler.core.engine.stages.prepare import Inputs
 
 TARGET_AGE_FRACTION = 0.5
 """Backlog is drained back to this fraction of the SLO, leaving the rest as margin for the next stall."""
+
+HOT_FRACTION = 0.5
+"""A count runs *hot* past this fraction of the way from the target utilisation to saturation (stage 4)."""
+
+SHRINK_FRACTION = 0.25
+"""Across a partition cliff a scale-down may run this far from the target utilisation to saturation.
+
+Below ``HOT_FRACTION``: the gap between the two is the hysteresis that keeps noise from shrinking a
+group across a cliff and growing it back on the next sync.
+"""
 
 
 @dataclass(frozen=True, slots=True)
@@ -28,6 +45,8 @@ class Need:
     arrival_need: FloatArray  # messages/s, forecast / target utilisation
     required: FloatArray  # messages/s, max(arrival_need, drain_capacity)
     drain_rate: FloatArray  # messages/s beyond arrival spent on the backlog
+    cliff_up: FloatArray  # utilisation a scale-up may size for across a partition cliff
+    cliff_down: FloatArray  # the same for a scale-down, below ``cliff_up`` (hysteresis)
     replicas: IntArray  # the smallest aligned count carrying ``required``, within [lo, hi]
 
 
@@ -67,7 +86,14 @@ def size_need(
         np.maximum(np.maximum(forecast.level, forecast.projected), forecast.seasonal_peak), surge
     )
     arrival_need = to_provision / params.target_utilization
+    # Across a partition cliff (see ``sized_with_headroom``) a count may run hotter than the target,
+    # but not where a rebalance breaks the SLO by itself: there a scale-up the margin would have
+    # avoided costs an SLO miss and hours of pacing, so the margin the rounding adds is kept.
+    u = params.target_utilization
+    cliff_up = np.where(breaks_slo, u, u + (1.0 - u) * HOT_FRACTION)
+    cliff_down = np.where(breaks_slo, u, u + (1.0 - u) * SHRINK_FRACTION)
     required = np.maximum(arrival_need, drain_capacity)
+    # The count carrying ``required``: its arrival part sized across cliffs, its drain part not.
     return Need(
         age_then=age_then,
         excess=excess,
@@ -77,7 +103,14 @@ def size_need(
         arrival_need=arrival_need,
         required=required,
         drain_rate=np.maximum(drain_capacity - arrival, 0.0),
+        cliff_up=cliff_up,
+        cliff_down=cliff_down,
         replicas=clamp(
-            aligned_replicas(required / capacity.per_replica, inputs.partitions), inputs.lo, inputs.hi
+            np.maximum(
+                sized_with_headroom(to_provision, capacity.per_replica, u, cliff_up, inputs.partitions),
+                aligned_replicas(drain_capacity / capacity.per_replica, inputs.partitions),
+            ),
+            inputs.lo,
+            inputs.hi,
         ),
     )

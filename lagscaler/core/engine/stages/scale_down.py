@@ -17,6 +17,7 @@ from lagscaler.core.engine.sizing import (
     clamp,
     effective_replicas,
     filled,
+    sized_with_headroom,
 )
 from lagscaler.core.engine.stages.capacity import CapacityEstimate
 from lagscaler.core.engine.stages.forecast import Forecast
@@ -159,8 +160,11 @@ def _window_need(
     peak_rate = np.maximum(peak.aggregate, need.forecast)
     over = np.maximum(params.rebalance_stall + inputs.restore - inputs.slo, 0.0)
     catch_up = need.forecast * (1.0 + over * TARGET_AGE_FRACTION / inputs.slo)
-    sized = aligned_replicas(
-        np.maximum(peak_rate / params.target_utilization, catch_up) / capacity.per_replica, inputs.partitions
+    sized = np.maximum(
+        sized_with_headroom(
+            peak_rate, capacity.per_replica, params.target_utilization, need.cliff_down, inputs.partitions
+        ),
+        aligned_replicas(catch_up / capacity.per_replica, inputs.partitions),
     )
     return peak, clamp(np.maximum(sized, need.replicas), inputs.lo, inputs.hi)
 

@@ -18,7 +18,7 @@ from lagscaler.core.engine.sizing import (
     moved_fraction,
 )
 from lagscaler.core.engine.stages.capacity import CapacityEstimate
-from lagscaler.core.engine.stages.need import TARGET_AGE_FRACTION, Need
+from lagscaler.core.engine.stages.need import HOT_FRACTION, TARGET_AGE_FRACTION, Need
 from lagscaler.core.engine.stages.prepare import Inputs
 from lagscaler.core.engine.stages.windows import Windows, window
 from lagscaler.core.engine.state import EngineState
@@ -61,7 +61,7 @@ def plan_scale_up(
     # A dead band against flapping between aligned counts: scale up on arrival only once the current
     # count would run hotter than halfway between the target utilisation and saturation.
     capacity_soon = per_replica * effective_replicas(replicas, partitions)
-    hot = need.forecast > capacity_soon * (u + (1.0 - u) / 2.0)
+    hot = need.forecast > capacity_soon * (u + (1.0 - u) * HOT_FRACTION)
     # Draining faster only helps if the current count would not be done before new capacity lands
     # (start-up + stall + restore), counting the backlog the new rebalance itself adds (the whole
     # group stops for the stall, the moved partitions for their restore): otherwise a scale-up only
@@ -108,7 +108,7 @@ def _catch_up_need(
     )
     rate_then = np.maximum(need.forecast, inputs.arrival)
     catch_up = np.where(moved_over > 0, rate_then * (1.0 + moved_over * TARGET_AGE_FRACTION / slo), 0.0)
-    needed = aligned_replicas(np.maximum(need.required, catch_up) / capacity.per_replica, inputs.partitions)
+    needed = np.maximum(need.replicas, aligned_replicas(catch_up / capacity.per_replica, inputs.partitions))
     return clamp(needed, inputs.lo, inputs.hi)
 
 
