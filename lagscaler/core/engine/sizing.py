@@ -52,7 +52,8 @@ def aligned_replicas(needed: FloatArray, partitions: IntArray) -> IntArray:
     p = partitions.astype(np.float64)
     plain = np.ceil(need - 1e-9)
     # k: how many partitions each member may own and still keep up (at least 1).
-    k = np.floor(np.divide(p, need, out=filled(need.shape, np.inf), where=need > 0) + 1e-9)
+    # A need below 1e-200 would overflow the division: it is infinitely many partitions each, as is 0.
+    k = np.floor(np.divide(p, need, out=filled(need.shape, np.inf), where=need > 1e-200) + 1e-9)
     k = np.minimum(np.maximum(k, 1.0), np.maximum(p, 1.0))
     aligned = np.ceil(np.divide(p, k, out=np.zeros(p.shape), where=k > 0) - 1e-9)
     result = np.where(need <= 0, 0.0, np.where(p > 0, np.where(need > p, p, aligned), plain))
