@@ -17,6 +17,10 @@ from collections.abc import AsyncIterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
+import numpy as np
+
+from lagscaler.core.engine import PolicyArrays
+from lagscaler.core.engine.stages import handover_warmup, restore_seconds
 from lagscaler.core.policy import Mode, ScalingPolicy
 from lagscaler.edges.handover import (
     FileLeadership,
@@ -128,16 +132,18 @@ def _problem(policy: ScalingPolicy, handover: HandoverBackend | None) -> str | N
 
 
 def expected_warmup(policy: ScalingPolicy) -> float:
-    """Seconds a new generation of ``policy``'s workload needs before it can serve, from what the policy
-    states: start-up, joining its own group (``rebalanceStallSeconds``) and restoring its partitions'
-    state in parallel. One worker's share is at most ``stateBytes / maxReplicas`` when ``maxReplicas`` is
-    at most the partition count, as the policy reference asks, so this errs long. A state measured from
-    a changelog topic is not known here: then only start-up and join count."""
-    seconds = policy.startup_seconds + policy.rebalance_stall_seconds
-    stateful = policy.stateful
-    if stateful is not None and stateful.state_bytes is not None:
-        seconds += stateful.state_bytes / max(policy.max_replicas, 1) / stateful.restore_bytes_per_second
-    return seconds
+    """Seconds a new generation of ``policy``'s workload needs before it can serve: its start-up and
+    the engine's own handover warm-up (joining its group, restoring its partitions in parallel).
+
+    The engine sizes a partition's state from the topic's partition count, which is not known until
+    the first sample; ``maxReplicas`` stands in for it (at most the partition count, as the policy
+    reference asks), so this errs long. A state measured from a changelog topic is not known here
+    either: then only start-up and join count.
+    """
+    params = PolicyArrays.from_policies([policy])
+    partitions = np.asarray([max(policy.max_replicas, 1)], dtype=np.int64)
+    restore = restore_seconds(params, partitions, np.asarray([np.nan]))
+    return float((params.startup + handover_warmup(params, restore))[0])
 
 
 def handover_workloads(
