@@ -161,15 +161,8 @@ async def _run_generator(url: str, cluster: Any, args: argparse.Namespace) -> di
 async def _bench(args: argparse.Namespace) -> int:
     from lagscaler_demo.harness import HPA_USER, LocalCluster
 
-    from lagscaler.edges.api import (
-        DESIRED_REPLICAS,
-        GROUP_LABEL,
-        WORKLOAD_LABEL,
-        MetricsCache,
-        MetricValue,
-        WorkloadMetrics,
-        running_api,
-    )
+    from lagscaler.core.hpa.served import DESIRED_REPLICAS, GROUP_LABEL, WORKLOAD_LABEL
+    from lagscaler.edges.api import MetricsCache, MetricValue, WorkloadMetrics, running_api
     from lagscaler.edges.api.server import serve_https
     from lagscaler.edges.api.tls import ServingTLS
     from lagscaler.edges.observability import ServiceMetrics

@@ -22,7 +22,7 @@ import support
 import yaml
 from lagscaler_demo.harness import HPA_USER, LocalCluster
 
-from lagscaler.edges.api import (
+from lagscaler.core.hpa.served import (
     DESIRED_REPLICAS,
     GROUP_LABEL,
     LAG_MESSAGES,
@@ -30,12 +30,8 @@ from lagscaler.edges.api import (
     SERVED_METRICS,
     TOPIC_LABEL,
     WORKLOAD_LABEL,
-    MetricsCache,
-    MetricValue,
-    WorkloadMetrics,
-    parse_quantity,
-    running_api,
 )
+from lagscaler.edges.api import MetricsCache, MetricValue, WorkloadMetrics, parse_quantity, running_api
 
 SAMPLED_AT = 1_760_000_000.0
 

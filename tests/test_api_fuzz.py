@@ -28,12 +28,8 @@ from schemathesis.specs.openapi.checks import (
     status_code_conformance,
 )
 
+from lagscaler.core.hpa.served import DESIRED_REPLICAS, GROUP_LABEL, LAG_MESSAGES, TOPIC_LABEL, WORKLOAD_LABEL
 from lagscaler.edges.api import (
-    DESIRED_REPLICAS,
-    GROUP_LABEL,
-    LAG_MESSAGES,
-    TOPIC_LABEL,
-    WORKLOAD_LABEL,
     CheckResult,
     HealthChecks,
     MetricsCache,
@@ -192,7 +188,7 @@ def test_fuzzing_reached_the_handlers_and_hit_no_internal_error(live_api: LiveAp
 
 
 def test_the_document_lists_exactly_the_served_metrics() -> None:
-    from lagscaler.edges.api import SERVED_METRICS
+    from lagscaler.core.hpa.served import SERVED_METRICS
 
     operation = load_openapi()["paths"][
         "/apis/external.metrics.k8s.io/v1beta1/namespaces/{namespace}/{metric}"

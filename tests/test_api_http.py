@@ -16,7 +16,7 @@ import aiohttp
 import pytest
 from lagscaler_demo.harness import HPA_USER, LocalCluster, aggregator_headers
 
-from lagscaler.edges.api import (
+from lagscaler.core.hpa.served import (
     DESIRED_REPLICAS,
     GROUP_LABEL,
     LAG_MESSAGES,
@@ -25,6 +25,8 @@ from lagscaler.edges.api import (
     SERVED_METRICS,
     TOPIC_LABEL,
     WORKLOAD_LABEL,
+)
+from lagscaler.edges.api import (
     CheckResult,
     HealthChecks,
     MetricsCache,

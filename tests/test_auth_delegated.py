@@ -20,14 +20,8 @@ import aiohttp
 import pytest
 from lagscaler_demo.harness import FRONT_PROXY_NAME, HPA_USER, ClientCert, LocalCluster, aggregator_headers
 
-from lagscaler.edges.api import (
-    DESIRED_REPLICAS,
-    WORKLOAD_LABEL,
-    MetricsCache,
-    MetricValue,
-    WorkloadMetrics,
-    running_api,
-)
+from lagscaler.core.hpa.served import DESIRED_REPLICAS, WORKLOAD_LABEL
+from lagscaler.edges.api import MetricsCache, MetricValue, WorkloadMetrics, running_api
 from lagscaler.edges.kube import CertificateAuthority
 
 GV = "/apis/external.metrics.k8s.io/v1beta1"

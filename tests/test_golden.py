@@ -17,8 +17,9 @@ import pytest
 from test_api_http import GV, Api, api, workload  # noqa: F401 - `api` is the fixture used below
 
 from lagscaler.cli.lag import _print
+from lagscaler.core.hpa.served import DESIRED_REPLICAS, GROUP_LABEL, LAG_MESSAGES, WORKLOAD_LABEL
 from lagscaler.core.signals.model import GroupSample, PartitionSample, PartitionStatus, Snapshot
-from lagscaler.edges.api import DESIRED_REPLICAS, GROUP_LABEL, LAG_MESSAGES, WORKLOAD_LABEL, MetricValue
+from lagscaler.edges.api import MetricValue
 
 GOLDEN = Path(__file__).resolve().parent / "golden"
 UPDATE = bool(os.environ.get("LAGSCALER_UPDATE_GOLDEN"))

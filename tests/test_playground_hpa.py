@@ -28,15 +28,9 @@ from lagscaler.core.hpa import (
     ScalingRules,
     TargetType,
 )
+from lagscaler.core.hpa.served import DESIRED_REPLICAS, WORKLOAD_LABEL
 from lagscaler.core.policy import Capacity, KafkaSource, ScaleTargetRef, ScalingPolicy
-from lagscaler.edges.api import (
-    DESIRED_REPLICAS,
-    WORKLOAD_LABEL,
-    MetricsCache,
-    MetricValue,
-    WorkloadMetrics,
-    running_api,
-)
+from lagscaler.edges.api import MetricsCache, MetricValue, WorkloadMetrics, running_api
 from lagscaler.edges.kube import CertificateAuthority
 
 pytestmark = pytest.mark.kafka

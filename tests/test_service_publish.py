@@ -5,9 +5,9 @@ from __future__ import annotations
 import math
 
 from lagscaler.core.engine import Decision, observe
+from lagscaler.core.hpa.served import DESIRED_REPLICAS, LAG_MESSAGES, LAG_SECONDS, PRODUCE_RATE, TOPIC_LABEL
 from lagscaler.core.policy import Capacity, Fallback, KafkaSource, ScaleTargetRef, ScalingPolicy, StaleAction
 from lagscaler.core.signals import GroupSample, PartitionSample, PartitionStatus
-from lagscaler.edges.api import DESIRED_REPLICAS, LAG_MESSAGES, LAG_SECONDS, PRODUCE_RATE, TOPIC_LABEL
 from lagscaler.service.publish import raw_signals, workload_metrics
 
 

@@ -19,9 +19,7 @@ from dataclasses import dataclass
 
 from lagscaler.core.engine import Decision, Observation
 from lagscaler.core.hpa import plan_served_metric
-from lagscaler.core.policy import ScalingPolicy, StaleAction
-from lagscaler.core.policy.hpa import hpa_spec_for
-from lagscaler.edges.api.cache import (
+from lagscaler.core.hpa.served import (
     DESIRED_REPLICAS,
     GROUP_LABEL,
     LAG_MESSAGES,
@@ -29,9 +27,10 @@ from lagscaler.edges.api.cache import (
     PRODUCE_RATE,
     TOPIC_LABEL,
     WORKLOAD_LABEL,
-    MetricValue,
-    WorkloadMetrics,
 )
+from lagscaler.core.policy import ScalingPolicy, StaleAction
+from lagscaler.core.policy.hpa import hpa_spec_for
+from lagscaler.edges.api.cache import MetricValue, WorkloadMetrics
 
 
 @dataclass(frozen=True, slots=True)

@@ -36,10 +36,9 @@ from lagscaler.core.hpa import (
     SelectPolicy,
     TargetType,
 )
+from lagscaler.core.hpa.served import DESIRED_REPLICAS, WORKLOAD_LABEL
 from lagscaler.core.policy import hpa_spec_for, parse_policy, render_hpa_manifest
 from lagscaler.edges.api import (
-    DESIRED_REPLICAS,
-    WORKLOAD_LABEL,
     ApiSettings,
     MetricsCache,
     MetricValue,

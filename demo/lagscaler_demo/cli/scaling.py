@@ -19,6 +19,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from lagscaler.core.hpa.served import LAG_SECONDS
 from lagscaler.errors import UserError
 
 if TYPE_CHECKING:
@@ -268,8 +269,6 @@ async def _lag_every_cycle(
 
 def served_lag_seconds(service: RunningService, namespace: str, name: str) -> float:
     """The lag in seconds ``serve`` publishes for a workload now (NaN before its first cycle)."""
-    from lagscaler.edges.api import LAG_SECONDS  # noqa: PLC0415 - heavy imports only when the demo runs
-
     workload = service.cache.snapshot.workloads.get((namespace, name))
     if workload is None:
         return math.nan

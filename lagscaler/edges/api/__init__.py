@@ -13,14 +13,6 @@ from lagscaler.edges.api.app import create_app, load_openapi
 from lagscaler.edges.api.authn import AuthenticationConfig, AuthenticationSource, Authenticator, Identity
 from lagscaler.edges.api.authz import Authorizer, request_attributes
 from lagscaler.edges.api.cache import (
-    DESIRED_REPLICAS,
-    GROUP_LABEL,
-    LAG_MESSAGES,
-    LAG_SECONDS,
-    PRODUCE_RATE,
-    SERVED_METRICS,
-    TOPIC_LABEL,
-    WORKLOAD_LABEL,
     CacheSnapshot,
     Freshness,
     MetricsCache,
@@ -34,14 +26,6 @@ from lagscaler.edges.api.settings import ApiSettings, add_api_arguments, api_set
 from lagscaler.edges.api.tls import ServingTLS
 
 __all__ = [
-    "DESIRED_REPLICAS",
-    "GROUP_LABEL",
-    "LAG_MESSAGES",
-    "LAG_SECONDS",
-    "PRODUCE_RATE",
-    "SERVED_METRICS",
-    "TOPIC_LABEL",
-    "WORKLOAD_LABEL",
     "ApiSettings",
     "AuthenticationConfig",
     "AuthenticationSource",

@@ -19,7 +19,8 @@ import time
 from pathlib import Path
 from typing import Any
 
-from lagscaler.edges.api.cache import WORKLOAD_LABEL, MetricsCache, MetricValue, WorkloadMetrics
+from lagscaler.core.hpa.served import WORKLOAD_LABEL
+from lagscaler.edges.api.cache import MetricsCache, MetricValue, WorkloadMetrics
 from lagscaler.edges.api.server import running_api
 from lagscaler.edges.api.settings import add_api_arguments, api_settings_from_args
 from lagscaler.edges.observability import configure_logging

@@ -39,10 +39,11 @@ from typing import Any
 
 from aiohttp import web
 
+from lagscaler.core.hpa.served import SERVED_METRICS
 from lagscaler.core.quantity import format_quantity
 from lagscaler.edges.api.authn import AuthenticationFailed, Authenticator
 from lagscaler.edges.api.authz import Authorizer, request_attributes
-from lagscaler.edges.api.cache import SERVED_METRICS, MetricsCache, WorkloadMetrics
+from lagscaler.edges.api.cache import MetricsCache, WorkloadMetrics
 from lagscaler.edges.api.connections import LogThrottle
 from lagscaler.edges.api.health import HealthChecks
 from lagscaler.edges.api.selector import Selector, SelectorError, parse_selector

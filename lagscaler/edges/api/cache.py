@@ -25,26 +25,12 @@ from dataclasses import dataclass, field
 from types import MappingProxyType
 
 from lagscaler.core.hpa.served import (
-    DESIRED_REPLICAS,
-    GROUP_LABEL,
-    LAG_MESSAGES,
-    LAG_SECONDS,
-    PRODUCE_RATE,
     SERVED_METRICS,
-    TOPIC_LABEL,
     WORKLOAD_LABEL,
 )
 from lagscaler.edges.api.selector import Selector, validate_label_key, validate_label_value
 
 __all__ = [
-    "DESIRED_REPLICAS",
-    "GROUP_LABEL",
-    "LAG_MESSAGES",
-    "LAG_SECONDS",
-    "PRODUCE_RATE",
-    "SERVED_METRICS",
-    "TOPIC_LABEL",
-    "WORKLOAD_LABEL",
     "CacheSnapshot",
     "Freshness",
     "MetricValue",
