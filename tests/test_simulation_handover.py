@@ -16,11 +16,11 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from test_simulation import P, bench_like, flat
 
+from lagscaler.core.engine.params import HANDOVER_CUTOVER_SECONDS
 from lagscaler.core.policy.model import Mode, ScaleDown, ScaleUp
 from lagscaler.core.simulation.compare import compare
 from lagscaler.core.simulation.controllers import GroupView, LagscalerController
 from lagscaler.core.simulation.handover import (
-    CUTOVER_SECONDS,
     HANDOVER_NAME,
     HandoverController,
     warmup_seconds,
@@ -98,7 +98,7 @@ def test_no_group_stall_and_no_restore_on_the_consuming_path() -> None:
     mine = handover.policies[0]
     assert mine.rebalances == 0
     assert mine.cutovers == 2
-    assert mine.stall_seconds == pytest.approx(2 * CUTOVER_SECONDS)
+    assert mine.stall_seconds == pytest.approx(2 * HANDOVER_CUTOVER_SECONDS)
     assert mine.slo_violation_fraction == 0.0
     assert mine.as_json()["stall_seconds"] < s.rebalance_stall_seconds
     assert handover.as_json()["details"][HANDOVER_NAME]["cutovers"] == 2
@@ -181,7 +181,7 @@ def test_handover_mode_never_rebalances_and_conserves_every_message(
     assert mine.cutovers is not None
     assert mine.cutovers <= mine.scale_events
     # The only stops on the consuming path are cut-over pauses.
-    assert mine.stall_seconds <= mine.cutovers * CUTOVER_SECONDS + 1e-6
+    assert mine.stall_seconds <= mine.cutovers * HANDOVER_CUTOVER_SECONDS + 1e-6
     for i in range(2):
         assert r.consumed[i].sum() + r.lag[i].sum() == pytest.approx(r.arrived, rel=1e-9, abs=1e-6)
         assert np.all(r.consumed[i] >= 0)

@@ -30,14 +30,12 @@ from __future__ import annotations
 
 from dataclasses import dataclass, replace
 
-from lagscaler.core.engine.params import HANDOVER_CUTOVER_SECONDS
 from lagscaler.core.policy.model import Mode, ScalingPolicy
 from lagscaler.core.simulation.controllers import GroupView, LagscalerController
 from lagscaler.core.simulation.model import Scenario
 
-__all__ = ["CUTOVER_SECONDS", "HANDOVER_NAME", "HandoverController", "warmup_seconds"]
+__all__ = ["HANDOVER_NAME", "HandoverController", "warmup_seconds"]
 
-CUTOVER_SECONDS = HANDOVER_CUTOVER_SECONDS
 HANDOVER_NAME = "lagscaler-handover"
 
 

@@ -43,11 +43,12 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
+from lagscaler.core.engine.params import HANDOVER_CUTOVER_SECONDS
 from lagscaler.core.engine.sizing import FloatArray, IntArray
 from lagscaler.core.hpa import HpaSpec, HpaState, TargetType
 from lagscaler.core.hpa import step as hpa_step
 from lagscaler.core.simulation.controllers import Controller, GroupView, Lookahead
-from lagscaler.core.simulation.handover import CUTOVER_SECONDS, HandoverController, warmup_seconds
+from lagscaler.core.simulation.handover import HandoverController, warmup_seconds
 from lagscaler.core.simulation.model import PolicyResult, Scenario, SimulationResult
 from lagscaler.core.simulation.trace import Trace
 
@@ -441,8 +442,8 @@ class _Run:
         lane.owners = sticky_reassign(np.full(self.P, -1, dtype=np.int64), lane.members, self.P)
         self._owners_changed(i)
         self.mu_step[i] = self.mu[i] * self.dt
-        self.paused[i] = np.maximum(self.paused[i], at + CUTOVER_SECONDS)
-        self.paused_until = max(self.paused_until, at + CUTOVER_SECONDS)
+        self.paused[i] = np.maximum(self.paused[i], at + HANDOVER_CUTOVER_SECONDS)
+        self.paused_until = max(self.paused_until, at + HANDOVER_CUTOVER_SECONDS)
         self.uncommitted[i] = 0.0  # fenced workers commit exactly what they processed
         self.replica_counts[i] = lane.replicas
 
