@@ -85,6 +85,7 @@ from lagscaler.core.engine.stages import (
     forecast_arrivals,
     plan_scale_down,
     plan_scale_up,
+    predict_bursts,
     prepare,
     rebalance_price,
     restore_seconds,
@@ -117,12 +118,28 @@ def run_stages(params: PolicyArrays, state: EngineState, obs: ObservationBatch) 
     inputs = prepare(params, state, obs)
     forecast = forecast_arrivals(params, state, inputs=inputs)
     capacity = estimate_capacity(params, state, inputs=inputs)
-    need = size_need(params, inputs=inputs, forecast=forecast, capacity=capacity)
+    recurrence = predict_bursts(params, state, inputs=inputs, capacity=capacity)
+    need = size_need(params, inputs=inputs, forecast=forecast, capacity=capacity, recurrence=recurrence)
     up = plan_scale_up(params, state, inputs=inputs, capacity=capacity, need=need)
     down = plan_scale_down(
-        params, state, inputs=inputs, forecast=forecast, capacity=capacity, need=need, up=up
+        params,
+        state,
+        inputs=inputs,
+        forecast=forecast,
+        capacity=capacity,
+        recurrence=recurrence,
+        need=need,
+        up=up,
     )
-    return Stages(inputs=inputs, forecast=forecast, capacity=capacity, need=need, up=up, down=down)
+    return Stages(
+        inputs=inputs,
+        forecast=forecast,
+        capacity=capacity,
+        recurrence=recurrence,
+        need=need,
+        up=up,
+        down=down,
+    )
 
 
 class Engine:

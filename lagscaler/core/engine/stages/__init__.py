@@ -9,6 +9,7 @@ from lagscaler.core.engine.stages.capacity import CapacityEstimate, estimate_cap
 from lagscaler.core.engine.stages.forecast import Forecast, forecast_arrivals
 from lagscaler.core.engine.stages.need import Need, size_need
 from lagscaler.core.engine.stages.prepare import Inputs, prepare
+from lagscaler.core.engine.stages.recurrence import Recurrence, predict_bursts
 from lagscaler.core.engine.stages.pricing import (
     breach_seconds,
     handover_warmup,
@@ -25,6 +26,7 @@ __all__ = [
     "Forecast",
     "Inputs",
     "Need",
+    "Recurrence",
     "ScaleDownPlan",
     "ScaleUpPlan",
     "Stages",
@@ -35,6 +37,7 @@ __all__ = [
     "move_price",
     "plan_scale_down",
     "plan_scale_up",
+    "predict_bursts",
     "prepare",
     "rebalance_price",
     "restore_seconds",
