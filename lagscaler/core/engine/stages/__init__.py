@@ -9,7 +9,6 @@ from lagscaler.core.engine.stages.capacity import CapacityEstimate, estimate_cap
 from lagscaler.core.engine.stages.forecast import Forecast, forecast_arrivals
 from lagscaler.core.engine.stages.need import Need, size_need
 from lagscaler.core.engine.stages.prepare import Inputs, prepare
-from lagscaler.core.engine.stages.recurrence import Recurrence, predict_bursts
 from lagscaler.core.engine.stages.pricing import (
     breach_seconds,
     handover_warmup,
@@ -17,6 +16,7 @@ from lagscaler.core.engine.stages.pricing import (
     rebalance_price,
     restore_seconds,
 )
+from lagscaler.core.engine.stages.recurrence import Recurrence, predict_bursts
 from lagscaler.core.engine.stages.scale_down import ScaleDownPlan, plan_scale_down
 from lagscaler.core.engine.stages.scale_up import ScaleUpPlan, plan_scale_up
 from lagscaler.core.engine.stages.settle import Stages, settle

@@ -41,7 +41,7 @@ from lagscaler.core.engine.params import PolicyArrays
 from lagscaler.core.engine.sizing import BoolArray, FloatArray
 from lagscaler.core.engine.stages.capacity import CapacityEstimate
 from lagscaler.core.engine.stages.prepare import Inputs
-from lagscaler.core.engine.state import BURST_HEADS, BURST_SLOTS, EngineState
+from lagscaler.core.engine.state import BURST_HEADS, EngineState
 
 ONSET_RATIO = 2.0
 """A burst starts when the arrival rate is at least this multiple of the smoothed level before it."""
@@ -222,8 +222,9 @@ def _fit(
 def _lead(params: PolicyArrays, *, inputs: Inputs) -> FloatArray:
     """Seconds before an onset that capacity must be ordered: reaction, data age, stabilization, steps.
 
-    Up-stabilization holds a scale-up until its window agrees; a step-limited scale-up from the current count to the partition limit takes one sync per step
-    beyond the first; the lead counts them (an upper bound: the burst may need fewer).
+    Up-stabilization holds a scale-up until its window agrees; a step-limited scale-up from the
+    current count to the partition limit takes one sync per step beyond the first; the lead counts
+    them (an upper bound: the burst may need fewer).
     """
     count = np.maximum(inputs.replicas, 1).astype(np.float64)
     hi = inputs.hi.astype(np.float64)
