@@ -57,6 +57,7 @@ class EngineState:
     season_since: FloatArray
     burst_onsets: FloatArray  # (W, BURST_SLOTS) s, the last burst onsets, oldest first (-inf: none)
     burst_peaks: FloatArray  # (W, BURST_SLOTS) messages/s, each burst's peak measured rate
+    burst_widths: FloatArray  # (W, BURST_SLOTS) s, each burst's duration (inf: not over yet)
     burst_active: BoolArray  # a burst is in progress
     burst_base: FloatArray  # messages/s, the smoothed level when it started
     burst_next: FloatArray  # (W, BURST_HEADS * (BURST_SLOTS - 1)) s, predicted onsets (inf: none)
@@ -95,6 +96,7 @@ class EngineState:
             season_since=np.full(w, np.inf),
             burst_onsets=np.full((w, BURST_SLOTS), -np.inf),
             burst_peaks=np.zeros((w, BURST_SLOTS)),
+            burst_widths=np.full((w, BURST_SLOTS), np.inf),
             burst_active=np.zeros(w, dtype=np.bool_),
             burst_base=np.zeros(w),
             burst_next=np.full((w, BURST_HEADS * (BURST_SLOTS - 1)), np.inf),

@@ -9,14 +9,16 @@ burst comes. This stage learns that from the traffic alone:
 * **Episodes.** A burst *starts* when the measured arrival rate is at least ``ONSET_RATIO`` times the
   smoothed level before it and at least one replica's worth (at the target utilisation) above it (a
   smaller rise needs no more replicas, so predicting it would change nothing); it *ends* when the
-  rate falls back below halfway between that level and the episode's peak. Each onset time and peak
-  rate go into a ring of the last ``BURST_SLOTS`` (fixed size per workload, whatever the history).
+  rate falls back below halfway between that level and the episode's peak. Each onset time, peak
+  rate and duration go into a ring of the last ``BURST_SLOTS`` (fixed size per workload, whatever the
+  history).
 * **Recurrence.** For each of the newest ``HEADS`` onsets (several jobs may share one period) and each
   older onset, the gap between them is a candidate period. From the head, the chain of onsets one
   candidate period apart is followed back (each step anchored on the onset found, so that jitter
   does not accumulate); at least ``MIN_INTERVALS`` consecutive intervals must match. A line fitted
   through the chain's onsets gives the period and the next onset; every onset must lie within
-  ``JITTER_FRACTION`` of a period (plus one sync, the resolution an onset is observed at) of the line.
+  ``JITTER_FRACTION`` of a period (plus one sync, the resolution an onset is observed at) of the line,
+  and every burst of the chain must have been over within ``MAX_WIDTH_FRACTION`` of the period.
   Twice that residual, at least ``WINDOW_FRACTION`` of the period, is the jitter the prediction
   allows for on either side.
 * **Ahead.** From the predicted onset minus its jitter minus the lead (the reaction time, one sync for
@@ -67,6 +69,10 @@ A line through four onsets fits them more closely than it predicts the fifth: wi
 over ±1 % of the period about their slots, the next one may lie 2.5 % from the line while the four
 lie within 0.5 % of it. The window is also at least twice the worst residual."""
 
+MAX_WIDTH_FRACTION = 0.5
+"""A burst is over within this fraction of its period. A rise that lasts longer (a staircase's ladder,
+a busy day) is a level the forecast and the scale-down window follow, not a burst to be ready for."""
+
 MIN_PERIOD_REACTIONS = 2.0
 """A period shorter than this many reaction times is not predicted: capacity could not be ordered and
 given back in between, and the scale-down window already spans such gaps."""
@@ -81,6 +87,7 @@ class Recurrence:
 
     onsets: FloatArray  # (W, BURST_SLOTS) s, Unix times of the last onsets, oldest first (-inf: none)
     peaks: FloatArray  # (W, BURST_SLOTS) messages/s, each burst's peak measured rate
+    widths: FloatArray  # (W, BURST_SLOTS) s, each burst's duration (inf: not over yet)
     active: BoolArray  # (W,) a burst is in progress
     base: FloatArray  # (W,) messages/s, the smoothed level when it started
     next_onset: FloatArray  # (W, BURST_HEADS * (BURST_SLOTS - 1)) s, predicted onsets (inf: none)
@@ -112,10 +119,16 @@ def predict_bursts(
     top = np.maximum(state.burst_peaks[:, -1], arrival)
     ends = on & state.burst_active & (arrival < state.burst_base + END_FRACTION * (top - state.burst_base))
     onsets, peaks = _recorded(state, inputs=inputs, starts=starts, grows=on & state.burst_active, top=top)
+    widths = np.where(
+        starts[:, None],
+        np.concatenate([state.burst_widths[:, 1:], np.full((starts.shape[0], 1), np.inf)], axis=1),
+        state.burst_widths,
+    )
+    widths[:, -1] = np.where(ends, inputs.now - onsets[:, -1], widths[:, -1])
     active = np.where(on, (state.burst_active | starts) & ~ends, state.burst_active)
     base = np.where(starts, base_before, state.burst_base)
     if starts.any() or ends.any():
-        next_onset, jitter, rate = _fit(params, onsets=onsets, peaks=peaks, inputs=inputs)
+        next_onset, jitter, rate = _fit(params, onsets=onsets, peaks=peaks, widths=widths, inputs=inputs)
         changed = (starts | ends)[:, None]
         next_onset = np.where(changed, next_onset, state.burst_next)
         jitter = np.where(changed, jitter, state.burst_jitter)
@@ -136,6 +149,7 @@ def predict_bursts(
     return Recurrence(
         onsets=onsets,
         peaks=peaks,
+        widths=widths,
         active=active,
         base=base,
         next_onset=next_onset,
@@ -160,7 +174,7 @@ def _recorded(
 
 
 def _fit(
-    params: PolicyArrays, *, onsets: FloatArray, peaks: FloatArray, inputs: Inputs
+    params: PolicyArrays, *, onsets: FloatArray, peaks: FloatArray, widths: FloatArray, inputs: Inputs
 ) -> tuple[FloatArray, FloatArray, FloatArray]:
     """Predicted next onsets, their jitter and rates, one per (head, candidate period); inf where none.
 
@@ -181,10 +195,12 @@ def _fit(
     allowed = JITTER_FRACTION * period + quantum  # (W, H, C)
     chain = np.empty((w, BURST_HEADS, k - 1, MIN_INTERVALS + 1))
     chain_peak = np.broadcast_to(peaks[:, heads][:, :, None], period.shape).copy()
+    chain_width = np.broadcast_to(widths[:, heads][:, :, None], period.shape).copy()
     chain[..., 0] = head_t[:, :, None]
     found = valid.copy()
     all_onsets = onsets[:, None, None, :]  # (W, 1, 1, K)
     all_peaks = peaks[:, None, None, :]
+    all_widths = widths[:, None, None, :]
     for step in range(1, MIN_INTERVALS + 1):
         expected = chain[..., step - 1] - period  # (W, H, C)
         distance = np.abs(all_onsets - expected[..., None])  # (W, H, C, K)
@@ -198,6 +214,8 @@ def _fit(
         peak = np.take_along_axis(np.broadcast_to(all_peaks, distance.shape), pick, axis=-1)[..., 0]
         chain[..., step] = np.where(found, at, 0.0)
         chain_peak = np.maximum(chain_peak, np.where(found, peak, 0.0))
+        width = np.take_along_axis(np.broadcast_to(all_widths, distance.shape), pick, axis=-1)[..., 0]
+        chain_width = np.maximum(chain_width, np.where(found, width, 0.0))
     # Least squares of time on index (0 = the head, 1 = one period before, ...).
     index = -np.arange(MIN_INTERVALS + 1, dtype=np.float64)
     centred = index - index.mean()
@@ -210,6 +228,7 @@ def _fit(
         found
         & (slope >= MIN_PERIOD_REACTIONS * inputs.reaction[:, None, None])
         & (residual <= JITTER_FRACTION * slope + quantum)
+        & (chain_width <= MAX_WIDTH_FRACTION * slope)
     )
     predicted = mean_t + slope * (1.0 - index.mean())  # the line at index +1
     next_onset = np.where(confident, predicted, np.inf).reshape(w, -1)

@@ -250,6 +250,7 @@ def _next_state(
         season_since=inputs.observed_since,
         burst_onsets=recurrence.onsets,
         burst_peaks=recurrence.peaks,
+        burst_widths=recurrence.widths,
         burst_active=recurrence.active,
         burst_base=recurrence.base,
         burst_next=recurrence.next_onset,
