@@ -285,3 +285,34 @@ def test_a_policy_can_turn_the_prediction_off() -> None:
     assert not (simulate(w, traffic).ahead > 0).any()
     on = Workload(replace(w.policy, smoothing=Smoothing(half_life_seconds=30.0)), 24)
     assert (simulate(on, traffic).ahead > 0).any()
+
+
+@settings(max_examples=15, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(
+    w=workloads(),
+    steps=st.integers(3, 6),
+    hold=st.floats(600.0, 2400.0),
+    cycles=st.integers(4, 7),
+    low=st.floats(0.0, 0.3),
+    seed=st.integers(0, 2**16),
+)
+def test_a_repeating_staircase_is_never_predicted(
+    w: Workload, *, steps: int, hold: float, cycles: int, low: float, seed: int
+) -> None:
+    """A ladder up and down again, over and over (as ``shapes.staircase``): its rise lasts most of the
+    cycle, a level the forecast follows, however regularly the ladder repeats."""
+    rng = np.random.default_rng(seed)
+    top = CAPACITY * w.hi * w.policy.target_utilization
+    levels = np.linspace(low, 1.0, steps) * top
+    ladder = [*levels.tolist(), *levels[-2:0:-1].tolist()]
+    times, rates, now = [0.0], [float(levels[0])], 600.0
+    for level in ladder * cycles:
+        times += [now, now + 30.0]
+        rates += [rates[-1], level]
+        now += 30.0 + hold * float(rng.uniform(0.7, 1.3))
+    times.append(now)
+    rates.append(rates[-1])
+    traffic = Traffic(np.asarray(times), np.asarray(rates), (), top)
+    run = simulate(w, traffic)
+    predicted = run.times[run.ahead > 0]
+    assert predicted.size == 0, f"the staircase was predicted as bursts at {predicted[:5]} s"
