@@ -25,8 +25,9 @@ over all workloads that returns a small frozen result for the later stages.
    changing true rate.
    **Recurrence** (:func:`~lagscaler.core.engine.stages.recurrence.predict_bursts`, stage 2b). A burst
    starts when the arrival rate doubles against the level and rises by at least one replica's worth;
-   its onset and peak go into a fixed ring per workload. When four onsets lie one period apart (a line
-   through them misses none by more than 5 % of the period, plus one sync), the next onset is
+   its onset, peak and duration go into a fixed ring per workload. When four onsets lie one period
+   apart (a line through them misses none by more than 5 % of the period, plus one sync) and each of
+   those bursts was over within half the period (a longer rise is a level, not a burst), the next onset is
    predicted, and from the lead before it (the reaction time, one sync for the data's age, the
    up-stabilization and one sync per further step the scale-up limit needs) until it has passed (its
    window: twice the line's worst miss, at least 3 % of the period, plus one sync) the chain's peak
