@@ -128,11 +128,18 @@ def predict_bursts(
     active = np.where(on, (state.burst_active | starts) & ~ends, state.burst_active)
     base = np.where(starts, base_before, state.burst_base)
     if starts.any() or ends.any():
-        next_onset, jitter, rate = _fit(params, onsets=onsets, peaks=peaks, widths=widths, inputs=inputs)
-        changed = (starts | ends)[:, None]
-        next_onset = np.where(changed, next_onset, state.burst_next)
-        jitter = np.where(changed, jitter, state.burst_jitter)
-        rate = np.where(changed, rate, state.burst_rate)
+        # Only the rows whose ring changed are refitted: with hundreds of workloads some episode starts
+        # or ends in most cycles, and the fit is (rows, heads, candidates, slots) wide.
+        rows = np.flatnonzero(starts | ends)
+        refit = _fit(
+            onsets=onsets[rows],
+            peaks=peaks[rows],
+            widths=widths[rows],
+            sync=params.sync_period[rows],
+            reaction=inputs.reaction[rows],
+        )
+        next_onset, jitter, rate = state.burst_next.copy(), state.burst_jitter.copy(), state.burst_rate.copy()
+        next_onset[rows], jitter[rows], rate[rows] = refit
     else:
         next_onset, jitter, rate = state.burst_next, state.burst_jitter, state.burst_rate
     lead = (
@@ -174,7 +181,7 @@ def _recorded(
 
 
 def _fit(
-    params: PolicyArrays, *, onsets: FloatArray, peaks: FloatArray, widths: FloatArray, inputs: Inputs
+    *, onsets: FloatArray, peaks: FloatArray, widths: FloatArray, sync: FloatArray, reaction: FloatArray
 ) -> tuple[FloatArray, FloatArray, FloatArray]:
     """Predicted next onsets, their jitter and rates, one per (head, candidate period); inf where none.
 
@@ -191,7 +198,7 @@ def _fit(
     period = head_t[:, :, None] - onsets[:, None, older]  # (W, H, C)
     valid = np.isfinite(period) & (period > 0)
     period = np.where(valid, period, np.inf)
-    quantum = params.sync_period[:, None, None]
+    quantum = sync[:, None, None]
     allowed = JITTER_FRACTION * period + quantum  # (W, H, C)
     chain = np.empty((w, BURST_HEADS, k - 1, MIN_INTERVALS + 1))
     chain_peak = np.broadcast_to(peaks[:, heads][:, :, None], period.shape).copy()
@@ -226,7 +233,7 @@ def _fit(
     residual = np.abs(times - fitted).max(axis=-1)
     confident = (
         found
-        & (slope >= MIN_PERIOD_REACTIONS * inputs.reaction[:, None, None])
+        & (slope >= MIN_PERIOD_REACTIONS * reaction[:, None, None])
         & (residual <= JITTER_FRACTION * slope + quantum)
         & (chain_width <= MAX_WIDTH_FRACTION * slope)
     )
