@@ -45,6 +45,10 @@ from lagscaler.core.engine.stages.capacity import CapacityEstimate
 from lagscaler.core.engine.stages.prepare import Inputs
 from lagscaler.core.engine.state import BURST_HEADS, EngineState
 
+BASELINE_HALF_LIVES = 2.0
+"""No burst starts until the level has been observed for this many half-lives: before, the level is
+the first sample (often an empty interval's 0), and any traffic would read as a burst that lasts."""
+
 ONSET_RATIO = 2.0
 """A burst starts when the arrival rate is at least this multiple of the smoothed level before it."""
 
@@ -110,8 +114,10 @@ def predict_bursts(
     on = params.burst_recurrence & inputs.usable & ~inputs.first
     arrival, base_before = inputs.arrival, state.level
     one_replica = capacity.per_replica * params.target_utilization
+    settled = inputs.now - inputs.observed_since >= BASELINE_HALF_LIVES * params.half_life
     starts = (
         on
+        & settled
         & ~state.burst_active
         & (arrival >= ONSET_RATIO * base_before)
         & (arrival - base_before >= one_replica)
