@@ -285,9 +285,20 @@ def _warming(
 ) -> tuple[ControllerRecord, list[Action]]:
     serving = record.serving
     keep = {handover.target} | ({serving.generation} if serving is not None else set())
-    actions: list[Action] = [*_strays(obs, keep), Ensure(handover.target, handover.group, handover.replicas)]
-    if serving is not None:
-        actions.append(Ensure(serving.generation, serving.group, serving.replicas))
+    serving_actions: list[Action] = (
+        [Ensure(serving.generation, serving.group, serving.replicas)] if serving is not None else []
+    )
+    superseded = _superseded(record, handover, obs)
+    if superseded is not None:
+        # The source never stopped: it keeps serving; ABORTING removes the target (§4.1).
+        aborting = replace(handover, phase=Phase.ABORTING)
+        note = Note("handover superseded", {**_describe(record, aborting), "reason": superseded})
+        return replace(record, handover=aborting), [*_strays(obs, keep), *serving_actions, note]
+    actions: list[Action] = [
+        *_strays(obs, keep),
+        Ensure(handover.target, handover.group, handover.replicas),
+        *serving_actions,
+    ]
     if _ready(handover, obs):
         if serving is None:
             return _start(record, handover, cut=handover.warm_to, obs=obs, settings=settings), actions
@@ -401,6 +412,30 @@ def _aborting(
 
 
 # --- conditions ---------------------------------------------------------------------------------------
+
+
+def _superseded(record: ControllerRecord, handover: Handover, obs: Observation) -> str | None:
+    """Why a warming scale-down no longer fits the decision (None: it still does).
+
+    A scale-down carried through to its cut after the decision rose above its target would cut over
+    to fewer workers than the engine now asks for, and only then start the next warm-up: the workload
+    runs short for a whole warm-up when it needs capacity most. Abandoning it instead keeps the serving
+    generation, larger than the target, consuming, and the next step starts the size now decided.
+
+    A warming scale-up is carried through whatever the decision says: its capacity lands sooner than a
+    fresh attempt's would, and a decision that dips for one sample must not restart a warm-up that a
+    burst is waiting for (the next decision after its cut sizes the generation again).
+    """
+    serving = record.serving
+    desired = obs.desired
+    if serving is None or handover.source is None or desired is None or desired < 1:
+        return None
+    if handover.replicas < serving.replicas and desired > handover.replicas:
+        return (
+            f"the decision ({desired}) rose above this scale-down's target ({handover.replicas}) while it"
+            f" warmed; generation {serving.generation} keeps serving with {serving.replicas}"
+        )
+    return None
 
 
 def _within(offsets: Offsets, partitions: frozenset[TopicPartition]) -> dict[TopicPartition, int]:

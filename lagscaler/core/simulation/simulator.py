@@ -494,9 +494,17 @@ class _Run:
         self._next_join()
 
     def _hand_over(self, i: int, desired: int, now: float) -> None:
-        """A decision in handover mode: start a generation at ``desired`` unless one is warming
-        (the controller carries a handover it began to its end, whatever later decisions say)."""
+        """A decision in handover mode: start a generation at ``desired`` unless one is warming.
+
+        As the controller's machine does (``_superseded`` in :mod:`lagscaler.core.handover.machine`),
+        a warming scale-down is abandoned once the decision rises above its target (the serving
+        generation keeps consuming; the next attempt starts at once: live, a few controller ticks
+        later), and any other warming handover is carried to its cut, whatever later decisions say.
+        """
         lane = self.lanes[i]
+        if lane.warming and lane.warming < lane.members and desired > lane.warming:
+            lane.warming, lane.ready_at = 0, math.inf
+            self.replica_counts[i] = lane.replicas
         if lane.warming or desired == lane.members:
             return
         lane.scale_events += 1
