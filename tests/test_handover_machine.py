@@ -29,6 +29,7 @@ from lagscaler.core.handover.machine import (
     Remove,
     needs,
     step,
+    superseded,
 )
 from lagscaler.core.handover.protocol import (
     ControllerRecord,
@@ -376,7 +377,7 @@ def test_a_warming_scale_down_is_superseded_once_the_decision_rises_above_its_ta
     assert (h.source, h.target, h.replicas, h.phase) == (1, 3, 2, Phase.WARMING)
 
 
-def test_a_warming_scale_up_is_carried_through_whatever_the_decision_says() -> None:
+def test_a_warming_scale_up_is_replaced_only_by_a_decision_for_twice_its_increase() -> None:
     record = serving_record(generation=1, replicas=1)
     source = {1: frozenset({"o1"})}
     result = step(record, obs(desired=3, running=source, committed={f"{BASE}-gen-1": {}}), SETTINGS, term=1)
@@ -385,7 +386,9 @@ def test_a_warming_scale_up_is_carried_through_whatever_the_decision_says() -> N
     assert h is not None
     groups, warm = warm_target(2, 3, h.warm_to)
     running = {**source, 2: frozenset(warm)}
-    for desired in (1, 2, 5):  # fell back to the serving size, in between, beyond the target
+    # Fallen back to the serving size, in between, or beyond the target by less than its increase
+    # again (1 → 3 adds 2; 4 adds 3): carried through to its cut.
+    for desired in (1, 2, 4):
         result = step(record, obs(desired=desired, running=running, statuses=warm), SETTINGS, term=1)
         assert not result.changed  # still warming
         result = step(
@@ -393,6 +396,32 @@ def test_a_warming_scale_up_is_carried_through_whatever_the_decision_says() -> N
         )
         assert result.record.handover is not None
         assert result.record.handover.phase is Phase.FENCING
+    # A burst seen at its start: the decision asks for 5 (adds 4, twice the 2 in flight). Landing 3
+    # first would put the full size a second warm-up away: the attempt is replaced by one at 5.
+    result = step(record, obs(desired=5, running=running, statuses=warm, groups=groups), SETTINGS, term=1)
+    assert result.record.handover is not None
+    assert result.record.handover.phase is Phase.ABORTING
+    assert result.record.serving == record.serving
+    assert any(isinstance(a, Note) and a.event == "handover superseded" for a in result.actions)
+    result = step(result.record, obs(desired=5, running=source), SETTINGS, term=1)
+    result = step(result.record, obs(desired=5, running=source, committed={f"{BASE}-gen-1": {}}), SETTINGS, term=1)
+    h = result.record.handover
+    assert h is not None
+    assert (h.source, h.target, h.replicas, h.phase) == (1, 3, 5, Phase.WARMING)
+
+
+@pytest.mark.parametrize(
+    ("serving", "target", "desired", "expected"),
+    [
+        (4, 2, 2, False), (4, 2, 1, False), (4, 2, 3, True), (4, 2, 9, True),  # scale-down
+        (2, 4, 2, False), (2, 4, 5, False), (2, 4, 6, True), (2, 4, 1, False),  # scale-up
+        (4, 2, 0, False), (3, 3, 9, False),
+    ],
+)  # fmt: skip
+def test_which_warming_handovers_a_decision_supersedes(
+    serving: int, target: int, desired: int, expected: bool
+) -> None:
+    assert superseded(serving, target, desired) is expected
 
 
 def test_a_fence_that_cannot_complete_is_aborted_after_the_kill_grace() -> None:
@@ -520,11 +549,10 @@ def test_whatever_is_observed_the_machine_keeps_its_invariants(data: st.DataObje
             and record.handover is not None
             and record.handover.phase is Phase.WARMING
             and record.serving is not None
-            and record.handover.replicas < record.serving.replicas
             and observation.desired is not None
-            and observation.desired > record.handover.replicas
+            and superseded(record.serving.replicas, record.handover.replicas, observation.desired)
         ):
-            # A warming scale-down that no longer fits the decision never reaches its cut.
+            # A warming handover that no longer fits the decision never reaches its cut.
             assert new.handover is not None
             assert new.handover.phase is Phase.ABORTING
             assert new.serving == record.serving

@@ -82,10 +82,11 @@ def test_a_decision_during_a_warm_up_waits_for_the_cut_over_as_the_controller_do
     warm = warmup_seconds(s)
     ready = 15.0 + warm
     first_sync_after = math.ceil(ready / s.sync_period_seconds) * s.sync_period_seconds
-    c = Scripted(bench_like(True), s, start=2, script={15.0: 6, 30.0: 3, 45.0: 12, first_sync_after: 3})
+    c = Scripted(bench_like(True), s, start=2, script={15.0: 6, 30.0: 3, 45.0: 9, first_sync_after: 3})
     r = run(flat(2000.0, 1.0), s, c)
     lane = r.lanes[0]
-    # 2 → 6 carried to its end; 3 and 12 asked during the warm-up changed nothing; 3 asked after it did.
+    # 2 → 6 carried to its end; 3 and 9 (less than twice its increase) asked during the warm-up changed
+    # nothing; 3 asked after it did.
     assert (lane.members, lane.cutovers, lane.scale_events, lane.rebalances) == (3, 2, 2, 0)
 
 
@@ -105,6 +106,19 @@ def test_a_warming_scale_down_is_abandoned_when_the_decision_rises_above_its_tar
     assert result.policies[0].replica_hours == pytest.approx(expected)
     # Never fewer than 6 served meanwhile: the members the engine saw.
     assert all(members == (6 if now < 45.0 + warm else 8) for now, members in c.asked)
+
+
+def test_a_warming_scale_up_too_small_for_the_decision_is_replaced_by_one_at_the_decision() -> None:
+    """A burst seen at its start: 2 → 3 warms when the decision asks for 8 (6 more, twice the 1 in
+    flight and then some). Landing 3 first would put 8 a second warm-up away; 8 warms up instead,
+    from the decision that asked for it."""
+    s = scenario()
+    warm = warmup_seconds(s)
+    c = Scripted(bench_like(True), s, start=2, script={15.0: 3, 30.0: 8})
+    r = run(flat(2000.0, 1.0), s, c)
+    lane = r.lanes[0]
+    assert (lane.members, lane.cutovers, lane.scale_events) == (8, 1, 2)
+    assert all(members == (2 if now < 30.0 + warm else 8) for now, members in c.asked)
 
 
 def test_a_scale_down_whose_decision_stays_at_or_below_its_target_is_carried_through() -> None:

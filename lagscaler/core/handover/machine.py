@@ -45,6 +45,7 @@ __all__ = [
     "Step",
     "needs",
     "step",
+    "superseded",
 ]
 
 
@@ -415,27 +416,41 @@ def _aborting(
 
 
 def _superseded(record: ControllerRecord, handover: Handover, obs: Observation) -> str | None:
-    """Why a warming scale-down no longer fits the decision (None: it still does).
+    """Why a warming handover no longer fits the decision (None: it still does).
 
-    A scale-down carried through to its cut after the decision rose above its target would cut over
-    to fewer workers than the engine now asks for, and only then start the next warm-up: the workload
-    runs short for a whole warm-up when it needs capacity most. Abandoning it instead keeps the serving
-    generation, larger than the target, consuming, and the next step starts the size now decided.
-
-    A warming scale-up is carried through whatever the decision says: its capacity lands sooner than a
-    fresh attempt's would, and a decision that dips for one sample must not restart a warm-up that a
-    burst is waiting for (the next decision after its cut sizes the generation again).
+    * A **scale-down** carried through to its cut after the decision rose above its target would cut
+      over to fewer workers than the engine now asks for, and only then start the next warm-up: the
+      workload runs short for a whole warm-up when it needs capacity most. Abandoning it keeps the
+      serving generation, larger than the target, consuming; the next step starts the size decided.
+    * A **scale-up** too small for the decision (a burst seen at its start) would land, then a second
+      warm-up would follow: the full size arrives two warm-ups after the burst began. A fresh attempt
+      at the decided size arrives one warm-up after the decision instead. It is replaced only when the
+      decision asks for at least twice the increase in flight, so a decision that creeps up sample by
+      sample during a long ramp replaces it a handful of times at most (each replacement doubles the
+      increase) and cannot keep the capacity from ever landing. A decision that falls back does not
+      abandon a scale-up: one dipping sample must not restart the warm-up a burst waits for.
     """
     serving = record.serving
     desired = obs.desired
-    if serving is None or handover.source is None or desired is None or desired < 1:
+    if serving is None or handover.source is None or desired is None:
         return None
-    if handover.replicas < serving.replicas and desired > handover.replicas:
-        return (
-            f"the decision ({desired}) rose above this scale-down's target ({handover.replicas}) while it"
-            f" warmed; generation {serving.generation} keeps serving with {serving.replicas}"
-        )
-    return None
+    if not superseded(serving.replicas, handover.replicas, desired):
+        return None
+    direction = "scale-down" if handover.replicas < serving.replicas else "scale-up"
+    return (
+        f"the decision ({desired}) no longer fits this {direction} ({serving.replicas} → {handover.replicas})"
+        f" while it warmed; generation {serving.generation} keeps serving with {serving.replicas}"
+    )
+
+
+def superseded(serving: int, target: int, desired: int) -> bool:
+    """A warming handover from ``serving`` to ``target`` workers no longer fits the decision ``desired``
+    (:func:`_superseded` says why; the simulator models handover mode with it)."""
+    if desired < 1:
+        return False
+    if target < serving:
+        return desired > target
+    return target > serving and desired - serving >= 2 * (target - serving)
 
 
 def _within(offsets: Offsets, partitions: frozenset[TopicPartition]) -> dict[TopicPartition, int]:
