@@ -213,7 +213,9 @@ async def test_a_warming_scale_down_a_spike_supersedes_is_abandoned_and_the_spik
         report = await play.verdict()
     attempt = [r for r in history if r.handover is not None and r.handover.target == 2]
     assert {r.handover.phase for r in attempt if r.handover is not None} == {Phase.WARMING, Phase.ABORTING}
-    assert all(r.serving is not None and (r.serving.generation, r.serving.replicas) == (1, 3) for r in attempt)
+    assert all(
+        r.serving is not None and (r.serving.generation, r.serving.replicas) == (1, 3) for r in attempt
+    )
     assert record.serving is not None
     assert (record.serving.generation, record.serving.replicas) == (3, 2)
     assert report.consistent, report.summary()

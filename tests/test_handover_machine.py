@@ -404,7 +404,9 @@ def test_a_warming_scale_up_is_replaced_only_by_a_decision_for_twice_its_increas
     assert result.record.serving == record.serving
     assert any(isinstance(a, Note) and a.event == "handover superseded" for a in result.actions)
     result = step(result.record, obs(desired=5, running=source), SETTINGS, term=1)
-    result = step(result.record, obs(desired=5, running=source, committed={f"{BASE}-gen-1": {}}), SETTINGS, term=1)
+    result = step(
+        result.record, obs(desired=5, running=source, committed={f"{BASE}-gen-1": {}}), SETTINGS, term=1
+    )
     h = result.record.handover
     assert h is not None
     assert (h.source, h.target, h.replicas, h.phase) == (1, 3, 5, Phase.WARMING)

@@ -44,8 +44,8 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from lagscaler.core.engine.params import HANDOVER_CUTOVER_SECONDS
-from lagscaler.core.handover.machine import superseded
 from lagscaler.core.engine.sizing import FloatArray, IntArray
+from lagscaler.core.handover.machine import superseded
 from lagscaler.core.hpa import HpaSpec, HpaState, TargetType
 from lagscaler.core.hpa import step as hpa_step
 from lagscaler.core.simulation.controllers import Controller, GroupView, Lookahead
