@@ -1,7 +1,8 @@
 """Handover mode in the simulator (issue 11): generations warmed up beside the serving one, no rebalance.
 
 A scripted decision sequence checks the mechanics exactly (billing during the warm-up, the controller
-ignoring decisions while a generation warms, the cut-over); the real engine in mode handover, over
+carrying a warming generation through the decisions it still fits and abandoning it for the ones it
+does not, the cut-over); the real engine in mode handover, over
 random policies and traces, checks that no rebalance ever happens and no message is lost or doubled.
 """
 
