@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import functools
 from collections.abc import Callable
-from typing import TypeVar, cast
+from typing import Any, TypeVar, cast
 
 import numpy as np
 import numpy.typing as npt
@@ -24,9 +24,7 @@ FloatArray = npt.NDArray[np.float64]
 IntArray = npt.NDArray[np.int64]
 BoolArray = npt.NDArray[np.bool_]
 
-_F = TypeVar(
-    "_F", bound=Callable[[npt.NDArray[np.generic], npt.NDArray[np.generic]], npt.NDArray[np.generic]]
-)
+_F = TypeVar("_F", bound=Callable[..., Any])
 
 MEMO_ROWS = 16
 """Arrays up to this many rows are remembered by :func:`memoized` functions (a key costs its bytes)."""
@@ -39,17 +37,18 @@ def memoized(fn: _F) -> _F:
 
     A decision cycle asks the same few counts again and again (the current count, the need, the
     step limits: integers that change only when the group does), and one call of these functions
-    costs a few dozen numpy operations whatever the rows, 15-30 µs for one workload: most of a
-    cycle in the simulator (``bench/simulator_speed.py``). The key is each argument's dtype, shape
-    and bytes, so a result is returned only for bit-identical inputs, and it is read-only, so that no
-    caller can change what a later call returns.
+    costs a few dozen numpy operations whatever the rows, 15-30 µs for one workload: about half of
+    a cycle in the simulator before they were remembered (``bench/simulator_speed.py``). The key is
+    each argument's dtype, shape and bytes, so a result is returned only for bit-identical inputs,
+    and it is read-only, so that no caller can change what a later call returns.
     """
-    cache: dict[tuple[object, ...], npt.NDArray[np.generic]] = {}
+    cache: dict[tuple[object, ...], npt.NDArray[Any]] = {}
 
     @functools.wraps(fn)
-    def remembered(a: npt.NDArray[np.generic], b: npt.NDArray[np.generic]) -> npt.NDArray[np.generic]:
+    def remembered(a: npt.NDArray[Any], b: npt.NDArray[Any]) -> npt.NDArray[Any]:
         if not (isinstance(a, np.ndarray) and isinstance(b, np.ndarray) and a.size <= MEMO_ROWS >= b.size):
-            return fn(a, b)
+            computed: npt.NDArray[Any] = fn(a, b)
+            return computed
         key = (a.dtype.char, a.shape, a.tobytes(), b.dtype.char, b.shape, b.tobytes())
         found = cache.get(key)
         if found is None:
