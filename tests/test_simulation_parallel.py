@@ -13,13 +13,13 @@ from collections.abc import Iterator
 from concurrent.futures import Executor, ProcessPoolExecutor
 from dataclasses import replace
 
-import numpy as np
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from test_simulation import P, bench_like
+from test_simulation_handover import cases as handover_cases
 
-from lagscaler.core.policy.model import Mode, ScaleDown, ScaleUp, ScalingPolicy
+from lagscaler.core.policy.model import Mode, ScalingPolicy
 from lagscaler.core.simulation.compare import HANDOVER, POLICIES, compare
 from lagscaler.core.simulation.controllers import LagscalerController, StaticController
 from lagscaler.core.simulation.model import Scenario, SimulationResult
@@ -35,31 +35,15 @@ def pool() -> Iterator[Executor]:
 
 @st.composite
 def cases(draw: st.DrawFn) -> tuple[ScalingPolicy, Scenario, Trace]:
-    """A random policy and scenario, often with every event on a step edge (then the run splits)."""
+    """A random policy, scenario and trace, often with every event on a step edge (then the run splits)."""
+    scenario, trace, handover, _ = draw(handover_cases())
     step = draw(st.sampled_from([5.0, 2.5, 10.0]))
     on_edges = draw(st.booleans())
     startup = step * draw(st.integers(0, 12)) if on_edges else draw(st.floats(0.0, 60.0))
     policy = replace(
-        bench_like(draw(st.booleans())),
-        max_lag_seconds=draw(st.sampled_from([15.0, 30.0, 120.0])),
-        min_replicas=draw(st.integers(1, 3)),
-        target_utilization=draw(st.floats(0.5, 0.95)),
-        scale_up=ScaleUp(max_step_percent=draw(st.sampled_from([50.0, 100.0, 400.0]))),
-        scale_down=ScaleDown(
-            stabilization_seconds=draw(st.sampled_from([0.0, 120.0, 300.0])),
-            max_step_percent=draw(st.sampled_from([25.0, 50.0, 100.0])),
-        ),
-        startup_seconds=startup,
-        rebalance_stall_seconds=draw(st.floats(0.0, 30.0)),
-        mode=draw(st.sampled_from([Mode.HPA, Mode.HANDOVER])),
+        handover.policy, startup_seconds=startup, mode=draw(st.sampled_from([Mode.HPA, Mode.HANDOVER]))
     )
-    scenario = replace(
-        Scenario.from_policy(policy, partitions=P, step_seconds=step),
-        commit_interval_seconds=draw(st.sampled_from([0.0, 5.0, 30.0])),
-    )
-    knots = draw(st.lists(st.floats(0.0, 1.0), min_size=3, max_size=10))
-    times = np.linspace(0.0, 5400.0, len(knots))
-    return policy, scenario, Trace("random", times, np.asarray(knots) * P * 1000.0)
+    return policy, replace(scenario, step_seconds=step, startup_seconds=startup), trace
 
 
 def assert_identical(split: SimulationResult, whole: SimulationResult) -> None:
