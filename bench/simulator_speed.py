@@ -9,8 +9,8 @@ process of the run (``wait4``'s ``ru_utime + ru_stime``: the child and the worke
 interpreter start-up and trace parsing included), and the peak resident memory of the largest one
 (``ru_maxrss``).
 
-The baseline is the whole ``lagscaler`` package at commit ``--baseline`` (default ``BASELINE``, the
-simulator and engine before the speed work of issue 9), taken with ``git archive`` into a temporary
+The baseline is the whole ``lagscaler`` package at commit ``--baseline`` (default ``BASELINE``, main
+before the two-process simulator), taken with ``git archive`` into a temporary
 directory that the child puts first on its path, and run the same way on the same trace in the same
 run. Speed work must not change a result: the script compares both runs' results exactly (every
 replica-hour, SLO miss, max and p99 lag and scale event, as floats), says whether they are
@@ -49,7 +49,7 @@ TRACE = next(
 POLICY = ROOT / "policies" / "clickstream.yaml"
 PEAK = 20_000.0
 COMMIT_INTERVAL = 5.0  # the CLI's default model
-BASELINE = "249a846"  # the integration head the simulator speed work (issue 9) started from
+BASELINE = "54e1450"  # main before the two-process simulator and the memoized sizing (issue 9)
 
 
 def baseline_package(commit: str, into: Path) -> Path:
