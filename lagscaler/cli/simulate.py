@@ -195,8 +195,17 @@ def simulation_pool() -> Iterator[Executor | None]:
     if len(os.sched_getaffinity(0)) < 2:
         yield None
         return
-    with ProcessPoolExecutor(max_workers=1, mp_context=multiprocessing.get_context("spawn")) as pool:
+    pool = ProcessPoolExecutor(max_workers=1, mp_context=multiprocessing.get_context("spawn"))
+    try:
         yield pool
+    except BaseException:
+        # Interrupted or failed here: the worker would otherwise step its lanes to the trace's end
+        # before the pool could shut down (its only children are the pool's workers).
+        for worker in multiprocessing.active_children():
+            worker.terminate()
+        raise
+    finally:
+        pool.shutdown(cancel_futures=True)
 
 
 def _require_matplotlib() -> None:
