@@ -46,6 +46,7 @@ import numpy as np
 
 from lagscaler.core.engine.params import HANDOVER_CUTOVER_SECONDS
 from lagscaler.core.engine.sizing import FloatArray, IntArray
+from lagscaler.core.handover.machine import superseded
 from lagscaler.core.hpa import HpaSpec, HpaState, TargetType
 from lagscaler.core.hpa import step as hpa_step
 from lagscaler.core.simulation.controllers import Controller, GroupView, LagscalerController, Lookahead
@@ -495,9 +496,18 @@ class _Run:
         self._next_join()
 
     def _hand_over(self, i: int, desired: int, now: float) -> None:
-        """A decision in handover mode: start a generation at ``desired`` unless one is warming
-        (the controller carries a handover it began to its end, whatever later decisions say)."""
+        """A decision in handover mode: start a generation at ``desired`` unless one is warming.
+
+        As the controller's machine does (:func:`~lagscaler.core.handover.machine.superseded`), a
+        warming scale-down is abandoned once the decision rises above its target, and a warming
+        scale-up once the decision asks for at least twice its increase (the serving generation keeps
+        consuming; the next attempt starts at once: live, a few controller ticks later); any other
+        warming handover is carried to its cut, whatever later decisions say.
+        """
         lane = self.lanes[i]
+        if lane.warming and superseded(lane.members, lane.warming, desired):
+            lane.warming, lane.ready_at = 0, math.inf
+            self.replica_counts[i] = lane.replicas
         if lane.warming or desired == lane.members:
             return
         lane.scale_events += 1
