@@ -3,11 +3,16 @@
 from __future__ import annotations
 
 import json
+import multiprocessing
+import os
+import time
+from concurrent.futures import Future
 from pathlib import Path
 
 import pytest
 
 from lagscaler.cli import main
+from lagscaler.cli.simulate import simulation_pool
 
 POLICY = """\
 apiVersion: lagscaler.io/v1
@@ -182,3 +187,21 @@ def test_step_and_commit_interval_are_the_run_s_and_shown_with_it(
         if line.startswith("keda")
     ]
     assert float(keda[1][1]) > float(keda[0][1])  # replica-hours
+
+
+@pytest.mark.skipif(len(os.sched_getaffinity(0)) < 2, reason="one core: the CLI starts no worker")
+def test_an_interrupted_simulation_stops_its_worker_at_once() -> None:
+    """Interrupted while the worker still has its lanes to step (here: an hour's work), the command
+    stops the worker instead of waiting for it (it used to wait for the worker's whole run)."""
+    submitted: list[Future[None]] = []
+
+    def interrupted_while_busy() -> None:
+        with simulation_pool() as pool:
+            assert pool is not None
+            submitted.append(pool.submit(time.sleep, 3600.0))
+            raise KeyboardInterrupt
+
+    with pytest.raises(KeyboardInterrupt):
+        interrupted_while_busy()
+    assert submitted[0].done()
+    assert multiprocessing.active_children() == []

@@ -179,6 +179,50 @@ async def test_a_generation_that_never_gets_ready_is_removed_and_the_old_one_kee
     assert 2 not in report.generations  # the failed generation processed nothing
 
 
+async def test_a_warming_scale_down_a_spike_supersedes_is_abandoned_and_the_spike_gets_its_own(
+    kafka: KafkaEndpoint, unique: str, tmp_path: Path
+) -> None:
+    """3 → 1 is warming (generation 2 cannot finish its warm-up: it would wait out its whole deadline)
+    when the decision rises to 2. The controller abandons it at once rather than cut over to 1: the
+    3 workers of generation 1 keep serving, and generation 3 warms up at 2 and takes over."""
+    settings = playground(
+        kafka.bootstrap,
+        unique,
+        tmp_path,
+        stateful=True,
+        commit_interval=0.5,
+        initial_replicas=3,
+        app_args=("--fail-warm-up-in-generations", "2"),
+        # Far longer than the test waits for anything: only the decision can end generation 2's attempt.
+        handover={"warmup_timeout": 600.0},
+    )
+    async with HandoverPlayground(settings) as play:
+        await play.scale_to(3)
+        assert play.runner is not None
+        play.runner.set_desired(settings.workload, 1)
+
+        def warming_two() -> bool:
+            record = play.record()
+            h = record.handover if record is not None else None
+            return h is not None and h.target == 2 and h.phase is Phase.WARMING
+
+        await play.wait(warming_two, within=60, what="generation 2 warming")
+        record = await play.scale_to(2, within=120)
+        assert not play.worker_pids(2)
+        history = play.history()
+        report = await play.verdict()
+    attempt = [r for r in history if r.handover is not None and r.handover.target == 2]
+    assert {r.handover.phase for r in attempt if r.handover is not None} == {Phase.WARMING, Phase.ABORTING}
+    assert all(
+        r.serving is not None and (r.serving.generation, r.serving.replicas) == (1, 3) for r in attempt
+    )
+    assert record.serving is not None
+    assert (record.serving.generation, record.serving.replicas) == (3, 2)
+    assert report.consistent, report.summary()
+    assert report.duplicates == 0, report.summary()
+    assert 2 not in report.generations  # the abandoned generation processed nothing
+
+
 # --- controllers as processes of their own -------------------------------------------------------------
 
 

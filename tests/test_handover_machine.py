@@ -29,6 +29,7 @@ from lagscaler.core.handover.machine import (
     Remove,
     needs,
     step,
+    superseded,
 )
 from lagscaler.core.handover.protocol import (
     ControllerRecord,
@@ -330,6 +331,101 @@ def test_a_target_that_never_gets_ready_is_aborted_and_the_source_keeps_serving(
     assert result.record.next_generation == 3  # generation 2 is never reused
 
 
+def test_a_warming_scale_down_is_superseded_once_the_decision_rises_above_its_target() -> None:
+    record = serving_record(generation=1, replicas=3)
+    source = {1: frozenset({"o1", "o2", "o3"})}
+    result = step(record, obs(desired=1, running=source, committed={f"{BASE}-gen-1": {}}), SETTINGS, term=1)
+    record = result.record
+    h = record.handover
+    assert h is not None
+    assert (h.source, h.target, h.replicas, h.phase) == (1, 2, 1, Phase.WARMING)
+    groups, warm = warm_target(2, 1, h.warm_to)
+    running = {**source, 2: frozenset(warm)}
+
+    # The decision still fits (at or below the target, or none yet: a restarted controller): go on.
+    for desired in (None, 1):
+        result = step(record, obs(desired=desired, running=running, statuses=warm), SETTINGS, term=1)
+        assert not result.changed
+
+    # A spike: the decision rises above the target while the target is warm and ready. Cutting over
+    # now would leave one worker where two are wanted; instead the attempt is abandoned, the source
+    # (never stopped) keeps serving at its size, and nothing asks for the target any more.
+    rising = obs(desired=2, running=running, statuses=warm, groups=groups)
+    result = step(record, rising, SETTINGS, term=1)
+    assert result.changed
+    assert result.record.handover is not None
+    assert result.record.handover.phase is Phase.ABORTING
+    assert result.record.serving == record.serving
+    assert role(result.record, 1) is Role.SERVE
+    assert role(result.record, 2) is Role.STOP
+    assert Ensure(1, f"{BASE}-gen-1", 3) in result.actions
+    assert not any(isinstance(a, Ensure) and a.generation == 2 for a in result.actions)
+    assert any(isinstance(a, Note) and a.event == "handover superseded" for a in result.actions)
+    record = result.record
+
+    # ABORTING removes the target, then goes idle; the next step starts the size now decided, as a
+    # new generation (2 is never reused). Repeating a step (a restarted leader) changes nothing.
+    again = step(record, rising, SETTINGS, term=1)
+    assert Remove(2) in again.actions
+    assert not again.changed
+    result = step(record, obs(desired=2, running=source), SETTINGS, term=1)
+    assert result.record.handover is None
+    record = result.record
+    result = step(record, obs(desired=2, running=source, committed={f"{BASE}-gen-1": {}}), SETTINGS, term=1)
+    h = result.record.handover
+    assert h is not None
+    assert (h.source, h.target, h.replicas, h.phase) == (1, 3, 2, Phase.WARMING)
+
+
+def test_a_warming_scale_up_is_replaced_only_by_a_decision_for_twice_its_increase() -> None:
+    record = serving_record(generation=1, replicas=1)
+    source = {1: frozenset({"o1"})}
+    result = step(record, obs(desired=3, running=source, committed={f"{BASE}-gen-1": {}}), SETTINGS, term=1)
+    record = result.record
+    h = record.handover
+    assert h is not None
+    groups, warm = warm_target(2, 3, h.warm_to)
+    running = {**source, 2: frozenset(warm)}
+    # Fallen back to the serving size, in between, or beyond the target by less than its increase
+    # again (1 → 3 adds 2; 4 adds 3): carried through to its cut.
+    for desired in (1, 2, 4):
+        result = step(record, obs(desired=desired, running=running, statuses=warm), SETTINGS, term=1)
+        assert not result.changed  # still warming
+        result = step(
+            record, obs(desired=desired, running=running, statuses=warm, groups=groups), SETTINGS, term=1
+        )
+        assert result.record.handover is not None
+        assert result.record.handover.phase is Phase.FENCING
+    # A burst seen at its start: the decision asks for 5 (adds 4, twice the 2 in flight). Landing 3
+    # first would put the full size a second warm-up away: the attempt is replaced by one at 5.
+    result = step(record, obs(desired=5, running=running, statuses=warm, groups=groups), SETTINGS, term=1)
+    assert result.record.handover is not None
+    assert result.record.handover.phase is Phase.ABORTING
+    assert result.record.serving == record.serving
+    assert any(isinstance(a, Note) and a.event == "handover superseded" for a in result.actions)
+    result = step(result.record, obs(desired=5, running=source), SETTINGS, term=1)
+    result = step(
+        result.record, obs(desired=5, running=source, committed={f"{BASE}-gen-1": {}}), SETTINGS, term=1
+    )
+    h = result.record.handover
+    assert h is not None
+    assert (h.source, h.target, h.replicas, h.phase) == (1, 3, 5, Phase.WARMING)
+
+
+@pytest.mark.parametrize(
+    ("serving", "target", "desired", "expected"),
+    [
+        (4, 2, 2, False), (4, 2, 1, False), (4, 2, 3, True), (4, 2, 9, True),  # scale-down
+        (2, 4, 2, False), (2, 4, 5, False), (2, 4, 6, True), (2, 4, 1, False),  # scale-up
+        (4, 2, 0, False), (3, 3, 9, False),
+    ],
+)  # fmt: skip
+def test_which_warming_handovers_a_decision_supersedes(
+    serving: int, target: int, desired: int, expected: bool
+) -> None:
+    assert superseded(serving, target, desired) is expected
+
+
 def test_a_fence_that_cannot_complete_is_aborted_after_the_kill_grace() -> None:
     h = Handover(1, 2, f"{BASE}-gen-2", 3, Phase.FENCING, {}, deadline=1000.0, started_at=900.0)
     record = replace(serving_record(), handover=h, next_generation=3)
@@ -450,6 +546,18 @@ def test_whatever_is_observed_the_machine_keeps_its_invariants(data: st.DataObje
                                 if tp in PARTS:
                                     expected[tp] = max(expected.get(tp, 0), o)
                     assert new.serving.start == expected
+        if (
+            record is not None
+            and record.handover is not None
+            and record.handover.phase is Phase.WARMING
+            and record.serving is not None
+            and observation.desired is not None
+            and superseded(record.serving.replicas, record.handover.replicas, observation.desired)
+        ):
+            # A warming handover that no longer fits the decision never reaches its cut.
+            assert new.handover is not None
+            assert new.handover.phase is Phase.ABORTING
+            assert new.serving == record.serving
         if new.handover is not None:
             assert new.handover.target < new.next_generation
             assert (

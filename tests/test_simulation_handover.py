@@ -1,7 +1,8 @@
 """Handover mode in the simulator (issue 11): generations warmed up beside the serving one, no rebalance.
 
 A scripted decision sequence checks the mechanics exactly (billing during the warm-up, the controller
-ignoring decisions while a generation warms, the cut-over); the real engine in mode handover, over
+carrying a warming generation through the decisions it still fits and abandoning it for the ones it
+does not, the cut-over); the real engine in mode handover, over
 random policies and traces, checks that no rebalance ever happens and no message is lost or doubled.
 """
 
@@ -33,15 +34,17 @@ from lagscaler.core.simulation.trace import Trace
 @dataclass
 class Scripted(HandoverController):
     """Decides the counts of ``script`` (sync time → count) instead of asking the engine: the simulator's
-    handling of decisions is what is under test here, not the engine's."""
+    handling of decisions is what is under test here, not the engine's. Between scripted times it
+    repeats its last decision, as the engine keeps a decided count until it decides another."""
 
     script: dict[float, int] = field(default_factory=dict)
     asked: list[tuple[float, int]] = field(default_factory=list)
+    decided: int | None = None
 
     def desired(self, now: float, view: GroupView) -> int:
-        count = self.script.get(now, view.members)
+        self.decided = self.script.get(now, view.members if self.decided is None else self.decided)
         self.asked.append((now, view.members))
-        return count
+        return self.decided
 
 
 def scenario(stateful: bool = True) -> Scenario:
@@ -80,11 +83,51 @@ def test_a_decision_during_a_warm_up_waits_for_the_cut_over_as_the_controller_do
     warm = warmup_seconds(s)
     ready = 15.0 + warm
     first_sync_after = math.ceil(ready / s.sync_period_seconds) * s.sync_period_seconds
-    c = Scripted(bench_like(True), s, start=2, script={15.0: 6, 30.0: 3, 45.0: 12, first_sync_after: 3})
+    c = Scripted(bench_like(True), s, start=2, script={15.0: 6, 30.0: 3, 45.0: 9, first_sync_after: 3})
     r = run(flat(2000.0, 1.0), s, c)
     lane = r.lanes[0]
-    # 2 → 6 carried to its end; 3 and 12 asked during the warm-up changed nothing; 3 asked after it did.
+    # 2 → 6 carried to its end; 3 and 9 (less than twice its increase) asked during the warm-up changed
+    # nothing; 3 asked after it did.
     assert (lane.members, lane.cutovers, lane.scale_events, lane.rebalances) == (3, 2, 2, 0)
+
+
+def test_a_warming_scale_down_is_abandoned_when_the_decision_rises_above_its_target() -> None:
+    """As the controller's machine does: 6 → 2 is warming when a spike asks for 8. Carrying it through
+    would cut over to 2 and then warm 8 up; instead the 6 keep serving, 2 is dropped (no cut-over),
+    and 8 warms up from the decision that asked for it."""
+    s = scenario()
+    warm = warmup_seconds(s)
+    c = Scripted(bench_like(True), s, start=6, script={15.0: 2, 45.0: 8})
+    r = run(flat(2000.0, 1.0), s, c)
+    lane = r.lanes[0]
+    assert (lane.members, lane.cutovers, lane.scale_events, lane.rebalances) == (8, 1, 2, 0)
+    result = r.result("flat")
+    # 6 until 15 s, 6 + 2 until the abandon at 45 s, then 6 + 8 until 8 is warm, then 8.
+    expected = (6 * 15.0 + 8 * 30.0 + 14 * warm + 8 * (3600.0 - 45.0 - warm)) / 3600.0
+    assert result.policies[0].replica_hours == pytest.approx(expected)
+    # Never fewer than 6 served meanwhile: the members the engine saw.
+    assert all(members == (6 if now < 45.0 + warm else 8) for now, members in c.asked)
+
+
+def test_a_warming_scale_up_too_small_for_the_decision_is_replaced_by_one_at_the_decision() -> None:
+    """A burst seen at its start: 2 → 3 warms when the decision asks for 8 (6 more, twice the 1 in
+    flight and then some). Landing 3 first would put 8 a second warm-up away; 8 warms up instead,
+    from the decision that asked for it."""
+    s = scenario()
+    warm = warmup_seconds(s)
+    c = Scripted(bench_like(True), s, start=2, script={15.0: 3, 30.0: 8})
+    r = run(flat(2000.0, 1.0), s, c)
+    lane = r.lanes[0]
+    assert (lane.members, lane.cutovers, lane.scale_events) == (8, 1, 2)
+    assert all(members == (2 if now < 30.0 + warm else 8) for now, members in c.asked)
+
+
+def test_a_scale_down_whose_decision_stays_at_or_below_its_target_is_carried_through() -> None:
+    s = scenario()
+    c = Scripted(bench_like(True), s, start=6, script={15.0: 3, 30.0: 1, 45.0: 3})
+    r = run(flat(2000.0, 1.0), s, c)
+    lane = r.lanes[0]
+    assert (lane.members, lane.cutovers, lane.scale_events) == (3, 1, 1)
 
 
 def test_no_group_stall_and_no_restore_on_the_consuming_path() -> None:

@@ -5,8 +5,11 @@ from __future__ import annotations
 import argparse
 import json
 import math
+import multiprocessing
+import os
 import sys
 from collections.abc import Iterator
+from concurrent.futures import Executor, ProcessPoolExecutor
 from contextlib import contextmanager
 from dataclasses import replace
 from pathlib import Path
@@ -167,8 +170,11 @@ def _run(args: argparse.Namespace) -> int:
     )
     if args.report is not None:
         _require_matplotlib()
-    with _progress(trace.duration / scenario.step_seconds, scenario.step_seconds) as progress:
-        result = compare(trace, policy, scenario, policies, progress=progress, points=PLOT_POINTS)
+    with (
+        _progress(trace.duration / scenario.step_seconds, scenario.step_seconds) as progress,
+        simulation_pool() as pool,
+    ):
+        result = compare(trace, policy, scenario, policies, progress=progress, points=PLOT_POINTS, pool=pool)
     text = table(result)
     if args.report is not None:
         _write_report(args.report, result, text)
@@ -177,6 +183,29 @@ def _run(args: argparse.Namespace) -> int:
     else:
         print(text)
     return 0
+
+
+@contextmanager
+def simulation_pool() -> Iterator[Executor | None]:
+    """One worker process for the baselines, so a comparison uses two cores, when there are two.
+
+    Started with ``spawn`` (a fresh interpreter: nothing of this process, its threads included, is
+    copied into it); the simulator gives the same result with it or without it.
+    """
+    if len(os.sched_getaffinity(0)) < 2:
+        yield None
+        return
+    pool = ProcessPoolExecutor(max_workers=1, mp_context=multiprocessing.get_context("spawn"))
+    try:
+        yield pool
+    except BaseException:
+        # Interrupted or failed here: the worker would otherwise step its lanes to the trace's end
+        # before the pool could shut down (its only children are the pool's workers).
+        for worker in multiprocessing.active_children():
+            worker.terminate()
+        raise
+    finally:
+        pool.shutdown(cancel_futures=True)
 
 
 def _require_matplotlib() -> None:

@@ -45,6 +45,7 @@ __all__ = [
     "Step",
     "needs",
     "step",
+    "superseded",
 ]
 
 
@@ -285,9 +286,20 @@ def _warming(
 ) -> tuple[ControllerRecord, list[Action]]:
     serving = record.serving
     keep = {handover.target} | ({serving.generation} if serving is not None else set())
-    actions: list[Action] = [*_strays(obs, keep), Ensure(handover.target, handover.group, handover.replicas)]
-    if serving is not None:
-        actions.append(Ensure(serving.generation, serving.group, serving.replicas))
+    serving_actions: list[Action] = (
+        [Ensure(serving.generation, serving.group, serving.replicas)] if serving is not None else []
+    )
+    superseded = _superseded(record, handover, obs)
+    if superseded is not None:
+        # The source never stopped: it keeps serving; ABORTING removes the target (§4.1).
+        aborting = replace(handover, phase=Phase.ABORTING)
+        note = Note("handover superseded", {**_describe(record, aborting), "reason": superseded})
+        return replace(record, handover=aborting), [*_strays(obs, keep), *serving_actions, note]
+    actions: list[Action] = [
+        *_strays(obs, keep),
+        Ensure(handover.target, handover.group, handover.replicas),
+        *serving_actions,
+    ]
     if _ready(handover, obs):
         if serving is None:
             return _start(record, handover, cut=handover.warm_to, obs=obs, settings=settings), actions
@@ -401,6 +413,44 @@ def _aborting(
 
 
 # --- conditions ---------------------------------------------------------------------------------------
+
+
+def _superseded(record: ControllerRecord, handover: Handover, obs: Observation) -> str | None:
+    """Why a warming handover no longer fits the decision (None: it still does).
+
+    * A **scale-down** carried through to its cut after the decision rose above its target would cut
+      over to fewer workers than the engine now asks for, and only then start the next warm-up: the
+      workload runs short for a whole warm-up when it needs capacity most. Abandoning it keeps the
+      serving generation, larger than the target, consuming; the next step starts the size decided.
+    * A **scale-up** too small for the decision (a burst seen at its start) would land, then a second
+      warm-up would follow: the full size arrives two warm-ups after the burst began. A fresh attempt
+      at the decided size arrives one warm-up after the decision instead. It is replaced only when the
+      decision asks for at least twice the increase in flight, so a decision that creeps up sample by
+      sample during a long ramp replaces it a handful of times at most (each replacement doubles the
+      increase) and cannot keep the capacity from ever landing. A decision that falls back does not
+      abandon a scale-up: one dipping sample must not restart the warm-up a burst waits for.
+    """
+    serving = record.serving
+    desired = obs.desired
+    if serving is None or handover.source is None or desired is None:
+        return None
+    if not superseded(serving.replicas, handover.replicas, desired):
+        return None
+    direction = "scale-down" if handover.replicas < serving.replicas else "scale-up"
+    return (
+        f"the decision ({desired}) no longer fits this {direction} ({serving.replicas} → {handover.replicas})"
+        f" while it warmed; generation {serving.generation} keeps serving with {serving.replicas}"
+    )
+
+
+def superseded(serving: int, target: int, desired: int) -> bool:
+    """A warming handover from ``serving`` to ``target`` workers no longer fits the decision ``desired``
+    (:func:`_superseded` says why; the simulator models handover mode with it)."""
+    if desired < 1:
+        return False
+    if target < serving:
+        return desired > target
+    return target > serving and desired - serving >= 2 * (target - serving)
 
 
 def _within(offsets: Offsets, partitions: frozenset[TopicPartition]) -> dict[TopicPartition, int]:

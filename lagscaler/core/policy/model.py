@@ -270,7 +270,9 @@ class ScaleDown:
     """Scale down late and slowly, and only when it pays for its rebalance."""
 
     stabilization_seconds: Annotated[float, Field(ge=0), NUMBER] = 300.0
-    """Act on the highest recommendation of this many seconds."""
+    """Act on the highest recommendation of this many seconds. The same in mode handover: capacity
+    given back returns only after a new generation's start-up and warm-up, so a window written for a
+    workload whose warm-up is longer than its SLO still protects it (it is not shortened for you)."""
     max_step_percent: Annotated[float, Field(gt=0, le=100), NUMBER] = 50.0
     """At most this percentage of the current replicas removed in one step."""
     max_step_replicas: Annotated[int, Field(ge=1), INTEGER] = 4

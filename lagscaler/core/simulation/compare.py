@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
+from concurrent.futures import Executor
 from dataclasses import replace
 from typing import TypeVar
 
@@ -75,8 +76,11 @@ def compare(
     *,
     progress: Progress | None = None,
     points: int = PLOT_POINTS,
+    pool: Executor | None = None,
 ) -> SimulationResult:
     """Simulate the chosen policies in lockstep on ``trace`` (already in msg/s).
+
+    With a ``pool``, the baselines step in it beside lagscaler (see :func:`simulate`).
 
     ``lagscaler`` runs the policy in mode hpa and ``handover`` in mode handover, whatever the file
     says, so the two compare on the same arrivals. Default: :func:`default_policies`.
@@ -102,7 +106,9 @@ def compare(
         lookahead = Lookahead()
         oracles = oracle_candidates(policy, scenario, lookahead, start)
         controllers.extend(oracles)
-    result = simulate(trace, scenario, controllers, lookahead=lookahead, progress=progress, points=points)
+    result = simulate(
+        trace, scenario, controllers, lookahead=lookahead, progress=progress, points=points, pool=pool
+    )
     if not oracles:
         return result
     candidates = [result.policy(o.name) for o in oracles]

@@ -9,11 +9,16 @@ The model follows the controller (:mod:`lagscaler.core.handover.machine`, docs/h
   changelog, every partition at the policy's restore rate (``restore_seconds``), all at once, as a
   rebalance's restore is modelled. All that time generation N keeps consuming, and both
   generations' replicas are paid for.
-* **A decision that arrives during a warm-up changes nothing**: the machine's WARMING phase ignores
-  ``desired`` and carries the handover it began to its end; the next decision after the cut-over
-  starts the next handover if the size still differs (``_warming``, then ``_idle``). The simulator
-  does the same. An attempt that never becomes ready is aborted after ``--handover-warmup-timeout``;
-  the simulation assumes that timeout covers the warm-up (set it so; docs/handover.md §10).
+* **A decision that arrives during a warm-up** changes nothing unless the warming handover no
+  longer fits it (the machine's ``superseded``, docs/handover.md §4.1): a scale-down once the
+  decision rises above its target, a scale-up once the decision asks for at least twice its
+  increase. Such an attempt is abandoned (the serving generation never stopped) and the next one
+  starts at the new decision: at once here, a few controller ticks later live. Every other warming
+  handover is carried to its cut; the next decision after it starts the next handover if the size
+  still differs (``_warming``, then ``_idle``). An abandoned attempt counts as a scale event (its
+  generation was started and paid for). An attempt that never becomes ready is aborted after
+  ``--handover-warmup-timeout``; the simulation assumes that timeout covers the warm-up (set it so;
+  docs/handover.md §10).
 * **The cut-over** fences N and starts N+1 at exactly the offsets N processed: every partition stops
   for :data:`~lagscaler.core.engine.params.HANDOVER_CUTOVER_SECONDS` (measured, stateless), nothing
   is lost or processed twice, and N's replicas go. There is no group stall and no restore on the

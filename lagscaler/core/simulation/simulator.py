@@ -39,15 +39,17 @@ from __future__ import annotations
 import math
 from collections import deque
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
+from concurrent.futures import Executor
+from dataclasses import dataclass, field, replace
 
 import numpy as np
 
 from lagscaler.core.engine.params import HANDOVER_CUTOVER_SECONDS
 from lagscaler.core.engine.sizing import FloatArray, IntArray
+from lagscaler.core.handover.machine import superseded
 from lagscaler.core.hpa import HpaSpec, HpaState, TargetType
 from lagscaler.core.hpa import step as hpa_step
-from lagscaler.core.simulation.controllers import Controller, GroupView, Lookahead
+from lagscaler.core.simulation.controllers import Controller, GroupView, LagscalerController, Lookahead
 from lagscaler.core.simulation.handover import HandoverController, warmup_seconds
 from lagscaler.core.simulation.model import PolicyResult, Scenario, SimulationResult
 from lagscaler.core.simulation.trace import Trace
@@ -494,9 +496,18 @@ class _Run:
         self._next_join()
 
     def _hand_over(self, i: int, desired: int, now: float) -> None:
-        """A decision in handover mode: start a generation at ``desired`` unless one is warming
-        (the controller carries a handover it began to its end, whatever later decisions say)."""
+        """A decision in handover mode: start a generation at ``desired`` unless one is warming.
+
+        As the controller's machine does (:func:`~lagscaler.core.handover.machine.superseded`), a
+        warming scale-down is abandoned once the decision rises above its target, and a warming
+        scale-up once the decision asks for at least twice its increase (the serving generation keeps
+        consuming; the next attempt starts at once: live, a few controller ticks later); any other
+        warming handover is carried to its cut, whatever later decisions say.
+        """
         lane = self.lanes[i]
+        if lane.warming and superseded(lane.members, lane.warming, desired):
+            lane.warming, lane.ready_at = 0, math.inf
+            self.replica_counts[i] = lane.replicas
         if lane.warming or desired == lane.members:
             return
         lane.scale_events += 1
@@ -628,12 +639,73 @@ def simulate(
     lookahead: Lookahead | None = None,
     progress: Progress | None = None,
     points: int = PLOT_POINTS,
+    pool: Executor | None = None,
 ) -> SimulationResult:
     """Run every controller against the same arrivals; ``trace`` is already rescaled to msg/s.
 
     ``lookahead`` is the window of future rates the oracle controllers read (loaded here, a chunk
     at a time). ``points`` bounds the plot series (see :class:`SimulationResult`).
+
+    With a ``pool`` (an executor whose workers can import lagscaler: a process pool, so that both
+    cores work), the controllers that run the engine step here while the others (the baselines and
+    the oracle's candidates, which together cost a fraction of one engine lane) step in the pool,
+    when :func:`lanes_split_exactly` says that gives the same result as one run of all of them;
+    otherwise all run here. ``progress`` reports the lanes run here.
     """
+    engine = [c for c in controllers if isinstance(c, LagscalerController)]
+    rest = [c for c in controllers if not isinstance(c, LagscalerController)]
+    if pool is None or not engine or not rest or not lanes_split_exactly(scenario, controllers):
+        return _simulate(trace, scenario, controllers, lookahead, points, progress=progress)
+    theirs = pool.submit(_simulate, trace, scenario, rest, lookahead, points)
+    ours = _simulate(trace, scenario, engine, None, points, progress=progress)
+    return _merged(controllers, ours, theirs.result())
+
+
+def _simulate(
+    trace: Trace,
+    scenario: Scenario,
+    controllers: Sequence[Controller],
+    lookahead: Lookahead | None,
+    points: int,
+    *,
+    progress: Progress | None = None,
+) -> SimulationResult:
+    """One run of ``controllers`` stepped together (module level: a process pool calls it)."""
     run = _Run(trace, scenario, controllers, lookahead, points)
     run.run(progress)
     return run.result(trace.name)
+
+
+def lanes_split_exactly(scenario: Scenario, controllers: Sequence[Controller]) -> bool:
+    """Whether running ``controllers`` in separate runs gives bit for bit what one run gives.
+
+    Lanes share nothing but the clock: a step with an event inside (a sync, pods joining, a
+    handover's cut-over) is advanced in two parts for every lane, which rounds differently from one
+    part. Syncs come at the same times in every run; joins (``startup_seconds`` after a sync) and
+    cut-overs (:func:`~lagscaler.core.simulation.handover.warmup_seconds` after one) are a lane's
+    own. When every such time is a whole number of steps, exactly (each a multiple of a step that is
+    a whole number of 1/1024 s, so the sums are exact in floating point), every event falls on a
+    step's edge, where it splits nothing, and the runs agree. A lane's pause is its own too: another
+    lane's pause makes a step account for pauses, which for a lane that is not paused multiplies its
+    capacity by exactly 1.0 and adds exactly 0 to its stall time.
+    """
+    step = scenario.step_seconds
+    spans = [scenario.sync_period_seconds, scenario.startup_seconds]
+    if any(isinstance(c, HandoverController) for c in controllers):
+        spans.append(warmup_seconds(scenario))
+    return (step * 1024).is_integer() and all((span / step).is_integer() for span in spans)
+
+
+def _merged(controllers: Sequence[Controller], *parts: SimulationResult) -> SimulationResult:
+    """One result from runs of disjoint sets of ``controllers``, in the controllers' order (the
+    series they share, arrivals and buckets, are the same in every run)."""
+    by_name = {p.name: p for part in parts for p in part.policies}
+    lag = {name: series for part in parts for name, series in part.lag_seconds.items()}
+    replicas = {name: series for part in parts for name, series in part.replicas.items()}
+    names = [c.name for c in controllers]
+    return replace(
+        parts[0],
+        policies=tuple(by_name[name] for name in names),
+        lag_seconds={name: lag[name] for name in names},
+        replicas={name: replicas[name] for name in names},
+    )

@@ -17,6 +17,7 @@ from lagscaler.core.engine.sizing import (
     clamp,
     effective_replicas,
     filled,
+    memoized,
     sized_with_headroom,
 )
 from lagscaler.core.engine.stages.capacity import CapacityEstimate
@@ -207,6 +208,7 @@ def _step_limited(params: PolicyArrays, *, inputs: Inputs, down_need: IntArray) 
     return candidate, candidate > down_need
 
 
+@memoized  # a function of the current count alone: recomputed only when the group changes
 def _reachable_below(replicas: IntArray, tolerance: FloatArray) -> IntArray:
     """The largest count one HPA sync can scale ``replicas`` down to (``replicas`` when the band is 0).
 
