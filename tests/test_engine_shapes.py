@@ -9,9 +9,12 @@ scale-up rather than one per sync, and no replicas kept idle between batch jobs.
 
 from __future__ import annotations
 
+import itertools
+
 import numpy as np
 import pytest
 
+from lagscaler.core.engine.stages.recurrence import MIN_INTERVALS
 from lagscaler.core.policy.model import (
     Capacity,
     Hpa,
@@ -90,12 +93,21 @@ def test_a_flash_crowd_is_met_by_one_scale_up(results: dict[str, SimulationResul
 
 
 @pytest.mark.slow
-def test_no_replicas_kept_idle_between_batch_jobs(results: dict[str, SimulationResult]) -> None:
-    # Without foresight, holding a burst's capacity for the next one costs more than the burst's
-    # misses save; what the base needs is back well before the next job.
+def test_no_replicas_kept_idle_between_batch_jobs_and_ready_once_their_period_is_learned(
+    results: dict[str, SimulationResult],
+) -> None:
+    # A burst's capacity is not held for the next one: halfway between two jobs the base's count is
+    # back. Once four jobs have come one period apart, the next one's count runs when it starts.
     result = results["bursts"]
     replicas = result.replicas["lagscaler"]
     base = int(np.ceil(0.15 * PEAK / POLICY.target_utilization / 1000.0))  # the base at its noisiest
-    for start in starts(TRACES["bursts"])[1:]:
-        before = int(replicas[np.searchsorted(result.times, start - 60.0)])
-        assert before <= base, f"{before} replicas a minute before the burst at {start:.0f} s"
+    jobs = starts(TRACES["bursts"])
+    for previous, start in itertools.pairwise(jobs):
+        between = int(replicas[np.searchsorted(result.times, (previous + start) / 2.0)])
+        assert between <= base, (
+            f"{between} replicas halfway between the jobs at {previous:.0f} and {start:.0f} s"
+        )
+    burst_count = 12  # 10k msg/s at 1000 per replica and 0.85: 12 of 24 partitions (2 each)
+    for start in jobs[MIN_INTERVALS + 1 :]:
+        ready = int(replicas[np.searchsorted(result.times, start)])
+        assert ready >= burst_count, f"{ready} replicas when the job at {start:.0f} s starts"

@@ -290,6 +290,12 @@ def test_the_policy_reference_in_the_docs_is_generated_from_the_model():
             ['p.yaml:13:22: spec.targetUtilization: not a valid float: "x"'],
         ),
         (
+            with_spec("smoothing: {burstRecurrence: sometimes}"),
+            [
+                'p.yaml:13:32: spec.smoothing.burstRecurrence: expected true or false, got "sometimes" (a string)'
+            ],
+        ),
+        (
             with_spec("smoothing: {seasonalPeriodSeconds: 2024-01-01}"),
             [
                 "p.yaml:13:38: spec.smoothing.seasonalPeriodSeconds: expected a number or null,"

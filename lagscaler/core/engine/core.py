@@ -23,8 +23,20 @@ over all workloads that returns a small frozen result for the later stages.
    change (stall + restore + one sync) is ignored. The policy's figure is the prior, worth
    ``priorWeightSeconds`` of evidence; evidence is capped at four priors so the estimate follows a
    changing true rate.
+   **Recurrence** (:func:`~lagscaler.core.engine.stages.recurrence.predict_bursts`, stage 2b). A burst
+   starts when the arrival rate doubles against the level and rises by at least one replica's worth;
+   its onset, peak and duration go into a fixed ring per workload. When four onsets lie one period
+   apart (a line through them misses none by more than 5 % of the period, plus one sync) and each of
+   those bursts was over within half the period (a longer rise is a level, not a burst), the next onset is
+   predicted, and from the lead before it (the reaction time, one sync for the data's age, the
+   up-stabilization and one sync per further step the scale-up limit needs) until it has passed (its
+   window: twice the line's worst miss, at least 3 % of the period, plus one sync) the chain's peak
+   rate is due. With ``smoothing.burstRecurrence: false`` nothing is ever due. A prediction whose
+   onset passes with no burst is in the past: the stage switches itself off until four onsets line
+   up again; a flash crowd, a staircase or random spikes never do.
 3. **Need** (:func:`~lagscaler.core.engine.stages.need.size_need`). The rate to provision for is the
-   largest of the level, the projection, the seasonal peak and the *surge*: while the group is
+   largest of the level, the projection, the seasonal peak, a recurring burst that is due and the
+   *surge*: while the group is
    outrun, the last rebalance has settled and the backlog threatens the SLO, the measured rate at
    its slope over the reaction time (a burst is met by one scale-up, not one per sync). The slope
    is the latest interval's, except where a rebalance breaks the SLO by itself: a scale-up is then
@@ -56,7 +68,8 @@ over all workloads that returns a small frozen result for the later stages.
    rebalance; rounding up instead kept 64 replicas on 64 partitions forever); a step inside the
    HPA's tolerance band, which the HPA would never carry out, is widened to the nearest count it
    reaches, or not taken when even the need is inside the band. So once its gates open, a
-   scale-down always moves. The gates: the dwell is over (after a scale-up: start-up + stall +
+   scale-down always moves. No scale-down while a recurring burst is due (stage 2b), so the
+   prediction can only raise a decision. The gates: the dwell is over (after a scale-up: start-up + stall +
    restore + one SLO; after a scale-down: stall + restore + one SLO, its rebalance settling; and
    never before a whole window has been observed since the engine started), lag neither grows nor
    is above half the SLO, the replicas
@@ -85,6 +98,7 @@ from lagscaler.core.engine.stages import (
     forecast_arrivals,
     plan_scale_down,
     plan_scale_up,
+    predict_bursts,
     prepare,
     rebalance_price,
     restore_seconds,
@@ -117,12 +131,28 @@ def run_stages(params: PolicyArrays, state: EngineState, obs: ObservationBatch) 
     inputs = prepare(params, state, obs)
     forecast = forecast_arrivals(params, state, inputs=inputs)
     capacity = estimate_capacity(params, state, inputs=inputs)
-    need = size_need(params, inputs=inputs, forecast=forecast, capacity=capacity)
+    recurrence = predict_bursts(params, state, inputs=inputs, capacity=capacity)
+    need = size_need(params, inputs=inputs, forecast=forecast, capacity=capacity, recurrence=recurrence)
     up = plan_scale_up(params, state, inputs=inputs, capacity=capacity, need=need)
     down = plan_scale_down(
-        params, state, inputs=inputs, forecast=forecast, capacity=capacity, need=need, up=up
+        params,
+        state,
+        inputs=inputs,
+        forecast=forecast,
+        capacity=capacity,
+        recurrence=recurrence,
+        need=need,
+        up=up,
     )
-    return Stages(inputs=inputs, forecast=forecast, capacity=capacity, need=need, up=up, down=down)
+    return Stages(
+        inputs=inputs,
+        forecast=forecast,
+        capacity=capacity,
+        recurrence=recurrence,
+        need=need,
+        up=up,
+        down=down,
+    )
 
 
 class Engine:

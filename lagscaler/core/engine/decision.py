@@ -30,6 +30,7 @@ class Reason(enum.IntFlag):
     STALE = enum.auto()  # no fresh data: the last decision holds
     WARMING_UP = enum.auto()  # not enough history yet (no rates): the current count holds
     SURGE = enum.auto()  # arrivals outrun the group: sized for their rate, at its slope, when capacity lands
+    RECURRING_BURST = enum.auto()  # a burst that recurs on a learned period is due: sized for it ahead
 
     def codes(self) -> tuple[str, ...]:
         """The set flags' names, in declaration order."""

@@ -56,6 +56,7 @@ class PolicyArrays:
     restore_rate: FloatArray  # bytes/s a moved partition's state restores at
     sync_period: FloatArray
     down_tolerance: FloatArray  # the HPA's band below a ratio of 1 (0 with per-HPA tolerance)
+    burst_recurrence: BoolArray  # learn the period of recurring bursts and be ready before the next
 
     @property
     def size(self) -> int:
@@ -132,4 +133,5 @@ class PolicyArrays:
             down_tolerance=f(
                 [0.0 if p.hpa.configurable_tolerance else min(max(p.hpa.tolerance, 0.0), 1.0) for p in ps]
             ),
+            burst_recurrence=b([p.smoothing.burst_recurrence for p in ps]),
         )

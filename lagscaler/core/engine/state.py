@@ -20,6 +20,12 @@ WINDOW_SLOTS = 16
 SEASON_BINS = 96
 """Bins per seasonal period: 15-minute bins for a daily period."""
 
+BURST_SLOTS = 12
+"""Burst onsets remembered per workload: four periods of up to three jobs sharing one period."""
+
+BURST_HEADS = 3
+"""The newest onsets each taken as the latest of a recurring series (jobs sharing one period)."""
+
 
 @dataclass(frozen=True, slots=True)
 class EngineState:
@@ -49,6 +55,14 @@ class EngineState:
     # The first usable observation: the seasonal profile is used after one full period, and the
     # scale-down window is trusted after one full window (the name is from when only seasons used it).
     season_since: FloatArray
+    burst_onsets: FloatArray  # (W, BURST_SLOTS) s, the last burst onsets, oldest first (-inf: none)
+    burst_peaks: FloatArray  # (W, BURST_SLOTS) messages/s, each burst's peak measured rate
+    burst_widths: FloatArray  # (W, BURST_SLOTS) s, each burst's duration (inf: not over yet)
+    burst_active: BoolArray  # a burst is in progress
+    burst_base: FloatArray  # messages/s, the smoothed level when it started
+    burst_next: FloatArray  # (W, BURST_HEADS * (BURST_SLOTS - 1)) s, predicted onsets (inf: none)
+    burst_jitter: FloatArray  # (W, BURST_HEADS * (BURST_SLOTS - 1)) s each prediction allows either side
+    burst_rate: FloatArray  # (W, BURST_HEADS * (BURST_SLOTS - 1)) messages/s, each predicted burst
 
     @classmethod
     def initial(cls, params: PolicyArrays) -> EngineState:
@@ -80,4 +94,12 @@ class EngineState:
             up_window_value=np.zeros((w, WINDOW_SLOTS)),
             season=np.zeros((w, SEASON_BINS)),
             season_since=np.full(w, np.inf),
+            burst_onsets=np.full((w, BURST_SLOTS), -np.inf),
+            burst_peaks=np.zeros((w, BURST_SLOTS)),
+            burst_widths=np.full((w, BURST_SLOTS), np.inf),
+            burst_active=np.zeros(w, dtype=np.bool_),
+            burst_base=np.zeros(w),
+            burst_next=np.full((w, BURST_HEADS * (BURST_SLOTS - 1)), np.inf),
+            burst_jitter=np.zeros((w, BURST_HEADS * (BURST_SLOTS - 1))),
+            burst_rate=np.zeros((w, BURST_HEADS * (BURST_SLOTS - 1))),
         )

@@ -245,6 +245,10 @@ class Smoothing:
     ] = None
     """Period of a seasonal forecast (86400 for daily traffic). It may only raise the replica floor,
     never lower it. Absent or null: no seasonal forecast."""
+    burst_recurrence: Annotated[bool, BOOLEAN] = True
+    """Learn the period of bursts that recur (a batch job every hour) from their onsets, and scale up
+    a reaction time before the next one is due. It only raises a decision, and only after four bursts
+    one period apart; false: bursts are met when they are measured."""
 
 
 @with_config(_FILE)

@@ -16,6 +16,7 @@ from lagscaler.core.engine.stages.pricing import (
     rebalance_price,
     restore_seconds,
 )
+from lagscaler.core.engine.stages.recurrence import Recurrence, predict_bursts
 from lagscaler.core.engine.stages.scale_down import ScaleDownPlan, plan_scale_down
 from lagscaler.core.engine.stages.scale_up import ScaleUpPlan, plan_scale_up
 from lagscaler.core.engine.stages.settle import Stages, settle
@@ -25,6 +26,7 @@ __all__ = [
     "Forecast",
     "Inputs",
     "Need",
+    "Recurrence",
     "ScaleDownPlan",
     "ScaleUpPlan",
     "Stages",
@@ -35,6 +37,7 @@ __all__ = [
     "move_price",
     "plan_scale_down",
     "plan_scale_up",
+    "predict_bursts",
     "prepare",
     "rebalance_price",
     "restore_seconds",

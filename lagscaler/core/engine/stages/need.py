@@ -18,6 +18,7 @@ from lagscaler.core.engine.sizing import (
 from lagscaler.core.engine.stages.capacity import CapacityEstimate
 from lagscaler.core.engine.stages.forecast import Forecast
 from lagscaler.core.engine.stages.prepare import Inputs
+from lagscaler.core.engine.stages.recurrence import Recurrence
 
 TARGET_AGE_FRACTION = 0.5
 """Backlog is drained back to this fraction of the SLO, leaving the rest as margin for the next stall."""
@@ -41,7 +42,7 @@ class Need:
     excess: FloatArray  # s of that beyond TARGET_AGE_FRACTION of the SLO (0: no backlog to drain)
     drain_capacity: FloatArray  # messages/s that bring the backlog back under the target within one SLO
     surge: FloatArray  # messages/s, the measured rate at its slope when capacity lands (0: not surging)
-    forecast: FloatArray  # messages/s to provision for: max(level, projected, seasonal peak, surge)
+    forecast: FloatArray  # messages/s to provision for: max(level, projected, seasonal peak, surge, burst)
     arrival_need: FloatArray  # messages/s, forecast / target utilisation
     required: FloatArray  # messages/s, max(arrival_need, drain_capacity)
     drain_rate: FloatArray  # messages/s beyond arrival spent on the backlog
@@ -51,7 +52,12 @@ class Need:
 
 
 def size_need(
-    params: PolicyArrays, *, inputs: Inputs, forecast: Forecast, capacity: CapacityEstimate
+    params: PolicyArrays,
+    *,
+    inputs: Inputs,
+    forecast: Forecast,
+    capacity: CapacityEstimate,
+    recurrence: Recurrence,
 ) -> Need:
     """Stage 3 (see :mod:`lagscaler.core.engine.core`).
 
@@ -82,8 +88,10 @@ def size_need(
     surge = np.where(
         surging, np.maximum(forecast.level, arrival) + rise * (inputs.reaction + inputs.dt / 2.0), 0.0
     )
+    # A recurring burst due within the lead (stage 2b) only ever adds to the maximum.
     to_provision = np.maximum(
-        np.maximum(np.maximum(forecast.level, forecast.projected), forecast.seasonal_peak), surge
+        np.maximum(np.maximum(forecast.level, forecast.projected), forecast.seasonal_peak),
+        np.maximum(surge, recurrence.ahead),
     )
     arrival_need = to_provision / params.target_utilization
     # Across a partition cliff (see ``sized_with_headroom``) a count may run hotter than the target,

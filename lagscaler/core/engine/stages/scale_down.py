@@ -25,6 +25,7 @@ from lagscaler.core.engine.stages.forecast import Forecast
 from lagscaler.core.engine.stages.need import TARGET_AGE_FRACTION, Need
 from lagscaler.core.engine.stages.prepare import Inputs
 from lagscaler.core.engine.stages.pricing import breach_seconds, move_price
+from lagscaler.core.engine.stages.recurrence import Recurrence
 from lagscaler.core.engine.stages.scale_up import ScaleUpPlan
 from lagscaler.core.engine.stages.windows import Windows, window
 from lagscaler.core.engine.state import EngineState
@@ -57,10 +58,15 @@ def plan_scale_down(
     inputs: Inputs,
     forecast: Forecast,
     capacity: CapacityEstimate,
+    recurrence: Recurrence,
     need: Need,
     up: ScaleUpPlan,
 ) -> ScaleDownPlan:
-    """Stage 5 (see :mod:`lagscaler.core.engine.core`)."""
+    """Stage 5 (see :mod:`lagscaler.core.engine.core`).
+
+    No scale-down while a recurring burst is due: the capacity is about to be needed, and a decision
+    that only ever holds or grows can never fall below the one the engine makes without the prediction.
+    """
     peak, down_need = _window_need(
         params, state, inputs=inputs, forecast=forecast, capacity=capacity, need=need
     )
@@ -83,7 +89,7 @@ def plan_scale_down(
         params, state, inputs=inputs, capacity=capacity, need=need, candidate=candidate
     )
     paced = inputs.now >= paced_until
-    wants_down = inputs.usable & ~up.scaling_up & (candidate < inputs.replicas)
+    wants_down = inputs.usable & ~up.scaling_up & (candidate < inputs.replicas) & ~recurrence.due
     return ScaleDownPlan(
         window=peak,
         need=down_need,

@@ -15,6 +15,7 @@ from lagscaler.core.engine.stages.capacity import CapacityEstimate
 from lagscaler.core.engine.stages.forecast import Forecast
 from lagscaler.core.engine.stages.need import Need
 from lagscaler.core.engine.stages.prepare import Inputs
+from lagscaler.core.engine.stages.recurrence import Recurrence
 from lagscaler.core.engine.stages.scale_down import ScaleDownPlan, next_scale_down
 from lagscaler.core.engine.stages.scale_up import ScaleUpPlan
 from lagscaler.core.engine.state import EngineState
@@ -32,6 +33,7 @@ class Stages:
     inputs: Inputs
     forecast: Forecast
     capacity: CapacityEstimate
+    recurrence: Recurrence
     need: Need
     up: ScaleUpPlan
     down: ScaleDownPlan
@@ -112,6 +114,7 @@ def _desired(state: EngineState, *, stages: Stages) -> IntArray:
         & ~up.scaling_up
         & ~down.scaling_down
         & down.calm
+        & ~stages.recurrence.due
         & (state.desired < replicas)
     )
     pending_target = np.minimum(np.maximum(state.desired, down.need), replicas)
@@ -176,6 +179,7 @@ def _reasons(
         (usable & arrival_sets_need, Reason.ARRIVAL),
         (usable & (forecast.seasonal_peak > provisioned), Reason.SEASONAL_FLOOR),
         (usable & (need.surge > np.maximum(provisioned, forecast.seasonal_peak)), Reason.SURGE),
+        (usable & (stages.recurrence.ahead > np.maximum(provisioned, need.surge)), Reason.RECURRING_BURST),
         (wants_down & ~dwell_over, Reason.DWELL),
         (wants_down & dwell_over & ~down.calm, Reason.LAG_GROWING),
         (wants_down & dwell_over & down.calm & ~down.worth_it, Reason.NOT_WORTH_IT),
@@ -218,6 +222,7 @@ def _next_state(
     )
     usable = inputs.usable
     season = forecast.season
+    recurrence = stages.recurrence
     return EngineState(
         initialized=state.initialized | usable,
         at=np.where(usable, inputs.now, state.at),
@@ -243,4 +248,12 @@ def _next_state(
         up_window_value=up.window.values,
         season=season.profile if season is not None else state.season,
         season_since=inputs.observed_since,
+        burst_onsets=recurrence.onsets,
+        burst_peaks=recurrence.peaks,
+        burst_widths=recurrence.widths,
+        burst_active=recurrence.active,
+        burst_base=recurrence.base,
+        burst_next=recurrence.next_onset,
+        burst_jitter=recurrence.jitter,
+        burst_rate=recurrence.rate,
     )
