@@ -121,7 +121,7 @@ def simulate(
             arrival_rate=np.asarray([rate]),
             consume_rate=np.asarray([consumed]),
             lag=np.asarray([lag]),
-            lag_seconds=np.asarray([lag / rate if rate > 0 else 0.0]),
+            lag_seconds=np.asarray([min(lag / rate, 1e9) if rate > 1e-9 else 0.0]),
             busy_rate=np.asarray([np.nan]),
             busy_members=np.zeros(1, dtype=np.int64),
             stuck_partitions=np.zeros(1, dtype=np.int64),
