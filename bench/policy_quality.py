@@ -524,13 +524,20 @@ def write_results(
         )
     body.append("</details>")
     text = RESULTS.read_text(encoding="utf-8")
-    marker = "## Policy quality"
+    # At the start of a line: other sections mention "## Policy quality" in their prose.
+    marker = "\n## Policy quality\n"
     notes = "### Reading the results"
     if marker in text:
-        start = text.index(marker)
+        start = text.index(marker) + 1
         nxt = text.find("\n## ", start + len(marker))
         old = text[start : nxt if nxt >= 0 else len(text)]
-        if notes in old:  # the hand-written reading of the numbers survives a re-run (re-read it!)
+        # Hand-written subsections survive a re-run (re-read them!): those before the generated
+        # "### Targets" stay before it, and the reading of the numbers stays last.
+        first, targets = old.find("\n### "), old.find("\n### Targets\n")
+        if 0 <= first < targets:
+            at = body.index("### Targets")
+            body[at:at] = [old[first + 1 : targets + 1].rstrip("\n"), ""]
+        if notes in old:
             body.extend(["", old[old.index(notes) :].rstrip("\n")])
         text = text[:start] + "\n".join(body) + ("\n\n" + text[nxt + 1 :] if nxt >= 0 else "\n")
     else:
