@@ -2,14 +2,19 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
 import multiprocessing
 import os
+import signal
+import subprocess
+import sys
 import time
 from concurrent.futures import Future
 from pathlib import Path
 
 import pytest
+from support import eventually
 
 from lagscaler.cli import main
 from lagscaler.cli.simulate import simulation_pool
@@ -205,3 +210,40 @@ def test_an_interrupted_simulation_stops_its_worker_at_once() -> None:
         interrupted_while_busy()
     assert submitted[0].done()
     assert multiprocessing.active_children() == []
+
+
+SIGTERMED = """
+import multiprocessing, sys, time
+from lagscaler.cli.simulate import simulation_pool
+
+with simulation_pool() as pool:
+    assert pool is not None
+    pool.submit(time.sleep, 3600.0)
+    while not multiprocessing.active_children():
+        time.sleep(0.01)
+    print(" ".join(str(w.pid) for w in multiprocessing.active_children()), flush=True)
+    time.sleep(3600.0)
+"""
+
+
+@pytest.mark.skipif(len(os.sched_getaffinity(0)) < 2, reason="the pool needs a second core")
+def test_a_simulation_sent_sigterm_alone_stops_its_worker() -> None:
+    """SIGTERM to the simulate process only (a supervisor's kill, not the terminal's Ctrl-C to the whole
+    group): the command exits as it does on Ctrl-C, and its worker does not run on without it."""
+    with subprocess.Popen([sys.executable, "-c", SIGTERMED], stdout=subprocess.PIPE, text=True) as child:
+        assert child.stdout is not None
+        workers = [int(pid) for pid in child.stdout.readline().split()]
+        assert workers, "the pool started no worker"
+        child.send_signal(signal.SIGTERM)
+        assert child.wait(timeout=120) == 128 + signal.SIGTERM
+
+    def gone(pid: int) -> bool:
+        try:
+            os.kill(pid, 0)
+        except ProcessLookupError:
+            return True
+        return False
+
+    asyncio.run(
+        eventually(lambda: all(gone(pid) for pid in workers), what="the worker exits with the command")
+    )

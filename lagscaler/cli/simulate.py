@@ -7,12 +7,15 @@ import json
 import math
 import multiprocessing
 import os
+import signal
 import sys
+import threading
 from collections.abc import Iterator
 from concurrent.futures import Executor, ProcessPoolExecutor
 from contextlib import contextmanager
 from dataclasses import replace
 from pathlib import Path
+from types import FrameType
 
 from lagscaler.cli._types import positive
 from lagscaler.core.policy import load_policy_file
@@ -196,6 +199,10 @@ def simulation_pool() -> Iterator[Executor | None]:
         yield None
         return
     pool = ProcessPoolExecutor(max_workers=1, mp_context=multiprocessing.get_context("spawn"))
+    # SIGTERM's default action ends this process at once and leaves the worker stepping its lanes to
+    # the trace's end; as an exception it takes the same way out as Ctrl-C.
+    on_main_thread = threading.current_thread() is threading.main_thread()
+    previous = signal.signal(signal.SIGTERM, _exit_on_sigterm) if on_main_thread else None
     try:
         yield pool
     except BaseException:
@@ -206,6 +213,12 @@ def simulation_pool() -> Iterator[Executor | None]:
         raise
     finally:
         pool.shutdown(cancel_futures=True)
+        if on_main_thread:
+            signal.signal(signal.SIGTERM, previous)
+
+
+def _exit_on_sigterm(signum: int, _frame: FrameType | None) -> None:
+    raise SystemExit(128 + signum)
 
 
 def _require_matplotlib() -> None:
