@@ -21,9 +21,9 @@ from dataclasses import dataclass, replace
 import numpy as np
 from hypothesis import HealthCheck, assume, given, note, settings
 from hypothesis import strategies as st
-from test_engine_liveness import CAPACITY, SYNC, Workload, workloads
+from test_engine_liveness import CAPACITY, SYNC, Workload, steady_observation, workloads
 
-from lagscaler.core.engine import EngineState, ObservationBatch, PolicyArrays, decide
+from lagscaler.core.engine import EngineState, PolicyArrays, decide
 from lagscaler.core.engine.core import run_stages
 from lagscaler.core.engine.sizing import effective_replicas
 from lagscaler.core.engine.stages import settle
@@ -113,21 +113,11 @@ def simulate(
         capacity = CAPACITY * float(effective_replicas(np.asarray([replicas]), np.asarray([w.partitions]))[0])
         consumed = min(rate + lag / SYNC, capacity)
         lag = max(lag + (rate - capacity) * SYNC, 0.0)
-        obs = ObservationBatch(
-            at=np.asarray([now]),
-            replicas=np.asarray([replicas]),
-            members=np.asarray([replicas]),
-            partitions=np.asarray([w.partitions]),
-            arrival_rate=np.asarray([rate]),
+        obs = replace(
+            steady_observation(now, replicas=replicas, partitions=w.partitions, rate=rate),
             consume_rate=np.asarray([consumed]),
             lag=np.asarray([lag]),
             lag_seconds=np.asarray([min(lag / rate, 1e9) if rate > 1e-9 else 0.0]),
-            busy_rate=np.asarray([np.nan]),
-            busy_members=np.zeros(1, dtype=np.int64),
-            stuck_partitions=np.zeros(1, dtype=np.int64),
-            stuck_lag=np.zeros(1),
-            stale=np.zeros(1, dtype=np.bool_),
-            state_bytes=np.asarray([np.nan]),
         )
         with np.errstate(over="ignore", divide="ignore", invalid="ignore"):
             stages = run_stages(params, state, obs)
