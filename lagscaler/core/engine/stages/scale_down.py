@@ -357,18 +357,18 @@ def _next_burst(
 
     A prediction whose window has closed is in the past (stage 2b switches itself off with it).
     """
-    now = inputs.now[:, None]
-    sync = params.sync_period[:, None]
-    opens = recurrence.next_onset - recurrence.jitter - recurrence.lead[:, None]
-    closes = recurrence.next_onset + recurrence.jitter + sync
-    binding = (
-        params.burst_recurrence[:, None]
-        & np.isfinite(recurrence.next_onset)
-        & (closes > now)
-        & (recurrence.rate > sustainable[:, None])
-    )
-    until = np.where(binding, np.maximum(opens - now, 0.0), np.inf).min(axis=1)
-    passed = np.where(binding, closes, -np.inf).max(axis=1)
+    until, passed = filled(inputs.now.shape, np.inf), filled(inputs.now.shape, -np.inf)
+    # Only rows with a prediction (most have none: a cycle without costs one pass over the onsets).
+    rows = np.flatnonzero(params.burst_recurrence & np.isfinite(recurrence.next_onset).any(axis=1))
+    if not rows.size:
+        return until, passed
+    onset, jitter, rate = recurrence.next_onset[rows], recurrence.jitter[rows], recurrence.rate[rows]
+    now = inputs.now[rows, None]
+    opens = onset - jitter - recurrence.lead[rows, None]
+    closes = onset + jitter + params.sync_period[rows, None]
+    binding = np.isfinite(onset) & (closes > now) & (rate > sustainable[rows, None])
+    until[rows] = np.where(binding, np.maximum(opens - now, 0.0), np.inf).min(axis=1)
+    passed[rows] = np.where(binding, closes, -np.inf).max(axis=1)
     return until, passed
 
 
@@ -384,31 +384,30 @@ def _climb(
 
     One move per step the scale-up limit allows (``maxStepPercent`` / ``maxStepReplicas``, as stage 4
     steps), each priced by :func:`move_price` and :func:`breach_seconds` at today's rate; beyond
-    ``MAX_STEPS`` steps the rest is not counted (a lower bound then).
+    ``MAX_STEPS`` steps the rest is not counted (a lower bound then). Only the rows with a count to
+    climb back to are computed.
     """
-    stop = np.maximum(inputs.replicas, start)
-    count = start.copy()
-    price, breach = np.zeros(count.shape), np.zeros(count.shape)
-    never = np.zeros(count.shape, dtype=np.bool_)
+    price, breach = np.zeros(start.shape), np.zeros(start.shape)
+    rows = np.flatnonzero(start < inputs.replicas)
+    if not rows.size:
+        return price, breach
+    p = params.rows(rows)
+    stop, count = inputs.replicas[rows], start[rows]
+    restore, warmup, partitions = inputs.restore[rows], inputs.warmup[rows], inputs.partitions[rows]
+    per_replica, rate = capacity.per_replica[rows], arrival[rows]
+    never = np.zeros(rows.shape, dtype=np.bool_)
     for _ in range(MAX_STEPS):
         short = count < stop
         if not short.any():
             break
-        room = np.maximum(
-            np.ceil(count * params.up_step_percent / 100.0).astype(np.int64), params.up_step_replicas
-        )
+        room = np.maximum(np.ceil(count * p.up_step_percent / 100.0).astype(np.int64), p.up_step_replicas)
         step = np.where(short, np.minimum(count + room, stop), count)
-        moved = move_price(params, count, step, restore=inputs.restore, warmup=inputs.warmup, returns=never)
+        moved = move_price(p, count, step, restore=restore, warmup=warmup, returns=never)
         over = breach_seconds(
-            params,
-            step,
-            partitions=inputs.partitions,
-            arrival=arrival,
-            capacity=capacity.per_replica,
-            restore=inputs.restore,
+            p, step, partitions=partitions, arrival=rate, capacity=per_replica, restore=restore
         )
-        price += np.where(short, moved, 0.0)
-        breach += np.where(short, over, 0.0)
+        price[rows] += np.where(short, moved, 0.0)
+        breach[rows] += np.where(short, over, 0.0)
         count = step
     return price, breach
 
