@@ -179,6 +179,10 @@ class Worker:
             heartbeat_interval_ms=config.heartbeat_interval_ms,
             max_poll_records=config.max_batch,
             fetch_max_wait_ms=100,
+            # Only the group leader watches the metadata for added partitions and asks for a rebalance
+            # (aiokafka 0.14, consumer/group_coordinator.py, _handle_metadata_update, which compares
+            # partition counts after each refresh): its refresh period bounds how long one waits.
+            metadata_max_age_ms=config.metadata_max_age_ms,
         )
         consumer.subscribe(list(config.topics), listener=_Listener(self))
         self._consumer = consumer

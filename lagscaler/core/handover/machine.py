@@ -100,8 +100,13 @@ class Observation:
 
 @dataclass(frozen=True, slots=True)
 class Needs:
+    """What the next step reads. ``fresh_partitions``: the partition list must be read now, not reused
+    from a cache: the step may take a cut or judge coverage, and a partition added to a topic since the
+    list was read would be missed (docs/handover.md §4.6)."""
+
     describe: frozenset[str] = frozenset()
     committed: frozenset[str] = frozenset()
+    fresh_partitions: bool = False
 
 
 @dataclass(frozen=True, slots=True)
@@ -168,12 +173,14 @@ def needs(record: ControllerRecord | None, settings: MachineSettings) -> Needs:
         assert serving is not None
         return Needs(committed=frozenset({serving.group}))  # warm_to, should a handover begin
     if handover.phase is Phase.WARMING:
-        return Needs(describe=frozenset({handover.group}))
+        return Needs(describe=frozenset({handover.group}), fresh_partitions=True)
     if handover.phase is Phase.FENCING:
         assert serving is not None
-        return Needs(committed=frozenset({serving.group}))
+        return Needs(committed=frozenset({serving.group}), fresh_partitions=True)
     if handover.phase is Phase.STARTING:
-        return Needs(describe=frozenset({handover.group}), committed=frozenset({handover.group}))
+        return Needs(
+            describe=frozenset({handover.group}), committed=frozenset({handover.group}), fresh_partitions=True
+        )
     return Needs()
 
 
@@ -260,7 +267,7 @@ def _idle(
             return record, actions
         if settings.base_group not in obs.committed:
             return record, actions  # not read yet
-        warm_to = _within(obs.committed[settings.base_group], obs.partitions)
+        warm_to = _within(obs.committed[settings.base_group], obs)
         replicas = max(1, obs.desired if obs.desired is not None else settings.initial_replicas)
         new = _begin(record, source=None, replicas=replicas, warm_to=warm_to, obs=obs, settings=settings)
         actions.append(Note("handover started", _describe(new)))
@@ -271,8 +278,8 @@ def _idle(
     if serving.group not in obs.committed:
         return record, actions
     warm_to = {
-        **_within(serving.start, obs.partitions),
-        **_within(obs.committed[serving.group], obs.partitions),
+        **_within(serving.start, obs),
+        **_within(obs.committed[serving.group], obs),
     }
     new = _begin(
         record, source=serving.generation, replicas=obs.desired, warm_to=warm_to, obs=obs, settings=settings
@@ -350,10 +357,10 @@ def _cut(serving: Serving, handover: Handover, obs: Observation) -> dict[TopicPa
     are as safe a cut as its commit — and right even when that commit failed (the coordinator was
     away: a broker restart), where the group's offset would lag behind and cause duplicates.
     """
-    cut = {**_within(serving.start, obs.partitions), **_within(obs.committed[serving.group], obs.partitions)}
+    cut = {**_within(serving.start, obs), **_within(obs.committed[serving.group], obs)}
     for status in obs.statuses.values():
         if status.generation == serving.generation and _fenced(status, handover):
-            for tp, offset in _within(status.offsets, obs.partitions).items():
+            for tp, offset in _within(status.offsets, obs).items():
                 cut[tp] = max(cut.get(tp, 0), offset)
     return cut
 
@@ -453,8 +460,13 @@ def superseded(serving: int, target: int, desired: int) -> bool:
     return target > serving and desired - serving >= 2 * (target - serving)
 
 
-def _within(offsets: Offsets, partitions: frozenset[TopicPartition]) -> dict[TopicPartition, int]:
-    return {tp: o for tp, o in offsets.items() if tp in partitions}
+def _within(offsets: Offsets, obs: Observation) -> dict[TopicPartition, int]:
+    """The offsets of the workload's topics — of every partition of them, including one added since
+    ``obs.partitions`` was read: a generation that picked a new partition up and processed it has its
+    offset there, and a cut without it would start the next generation at the log start (duplicates).
+    """
+    topics = {topic for topic, _ in obs.partitions}
+    return {tp: o for tp, o in offsets.items() if tp[0] in topics}
 
 
 def _fenced(status: WorkerStatus | None, handover: Handover) -> bool:
@@ -467,7 +479,8 @@ def _assignment(handover: Handover, obs: Observation) -> GroupView | None:
     if view is None or view.state != "Stable" or len(view.members) != handover.replicas:
         return None
     covered = frozenset().union(*view.members.values()) if view.members else frozenset()
-    return view if covered == obs.partitions else None
+    # At least every partition known: a group whose leader saw a partition added since is no less ready.
+    return view if obs.partitions <= covered else None
 
 
 def _ready(handover: Handover, obs: Observation) -> bool:
@@ -517,14 +530,14 @@ def _verified(handover: Handover, obs: Observation) -> bool:
     if view is None or committed is None or view.state != "Stable" or not view.members:
         return False
     covered = frozenset().union(*view.members.values())
-    if covered != obs.partitions:
+    if not obs.partitions <= covered:
         return False
     for worker in view.members:
         status = obs.statuses.get(worker)
         if status is None or status.generation != handover.target or status.status is not Status.SERVING:
             return False
     cut = handover.cut or {}
-    return all(tp in committed and committed[tp] >= cut.get(tp, 0) for tp in obs.partitions)
+    return all(tp in committed and committed[tp] >= cut.get(tp, 0) for tp in obs.partitions | covered)
 
 
 def _describe(record: ControllerRecord, handover: Handover | None = None) -> dict[str, object]:

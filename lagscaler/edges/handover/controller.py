@@ -63,7 +63,8 @@ class HandoverSettings:
     :class:`~lagscaler.core.handover.machine.MachineSettings`.
 
     ``tick``: the longest a controller waits between steps when nothing happens (a status record or a
-    new decision wakes it at once). ``partitions_ttl``: how long a topic's partition list is reused.
+    new decision wakes it at once). ``partitions_ttl``: how long a topic's partition list is reused while
+    no handover runs (during one it is read on every step: a cut must cover a partition added meanwhile).
     """
 
     control_topic: str = DEFAULT_CONTROL_TOPIC
@@ -165,9 +166,9 @@ class WorkloadController:
             return self._written
         return seen
 
-    async def _topic_partitions(self) -> frozenset[TopicPartition]:
+    async def _topic_partitions(self, *, fresh: bool = False) -> frozenset[TopicPartition]:
         now = time.monotonic()
-        if now - self._partitions.at < self.settings.partitions_ttl:
+        if not fresh and now - self._partitions.at < self.settings.partitions_ttl:
             return self._partitions.value
         layout = await self.admin.metadata(self.spec.topics)
         self._partitions = _Partitions(now, frozenset(layout.partitions(self.spec.topics)))
@@ -208,8 +209,8 @@ class WorkloadController:
             )
         statuses = self.channel.workers(self.spec.workload)  # first: see the module docstring
         running = await self.backend.observe()
-        partitions = await self._topic_partitions()
         wanted = needs(record, self.machine)
+        partitions = await self._topic_partitions(fresh=wanted.fresh_partitions)
         groups = await self._groups(wanted.describe)
         committed = await self._committed(wanted.committed)
         observation = Observation(
