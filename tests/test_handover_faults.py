@@ -179,6 +179,51 @@ async def test_a_generation_that_never_gets_ready_is_removed_and_the_old_one_kee
     assert 2 not in report.generations  # the failed generation processed nothing
 
 
+async def test_a_generation_that_makes_no_progress_after_the_cut_hands_back_to_the_old_one(
+    kafka: KafkaEndpoint, unique: str, tmp_path: Path
+) -> None:
+    """Generation 2 warms up, takes over at the cut, and hangs in its handler on its first batch: it
+    commits the cut and nothing more. After ``verify_timeout`` the controller reverts: generation 2 is
+    fenced (its hung workers cannot answer and are killed), generation 1 — fenced and idle, never
+    removed — serves again from where 2 stopped, and the decision, which still stands, gets a fresh
+    attempt (generation 3). Nothing frozen for good, nothing lost, nothing processed twice."""
+    settings = playground(
+        kafka.bootstrap,
+        unique,
+        tmp_path,
+        commit_interval=0.5,
+        app_args=("--block-handler-in-generations", "2"),
+        handover={"fence_timeout": 2.0, "verify_timeout": 5.0},
+    )
+    async with HandoverPlayground(settings) as play:
+        await play.scale_to(2)
+        assert play.runner is not None
+        play.runner.set_desired(settings.workload, 3)
+        record = await play.scale_to(3, within=120)
+        history = play.history()
+        report = await play.verdict()
+    attempt = [r for r in history if r.handover is not None and r.handover.target == 2]
+    phases = [r.handover.phase for r in attempt if r.handover is not None]
+    assert phases.index(Phase.STARTING) < phases.index(Phase.REVERTING) < phases.index(Phase.ABORTING)
+    starting = next(r for r in attempt if r.handover is not None and r.handover.phase is Phase.STARTING)
+    back = next(r for r in attempt if r.handover is not None and r.handover.phase is Phase.ABORTING)
+    assert starting.serving is not None
+    assert back.serving is not None
+    assert (back.serving.generation, back.serving.replicas) == (1, 2)
+    assert back.serving.start == starting.serving.start  # 2 processed nothing past the cut
+    assert record.serving is not None
+    assert record.serving.generation == 3
+    assert report.consistent, report.summary()
+    assert report.duplicates == 0, report.summary()
+    assert 2 not in report.generations  # it hung before processing anything
+    # Generation 1 served again after the revert: it processed records past generation 2's cut.
+    cut = starting.serving.start
+    assert any(
+        b.generation == 1 and bool((b.seqs >= cut.get((settings.topic, b.partition), 0)).any())
+        for b in play.sink_batches
+    )
+
+
 async def test_a_warming_scale_down_a_spike_supersedes_is_abandoned_and_the_spike_gets_its_own(
     kafka: KafkaEndpoint, unique: str, tmp_path: Path
 ) -> None:

@@ -45,7 +45,7 @@ from lagscaler.core.handover.protocol import (
 from lagscaler.edges.handover.backend import Backend, GenerationSpec
 from lagscaler.edges.handover.channel import ControlChannel, ensure_control_topic
 from lagscaler.edges.handover.leader import Leadership
-from lagscaler.edges.kafka import KafkaAdmin, KafkaSettings
+from lagscaler.edges.kafka import ClusterLayout, KafkaAdmin, KafkaSettings
 from lagscaler.logs import get_logger
 
 __all__ = ["Deposed", "HandoverRunner", "HandoverSettings", "WorkloadController", "WorkloadSpec"]
@@ -120,6 +120,7 @@ class WorkloadSpec:
 class _Partitions:
     at: float = -math.inf
     value: frozenset[TopicPartition] = field(default_factory=frozenset)
+    layout: ClusterLayout | None = None  # where their leaders are, for ListOffsets
 
 
 class WorkloadController:
@@ -171,8 +172,17 @@ class WorkloadController:
         if not fresh and now - self._partitions.at < self.settings.partitions_ttl:
             return self._partitions.value
         layout = await self.admin.metadata(self.spec.topics)
-        self._partitions = _Partitions(now, frozenset(layout.partitions(self.spec.topics)))
+        self._partitions = _Partitions(now, frozenset(layout.partitions(self.spec.topics)), layout)
         return self._partitions.value
+
+    async def _ends(self, partitions: frozenset[TopicPartition]) -> Offsets:
+        layout = self._partitions.layout
+        if not partitions or layout is None:
+            return {}
+        ends = await self.admin.list_end_offsets(sorted(partitions), layout)
+        if ends.errors:
+            raise RuntimeError(f"ListOffsets failed: {ends.errors}")
+        return dict(ends.offsets)
 
     async def _groups(self, groups: Iterable[str]) -> dict[str, GroupView]:
         wanted = sorted(groups)
@@ -213,6 +223,7 @@ class WorkloadController:
         partitions = await self._topic_partitions(fresh=wanted.fresh_partitions)
         groups = await self._groups(wanted.describe)
         committed = await self._committed(wanted.committed)
+        ends = await self._ends(partitions) if wanted.ends else {}  # after the commits: never behind them
         observation = Observation(
             now=self._clock(),
             desired=self.desired,
@@ -221,6 +232,7 @@ class WorkloadController:
             statuses=statuses,
             groups=groups,
             committed=committed,
+            ends=ends,
         )
         result = step(record, observation, self.machine, term=term)
         if result.changed:
@@ -270,7 +282,14 @@ class WorkloadController:
         self._noted.add(key)
         level = (
             "warning"
-            if note.event in ("handover aborted", "handover blocked", "handover verification overdue")
+            if note.event
+            in (
+                "handover aborted",
+                "handover blocked",
+                "handover verification overdue",
+                "handover reverting",
+                "handover revert blocked",
+            )
             else "info"
         )
         getattr(log, level)(note.event, **{"workload": self.spec.workload, **dict(note.fields)})
