@@ -112,7 +112,9 @@ class WorkloadSpec:
             warmup_timeout=max(settings.warmup_timeout, 2.0 * self.expected_warmup),
             fence_timeout=settings.fence_timeout,
             kill_grace=settings.kill_grace,
-            verify_timeout=settings.verify_timeout,
+            # A stateful target's catch-up at the cut restores at most what a whole warm-up does: a
+            # shorter deadline would revert a target that is only catching up.
+            verify_timeout=max(settings.verify_timeout, self.expected_warmup),
         )
 
 
