@@ -179,14 +179,19 @@ async def test_a_generation_that_never_gets_ready_is_removed_and_the_old_one_kee
     assert 2 not in report.generations  # the failed generation processed nothing
 
 
+@pytest.mark.parametrize(
+    "restart", [False, True], ids=["one-controller", "controller-restarted-while-reverting"]
+)
 async def test_a_generation_that_makes_no_progress_after_the_cut_hands_back_to_the_old_one(
-    kafka: KafkaEndpoint, unique: str, tmp_path: Path
+    kafka: KafkaEndpoint, unique: str, tmp_path: Path, restart: bool
 ) -> None:
     """Generation 2 warms up, takes over at the cut, and hangs in its handler on its first batch: it
     commits the cut and nothing more. After ``verify_timeout`` the controller reverts: generation 2 is
     fenced (its hung workers cannot answer and are killed), generation 1 — fenced and idle, never
     removed — serves again from where 2 stopped, and the decision, which still stands, gets a fresh
-    attempt (generation 3). Nothing frozen for good, nothing lost, nothing processed twice."""
+    attempt (generation 3). Nothing frozen for good, nothing lost, nothing processed twice. Restarted:
+    the controller is stopped while it reverts and a new one (a higher term) finishes the revert from
+    the persisted record."""
     settings = playground(
         kafka.bootstrap,
         unique,
@@ -199,10 +204,18 @@ async def test_a_generation_that_makes_no_progress_after_the_cut_hands_back_to_t
         await play.scale_to(2)
         assert play.runner is not None
         play.runner.set_desired(settings.workload, 3)
+        if restart:
+            # The hung workers hold the revert open until fence_timeout has passed and they are killed.
+            await wait_phase(play, Phase.REVERTING, within=90)
+            await play.stop_runner()
+            await play.start_runner()
         record = await play.scale_to(3, within=120)
         history = play.history()
         report = await play.verdict()
     attempt = [r for r in history if r.handover is not None and r.handover.target == 2]
+    if restart:
+        terms = [r.term for r in attempt]
+        assert terms[-1] > terms[0]  # finished by the next leader
     phases = [r.handover.phase for r in attempt if r.handover is not None]
     assert phases.index(Phase.STARTING) < phases.index(Phase.REVERTING) < phases.index(Phase.ABORTING)
     starting = next(r for r in attempt if r.handover is not None and r.handover.phase is Phase.STARTING)
