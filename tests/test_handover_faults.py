@@ -180,14 +180,18 @@ async def test_a_generation_that_never_gets_ready_is_removed_and_the_old_one_kee
 
 
 @pytest.mark.parametrize(
-    "restart", [False, True], ids=["one-controller", "controller-restarted-while-reverting"]
-)
+    ("fault", "restart"),
+    [("--block-handler-in-generations", False), ("--block-handler-in-generations", True),
+     ("--crash-on-first-batch-in-generations", False)],
+    ids=["hangs", "hangs-controller-restarted-while-reverting", "crashes-on-its-first-batch"],
+)  # fmt: skip
 async def test_a_generation_that_makes_no_progress_after_the_cut_hands_back_to_the_old_one(
-    kafka: KafkaEndpoint, unique: str, tmp_path: Path, restart: bool
+    kafka: KafkaEndpoint, unique: str, tmp_path: Path, fault: str, restart: bool
 ) -> None:
-    """Generation 2 warms up, takes over at the cut, and hangs in its handler on its first batch: it
-    commits the cut and nothing more. After ``verify_timeout`` the controller reverts: generation 2 is
-    fenced (its hung workers cannot answer and are killed), generation 1 — fenced and idle, never
+    """Generation 2 warms up, takes over at the cut, and hangs in its handler on its first batch (or
+    crashes there, again and again as the backend replaces it): it commits the cut and nothing more.
+    After ``verify_timeout`` the controller reverts: generation 2 is fenced (hung workers cannot answer
+    and are killed), generation 1 — fenced and idle, never
     removed — serves again from where 2 stopped, and the decision, which still stands, gets a fresh
     attempt (generation 3). Nothing frozen for good, nothing lost, nothing processed twice. Restarted:
     the controller is stopped while it reverts and a new one (a higher term) finishes the revert from
@@ -197,7 +201,7 @@ async def test_a_generation_that_makes_no_progress_after_the_cut_hands_back_to_t
         unique,
         tmp_path,
         commit_interval=0.5,
-        app_args=("--block-handler-in-generations", "2"),
+        app_args=(fault, "2"),
         handover={"fence_timeout": 2.0, "verify_timeout": 5.0},
     )
     async with HandoverPlayground(settings) as play:
