@@ -202,7 +202,7 @@ async def test_a_generation_that_makes_no_progress_after_the_cut_hands_back_to_t
         tmp_path,
         commit_interval=0.5,
         app_args=(fault, "2"),
-        handover={"fence_timeout": 2.0, "verify_timeout": 5.0},
+        handover={"fence_timeout": 2.0, "verify_timeout": 5.0, "revert_backoff": 1.0},
     )
     async with HandoverPlayground(settings) as play:
         await play.scale_to(2)
@@ -227,9 +227,11 @@ async def test_a_generation_that_makes_no_progress_after_the_cut_hands_back_to_t
     assert starting.serving is not None
     assert back.serving is not None
     assert (back.serving.generation, back.serving.replicas) == (1, 2)
+    assert back.reverts == 1  # the next attempt waited revert_backoff
     assert back.serving.start == starting.serving.start  # 2 processed nothing past the cut
     assert record.serving is not None
     assert record.serving.generation == 3
+    assert record.reverts == 0  # a handover verified and done forgets the reverts
     assert report.consistent, report.summary()
     assert report.duplicates == 0, report.summary()
     assert 2 not in report.generations  # it hung before processing anything

@@ -109,6 +109,8 @@ records = st.builds(
     | st.builds(Serving, st.integers(1, 100), st.text(min_size=1), st.integers(1, 64), offsets),
     handover=st.none() | handovers,
     next_generation=st.integers(1, 1000),
+    hold_until=st.floats(0, 2e9, allow_nan=False),
+    reverts=st.integers(0, 100),
 )
 statuses = st.builds(
     WorkerStatus,
@@ -494,9 +496,22 @@ def test_a_target_that_makes_no_progress_after_the_cut_hands_back_to_the_source_
 
     # ABORTING removes generation 2 and goes idle with generation 1 serving; 2 is never reused.
     result = step(back, replace(gone, running={1: frozenset(old)}), SETTINGS, term=1)
-    assert result.record.handover is None
-    assert result.record.serving == back.serving
-    assert result.record.next_generation == 3
+    idle = result.record
+    assert idle.handover is None
+    assert idle.serving == back.serving
+    assert idle.next_generation == 3
+
+    # The decision still stands, but no new attempt begins for revert_backoff (doubled per revert in a
+    # row): a target that hangs because of the application must not freeze the workload at every try.
+    assert (idle.reverts, idle.hold_until) == (1, 1040 + SETTINGS.revert_backoff)
+    wants = obs(desired=3, running={1: frozenset(old)}, committed={f"{BASE}-gen-1": {}})
+    held = step(idle, replace(wants, now=1040 + SETTINGS.revert_backoff - 1), SETTINGS, term=1)
+    assert held.record.handover is None
+    assert any(isinstance(a, Note) and a.event == "handover held" for a in held.actions)
+    again = step(idle, replace(wants, now=1040 + SETTINGS.revert_backoff), SETTINGS, term=1).record
+    assert again.handover is not None
+    assert (again.handover.target, again.handover.phase) == (3, Phase.WARMING)
+    assert again.reverts == 1  # until a handover is verified and done
 
 
 def test_a_revert_waits_for_every_target_worker_however_long_it_takes() -> None:
@@ -687,6 +702,17 @@ def _fenced_in(observation: Observation, generation: int, epoch: int) -> list[Wo
     ]
 
 
+def _check_hold(record: ControllerRecord, observation: Observation, new: ControllerRecord) -> None:
+    """Reverts are counted only by a revert and forgotten only by a handover that was done; no
+    handover begins while a revert's hold lasts."""
+    h = record.handover
+    if new.reverts != record.reverts:
+        assert h is not None
+        assert (h.phase, new.reverts) in ((Phase.REVERTING, record.reverts + 1), (Phase.RETIRING, 0))
+    if h is None and new.handover is not None and record.serving is not None:
+        assert observation.now >= record.hold_until
+
+
 def _check_serving_change(record: ControllerRecord, observation: Observation, new: ControllerRecord) -> None:
     """The serving generation changes only to the handover's target, at a cut taken from the source
     group's commits once no source worker could still process; or, reverting, back to the source once
@@ -734,6 +760,7 @@ def test_whatever_is_observed_the_machine_keeps_its_invariants(data: st.DataObje
             assert result.changed == (new != record)
             if new.serving != record.serving:
                 _check_serving_change(record, observation, new)
+            _check_hold(record, observation, new)
         if (
             record is not None
             and record.handover is not None

@@ -60,6 +60,9 @@ class MachineSettings:
     backend still cannot confirm it gone. ``verify_timeout``: how long the target may take, from the
     cut, to show progress past it; after it the handover is reverted (the source serves again from
     where the target stopped), so it must exceed a stateful target's catch-up at the cut.
+    ``revert_backoff``: after a revert no handover begins for this long, doubled for every further
+    revert in a row (at most 64 times): a target that hangs because of the application would otherwise
+    cost the workload ``verify_timeout`` without processing at every attempt.
     """
 
     workload: str
@@ -69,11 +72,12 @@ class MachineSettings:
     fence_timeout: float = 5.0
     kill_grace: float = 15.0
     verify_timeout: float = 30.0
+    revert_backoff: float = 60.0
 
     def __post_init__(self) -> None:
         if self.initial_replicas < 1:
             raise ValueError(f"initial replicas must be >= 1, got {self.initial_replicas}")
-        for name in ("warmup_timeout", "fence_timeout", "kill_grace", "verify_timeout"):
+        for name in ("warmup_timeout", "fence_timeout", "kill_grace", "verify_timeout", "revert_backoff"):
             value = getattr(self, name)
             if not (math.isfinite(value) and value > 0):
                 raise ValueError(f"{name.replace('_', ' ')} must be > 0 seconds, got {value}")
@@ -288,6 +292,11 @@ def _idle(
     actions.append(Ensure(serving.generation, serving.group, serving.replicas))
     if obs.desired is None or obs.desired < 1 or obs.desired == serving.replicas:
         return record, actions
+    if obs.now < record.hold_until:
+        wait = record.hold_until - obs.now
+        reason = f"{record.reverts} handovers in a row reverted; the next one may begin in {wait:.0f} s"
+        actions.append(Note("handover held", {"workload": record.workload, "reason": reason}))
+        return record, actions
     if serving.group not in obs.committed:
         return record, actions
     warm_to = _highest(_within(serving.start, obs), _within(obs.committed[serving.group], obs))
@@ -461,7 +470,14 @@ def _reverting(
         ]
         cut = _highest(handover.cut or {}, _within(obs.committed[handover.group], obs), *fenced)
         aborting = replace(handover, phase=Phase.ABORTING, cut=cut)
-        back = replace(record, serving=Serving(source, source_group, replicas, cut), handover=aborting)
+        hold = settings.revert_backoff * 2 ** min(record.reverts, 6)
+        back = replace(
+            record,
+            serving=Serving(source, source_group, replicas, cut),
+            handover=aborting,
+            reverts=record.reverts + 1,
+            hold_until=obs.now + hold,
+        )
         actions.append(Note("handover reverted", _describe(back)))
         return back, actions
     if obs.now <= handover.deadline:
@@ -487,7 +503,7 @@ def _retiring(
         # (a Deployment whose pods were never created) and lets go of it here.
         actions += [Remove(source), Forget(source)]
     actions.append(Note("handover done", _describe(record, handover)))
-    return replace(record, handover=None), actions
+    return replace(record, handover=None, reverts=0, hold_until=0.0), actions
 
 
 def _aborting(

@@ -132,6 +132,10 @@ class ControllerRecord:
     serving: Serving | None = None
     handover: Handover | None = None
     next_generation: int = 1
+    # After a revert no new handover begins before ``hold_until`` (Unix time); ``reverts`` counts the
+    # reverts since the last handover that was verified, and doubles the hold each time.
+    hold_until: float = 0.0
+    reverts: int = 0
 
     def newer_than(self, other: ControllerRecord | None) -> bool:
         return other is None or (self.term, self.seq) > (other.term, other.seq)
@@ -250,6 +254,8 @@ def encode(record: ControllerRecord | WorkerStatus) -> tuple[str, bytes]:
             "term": record.term,
             "seq": record.seq,
             "next_generation": record.next_generation,
+            "hold_until": record.hold_until,
+            "reverts": record.reverts,
             "serving": None,
             "handover": None,
         }
@@ -359,6 +365,8 @@ def _controller_in(body: dict[str, Any]) -> ControllerRecord:
         serving=serving,
         handover=handover,
         next_generation=_int(body["next_generation"], "next_generation"),
+        hold_until=_number(body.get("hold_until", 0.0), "hold_until"),
+        reverts=_int(body.get("reverts", 0), "reverts"),
     )
 
 

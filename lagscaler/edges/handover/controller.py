@@ -72,6 +72,7 @@ class HandoverSettings:
     fence_timeout: float = 5.0
     kill_grace: float = 15.0
     verify_timeout: float = 30.0
+    revert_backoff: float = 60.0
     tick: float = 0.5
     partitions_ttl: float = 10.0
 
@@ -81,6 +82,7 @@ class HandoverSettings:
             "fence_timeout",
             "kill_grace",
             "verify_timeout",
+            "revert_backoff",
             "tick",
             "partitions_ttl",
         ):
@@ -115,6 +117,7 @@ class WorkloadSpec:
             # A stateful target's catch-up at the cut restores at most what a whole warm-up does: a
             # shorter deadline would revert a target that is only catching up.
             verify_timeout=max(settings.verify_timeout, self.expected_warmup),
+            revert_backoff=settings.revert_backoff,
         )
 
 
@@ -291,6 +294,7 @@ class WorkloadController:
                 "handover verification overdue",
                 "handover reverting",
                 "handover revert blocked",
+                "handover held",
             )
             else "info"
         )
