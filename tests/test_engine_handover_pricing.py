@@ -101,7 +101,9 @@ def test_a_handover_costs_the_double_running_and_the_cut_over_not_a_rebalance(
     i = hpa.inputs
     once = rebalance_price(hpa_params, i.replicas, hpa.down.candidate, i.restore, no)
     back = _climb_back(hpa_params, hpa, lambda a, b: rebalance_price(hpa_params, a, b, i.restore, no))
-    assert np.allclose(hpa.down.price, np.where(hpa.down.lasts < hpa_params.payback_horizon, once + back, once))
+    assert np.allclose(
+        hpa.down.price, np.where(hpa.down.lasts < hpa_params.payback_horizon, once + back, once)
+    )
     # Mode handover: the new generation's replicas over start-up and warm-up, plus the throughput the
     # cut-over pause loses; no restore and no SLO breach priced in, nothing restores on the path.
     v, after = handover.inputs, handover.down.candidate
