@@ -83,6 +83,15 @@ def plan_scale_down(
     )
     dwell_over = inputs.now >= next_down
     calm = ~forecast.lag_growing & (inputs.age <= TARGET_AGE_FRACTION * inputs.slo)
+    # Seconds over the SLO the move to the candidate costs by itself (0 when stall + restore fit in it).
+    down_breach = breach_seconds(
+        params,
+        candidate,
+        partitions=inputs.partitions,
+        arrival=need.forecast,
+        capacity=capacity.per_replica,
+        restore=inputs.restore,
+    )
     payback = _payback(
         params,
         state,
@@ -92,11 +101,9 @@ def plan_scale_down(
         recurrence=recurrence,
         need=need,
         candidate=candidate,
+        down_breach=down_breach,
     )
-    paced_until = np.maximum(
-        _paced_until(params, state, inputs=inputs, capacity=capacity, need=need, candidate=candidate),
-        payback.affordable_after,
-    )
+    paced_until = np.maximum(_paced_until(params, state, breach=down_breach), payback.affordable_after)
     paced = inputs.now >= paced_until
     wants_down = inputs.usable & ~up.scaling_up & (candidate < inputs.replicas) & ~recurrence.due
     return ScaleDownPlan(
@@ -267,6 +274,7 @@ def _payback(
     recurrence: Recurrence,
     need: Need,
     candidate: IntArray,
+    down_breach: FloatArray,
 ) -> _Payback:
     """The move's price, and whether the replicas it saves while the lower count lasts exceed it.
 
@@ -324,14 +332,6 @@ def _payback(
         params, inputs=inputs, capacity=capacity, arrival=need.forecast, start=candidate
     )
     price = down_price + np.where(returns, climb_price, 0.0)
-    down_breach = breach_seconds(
-        params,
-        candidate,
-        partitions=inputs.partitions,
-        arrival=need.forecast,
-        capacity=capacity.per_replica,
-        restore=inputs.restore,
-    )
     # Seconds over the SLO the move and the climb back cost, against the budget earned meanwhile.
     breach = down_breach + climb_breach
     rate = np.maximum(1.0 - params.slo_objective, 1e-6)
@@ -412,28 +412,12 @@ def _climb(
     return price, breach
 
 
-def _paced_until(
-    params: PolicyArrays,
-    state: EngineState,
-    *,
-    inputs: Inputs,
-    capacity: CapacityEstimate,
-    need: Need,
-    candidate: IntArray,
-) -> FloatArray:
+def _paced_until(params: PolicyArrays, state: EngineState, *, breach: FloatArray) -> FloatArray:
     """When the error budget allows a move whose stall + restore breaks the SLO by itself.
 
-    Such a move spends budget; since the last change at least ``breach / (1 - objective)``
-    seconds must have passed.
+    Such a move spends budget (``breach``, :func:`breach_seconds`); since the last change at least
+    ``breach / (1 - objective)`` seconds must have passed.
     """
-    breach = breach_seconds(
-        params,
-        candidate,
-        partitions=inputs.partitions,
-        arrival=need.forecast,
-        capacity=capacity.per_replica,
-        restore=inputs.restore,
-    )
     last_change = np.maximum(state.scaled_up_at, state.scaled_down_at)
     budget = np.maximum(1.0 - params.slo_objective, 1e-6)
     paced_until: FloatArray = last_change + breach / budget
