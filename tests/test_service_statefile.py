@@ -138,3 +138,19 @@ def test_a_file_with_a_wrong_shape_names_the_field(tmp_path: Path) -> None:
     save_state(path, ["shop/a", "shop/b"], state)  # two keys, one row
     with pytest.raises(StateFileError, match="'initialized' has shape"):
         load_state(path)
+
+
+def test_a_file_of_the_previous_format_is_refused_naming_both_formats(tmp_path: Path) -> None:
+    """Format 2 had no learned scale-down life (``down_life``): such a file is refused, not misread
+    (the service then moves it aside and starts fresh, README "Restarts")."""
+    params = PolicyArrays.from_policies([policy("a")])
+    path = tmp_path / "engine.npz"
+    save_state(path, params.keys, EngineState.initial(params))
+    with np.load(path) as data:
+        columns = {name: data[name] for name in data.files if name != "down_life"}
+    columns["__format__"] = np.asarray(2)
+    with path.open("wb") as out:
+        np.savez(out, **columns)
+    with pytest.raises(StateFileError, match="state file format 2, this lagscaler reads 3") as caught:
+        load_state(path)
+    assert str(path) in str(caught.value)
