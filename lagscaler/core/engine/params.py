@@ -71,6 +71,14 @@ class PolicyArrays:
     def any_up_stabilization(self) -> bool:
         return bool(self.up_stabilization.any())
 
+    def up_room(self, count: IntArray | FloatArray) -> IntArray:
+        """Replicas one scale-up step may add from ``count``: the larger of ``maxStepPercent`` of it and
+        ``maxStepReplicas`` (the HPA's scaleUp policies with ``selectPolicy: Max``)."""
+        room: IntArray = np.maximum(
+            np.ceil(count * self.up_step_percent / 100.0).astype(np.int64), self.up_step_replicas
+        )
+        return room
+
     def rows(self, index: IntArray) -> PolicyArrays:
         """The policies of the workloads at ``index`` (for work only a few rows need in a cycle)."""
         picked = {item.name: getattr(self, item.name)[index] for item in fields(self) if item.name != "keys"}

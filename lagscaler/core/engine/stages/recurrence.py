@@ -265,8 +265,7 @@ def _lead(params: PolicyArrays, *, inputs: Inputs) -> FloatArray:
         short = count < hi
         if not short.any():
             break
-        room = np.maximum(np.ceil(count * params.up_step_percent / 100.0), params.up_step_replicas)
-        count = np.where(short, np.minimum(count + room, hi), count)
+        count = np.where(short, np.minimum(count + params.up_room(count), hi), count)
         steps += short
     extra = np.maximum(steps - 1.0, 0.0) * params.sync_period
     lead: FloatArray = inputs.reaction + params.sync_period + params.up_stabilization + extra

@@ -400,8 +400,7 @@ def _climb(
         short = count < stop
         if not short.any():
             break
-        room = np.maximum(np.ceil(count * p.up_step_percent / 100.0).astype(np.int64), p.up_step_replicas)
-        step = np.where(short, np.minimum(count + room, stop), count)
+        step = np.where(short, np.minimum(count + p.up_room(count), stop), count)
         moved = move_price(p, count, step, restore=restore, warmup=warmup, returns=never)
         over = breach_seconds(
             p, step, partitions=partitions, arrival=rate, capacity=per_replica, restore=restore

@@ -143,10 +143,7 @@ def _step_limited(
 ) -> tuple[IntArray, BoolArray]:
     """The target within the step limit, not stopping on a count that adds nothing; and whether cut."""
     replicas = inputs.replicas
-    room = np.maximum(
-        np.ceil(replicas * params.up_step_percent / 100.0).astype(np.int64), params.up_step_replicas
-    )
-    target = np.minimum(recommended, replicas + room)
+    target = np.minimum(recommended, replicas + params.up_room(replicas))
     limited = target < recommended
     aligned = aligned_at_most(target, inputs.partitions)
     return np.where(limited & (aligned > replicas), aligned, target), limited
