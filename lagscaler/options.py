@@ -70,10 +70,17 @@ UserPath = Annotated[Path, AfterValidator(Path.expanduser)]
 """A path; ``~`` is the user's home, as a shell would have it."""
 
 
-class Options(BaseModel):
-    """Base of every settings model: frozen, unknown names refused, attribute docstrings as help."""
+_FINITE = ConfigDict(allow_inf_nan=False)
+"""No setting means anything as ``inf`` or ``nan``, and pydantic's floats take both (``--timeout inf``
+would pass ``gt=0`` and then fail every cycle where it becomes a deadline; ``--sample-interval inf``
+would sample once and wait for ever)."""
 
-    model_config = ConfigDict(frozen=True, extra="forbid", use_attribute_docstrings=True)
+
+class Options(BaseModel):
+    """Base of every settings model: frozen, unknown names refused, attribute docstrings as help,
+    numbers finite."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid", use_attribute_docstrings=True, allow_inf_nan=False)
 
 
 @dataclass(frozen=True, slots=True)
@@ -102,7 +109,7 @@ def _adapter(info: FieldInfo) -> TypeAdapter[Any]:
     annotation: Any = info.annotation
     if info.metadata:
         annotation = Annotated[annotation, *info.metadata]
-    return TypeAdapter(annotation)
+    return TypeAdapter(annotation, config=_FINITE)
 
 
 def _is_switch(info: FieldInfo) -> bool:
@@ -118,6 +125,8 @@ def _message(error: ValidationError) -> str:
     if kind in bounds:
         limit = next(iter(ctx.values()))
         return f"must be {bounds[kind]} {limit:g}, got {value!r}"
+    if kind == "finite_number":
+        return f"must be a finite number, got {value!r}"
     if kind.startswith("bool"):
         return f"expected true or false, got {value!r}"
     if kind.startswith(("int", "float")):

@@ -76,6 +76,22 @@ def test_precedence_is_flag_then_environment_then_file_then_default(
         ([], {"LAGSCALER_LOG_LEVEL": "loud"}, "", "$LAGSCALER_LOG_LEVEL: log-level: must be one of"),
         ([], {"LAGSCALER_TIMEOUT": "soon"}, "", "$LAGSCALER_TIMEOUT: timeout: expected a number, got 'soon'"),
         (["--sample-interval", "0"], {}, "", "argument --sample-interval: must be > 0, got '0'"),
+        # inf passes "> 0": serve would sample once and then wait for ever, or fail every cycle
+        (["--sample-interval", "inf"], {}, "", "argument --sample-interval: must be a finite number"),
+        (["--sample-interval", "1e400"], {}, "", "argument --sample-interval: must be a finite number"),
+        (
+            [],
+            {"LAGSCALER_TIMEOUT": "inf"},
+            "",
+            "$LAGSCALER_TIMEOUT: timeout: must be a finite number, got 'inf'",
+        ),
+        ([], {}, "timeout: .nan\n", "c.yaml: timeout: must be a finite number, got nan"),
+        (
+            ["--authentication-token-webhook-cache-ttl", "nan"],
+            {},
+            "",
+            "argument --authentication-token-webhook-cache-ttl: must be a finite number",
+        ),
         ([], {}, "policy-dir: [a, b]\n", "c.yaml: policy-dir: expected a single value"),
     ],
 )
@@ -87,6 +103,22 @@ def test_every_error_names_the_source_of_the_value(
     with pytest.raises(UserError) as raised:
         parse(["--config", str(path), *argv], environ)
     assert message in str(raised.value)
+
+
+@pytest.mark.parametrize("history", ["1", "10001", "99999999999999999999"])
+def test_a_history_out_of_range_is_one_line_before_anything_starts(
+    tmp_path: Path, history: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """The rings are allocated per partition up front: a huge ``--history`` would fail (or take all
+    memory) when the first policy loads, long after start-up."""
+    argv = ["serve", "--bootstrap-server", "127.0.0.1:9", "--policy-dir", str(tmp_path), "--history", history]
+    assert main(argv) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1
+    assert (
+        f"--history must keep at {'least 2' if history == '1' else 'most 10000'} samples, got {history}"
+        in err
+    )
 
 
 def test_a_missing_setting_says_every_way_to_give_it() -> None:

@@ -231,6 +231,7 @@ async def test_run_loop_is_cancelled_cleanly(kafka_settings: KafkaSettings, uniq
         ({"groups": ("g",), "all_groups": True}, "either group names or all groups"),
         ({"groups": ("g",), "interval": 0}, "interval must be positive"),
         ({"groups": ("g",), "history": 1}, "history must keep at least"),
+        ({"groups": ("g",), "history": 10**20}, "history must keep at most 10000 samples"),
     ],
 )
 def test_sampler_settings_are_validated(kwargs: dict[str, object], message: str) -> None:
