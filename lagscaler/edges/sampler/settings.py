@@ -7,7 +7,6 @@ from dataclasses import dataclass, field
 from lagscaler.core.signals.status import StatusRules
 from lagscaler.errors import UserError
 
-
 MAX_HISTORY = 10_000
 """Most samples kept per partition. The rings are allocated per group partition up front (three
 8-byte numbers a sample), so ``--history`` sets memory before any sample arrives: 10,000 is
