@@ -116,6 +116,11 @@ _SCALAR_TAGS = {
 _MAP = "tag:yaml.org,2002:map"
 _SEQ = "tag:yaml.org,2002:seq"
 _TIMESTAMP = "tag:yaml.org,2002:timestamp"
+# A float as Kubernetes reads YAML (go-yaml v2 ``resolve.go`` ``yamlStyleFloat``, which
+# sigs.k8s.io/yaml uses): ``1e5`` and ``2.5e5`` are numbers there, but text to PyYAML, whose YAML 1.1
+# floats need a dot and a signed exponent (``2.5e+5``). A plain scalar of this form is read as the
+# number a user (and kubectl) takes it for; quoted, it stays text.
+_GO_YAML_FLOAT = re.compile(r"^[-+]?(\.[0-9]+|[0-9]+(\.[0-9]*)?)([eE][-+]?[0-9]+)?$")
 
 
 @dataclass
@@ -220,6 +225,11 @@ def _plain_scalar(doc: _Document, node: yaml.ScalarNode, path: PathKey) -> Any:
     Dates stay text because a policy has none (the schema then says what type was wanted), and
     non-finite numbers are refused because no field of a policy means anything with them.
     """
+    if node.tag == _STR and not node.style and _GO_YAML_FLOAT.match(node.value):  # plain: None or ""
+        value = float(node.value)
+        if not math.isfinite(value):  # 1e400
+            _unreadable(doc, node, path, f"must be a finite number, got {node.value}")
+        return value
     if node.tag in (_STR, _TIMESTAMP):
         return node.value
     if node.tag not in _SCALAR_TAGS:
@@ -254,7 +264,11 @@ def _model_message(kind: str, value: Any, ctx: dict[str, Any], message: str) -> 
     """The message for one pydantic error (``kind`` is its ``type``), in the loader's words."""
     if kind in _BOUNDS:
         name, relation = _BOUNDS[kind]
-        return f"must be {relation} {ctx[name]:g}, got {value!r}"
+        bound = ctx[name]  # a whole bound in full (2147483647, not 2.14748e+09)
+        shown = str(bound) if isinstance(bound, int) else f"{bound:g}"
+        huge = isinstance(value, int) and abs(value) > 10**15  # 1e300 as an integer is 301 digits
+        got = f"a {len(str(abs(value)))}-digit number" if huge else repr(value)
+        return f"must be {relation} {shown}, got {got}"
     if kind in ("dataclass_type", "dict_type", "model_type"):
         return f"expected a mapping, got {describe(value)}"
     if kind in ("tuple_type", "list_type"):
