@@ -99,6 +99,25 @@ async def test_token_review_outage_is_a_401_and_is_not_cached(standin: KubeApiSt
         await client.close()
 
 
+@pytest.mark.parametrize("fault", ["hang-up", "proxy-page"])
+async def test_a_token_review_that_hangs_up_or_answers_garbage_is_a_401_and_is_not_cached(
+    standin: KubeApiStandIn, fault: str
+) -> None:
+    standin.tokens["tok"] = ReviewedUser("carol")
+    client = await kube_api_client(standin.directory / "standin.kubeconfig")
+    assert client is not None
+    try:
+        authn = Authenticator(AuthenticationSource(AuthenticationFlags()), KubeTokenReviewer(client))
+        standin.fault = fault
+        with pytest.raises(AuthenticationFailed) as failure:
+            await authn.authenticate(None, _headers("tok"))
+        assert failure.value.reason == "token-review-error"
+        standin.fault = None
+        assert (await authn.authenticate(None, _headers("tok"))).user.name == "carol"
+    finally:
+        await client.close()
+
+
 async def test_access_reviews_are_cached_per_user_and_attributes(standin: KubeApiStandIn) -> None:
     standin.allow("dave", verbs=["list"], resources=["lagscaler_lag_messages"])
     client = await kube_api_client(standin.directory / "standin.kubeconfig")

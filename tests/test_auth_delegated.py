@@ -19,6 +19,7 @@ from typing import Any
 import aiohttp
 import pytest
 from lagscaler_demo.harness import FRONT_PROXY_NAME, HPA_USER, ClientCert, LocalCluster, aggregator_headers
+from structlog.typing import EventDict
 
 from lagscaler.core.hpa.served import DESIRED_REPLICAS, WORKLOAD_LABEL
 from lagscaler.edges.api import MetricsCache, MetricValue, WorkloadMetrics, running_api
@@ -187,6 +188,22 @@ async def test_unreachable_authorizer_is_503_not_an_allow(setup: Setup) -> None:
     status, body = await setup.get(cert=setup.cluster.front_proxy, headers=aggregator_headers())
     assert status == 503
     assert body["reason"] == "ServiceUnavailable"
+
+
+@pytest.mark.parametrize("fault", ["hang-up", "proxy-page"])
+async def test_an_authorizer_that_hangs_up_or_answers_garbage_is_503_and_logged_once(
+    setup: Setup, fault: str, logs: list[EventDict]
+) -> None:
+    """Not a 500 with a traceback per request: kube-apiserver restarting, or a proxy in front of it,
+    is the same outage as it being down, and the aggregator retries a 503."""
+    setup.cluster.standin.fault = fault
+    for _ in range(3):
+        status, body = await setup.get(cert=setup.cluster.front_proxy, headers=aggregator_headers())
+        assert (status, body["reason"]) == (503, "ServiceUnavailable")
+    assert not [e for e in logs if e["log_level"] in ("error", "critical")]
+    setup.cluster.standin.fault = None
+    status, _ = await setup.get(cert=setup.cluster.front_proxy, headers=aggregator_headers())
+    assert status == 200  # nothing was cached from the outage
 
 
 async def test_authorization_always_allow_skips_reviews_but_not_authentication(cluster: LocalCluster) -> None:
