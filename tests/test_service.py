@@ -162,6 +162,35 @@ async def test_serves_lag_and_a_decision_for_a_real_group(
             await client.close()
 
 
+async def test_a_group_or_topic_name_that_is_no_label_value_is_served_without_that_label(
+    kafka: KafkaEndpoint, cluster: LocalCluster, tmp_path: Path, unique: str
+) -> None:
+    """Kafka names may be longer than a label value's 63 characters, and a group name may hold any
+    character: such a workload is served without the label, and never stops the others being served
+    (it did: one cycle's metrics are published together, and the bad label refused them all)."""
+    plain_topic, plain_group = f"{unique}-orders", f"{unique}-workers"
+    long_topic, odd_group = f"{unique}-" + "t" * 70, f"{unique}:billing consumers"
+    policies = await lagging_workload(kafka.bootstrap, tmp_path, "orders", plain_topic, plain_group)
+    await seed_lagging_group(kafka.bootstrap, long_topic, odd_group)
+    (policies / "billing.yaml").write_text(policy_yaml("billing", odd_group, long_topic))
+
+    async with running_service(serve_settings(cluster, kafka.bootstrap, policies)) as service:
+        client = Client(cluster, service)
+        try:
+
+            async def both_served() -> None:
+                assert await client.value("lagscaler_lag_messages", "orders") == 600
+                assert await client.value("lagscaler_lag_messages", "billing") == 600
+
+            await eventually(both_served)
+            _, body = await client.metric("lagscaler_lag_messages", "billing")
+            assert body["items"][0]["metricLabels"] == {"lagscaler.io/workload": "billing"}
+            _, body = await client.metric("lagscaler_lag_messages", "orders")
+            assert body["items"][0]["metricLabels"]["lagscaler.io/group"] == plain_group
+        finally:
+            await client.close()
+
+
 async def test_policy_reload_keeps_the_last_good_version(
     kafka: KafkaEndpoint, cluster: LocalCluster, tmp_path: Path, unique: str
 ) -> None:
