@@ -321,6 +321,16 @@ def test_yaml_syntax_errors_point_at_the_problem():
     assert line.endswith("(while parsing a flow sequence)")
 
 
+@pytest.mark.parametrize("character", ["\x00", "\x07", "\x1b"])
+def test_a_control_character_is_reported_on_its_line(character):
+    """Not at "1:<offset into the file>", which is what the YAML reader gives."""
+    text = MINIMAL.replace("group: orders", f"group: ord{character}ers")
+    (line,) = errors(text)
+    assert line.startswith("p.yaml:9:15: <yaml>: unacceptable character")
+    (line,) = errors("# Übersicht: ☃\n" + text)  # offsets in bytes or characters: the same place
+    assert line.startswith("p.yaml:10:15: <yaml>: unacceptable character")
+
+
 def test_every_problem_in_a_file_is_reported_at_once():
     text = """\
 apiVersion: lagscaler.io/v1

@@ -381,15 +381,23 @@ def _semantic_issues(doc: _Document) -> None:
 # --- entry points -------------------------------------------------------------------------------
 
 
-def _yaml_issue(file: str, exc: yaml.YAMLError) -> PolicyIssue:
+def _yaml_issue(file: str, exc: yaml.YAMLError, text: str) -> PolicyIssue:
     if isinstance(exc, yaml.MarkedYAMLError) and exc.problem_mark is not None:
         mark = exc.problem_mark
         problem = exc.problem or "invalid YAML"
         context = f" ({exc.context})" if exc.context else ""
         return PolicyIssue(file, mark.line + 1, mark.column + 1, "<yaml>", f"{problem}{context}")
     if isinstance(exc, yaml.reader.ReaderError):
+        # The reader gives an offset into the whole text, not a line and column; libyaml's counts
+        # the bytes of the text in UTF-8, PyYAML's own its characters.
+        offset = exc.position
+        if _LOADER is not yaml.SafeLoader:
+            offset = len(text.encode("utf-8", "surrogatepass")[:offset].decode("utf-8", "ignore"))
+        offset = min(max(offset, 0), len(text))
+        line = text.count("\n", 0, offset) + 1
+        column = offset - text.rfind("\n", 0, offset)
         return PolicyIssue(
-            file, 1, exc.position + 1, "<yaml>", f"unacceptable character {exc.character!r}: {exc.reason}"
+            file, line, column, "<yaml>", f"unacceptable character {exc.character!r}: {exc.reason}"
         )
     return PolicyIssue(file, 1, 1, "<yaml>", str(exc))  # pragma: no cover - every YAMLError has a position
 
@@ -401,7 +409,7 @@ def _documents(text: str, file: str) -> tuple[list[yaml.Node], list[PolicyIssue]
             if node is not None:
                 nodes.append(node)
     except yaml.YAMLError as exc:
-        return nodes, [_yaml_issue(file, exc)]
+        return nodes, [_yaml_issue(file, exc, text)]
     except RecursionError:
         return nodes, [PolicyIssue(file, 1, 1, "<yaml>", _TOO_DEEP)]
     return nodes, []
