@@ -363,13 +363,19 @@ def test_missing_file_directory_and_binary_file(tmp_path):
     assert missing.value.errors == (f"{tmp_path / 'nope.yaml'}:1:1: <file>: no such file",)
     with pytest.raises(PolicyError) as directory:
         load_policy_file(tmp_path)
-    assert directory.value.errors[0].endswith(
-        "<file>: is a directory; give a policy file (or use load_policy_dir)"
-    )
+    assert directory.value.errors[0].endswith("<file>: is a directory; give a policy file")
     binary = tmp_path / "b.yaml"
     binary.write_bytes(b"\xff\xfe\x00bad")
     with pytest.raises(PolicyError, match=r"b\.yaml:1:1: <file>: not UTF-8 text \(byte 0\)"):
         load_policy_file(binary)
+    endless = tmp_path / "zero.yaml"
+    endless.symlink_to("/dev/zero")  # no size to stat: read up to the limit, then refused
+    with pytest.raises(PolicyError) as device:
+        load_policy_file(endless)
+    assert device.value.errors == (
+        f"{endless}:1:1: <file>: more than {MAX_FILE_BYTES} bytes is too large for a policy file"
+        f" (at most {MAX_FILE_BYTES})",
+    )
 
 
 def test_policy_error_is_a_user_error_holding_every_line():

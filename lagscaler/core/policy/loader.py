@@ -416,8 +416,10 @@ def _documents(text: str, file: str) -> tuple[list[yaml.Node], list[PolicyIssue]
 
 
 def _too_large(source: str, size: int) -> PolicyIssue:
+    # A device or pipe has no size: say "more than" what was read rather than "0 bytes is too large".
+    amount = f"{size} bytes is" if size > MAX_FILE_BYTES else f"more than {MAX_FILE_BYTES} bytes is"
     return PolicyIssue(
-        source, 1, 1, "<file>", f"{size} bytes is too large for a policy file (at most {MAX_FILE_BYTES})"
+        source, 1, 1, "<file>", f"{amount} too large for a policy file (at most {MAX_FILE_BYTES})"
     )
 
 
@@ -472,9 +474,7 @@ def _read(path: Path) -> tuple[str | None, list[PolicyIssue]]:
     except FileNotFoundError:
         return None, [PolicyIssue(name, 1, 1, "<file>", "no such file")]
     except IsADirectoryError:
-        return None, [
-            PolicyIssue(name, 1, 1, "<file>", "is a directory; give a policy file (or use load_policy_dir)")
-        ]
+        return None, [PolicyIssue(name, 1, 1, "<file>", "is a directory; give a policy file")]
     except OSError as exc:
         return None, [PolicyIssue(name, 1, 1, "<file>", f"cannot read: {exc.strerror or exc}")]
     if len(data) > MAX_FILE_BYTES:
