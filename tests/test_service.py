@@ -20,6 +20,7 @@ import pytest
 from lagscaler_demo.harness import LocalCluster, aggregator_headers
 from lagscaler_demo.localkafka import KafkaEndpoint, LocalBroker
 from lagscaler_demo.seed import commit, create_topics, produce
+from structlog.typing import EventDict
 from support import eventually
 
 from lagscaler.edges.api import parse_quantity
@@ -366,3 +367,26 @@ async def test_the_engine_state_survives_a_restart_and_a_damaged_file_is_kept_as
     assert len(kept) == 1
     assert kept[0].read_bytes() == b"half a file"  # nothing is lost
     assert state_file.exists()  # a fresh state was written in its place
+
+
+async def test_a_state_file_that_cannot_be_written_costs_a_warning_not_the_service(
+    kafka: KafkaEndpoint, cluster: LocalCluster, tmp_path: Path, unique: str, logs: list[EventDict]
+) -> None:
+    """A full, read-only or missing volume (here: the state file's directory is a regular file, so
+    every write fails as it would there) must not stop scaling, nor the shutdown."""
+    topic, group = f"{unique}-orders", f"{unique}-workers"
+    policies = await lagging_workload(kafka.bootstrap, tmp_path, "orders", topic, group)
+    (tmp_path / "volume").write_text("not a directory")
+    state_file = tmp_path / "volume" / "engine.npz"
+    settings = replace(serve_settings(cluster, kafka.bootstrap, policies), state_file=state_file)
+    async with running_service(settings) as service:
+        client = Client(cluster, service)
+        try:
+            await eventually(lambda: _has_value(client, "orders"))
+            exposition = await client.prometheus()
+            assert 'lagscaler_sample_cycle_errors_total{reason="state-file"}' in exposition
+        finally:
+            await client.close()
+    warnings = [e for e in logs if e["event"] == "engine state not saved"]
+    assert len(warnings) >= 2  # the periodic save and the one at shutdown
+    assert all(e["file"] == str(state_file) and e["log_level"] == "warning" for e in warnings)
