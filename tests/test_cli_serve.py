@@ -204,6 +204,17 @@ def test_false_in_the_file_leaves_a_switch_off(tmp_path: Path) -> None:
     assert not parse(["--config", str(path)]).authorization_always_allow
 
 
+def _alias_bomb(levels: int = 7) -> str:
+    """A flow list whose aliases expand to ``9 ** levels`` strings."""
+    value = "&a0 [l, l, l, l, l, l, l, l, l]"
+    for level in range(1, levels + 1):
+        value = f"&a{level} [" + ", ".join([value] + [f"*a{level - 1}"] * 8) + "]"
+    return value
+
+
+BOMB = _alias_bomb()
+
+
 @pytest.mark.parametrize(
     ("content", "message"),
     [
@@ -215,17 +226,23 @@ def test_false_in_the_file_leaves_a_switch_off(tmp_path: Path) -> None:
         ("secure-port: [1, {a: 2}]\n", "secure-port"),
         ("bootstrap-server: [unclosed\n", "not valid YAML"),
         ("authorization-always-allow: maybe\n", "expected true or false"),
+        ("policy-dir: " + "[" * 100_000 + "]" * 100_000 + "\n", "nested too deep"),
+        ("bootstrap-server: caf\xe9:9092\n".encode("latin-1"), "not UTF-8 text (byte 21)"),
+        # aliases make a value of 9**7 strings out of a few lines: the error quotes a little of it
+        ("requestheader-allowed-names: " + BOMB + "\n", "requestheader-allowed-names: input should be"),
     ],
 )
 def test_bad_config_files_are_one_line_errors_naming_the_problem(
-    tmp_path: Path, content: str, message: str
+    tmp_path: Path, content: str | bytes, message: str
 ) -> None:
     path = tmp_path / "bad.yaml"
-    path.write_text(content)
+    path.write_bytes(content if isinstance(content, bytes) else content.encode())
     with pytest.raises(UserError, match=r".*") as info:
         parse(["--config", str(path), "--bootstrap-server", "k:1", "--policy-dir", "p"])
     assert message in str(info.value)
     assert str(path) in str(info.value)
+    assert "\n" not in str(info.value)
+    assert len(str(info.value)) < 500
 
 
 def test_cli_reports_bad_input_in_one_line(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
