@@ -121,6 +121,26 @@ def test_a_history_out_of_range_is_one_line_before_anything_starts(
     )
 
 
+def test_a_state_file_that_names_a_directory_is_refused_and_the_directory_left_alone(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """``--state-file /var/lib/lagscaler`` (the volume, not a file in it) used to be taken for an
+    unreadable state file and renamed aside; an empty ``$LAGSCALER_STATE_FILE`` was a traceback."""
+    volume = tmp_path / "volume"
+    volume.mkdir()
+    (volume / "kept").write_text("the user's")
+    argv = ["serve", "--bootstrap-server", "127.0.0.1:9", "--policy-dir", str(tmp_path)]
+    assert main([*argv, "--state-file", str(volume)]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1
+    assert f"--state-file must name a file, got '{volume}': a directory" in err
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["volume"]
+    assert (volume / "kept").read_text() == "the user's"
+    monkeypatch.setenv("LAGSCALER_STATE_FILE", "")
+    assert main(argv) == 2
+    assert "--state-file ($LAGSCALER_STATE_FILE) must name a file" in capsys.readouterr().err
+
+
 def test_a_missing_setting_says_every_way_to_give_it() -> None:
     with pytest.raises(UserError) as raised:
         parse(["--policy-dir", "p"])

@@ -46,6 +46,13 @@ class ServeSettings:
             raise UserError(f"--history must keep at least 2 samples, got {self.history}")
         if self.history > MAX_HISTORY:  # here, not when the first policy loads and the sampler starts
             raise UserError(f"--history must keep at most {MAX_HISTORY} samples, got {self.history}")
+        if self.state_file is not None and (not self.state_file.name or self.state_file.is_dir()):
+            # A directory (the volume's mount point, say) would be taken for an unreadable state file
+            # and moved aside; an empty value (a template that rendered nothing) has no name at all.
+            raise UserError(
+                f"--state-file must name a file, got {str(self.state_file)!r}"
+                + (": a directory; name a file in it" if self.state_file.is_dir() else "")
+            )
 
     def sampler_settings(self, groups: tuple[str, ...]) -> SamplerSettings:
         timeout = self.cycle_timeout if self.cycle_timeout is not None else max(5.0, self.interval)
