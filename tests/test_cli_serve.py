@@ -87,6 +87,12 @@ def test_precedence_is_flag_then_environment_then_file_then_default(
         ),
         ([], {}, "timeout: .nan\n", "c.yaml: timeout: must be a finite number, got nan"),
         (
+            ["--handover-control-topic", "handover control!"],
+            {},
+            "",
+            "argument --handover-control-topic: string should match pattern '^[A-Za-z0-9._-]+$'",
+        ),
+        (
             ["--authentication-token-webhook-cache-ttl", "nan"],
             {},
             "",
