@@ -130,6 +130,27 @@ def test_unchanged_files_are_not_read_again(tmp_path: Path) -> None:
     assert reads == [tmp_path / "bomb.yaml"]
 
 
+def test_a_file_deleted_while_the_directory_is_read_is_gone_not_an_error(tmp_path: Path) -> None:
+    """Listed, then deleted before it is read: its policy goes at once, with no "no such file"
+    error for a file nobody has any more."""
+    for name in ("clickstream", "sessionizer"):
+        (tmp_path / f"{name}.yaml").write_text((POLICIES / f"{name}.yaml").read_text())
+
+    def deleting(path: Path) -> tuple[ScalingPolicy | None, list[PolicyIssue]]:
+        if path.name == "clickstream.yaml" and deleting.armed:
+            path.unlink()
+        return check_policy_file(path)
+
+    deleting.armed = False  # type: ignore[attr-defined]
+    watcher = PolicyWatcher(tmp_path, check=deleting)
+    assert len(watcher.refresh().policies) == 2
+    (tmp_path / "clickstream.yaml").write_text((POLICIES / "clickstream.yaml").read_text() + "\n")
+    deleting.armed = True  # type: ignore[attr-defined]
+    after = watcher.refresh()
+    assert [p.name for p in after.policies] == ["sessionizer"]
+    assert not after.errors
+
+
 class ConfigMapVolume:
     """A directory updated the way the kubelet updates a mounted ConfigMap.
 
