@@ -48,7 +48,7 @@ async def kube_api_client(kubeconfig: Path | None) -> k8s.ApiClient | None:
             raise UserError(
                 f"kubeconfig {kubeconfig}: not a kubeconfig ({type(exc).__name__}: {exc})"
             ) from exc
-        if not configuration.host.startswith(("https://", "http://")):
+        if not (configuration.host or "").startswith(("https://", "http://")):
             raise UserError(f"kubeconfig {kubeconfig}: server {configuration.host!r} is not an http(s) URL")
     elif in_cluster():
         k8s_config.load_incluster_config(client_configuration=configuration)  # type: ignore[no-untyped-call]
