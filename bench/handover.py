@@ -1,6 +1,6 @@
 """Scaling 2 → 4 → 2 under load: an in-group rebalance against a handover, in the same run.
 
-    nice -n 10 .venv/bin/python bench/handover.py [--rate 20000] [--partitions 8] [--hold 12]
+    nice -n 10 .venv/bin/python bench/handover.py [--rate 20000] [--partitions 8] [--hold 12] [--stateful]
 
 A sequenced producer (``--rate`` msg/s, every record numbered per partition) feeds a topic; the same
 application (:mod:`lagscaler_demo.playground.handover_app`, built on the worker SDK) consumes it and writes
@@ -17,6 +17,11 @@ processed at all, and the longest any single partition waited), **p99 end-to-end
 time minus the record's creation time) of the records created during the transition, and over the whole
 scenario the records **lost** and **duplicated**. The steady-state p99 before the first transition is
 the baseline. Ratios compare (a) with (b); the machine is shared, so absolute numbers move with load.
+
+``--stateful`` runs both scenarios with the application's changelog-backed state: every partition a
+worker takes is restored by its warm-up hook first — after a rebalance on the consuming path; in a
+handover during the warm-up, plus the catch-up at the cut (what the old generation processed after
+``warm_to``), which is on the consuming path and so inside the handover's gap.
 """
 
 from __future__ import annotations
@@ -84,6 +89,7 @@ def settings(bootstrap: str, name: str, state: Path, args: argparse.Namespace) -
         rate=args.rate,
         initial_replicas=2,
         commit_interval=1.0,
+        stateful=args.stateful,
         handover=HandoverSettings(control_topic=f"{name}-control", tick=0.2, warmup_timeout=60),
     )
 
@@ -239,10 +245,14 @@ async def main() -> None:
     parser.add_argument("--rate", type=float, default=20_000.0, help="msg/s produced (default 20000)")
     parser.add_argument("--partitions", type=int, default=8)
     parser.add_argument("--hold", type=float, default=12.0, help="seconds between transitions (default 12)")
+    parser.add_argument(
+        "--stateful", action="store_true", help="partition state restored from a changelog (warm-up hook)"
+    )
     args = parser.parse_args()
     load = os.getloadavg()
     print(f"load average before: {load[0]:.1f} {load[1]:.1f} {load[2]:.1f} on {os.cpu_count()} CPUs; "
-          f"rate {args.rate:g} msg/s on {args.partitions} partitions")  # fmt: skip
+          f"rate {args.rate:g} msg/s on {args.partitions} partitions"
+          f"{', stateful (changelog warm-up)' if args.stateful else ''}")  # fmt: skip
     with kafka_endpoint() as endpoint, tempfile.TemporaryDirectory() as tmp:
         state = Path(tmp)
         a_report, a_batches, a_transitions = await rebalance_scenario(endpoint.bootstrap, state, args)

@@ -179,6 +179,70 @@ async def test_a_generation_that_never_gets_ready_is_removed_and_the_old_one_kee
     assert 2 not in report.generations  # the failed generation processed nothing
 
 
+@pytest.mark.parametrize(
+    ("fault", "restart"),
+    [("--block-handler-in-generations", False), ("--block-handler-in-generations", True),
+     ("--crash-on-first-batch-in-generations", False)],
+    ids=["hangs", "hangs-controller-restarted-while-reverting", "crashes-on-its-first-batch"],
+)  # fmt: skip
+async def test_a_generation_that_makes_no_progress_after_the_cut_hands_back_to_the_old_one(
+    kafka: KafkaEndpoint, unique: str, tmp_path: Path, fault: str, restart: bool
+) -> None:
+    """Generation 2 warms up, takes over at the cut, and hangs in its handler on its first batch (or
+    crashes there, again and again as the backend replaces it): it commits the cut and nothing more.
+    After ``verify_timeout`` the controller reverts: generation 2 is fenced (hung workers cannot answer
+    and are killed), generation 1 — fenced and idle, never
+    removed — serves again from where 2 stopped, and the decision, which still stands, gets a fresh
+    attempt (generation 3). Nothing frozen for good, nothing lost, nothing processed twice. Restarted:
+    the controller is stopped while it reverts and a new one (a higher term) finishes the revert from
+    the persisted record."""
+    settings = playground(
+        kafka.bootstrap,
+        unique,
+        tmp_path,
+        commit_interval=0.5,
+        app_args=(fault, "2"),
+        handover={"fence_timeout": 2.0, "verify_timeout": 5.0, "revert_backoff": 1.0},
+    )
+    async with HandoverPlayground(settings) as play:
+        await play.scale_to(2)
+        assert play.runner is not None
+        play.runner.set_desired(settings.workload, 3)
+        if restart:
+            # The hung workers hold the revert open until fence_timeout has passed and they are killed.
+            await wait_phase(play, Phase.REVERTING, within=90)
+            await play.stop_runner()
+            await play.start_runner()
+        record = await play.scale_to(3, within=120)
+        history = play.history()
+        report = await play.verdict()
+    attempt = [r for r in history if r.handover is not None and r.handover.target == 2]
+    if restart:
+        terms = [r.term for r in attempt]
+        assert terms[-1] > terms[0]  # finished by the next leader
+    phases = [r.handover.phase for r in attempt if r.handover is not None]
+    assert phases.index(Phase.STARTING) < phases.index(Phase.REVERTING) < phases.index(Phase.ABORTING)
+    starting = next(r for r in attempt if r.handover is not None and r.handover.phase is Phase.STARTING)
+    back = next(r for r in attempt if r.handover is not None and r.handover.phase is Phase.ABORTING)
+    assert starting.serving is not None
+    assert back.serving is not None
+    assert (back.serving.generation, back.serving.replicas) == (1, 2)
+    assert back.reverts == 1  # the next attempt waited revert_backoff
+    assert back.serving.start == starting.serving.start  # 2 processed nothing past the cut
+    assert record.serving is not None
+    assert record.serving.generation == 3
+    assert record.reverts == 0  # a handover verified and done forgets the reverts
+    assert report.consistent, report.summary()
+    assert report.duplicates == 0, report.summary()
+    assert 2 not in report.generations  # it hung before processing anything
+    # Generation 1 served again after the revert: it processed records past generation 2's cut.
+    cut = starting.serving.start
+    assert any(
+        b.generation == 1 and bool((b.seqs >= cut.get((settings.topic, b.partition), 0)).any())
+        for b in play.sink_batches
+    )
+
+
 async def test_a_warming_scale_down_a_spike_supersedes_is_abandoned_and_the_spike_gets_its_own(
     kafka: KafkaEndpoint, unique: str, tmp_path: Path
 ) -> None:

@@ -98,6 +98,7 @@ handovers = st.builds(
     started_at=st.floats(0, 2e9, allow_nan=False),
     cut=st.none() | offsets,
     overdue=st.booleans(),
+    source_replicas=st.none() | st.integers(1, 64),
 )
 records = st.builds(
     ControllerRecord,
@@ -108,6 +109,8 @@ records = st.builds(
     | st.builds(Serving, st.integers(1, 100), st.text(min_size=1), st.integers(1, 64), offsets),
     handover=st.none() | handovers,
     next_generation=st.integers(1, 1000),
+    hold_until=st.floats(0, 2e9, allow_nan=False),
+    reverts=st.integers(0, 100),
 )
 statuses = st.builds(
     WorkerStatus,
@@ -287,14 +290,24 @@ def test_a_full_handover_warms_fences_cuts_starts_verifies_and_retires() -> None
     assert new.serving == Serving(2, f"{BASE}-gen-2", 3, {(T, 0): 20, (T, 1): 25, (T, 2): 0})
     record = new
 
-    # STARTING → RETIRING once every member serves and the group has committed the cut everywhere.
+    # STARTING → RETIRING once every member serves and the group has committed progress everywhere:
+    # past the cut, or at the log end where nothing was produced beyond the cut.
     serving_statuses = {w: replace(s, status=Status.SERVING) for w, s in warm.items()}
     behind = {f"{BASE}-gen-2": {(T, 0): 20, (T, 1): 21}}
     step_obs = obs(
-        now=1008, running=running, statuses={**fenced, **serving_statuses}, groups=groups, committed=behind
+        now=1008,
+        running=running,
+        statuses={**fenced, **serving_statuses},
+        groups=groups,
+        committed=behind,
+        ends={(T, 0): 30, (T, 1): 25, (T, 2): 0},
     )
-    assert not step(record, step_obs, SETTINGS, term=1).changed
-    there = {f"{BASE}-gen-2": {(T, 0): 25, (T, 1): 25, (T, 2): 0}}
+    # Behind the cut, or the cut itself committed with records beyond it: every target worker commits
+    # the cut as it takes a partition, before processing anything, so that proves nothing yet.
+    at_cut, there = ({f"{BASE}-gen-2": {(T, 0): c, (T, 1): 25, (T, 2): 0}} for c in (20, 25))
+    assert not any(
+        step(record, replace(step_obs, committed=c), SETTINGS, term=1).changed for c in (behind, at_cut)
+    )
     result = step(record, replace(step_obs, committed=there), SETTINGS, term=1)
     assert result.record.handover is not None
     assert result.record.handover.phase is Phase.RETIRING
@@ -426,6 +439,111 @@ def test_which_warming_handovers_a_decision_supersedes(
     assert superseded(serving, target, desired) is expected
 
 
+def test_a_target_that_makes_no_progress_after_the_cut_hands_back_to_the_source_where_it_stopped() -> None:
+    """Generation 2 took over at the cut and then stalled (a handler that hangs: it committed the cut
+    and nothing more on partition 0; on partition 1 it got to 14). After ``verify_timeout`` it is
+    fenced like a source; generation 1, fenced and idle but never removed, serves again from where 2
+    stopped: nothing frozen, nothing processed twice, nothing skipped."""
+    cut = {(T, 0): 10, (T, 1): 12, (T, 2): 5}
+    h = Handover(
+        1, 2, f"{BASE}-gen-2", 3, Phase.STARTING, {}, deadline=1030.0, started_at=900.0, cut=cut,
+        source_replicas=2,
+    )  # fmt: skip
+    record = ControllerRecord(W, 1, 9, Serving(2, f"{BASE}-gen-2", 3, cut), h, next_generation=3)
+    members = {"n0": frozenset({(T, 0)}), "n1": frozenset({(T, 1)}), "n2": frozenset({(T, 2)})}
+    new = {w: status(w, 2, Status.SERVING, set(ps)) for w, ps in members.items()}
+    old = {w: status(w, 1, Status.FENCED, set(), epoch=2) for w in ("o1", "o2")}
+    running = {1: frozenset(old), 2: frozenset(new)}
+    stalled = obs(
+        now=1029,
+        running=running,
+        statuses={**old, **new},
+        groups={h.group: GroupView("Stable", members)},
+        committed={h.group: {(T, 0): 10, (T, 1): 14, (T, 2): 5}},
+        ends={(T, 0): 50, (T, 1): 50, (T, 2): 5},
+    )
+    assert not step(record, stalled, SETTINGS, term=1).changed  # within the deadline: waiting
+
+    result = step(record, replace(stalled, now=1031), SETTINGS, term=1)
+    reverting = result.record
+    assert reverting.handover is not None
+    assert reverting.handover.phase is Phase.REVERTING
+    assert any(isinstance(a, Note) and a.event == "handover reverting" for a in result.actions)
+    assert (role(reverting, 1), role(reverting, 2)) == (Role.STOP, Role.STOP)  # nobody processes
+
+    # n1 fenced after processing up to 16 (its commit of 16 failed: the group says 14); n0 hangs in its
+    # handler, is killed after the fence deadline, and is confirmed gone; n2 exited meanwhile.
+    fenced = {**new, "n1": status("n1", 2, Status.FENCED, {(T, 1)}, epoch=2, offsets={(T, 1): 16})}
+    waiting = replace(
+        stalled, now=1032, statuses={**old, **fenced}, running={**running, 2: frozenset({"n0", "n1"})}
+    )
+    result = step(reverting, waiting, SETTINGS, term=1)
+    assert not result.changed
+    assert Ensure(1, f"{BASE}-gen-1", 2) in result.actions  # the source is kept, at its own size
+    assert not any(isinstance(a, Ensure) and a.generation == 2 for a in result.actions)
+    late = step(reverting, replace(waiting, now=1031 + SETTINGS.fence_timeout + 1), SETTINGS, term=1)
+    assert Kill(frozenset({"n0"})) in late.actions
+    assert not late.changed
+    gone = replace(waiting, now=1040, running={1: frozenset(old), 2: frozenset({"n1"})})
+    result = step(reverting, gone, SETTINGS, term=1)
+    back = result.record
+    assert back.serving == Serving(1, f"{BASE}-gen-1", 2, {(T, 0): 10, (T, 1): 16, (T, 2): 5})
+    assert back.handover is not None
+    assert back.handover.phase is Phase.ABORTING
+    assert any(isinstance(a, Note) and a.event == "handover reverted" for a in result.actions)
+    assert (role(back, 1), role(back, 2)) == (Role.SERVE, Role.STOP)
+    assert step(back, gone, SETTINGS, term=1).record == back  # repeated (a restarted leader): the same
+
+    # ABORTING removes generation 2 and goes idle with generation 1 serving; 2 is never reused.
+    result = step(back, replace(gone, running={1: frozenset(old)}), SETTINGS, term=1)
+    idle = result.record
+    assert idle.handover is None
+    assert idle.serving == back.serving
+    assert idle.next_generation == 3
+
+    # The decision still stands, but no new attempt begins for revert_backoff (doubled per revert in a
+    # row): a target that hangs because of the application must not freeze the workload at every try.
+    assert (idle.reverts, idle.hold_until) == (1, 1040 + SETTINGS.revert_backoff)
+    wants = obs(desired=3, running={1: frozenset(old)}, committed={f"{BASE}-gen-1": {}})
+    held = step(idle, replace(wants, now=1040 + SETTINGS.revert_backoff - 1), SETTINGS, term=1)
+    assert held.record.handover is None
+    assert any(isinstance(a, Note) and a.event == "handover held" for a in held.actions)
+    again = step(idle, replace(wants, now=1040 + SETTINGS.revert_backoff), SETTINGS, term=1).record
+    assert again.handover is not None
+    assert (again.handover.target, again.handover.phase) == (3, Phase.WARMING)
+    assert again.reverts == 1  # until a handover is verified and done
+
+
+def test_a_revert_waits_for_every_target_worker_however_long_it_takes() -> None:
+    """A target worker that can be neither fenced nor confirmed gone (a node that vanished) keeps the
+    revert waiting: the source serving next to it could process what it processes."""
+    h = Handover(
+        1, 2, f"{BASE}-gen-2", 1, Phase.REVERTING, {}, 1000.0, 900.0, cut={(T, 0): 3}, source_replicas=2
+    )
+    record = ControllerRecord(W, 1, 9, Serving(2, f"{BASE}-gen-2", 1, {(T, 0): 3}), h, next_generation=3)
+    stuck = obs(
+        now=1000 + SETTINGS.kill_grace + 1,
+        running={1: frozenset({"o1"}), 2: frozenset({"n0"})},
+        committed={h.group: {}},
+    )
+    result = step(record, stuck, SETTINGS, term=1)
+    assert Kill(frozenset({"n0"})) in result.actions
+    assert any(isinstance(a, Note) and a.event == "handover revert blocked" for a in result.actions)
+    assert result.record.serving == record.serving
+    again = step(result.record, replace(stuck, now=stuck.now + 600), SETTINGS, term=1)
+    assert not again.changed
+    assert Kill(frozenset({"n0"})) in again.actions
+
+
+def test_a_first_generation_that_makes_no_progress_is_reported_not_reverted() -> None:
+    h = Handover(None, 1, f"{BASE}-gen-1", 2, Phase.STARTING, {}, 1000.0, 900.0, cut={})
+    record = ControllerRecord(W, 1, 3, Serving(1, f"{BASE}-gen-1", 2, {}), h, next_generation=2)
+    result = step(record, obs(now=1001, ends={(T, 0): 9}, committed={h.group: {}}), SETTINGS, term=1)
+    assert result.record.handover is not None
+    assert result.record.handover.phase is Phase.STARTING
+    assert any(isinstance(a, Note) and a.event == "handover verification overdue" for a in result.actions)
+
+
 def test_a_fence_that_cannot_complete_is_aborted_after_the_kill_grace() -> None:
     h = Handover(1, 2, f"{BASE}-gen-2", 3, Phase.FENCING, {}, deadline=1000.0, started_at=900.0)
     record = replace(serving_record(), handover=h, next_generation=3)
@@ -447,6 +565,70 @@ def test_a_new_leader_restamps_the_record_it_finds_and_repeating_a_step_changes_
     assert (taken_over.record.term, taken_over.record.seq) == (2, 0)
     assert taken_over.record.newer_than(record)
     assert needs(record, SETTINGS).committed == frozenset({f"{BASE}-gen-1"})
+
+
+def test_a_partition_added_while_a_generation_serves_is_cut_over_at_what_the_source_processed() -> None:
+    """Partition 3 was added to the topic after the controller last read the partition list, and the
+    source picked it up and processed it. The cut carries it at what the source processed: the
+    target starting it from the log start would process all of it again."""
+    added = (T, 3)
+    grown = PARTS | {added}
+    record = serving_record(generation=1, replicas=1, start={(T, 0): 0, (T, 1): 0, (T, 2): 0})
+    old = {"o1": status("o1", 1, Status.SERVING, {(T, 0), (T, 1), (T, 2)})}
+    source = f"{BASE}-gen-1"
+
+    # The handover begins on the old list: the new partition's commit is in warm_to all the same.
+    result = step(
+        record,
+        obs(desired=2, running={1: frozenset(old)}, committed={source: {(T, 0): 5, added: 7, ("x", 0): 1}}),
+        SETTINGS,
+        term=1,
+    )
+    h = result.record.handover
+    assert h is not None
+    assert h.warm_to == {(T, 0): 5, (T, 1): 0, (T, 2): 0, added: 7}  # the workload's topic only
+    # Every phase of a handover reads the partition list afresh (only idle may use a cached one).
+    assert needs(result.record, SETTINGS).fresh_partitions
+    assert not needs(record, SETTINGS).fresh_partitions
+    record = result.record
+
+    # The target's group leader saw the new partition before the controller did: still ready.
+    members = {"n0": frozenset({(T, 0), (T, 2)}), "n1": frozenset({(T, 1), added})}
+    warm = {
+        w: status(w, 2, Status.WARM, set(ps), warm_to={tp: h.warm_to[tp] for tp in ps}, epoch=2)
+        for w, ps in members.items()
+    }
+    groups = {h.group: GroupView("Stable", members)}
+    running = {1: frozenset(old), 2: frozenset(warm)}
+    result = step(record, obs(running=running, statuses={**old, **warm}, groups=groups), SETTINGS, term=1)
+    assert result.record.handover is not None
+    assert result.record.handover.phase is Phase.FENCING
+    record = result.record
+
+    # The cut: the source's commits and fenced offsets, on the new partition too.
+    fenced = {"o1": status("o1", 1, Status.FENCED, {(T, 0), added}, epoch=2, offsets={added: 9})}
+    committed = {source: {(T, 0): 6, added: 8}}
+    result = step(
+        record, obs(running=running, statuses={**fenced, **warm}, committed=committed), SETTINGS, term=1
+    )
+    assert result.record.handover is not None
+    assert result.record.handover.cut == {(T, 0): 6, (T, 1): 0, (T, 2): 0, added: 9}
+    record = result.record
+
+    # Verified only once the target serves, and has committed the cut, on every partition it holds.
+    serving = {w: replace(s, status=Status.SERVING) for w, s in warm.items()}
+    ends = {(T, 0): 6, (T, 1): 0, (T, 2): 0, added: 9}
+    starting = obs(running=running, statuses=serving, groups=groups, partitions=grown, ends=ends)
+    short = {h.group: {(T, 0): 6, (T, 1): 0, (T, 2): 0, added: 2}}
+    assert not step(record, replace(starting, committed=short), SETTINGS, term=1).changed
+    there = {h.group: {(T, 0): 6, (T, 1): 0, (T, 2): 0, added: 9}}
+    result = step(record, replace(starting, committed=there), SETTINGS, term=1)
+    assert result.record.handover is not None
+    assert result.record.handover.phase is Phase.RETIRING
+
+    # A partition the controller knows and the target's group does not cover yet: not verified.
+    behind = {h.group: GroupView("Stable", {"n0": members["n0"], "n1": frozenset({(T, 1)})})}
+    assert not step(record, replace(starting, groups=behind, committed=there), SETTINGS, term=1).changed
 
 
 # --- invariants under random observations --------------------------------------------------------------
@@ -471,30 +653,93 @@ def observations(draw: st.DrawFn, record: ControllerRecord | None, now: float) -
                      draw(st.dictionaries(workers, st.frozensets(st.sampled_from(sorted(PARTS))), max_size=3)))
         for g in draw(st.sets(st.sampled_from(group_names)))
     }  # fmt: skip
+    # Offsets also of a partition added since the list was read, and of a topic not the workload's.
+    offset_parts = st.sampled_from([*sorted(PARTS), (T, 3), ("other", 0)])
     committed = {
-        g: draw(st.dictionaries(st.sampled_from(sorted(PARTS)), st.integers(0, 100)))
+        g: draw(st.dictionaries(offset_parts, st.integers(0, 100)))
         for g in draw(st.sets(st.sampled_from(group_names)))
     }
     h = record.handover if record is not None else None
     if h is not None and draw(st.booleans()):  # the target did what it was told
-        state = Status.SERVING if h.phase is Phase.STARTING else Status.WARM
+        state = {Phase.STARTING: Status.SERVING, Phase.REVERTING: Status.FENCED}.get(h.phase, Status.WARM)
         parts = sorted(PARTS)
         members = {f"t{i}": frozenset(parts[i :: h.replicas]) for i in range(h.replicas)}
         groups[h.group] = GroupView("Stable", members)
         for w, ps in members.items():
             warm = {tp: o for tp, o in h.warm_to.items() if tp in ps}
-            stats[w] = status(w, h.target, state, set(ps), warm_to=warm, epoch=h.target)
+            processed = draw(st.dictionaries(offset_parts, st.integers(0, 100)))
+            stats[w] = status(w, h.target, state, set(ps), warm_to=warm, epoch=h.target, offsets=processed)
         running[h.target] = frozenset(members)
         committed.setdefault(h.group, dict.fromkeys(PARTS, 1000))
     if h is not None and h.source is not None and draw(st.booleans()):  # the source fenced, or died
         survivors = draw(st.frozensets(st.sampled_from(["s1", "s2"])))
         running[h.source] = survivors
         for w in survivors:
-            processed = draw(st.dictionaries(st.sampled_from(sorted(PARTS)), st.integers(0, 100)))
+            processed = draw(st.dictionaries(offset_parts, st.integers(0, 100)))
             stats[w] = status(w, h.source, Status.FENCED, set(), epoch=h.target, offsets=processed)
         if record is not None and record.serving is not None:
             committed.setdefault(record.serving.group, {})
-    return Observation(now, draw(st.none() | st.integers(1, 5)), PARTS, running, stats, groups, committed)
+    ends = draw(st.dictionaries(st.sampled_from(sorted(PARTS)), st.integers(0, 1000)))
+    return Observation(
+        now, draw(st.none() | st.integers(1, 5)), PARTS, running, stats, groups, committed, ends
+    )
+
+
+def _highest_of_topic(*offsets: Mapping[tuple[str, int], int]) -> dict[tuple[str, int], int]:
+    out: dict[tuple[str, int], int] = {}
+    for each in offsets:
+        for tp, o in each.items():
+            if tp[0] == T:  # every partition of the workload's topic, known to the controller or not
+                out[tp] = max(out.get(tp, o), o)
+    return out
+
+
+def _fenced_in(observation: Observation, generation: int, epoch: int) -> list[WorkerStatus]:
+    return [
+        s
+        for s in observation.statuses.values()
+        if (s.generation, s.status, s.epoch) == (generation, Status.FENCED, epoch)
+    ]
+
+
+def _check_hold(record: ControllerRecord, observation: Observation, new: ControllerRecord) -> None:
+    """Reverts are counted only by a revert and forgotten only by a handover that was done; no
+    handover begins while a revert's hold lasts."""
+    h = record.handover
+    if new.reverts != record.reverts:
+        assert h is not None
+        assert (h.phase, new.reverts) in ((Phase.REVERTING, record.reverts + 1), (Phase.RETIRING, 0))
+    if h is None and new.handover is not None and record.serving is not None:
+        assert observation.now >= record.hold_until
+
+
+def _check_serving_change(record: ControllerRecord, observation: Observation, new: ControllerRecord) -> None:
+    """The serving generation changes only to the handover's target, at a cut taken from the source
+    group's commits once no source worker could still process; or, reverting, back to the source once
+    no target worker could still process, at the cut raised to what the target committed or fenced at."""
+    h = record.handover
+    assert h is not None
+    assert new.serving is not None
+    assert new.handover is not None
+    if h.phase is Phase.REVERTING:
+        assert (new.serving.generation, new.serving.replicas) == (h.source, h.source_replicas)
+        assert new.handover.phase is Phase.ABORTING
+        fenced = _fenced_in(observation, h.target, h.epoch)
+        assert observation.running.get(h.target, frozenset()) <= {s.worker for s in fenced}
+        assert new.serving.start == _highest_of_topic(
+            h.cut or {}, observation.committed[h.group], *(s.offsets for s in fenced)
+        )
+        return
+    assert new.serving.generation == h.target
+    assert new.handover.phase is Phase.STARTING
+    source = record.serving
+    if source is not None:
+        assert h.phase is Phase.FENCING
+        fenced = _fenced_in(observation, source.generation, h.epoch)
+        assert observation.running.get(source.generation, frozenset()) <= {s.worker for s in fenced}
+        assert new.serving.start == _highest_of_topic(
+            source.start, observation.committed[source.group], *(s.offsets for s in fenced)
+        )
 
 
 @settings(
@@ -514,38 +759,8 @@ def test_whatever_is_observed_the_machine_keeps_its_invariants(data: st.DataObje
             assert (new.term, new.seq) >= (record.term, record.seq)
             assert result.changed == (new != record)
             if new.serving != record.serving:
-                # The serving generation changes only to the handover's target, at a cut taken
-                # from the source group's commits once no source worker could still process.
-                assert record.handover is not None
-                assert new.serving is not None
-                assert new.serving.generation == record.handover.target
-                assert new.handover is not None
-                assert new.handover.phase is Phase.STARTING
-                source = record.serving
-                if source is not None:
-                    assert record.handover.phase is Phase.FENCING
-                    alive = observation.running.get(source.generation, frozenset())
-                    assert all(
-                        (s := observation.statuses.get(w)) is not None
-                        and s.status is Status.FENCED
-                        and s.epoch == record.handover.target
-                        for w in alive
-                    )
-                    commits = observation.committed[source.group]
-                    expected = {
-                        **{tp: o for tp, o in source.start.items() if tp in PARTS},
-                        **{tp: o for tp, o in commits.items() if tp in PARTS},
-                    }
-                    for s in observation.statuses.values():  # raised to what fenced workers processed
-                        if (s.generation, s.status, s.epoch) == (
-                            source.generation,
-                            Status.FENCED,
-                            record.handover.target,
-                        ):
-                            for tp, o in s.offsets.items():
-                                if tp in PARTS:
-                                    expected[tp] = max(expected.get(tp, 0), o)
-                    assert new.serving.start == expected
+                _check_serving_change(record, observation, new)
+            _check_hold(record, observation, new)
         if (
             record is not None
             and record.handover is not None
@@ -563,6 +778,10 @@ def test_whatever_is_observed_the_machine_keeps_its_invariants(data: st.DataObje
             assert (
                 new.serving is None
                 or new.serving.generation != new.handover.target
-                or new.handover.phase in (Phase.STARTING, Phase.RETIRING)
+                or new.handover.phase in (Phase.STARTING, Phase.RETIRING, Phase.REVERTING)
             )
+            # Nobody processes while a revert waits for the target to stop.
+            if new.handover.phase is Phase.REVERTING:
+                assert role(new, new.handover.target) is Role.STOP
+                assert new.handover.source is None or role(new, new.handover.source) is Role.STOP
         record = new

@@ -46,8 +46,11 @@ class WorkerConfig:
     batch handler, one record with a per-record handler). ``commit_interval``: how often processed
     offsets are committed while serving (also the most a crashed worker's successor reprocesses).
     ``control_timeout``: a handover worker that has not heard from the control topic for this long stops
-    processing by itself, since it could not be told to fence. ``client_options``: extra aiokafka
-    client keywords (TLS, SASL), for every client the worker opens.
+    processing by itself, since it could not be told to fence. ``metadata_max_age_ms``: how often the
+    consumer re-reads its topics' metadata; a partition added to a topic is consumed once the group
+    leader has seen it (and the group has rebalanced), so this bounds how long a new partition waits
+    for a consumer. aiokafka's own default, five minutes, would leave it unconsumed that long.
+    ``client_options``: extra aiokafka client keywords (TLS, SASL), for every client the worker opens.
     """
 
     bootstrap: tuple[str, ...]
@@ -60,6 +63,7 @@ class WorkerConfig:
     session_timeout_ms: int = 10_000
     heartbeat_interval_ms: int = 1_000
     control_timeout: float = 15.0
+    metadata_max_age_ms: int = 10_000
     watch_path: Path | None = None
     client_options: Mapping[str, object] | None = None
 
@@ -78,6 +82,8 @@ class WorkerConfig:
             value = getattr(self, name)
             if not (math.isfinite(value) and value > 0):
                 raise UserError(f"{name.replace('_', ' ')} must be > 0 seconds, got {value}")
+        if self.metadata_max_age_ms < 1:
+            raise UserError(f"metadata max age must be >= 1 ms, got {self.metadata_max_age_ms}")
         if not 0 < self.heartbeat_interval_ms < self.session_timeout_ms:
             raise UserError("the heartbeat interval must be positive and shorter than the session timeout")
 

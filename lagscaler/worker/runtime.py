@@ -6,8 +6,9 @@ in the newest controller record says (:func:`lagscaler.core.handover.protocol.ro
 * **serve** — process records with the user's handler and commit exactly what was processed: every
   ``commit_interval``, when partitions are revoked, when told to stop, and on SIGTERM. On entering it
   (and for every partition assigned later) the position of each partition is its group's commit, or the
-  cut in the controller record (``serving.start``) where the group has none, or the log start — and a
-  stateful worker's warm-up hook is called for it first.
+  cut in the controller record (``serving.start``) where the group has none, or the log start, and never
+  behind ``serving.start`` (a reverted handover raises it) — and a stateful worker's warm-up hook is
+  called for it first.
 * **warm** — hold the assignment with every partition paused, call the warm-up hook up to the
   handover's ``warm_to``, and report ``warm``. Nothing is processed.
 * **stop** — finish the record in hand (or the batch in hand with a batch handler), commit exactly what
@@ -179,6 +180,10 @@ class Worker:
             heartbeat_interval_ms=config.heartbeat_interval_ms,
             max_poll_records=config.max_batch,
             fetch_max_wait_ms=100,
+            # Only the group leader watches the metadata for added partitions and asks for a rebalance
+            # (aiokafka 0.14, consumer/group_coordinator.py, _handle_metadata_update, which compares
+            # partition counts after each refresh): its refresh period bounds how long one waits.
+            metadata_max_age_ms=config.metadata_max_age_ms,
         )
         consumer.subscribe(list(config.topics), listener=_Listener(self))
         self._consumer = consumer
@@ -333,6 +338,9 @@ class Worker:
                 positions[tp] = c
             else:
                 positions[tp] = start.get((tp.topic, tp.partition), beginnings.get(tp, 0))
+            # Never behind the serving record's start: after a revert it is where the generation that
+            # stopped got to, past this generation's own position and commit (docs/handover.md §4.3).
+            positions[tp] = max(positions[tp], start.get((tp.topic, tp.partition), 0))
             if positions[tp] != c:
                 to_commit[tp] = positions[tp]
         await self._restore(positions)

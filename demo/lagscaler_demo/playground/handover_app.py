@@ -19,7 +19,10 @@ which worker processed the first copy (duplicates must come only from crashed wo
 timings ``bench/handover.py`` reports (consumption gaps, end-to-end latency).
 
 Fault injection for the tests: ``--exit-in-generations`` makes a worker of those generations exit at
-once (a generation that cannot start), ``--fail-warm-up-in-generations`` makes its warm-up hook raise.
+once (a generation that cannot start), ``--fail-warm-up-in-generations`` makes its warm-up hook raise,
+``--block-handler-in-generations`` makes its handler hang on the first batch before processing anything,
+``--crash-on-first-batch-in-generations`` makes the process exit there (each a generation that starts at
+the cut and makes no progress).
 """
 
 from __future__ import annotations
@@ -89,11 +92,15 @@ class SequenceApp:
         sink: str,
         changelog: str | None,
         fail_warm_up: bool = False,
+        block_handler: bool = False,
+        crash_on_first_batch: bool = False,
     ) -> None:
         self.config = config
         self.sink = sink
         self.changelog = changelog
         self.fail_warm_up = fail_warm_up
+        self.block_handler = block_handler
+        self.crash_on_first_batch = crash_on_first_batch
         self.generation = config.handover.generation if config.handover is not None else 0
         self.state: dict[int, tuple[int, int]] = {}  # partition → (records seen, last sequence number)
         # The changelog as read so far: partition → next offset → state after it.
@@ -122,6 +129,10 @@ class SequenceApp:
             await producer.stop()
 
     async def handle(self, batch: Batch) -> None:
+        if self.block_handler:
+            await asyncio.Event().wait()  # hangs: nothing of the batch reaches the sink
+        if self.crash_on_first_batch:
+            os._exit(3)  # dies as a crash does: no commit, no status, nothing of the batch in the sink
         partition = batch.partition.partition
         pairs = []
         mismatches = 0
@@ -286,6 +297,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--max-batch", type=int, default=500)
     parser.add_argument("--exit-in-generations", type=_generations, default=frozenset())
     parser.add_argument("--fail-warm-up-in-generations", type=_generations, default=frozenset())
+    parser.add_argument("--block-handler-in-generations", type=_generations, default=frozenset())
+    parser.add_argument("--crash-on-first-batch-in-generations", type=_generations, default=frozenset())
     args = parser.parse_args(sys.argv[1:] if argv is None else argv)
     config = WorkerConfig.from_env(commit_interval=args.commit_interval, max_batch=args.max_batch)
     generation = config.handover.generation if config.handover is not None else 0
@@ -297,6 +310,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         sink=args.sink,
         changelog=args.changelog,
         fail_warm_up=generation in args.fail_warm_up_in_generations,
+        block_handler=generation in args.block_handler_in_generations,
+        crash_on_first_batch=generation in args.crash_on_first_batch_in_generations,
     )
     worker = Worker(
         config,

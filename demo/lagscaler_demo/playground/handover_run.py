@@ -39,10 +39,10 @@ from lagscaler.edges.handover.backend import Backend
 from lagscaler.edges.kafka import KafkaSettings
 from lagscaler.edges.observability import configure_logging
 from lagscaler_demo.playground.handover_app import SinkBatch, SinkReport, check, read_sink
-from lagscaler_demo.playground.probe import committed_offsets, end_offsets
+from lagscaler_demo.playground.probe import committed_offsets, end_offsets, topic_partitions
 from lagscaler_demo.playground.producer import LoadProducer, ProducerSettings
 from lagscaler_demo.playground.rates import RateProfile
-from lagscaler_demo.seed import create_topics
+from lagscaler_demo.seed import add_partitions, create_topics
 
 __all__ = ["HandoverPlayground", "PlaygroundSettings", "crash_attributed"]
 
@@ -113,6 +113,7 @@ class HandoverPlayground:
         self._clock = clock
         self.runner: HandoverRunner | None = None
         self.producer: LoadProducer | None = None
+        self.extra_producers: list[LoadProducer] = []  # load on partitions added by add_partitions()
         self.sink_batches: list[SinkBatch] = []  # what verdict() read
         self.observer = ControlChannel(
             self.kafka.client_options(), settings.handover.control_topic, keep_history=True
@@ -173,19 +174,46 @@ class HandoverPlayground:
         if runner is not None:
             await runner.__aexit__(None, None, None)
 
-    async def start_producer(self) -> None:
+    def _load(self, partitions: tuple[int, ...] = ()) -> LoadProducer:
         s = self.settings
-        producer = LoadProducer(
-            ProducerSettings(s.bootstrap, s.topic, sequenced=True, payload_bytes=16, tick_seconds=0.05),
+        return LoadProducer(
+            ProducerSettings(
+                s.bootstrap,
+                s.topic,
+                sequenced=True,
+                payload_bytes=16,
+                tick_seconds=0.05,
+                partitions=partitions,
+            ),
             RateProfile.from_schedule(list(s.schedule) or [(s.duration, s.rate)], name="load"),
         )
+
+    async def start_producer(self) -> None:
+        producer = self._load()
         await producer.__aenter__()
         self.producer = producer
 
     async def stop_producer(self) -> None:
-        producer, self.producer = self.producer, None
-        if producer is not None:
-            await producer.__aexit__(None, None, None)
+        producers = [self.producer, *self.extra_producers]
+        self.producer, self.extra_producers = None, []
+        for producer in producers:
+            if producer is not None:
+                await producer.__aexit__(None, None, None)
+
+    async def add_partitions(self, total: int) -> tuple[int, ...]:
+        """Grow the source topic (and the sink and changelog, which follow its partitioning) to ``total``
+        partitions while everything runs, and put sequenced load on the new ones (the first producer
+        keeps loading the partitions it started with, each sequence unbroken). Returns the new ids."""
+        s = self.settings
+        before = await topic_partitions(s.bootstrap, s.topic)
+        # The sink and changelog first: a worker that gets a new source partition writes to its twin.
+        for topic in (s.sink, *((s.changelog,) if s.stateful else ()), s.topic):
+            await add_partitions(self.kafka, topic, total)
+        added = tuple(range(len(before), total))
+        producer = self._load(added)
+        await producer.__aenter__()
+        self.extra_producers.append(producer)
+        return added
 
     async def __aexit__(
         self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None

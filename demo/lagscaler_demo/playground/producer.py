@@ -52,6 +52,9 @@ class ProducerSettings:
     # Every value starts with its per-partition sequence number (8 bytes, big-endian, from 0), so a
     # consumer-side checker can prove no gap and no duplicate (lagscaler_demo.playground.handover_app).
     sequenced: bool = False
+    # Produce to these partitions only (empty: every partition the topic has when the producer starts),
+    # e.g. to load partitions added to a topic later without restarting the sequence of the others.
+    partitions: tuple[int, ...] = ()
 
     def __post_init__(self) -> None:
         if not self.topic:
@@ -106,6 +109,9 @@ class LoadProducer:
         partitions = await topic_partitions(self.settings.bootstrap, self.settings.topic)
         if not partitions:
             raise UserError(f"topic {self.settings.topic!r} has no partitions (does it exist?)")
+        unknown = sorted(set(self.settings.partitions) - set(partitions))
+        if unknown:
+            raise UserError(f"topic {self.settings.topic!r} has no partitions {unknown}")
         producer = AIOKafkaProducer(
             bootstrap_servers=self.settings.bootstrap,
             client_id=self.settings.client_id,
@@ -117,7 +123,7 @@ class LoadProducer:
         )
         await producer.start()
         self._producer = producer
-        self._partitions = sorted(partitions)
+        self._partitions = sorted(self.settings.partitions or partitions)
         if self._start_immediately:
             self.start()
         return self

@@ -57,7 +57,12 @@ class MachineSettings:
     before the attempt is aborted (a stateful restore of a large changelog needs long).
     ``fence_timeout``: how long a source worker may take to finish the record in hand, commit and
     answer; after it the worker is killed, and ``kill_grace`` later the handover is aborted if the
-    backend still cannot confirm it gone. ``verify_timeout``: after it an unverified start is reported.
+    backend still cannot confirm it gone. ``verify_timeout``: how long the target may take, from the
+    cut, to show progress past it; after it the handover is reverted (the source serves again from
+    where the target stopped), so it must exceed a stateful target's catch-up at the cut.
+    ``revert_backoff``: after a revert no handover begins for this long, doubled for every further
+    revert in a row (at most 64 times): a target that hangs because of the application would otherwise
+    cost the workload ``verify_timeout`` without processing at every attempt.
     """
 
     workload: str
@@ -67,11 +72,12 @@ class MachineSettings:
     fence_timeout: float = 5.0
     kill_grace: float = 15.0
     verify_timeout: float = 30.0
+    revert_backoff: float = 60.0
 
     def __post_init__(self) -> None:
         if self.initial_replicas < 1:
             raise ValueError(f"initial replicas must be >= 1, got {self.initial_replicas}")
-        for name in ("warmup_timeout", "fence_timeout", "kill_grace", "verify_timeout"):
+        for name in ("warmup_timeout", "fence_timeout", "kill_grace", "verify_timeout", "revert_backoff"):
             value = getattr(self, name)
             if not (math.isfinite(value) and value > 0):
                 raise ValueError(f"{name.replace('_', ' ')} must be > 0 seconds, got {value}")
@@ -96,12 +102,19 @@ class Observation:
     statuses: Mapping[str, WorkerStatus]  # worker id → its latest status (this workload)
     groups: Mapping[str, GroupView] = field(default_factory=dict)  # for the groups in needs().describe
     committed: Mapping[str, Offsets] = field(default_factory=dict)  # for the groups in needs().committed
+    ends: Offsets = field(default_factory=dict)  # log end offsets of the partitions, when needs().ends
 
 
 @dataclass(frozen=True, slots=True)
 class Needs:
+    """What the next step reads. ``fresh_partitions``: the partition list must be read now, not reused
+    from a cache: the step may take a cut or judge coverage, and a partition added to a topic since the
+    list was read would be missed (docs/handover.md §4.6)."""
+
     describe: frozenset[str] = frozenset()
     committed: frozenset[str] = frozenset()
+    fresh_partitions: bool = False
+    ends: bool = False  # the log end offsets of the partitions (read after the committed offsets)
 
 
 @dataclass(frozen=True, slots=True)
@@ -168,12 +181,19 @@ def needs(record: ControllerRecord | None, settings: MachineSettings) -> Needs:
         assert serving is not None
         return Needs(committed=frozenset({serving.group}))  # warm_to, should a handover begin
     if handover.phase is Phase.WARMING:
-        return Needs(describe=frozenset({handover.group}))
+        return Needs(describe=frozenset({handover.group}), fresh_partitions=True)
     if handover.phase is Phase.FENCING:
         assert serving is not None
-        return Needs(committed=frozenset({serving.group}))
+        return Needs(committed=frozenset({serving.group}), fresh_partitions=True)
     if handover.phase is Phase.STARTING:
-        return Needs(describe=frozenset({handover.group}), committed=frozenset({handover.group}))
+        return Needs(
+            describe=frozenset({handover.group}),
+            committed=frozenset({handover.group}),
+            fresh_partitions=True,
+            ends=True,
+        )
+    if handover.phase is Phase.REVERTING:
+        return Needs(committed=frozenset({handover.group}), fresh_partitions=True)
     return Needs()
 
 
@@ -188,7 +208,9 @@ def step(record: ControllerRecord | None, obs: Observation, settings: MachineSet
     elif handover.phase is Phase.FENCING:
         new, actions = _fencing(current, handover, obs, settings)
     elif handover.phase is Phase.STARTING:
-        new, actions = _starting(current, handover, obs)
+        new, actions = _starting(current, handover, obs, settings)
+    elif handover.phase is Phase.REVERTING:
+        new, actions = _reverting(current, handover, obs, settings)
     elif handover.phase is Phase.RETIRING:
         new, actions = _retiring(current, handover, obs)
     else:
@@ -227,6 +249,7 @@ def _begin(
     settings: MachineSettings,
 ) -> ControllerRecord:
     target = record.next_generation
+    serving = record.serving
     handover = Handover(
         source=source,
         target=target,
@@ -236,6 +259,7 @@ def _begin(
         warm_to=dict(warm_to),
         deadline=obs.now + settings.warmup_timeout,
         started_at=obs.now,
+        source_replicas=serving.replicas if source is not None and serving is not None else None,
     )
     return replace(record, handover=handover, next_generation=target + 1)
 
@@ -260,7 +284,7 @@ def _idle(
             return record, actions
         if settings.base_group not in obs.committed:
             return record, actions  # not read yet
-        warm_to = _within(obs.committed[settings.base_group], obs.partitions)
+        warm_to = _within(obs.committed[settings.base_group], obs)
         replicas = max(1, obs.desired if obs.desired is not None else settings.initial_replicas)
         new = _begin(record, source=None, replicas=replicas, warm_to=warm_to, obs=obs, settings=settings)
         actions.append(Note("handover started", _describe(new)))
@@ -268,12 +292,14 @@ def _idle(
     actions.append(Ensure(serving.generation, serving.group, serving.replicas))
     if obs.desired is None or obs.desired < 1 or obs.desired == serving.replicas:
         return record, actions
+    if obs.now < record.hold_until:
+        wait = record.hold_until - obs.now
+        reason = f"{record.reverts} handovers in a row reverted; the next one may begin in {wait:.0f} s"
+        actions.append(Note("handover held", {"workload": record.workload, "reason": reason}))
+        return record, actions
     if serving.group not in obs.committed:
         return record, actions
-    warm_to = {
-        **_within(serving.start, obs.partitions),
-        **_within(obs.committed[serving.group], obs.partitions),
-    }
+    warm_to = _highest(_within(serving.start, obs), _within(obs.committed[serving.group], obs))
     new = _begin(
         record, source=serving.generation, replicas=obs.desired, warm_to=warm_to, obs=obs, settings=settings
     )
@@ -350,12 +376,26 @@ def _cut(serving: Serving, handover: Handover, obs: Observation) -> dict[TopicPa
     are as safe a cut as its commit — and right even when that commit failed (the coordinator was
     away: a broker restart), where the group's offset would lag behind and cause duplicates.
     """
-    cut = {**_within(serving.start, obs.partitions), **_within(obs.committed[serving.group], obs.partitions)}
-    for status in obs.statuses.values():
-        if status.generation == serving.generation and _fenced(status, handover):
-            for tp, offset in _within(status.offsets, obs.partitions).items():
-                cut[tp] = max(cut.get(tp, 0), offset)
-    return cut
+    fenced = [
+        _within(s.offsets, obs)
+        for s in obs.statuses.values()
+        if s.generation == serving.generation and _fenced(s, handover)
+    ]
+    return _highest(_within(serving.start, obs), _within(obs.committed[serving.group], obs), *fenced)
+
+
+def _highest(*offsets: Offsets) -> dict[TopicPartition, int]:
+    """Partition by partition, the highest of these offsets.
+
+    A generation's commits are at or beyond its start (it commits the start when it takes a partition),
+    except where that commit failed or, after a revert, where the start was raised past its old
+    commits to what its successor processed: the start is then the one to trust.
+    """
+    out: dict[TopicPartition, int] = {}
+    for each in offsets:
+        for tp, offset in each.items():
+            out[tp] = max(out.get(tp, offset), offset)
+    return out
 
 
 def _start(
@@ -369,7 +409,7 @@ def _start(
 
 
 def _starting(
-    record: ControllerRecord, handover: Handover, obs: Observation
+    record: ControllerRecord, handover: Handover, obs: Observation, settings: MachineSettings
 ) -> tuple[ControllerRecord, list[Action]]:
     keep = {handover.target} | ({handover.source} if handover.source is not None else set())
     actions: list[Action] = [*_strays(obs, keep), Ensure(handover.target, handover.group, handover.replicas)]
@@ -377,8 +417,75 @@ def _starting(
         retiring = replace(handover, phase=Phase.RETIRING)
         actions.append(Note("handover verified", _describe(record, retiring)))
         return replace(record, handover=retiring), actions
-    if obs.now > handover.deadline and not handover.overdue:
+    if obs.now <= handover.deadline:
+        return record, actions
+    if handover.source is not None and handover.source_replicas is not None:
+        # The target makes no progress: the source, fenced and idle but still running, serves again
+        # from wherever the target stopped. Nothing is frozen, and nothing is processed twice.
+        reverting = replace(handover, phase=Phase.REVERTING, deadline=obs.now + settings.fence_timeout)
+        reason = _not_verified(handover, obs)
+        actions.append(Note("handover reverting", {**_describe(record, reverting), "reason": reason}))
+        return replace(record, handover=reverting), actions
+    if not handover.overdue:  # the first generation: there is nothing to go back to
         actions.append(Note("handover verification overdue", _describe(record, handover)))
+        return replace(record, handover=replace(handover, overdue=True)), actions
+    return record, actions
+
+
+def _reverting(
+    record: ControllerRecord, handover: Handover, obs: Observation, settings: MachineSettings
+) -> tuple[ControllerRecord, list[Action]]:
+    """The target stops after the record in hand and commits what it processed (a fence, as the source
+    had); once each of its workers has fenced or is confirmed gone, the source serves again from
+    there: the cut raised to the target's commits and fenced offsets.
+
+    There is no aborting a revert: nothing serves while it runs, but a target worker that might still
+    process must never overlap with the source. One that neither fences nor can be confirmed gone
+    is killed again on every step and reported once.
+    """
+    source, replicas = handover.source, handover.source_replicas
+    assert source is not None
+    assert replicas is not None
+    source_group = generation_group(settings.base_group, source)
+    actions: list[Action] = [
+        *_strays(obs, {source, handover.target}),
+        Ensure(source, source_group, replicas),  # fenced, idle: replaced if one died, to serve next
+    ]
+    pending = frozenset(
+        w
+        for w in obs.running.get(handover.target, frozenset())
+        if not (
+            (s := obs.statuses.get(w)) is not None
+            and s.generation == handover.target
+            and _fenced(s, handover)
+        )
+    )
+    if not pending:
+        if handover.group not in obs.committed:
+            return record, actions
+        fenced = [
+            _within(s.offsets, obs)
+            for s in obs.statuses.values()
+            if s.generation == handover.target and _fenced(s, handover)
+        ]
+        cut = _highest(handover.cut or {}, _within(obs.committed[handover.group], obs), *fenced)
+        aborting = replace(handover, phase=Phase.ABORTING, cut=cut)
+        hold = settings.revert_backoff * 2 ** min(record.reverts, 6)
+        back = replace(
+            record,
+            serving=Serving(source, source_group, replicas, cut),
+            handover=aborting,
+            reverts=record.reverts + 1,
+            hold_until=obs.now + hold,
+        )
+        actions.append(Note("handover reverted", _describe(back)))
+        return back, actions
+    if obs.now <= handover.deadline:
+        return record, actions
+    actions.append(Kill(pending))
+    if obs.now > handover.deadline + settings.kill_grace and not handover.overdue:
+        reason = f"workers {sorted(pending)} neither fenced nor confirmed gone; nothing serves until they are"
+        actions.append(Note("handover revert blocked", {**_describe(record), "reason": reason}))
         return replace(record, handover=replace(handover, overdue=True)), actions
     return record, actions
 
@@ -396,7 +503,7 @@ def _retiring(
         # (a Deployment whose pods were never created) and lets go of it here.
         actions += [Remove(source), Forget(source)]
     actions.append(Note("handover done", _describe(record, handover)))
-    return replace(record, handover=None), actions
+    return replace(record, handover=None, reverts=0, hold_until=0.0), actions
 
 
 def _aborting(
@@ -453,8 +560,13 @@ def superseded(serving: int, target: int, desired: int) -> bool:
     return target > serving and desired - serving >= 2 * (target - serving)
 
 
-def _within(offsets: Offsets, partitions: frozenset[TopicPartition]) -> dict[TopicPartition, int]:
-    return {tp: o for tp, o in offsets.items() if tp in partitions}
+def _within(offsets: Offsets, obs: Observation) -> dict[TopicPartition, int]:
+    """The offsets of the workload's topics — of every partition of them, including one added since
+    ``obs.partitions`` was read: a generation that picked a new partition up and processed it has its
+    offset there, and a cut without it would start the next generation at the log start (duplicates).
+    """
+    topics = {topic for topic, _ in obs.partitions}
+    return {tp: o for tp, o in offsets.items() if tp[0] in topics}
 
 
 def _fenced(status: WorkerStatus | None, handover: Handover) -> bool:
@@ -467,7 +579,8 @@ def _assignment(handover: Handover, obs: Observation) -> GroupView | None:
     if view is None or view.state != "Stable" or len(view.members) != handover.replicas:
         return None
     covered = frozenset().union(*view.members.values()) if view.members else frozenset()
-    return view if covered == obs.partitions else None
+    # At least every partition known: a group whose leader saw a partition added since is no less ready.
+    return view if obs.partitions <= covered else None
 
 
 def _ready(handover: Handover, obs: Observation) -> bool:
@@ -511,20 +624,50 @@ def _not_ready(handover: Handover, obs: Observation) -> str:
 
 
 def _verified(handover: Handover, obs: Observation) -> bool:
-    """The target serves every partition and its group has committed at or beyond the cut everywhere."""
+    """The target serves every partition and its group has committed progress everywhere: past the
+    cut, or (where nothing has been produced beyond it) at the log end.
+
+    A commit *at* the cut proves nothing: every target worker commits the cut as it takes a partition,
+    before its handler has processed anything (a handler that hangs would pass).
+    """
     view = obs.groups.get(handover.group)
     committed = obs.committed.get(handover.group)
     if view is None or committed is None or view.state != "Stable" or not view.members:
         return False
     covered = frozenset().union(*view.members.values())
-    if covered != obs.partitions:
+    if not obs.partitions <= covered:
         return False
     for worker in view.members:
         status = obs.statuses.get(worker)
         if status is None or status.generation != handover.target or status.status is not Status.SERVING:
             return False
     cut = handover.cut or {}
-    return all(tp in committed and committed[tp] >= cut.get(tp, 0) for tp in obs.partitions)
+    return all(
+        _progressed(committed.get(tp), cut.get(tp, 0), obs.ends.get(tp)) for tp in obs.partitions | covered
+    )
+
+
+def _progressed(committed: int | None, cut: int, end: int | None) -> bool:
+    if committed is None or committed < cut:
+        return False
+    return committed > cut or (end is not None and committed >= end)
+
+
+def _not_verified(handover: Handover, obs: Observation) -> str:
+    """Why the target has not shown progress, for the log line."""
+    view = obs.groups.get(handover.group)
+    committed = obs.committed.get(handover.group, {})
+    cut = handover.cut or {}
+    stuck = sorted(
+        tp for tp in obs.partitions if not _progressed(committed.get(tp), cut.get(tp, 0), obs.ends.get(tp))
+    )
+    members = (
+        "not seen" if view is None else f"{view.state} with {len(view.members)}/{handover.replicas} members"
+    )
+    where = ", ".join(f"{t}[{p}]" for t, p in stuck[:5]) + (" …" if len(stuck) > 5 else "")
+    return (
+        f"group {handover.group} is {members}; no progress past the cut on {len(stuck)} partitions ({where})"
+    )
 
 
 def _describe(record: ControllerRecord, handover: Handover | None = None) -> dict[str, object]:

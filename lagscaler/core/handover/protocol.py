@@ -59,6 +59,9 @@ class Phase(enum.StrEnum):
     STARTING = "starting"  # the cut is persisted; the target serves from it; the controller verifies
     RETIRING = "retiring"  # the source is being removed
     ABORTING = "aborting"  # the target is being removed; the source serves (again)
+    # The target started at the cut but made no progress by the deadline: it stops after the record in
+    # hand and commits what it processed, and the source serves again from there (docs/handover.md §4.3).
+    REVERTING = "reverting"
 
 
 class Status(enum.StrEnum):
@@ -95,8 +98,10 @@ class Handover:
     """A handover in progress from generation ``source`` (None: the first generation) to ``target``.
 
     ``deadline`` is a Unix time: WARMING aborts after it; FENCING kills stragglers after it (and
-    aborts ``kill_grace`` later); STARTING reports verification as overdue after it. Wall-clock time
-    because a controller that restarts must honour its predecessor's deadlines.
+    aborts ``kill_grace`` later); STARTING reverts to the source after it; REVERTING kills the target's
+    stragglers after it. Wall-clock time because a controller that restarts must honour its
+    predecessor's deadlines. ``source_replicas``: the source's size, to serve with again on a revert
+    (the serving record names the target from STARTING on).
     """
 
     source: int | None
@@ -108,7 +113,8 @@ class Handover:
     deadline: float
     started_at: float
     cut: Offsets | None = None
-    overdue: bool = False  # STARTING: verification took longer than planned (reported once)
+    overdue: bool = False  # REVERTING: the target's stragglers could not be confirmed gone (reported once)
+    source_replicas: int | None = None
 
     @property
     def epoch(self) -> int:
@@ -126,6 +132,10 @@ class ControllerRecord:
     serving: Serving | None = None
     handover: Handover | None = None
     next_generation: int = 1
+    # After a revert no new handover begins before ``hold_until`` (Unix time); ``reverts`` counts the
+    # reverts since the last handover that was verified, and doubles the hold each time.
+    hold_until: float = 0.0
+    reverts: int = 0
 
     def newer_than(self, other: ControllerRecord | None) -> bool:
         return other is None or (self.term, self.seq) > (other.term, other.seq)
@@ -176,6 +186,8 @@ def role(record: ControllerRecord | None, generation: int) -> Role:
     handover = record.handover
     if record.serving is not None and record.serving.generation == generation:
         if handover is not None and handover.source == generation and handover.phase is Phase.FENCING:
+            return Role.STOP
+        if handover is not None and handover.target == generation and handover.phase is Phase.REVERTING:
             return Role.STOP
         return Role.SERVE
     if (
@@ -242,6 +254,8 @@ def encode(record: ControllerRecord | WorkerStatus) -> tuple[str, bytes]:
             "term": record.term,
             "seq": record.seq,
             "next_generation": record.next_generation,
+            "hold_until": record.hold_until,
+            "reverts": record.reverts,
             "serving": None,
             "handover": None,
         }
@@ -266,6 +280,7 @@ def encode(record: ControllerRecord | WorkerStatus) -> tuple[str, bytes]:
                 "deadline": h.deadline,
                 "started_at": h.started_at,
                 "overdue": h.overdue,
+                "source_replicas": h.source_replicas,
             }
         key = controller_key(record.workload)
     else:
@@ -337,6 +352,11 @@ def _controller_in(body: dict[str, Any]) -> ControllerRecord:
             deadline=_number(h["deadline"], "handover.deadline"),
             started_at=_number(h["started_at"], "handover.started_at"),
             overdue=bool(h.get("overdue", False)),
+            source_replicas=(
+                None
+                if h.get("source_replicas") is None
+                else _int(h["source_replicas"], "handover.source_replicas")
+            ),
         )
     return ControllerRecord(
         workload=str(body["workload"]),
@@ -345,6 +365,8 @@ def _controller_in(body: dict[str, Any]) -> ControllerRecord:
         serving=serving,
         handover=handover,
         next_generation=_int(body["next_generation"], "next_generation"),
+        hold_until=_number(body.get("hold_until", 0.0), "hold_until"),
+        reverts=_int(body.get("reverts", 0), "reverts"),
     )
 
 

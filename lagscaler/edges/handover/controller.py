@@ -45,7 +45,7 @@ from lagscaler.core.handover.protocol import (
 from lagscaler.edges.handover.backend import Backend, GenerationSpec
 from lagscaler.edges.handover.channel import ControlChannel, ensure_control_topic
 from lagscaler.edges.handover.leader import Leadership
-from lagscaler.edges.kafka import KafkaAdmin, KafkaSettings
+from lagscaler.edges.kafka import ClusterLayout, KafkaAdmin, KafkaSettings
 from lagscaler.logs import get_logger
 
 __all__ = ["Deposed", "HandoverRunner", "HandoverSettings", "WorkloadController", "WorkloadSpec"]
@@ -63,7 +63,8 @@ class HandoverSettings:
     :class:`~lagscaler.core.handover.machine.MachineSettings`.
 
     ``tick``: the longest a controller waits between steps when nothing happens (a status record or a
-    new decision wakes it at once). ``partitions_ttl``: how long a topic's partition list is reused.
+    new decision wakes it at once). ``partitions_ttl``: how long a topic's partition list is reused while
+    no handover runs (during one it is read on every step: a cut must cover a partition added meanwhile).
     """
 
     control_topic: str = DEFAULT_CONTROL_TOPIC
@@ -71,6 +72,7 @@ class HandoverSettings:
     fence_timeout: float = 5.0
     kill_grace: float = 15.0
     verify_timeout: float = 30.0
+    revert_backoff: float = 60.0
     tick: float = 0.5
     partitions_ttl: float = 10.0
 
@@ -80,6 +82,7 @@ class HandoverSettings:
             "fence_timeout",
             "kill_grace",
             "verify_timeout",
+            "revert_backoff",
             "tick",
             "partitions_ttl",
         ):
@@ -111,7 +114,10 @@ class WorkloadSpec:
             warmup_timeout=max(settings.warmup_timeout, 2.0 * self.expected_warmup),
             fence_timeout=settings.fence_timeout,
             kill_grace=settings.kill_grace,
-            verify_timeout=settings.verify_timeout,
+            # A stateful target's catch-up at the cut restores at most what a whole warm-up does: a
+            # shorter deadline would revert a target that is only catching up.
+            verify_timeout=max(settings.verify_timeout, self.expected_warmup),
+            revert_backoff=settings.revert_backoff,
         )
 
 
@@ -119,6 +125,7 @@ class WorkloadSpec:
 class _Partitions:
     at: float = -math.inf
     value: frozenset[TopicPartition] = field(default_factory=frozenset)
+    layout: ClusterLayout | None = None  # where their leaders are, for ListOffsets
 
 
 class WorkloadController:
@@ -165,13 +172,22 @@ class WorkloadController:
             return self._written
         return seen
 
-    async def _topic_partitions(self) -> frozenset[TopicPartition]:
+    async def _topic_partitions(self, *, fresh: bool = False) -> frozenset[TopicPartition]:
         now = time.monotonic()
-        if now - self._partitions.at < self.settings.partitions_ttl:
+        if not fresh and now - self._partitions.at < self.settings.partitions_ttl:
             return self._partitions.value
         layout = await self.admin.metadata(self.spec.topics)
-        self._partitions = _Partitions(now, frozenset(layout.partitions(self.spec.topics)))
+        self._partitions = _Partitions(now, frozenset(layout.partitions(self.spec.topics)), layout)
         return self._partitions.value
+
+    async def _ends(self, partitions: frozenset[TopicPartition]) -> Offsets:
+        layout = self._partitions.layout
+        if not partitions or layout is None:
+            return {}
+        ends = await self.admin.list_end_offsets(sorted(partitions), layout)
+        if ends.errors:
+            raise RuntimeError(f"ListOffsets failed: {ends.errors}")
+        return dict(ends.offsets)
 
     async def _groups(self, groups: Iterable[str]) -> dict[str, GroupView]:
         wanted = sorted(groups)
@@ -208,10 +224,11 @@ class WorkloadController:
             )
         statuses = self.channel.workers(self.spec.workload)  # first: see the module docstring
         running = await self.backend.observe()
-        partitions = await self._topic_partitions()
         wanted = needs(record, self.machine)
+        partitions = await self._topic_partitions(fresh=wanted.fresh_partitions)
         groups = await self._groups(wanted.describe)
         committed = await self._committed(wanted.committed)
+        ends = await self._ends(partitions) if wanted.ends else {}  # after the commits: never behind them
         observation = Observation(
             now=self._clock(),
             desired=self.desired,
@@ -220,6 +237,7 @@ class WorkloadController:
             statuses=statuses,
             groups=groups,
             committed=committed,
+            ends=ends,
         )
         result = step(record, observation, self.machine, term=term)
         if result.changed:
@@ -269,7 +287,15 @@ class WorkloadController:
         self._noted.add(key)
         level = (
             "warning"
-            if note.event in ("handover aborted", "handover blocked", "handover verification overdue")
+            if note.event
+            in (
+                "handover aborted",
+                "handover blocked",
+                "handover verification overdue",
+                "handover reverting",
+                "handover revert blocked",
+                "handover held",
+            )
             else "info"
         )
         getattr(log, level)(note.event, **{"workload": self.spec.workload, **dict(note.fields)})
