@@ -71,6 +71,8 @@ class KubeApiStandIn:
     # the connection without an answer (a restarting apiserver closing its keep-alive connections),
     # "proxy-page" answers 200 with an HTML page (a proxy in front of it).
     fault: str | None = None
+    # While set and not yet fired, token reviews are recorded and then held: a slow kube-apiserver.
+    hold_token_reviews: asyncio.Event | None = None
     token_reviews: list[dict[str, Any]] = field(default_factory=list)
     access_reviews: list[dict[str, Any]] = field(default_factory=list)
 
@@ -180,6 +182,8 @@ class KubeApiStandIn:
             return refusal
         review = await request.json()
         self.token_reviews.append(review)
+        if self.hold_token_reviews is not None:
+            await self.hold_token_reviews.wait()
         user = self.tokens.get(review.get("spec", {}).get("token", ""))
         status: dict[str, Any] = {"authenticated": user is not None}
         if user is not None:

@@ -65,7 +65,7 @@ async def _ask(kind: str, call: Awaitable[T]) -> T:
     except ApiException as exc:
         raise KubeReviewError(f"{kind} failed: HTTP {exc.status} {exc.reason}") from exc
     except (OSError, aiohttp.ClientError) as exc:  # aiohttp's connection errors are partly OSErrors
-        raise KubeReviewError(f"{kind} failed: {exc or type(exc).__name__}") from exc
+        raise KubeReviewError(f"{kind} failed: {str(exc) or type(exc).__name__}") from exc
     except ValueError as exc:
         raise KubeReviewError(f"{kind} failed: the answer is not a {kind}: {exc}") from exc
 
