@@ -8,6 +8,8 @@ runs the same random policies in both modes on the same observations.
 
 from __future__ import annotations
 
+import math
+from collections.abc import Callable
 from dataclasses import dataclass, replace
 
 import numpy as np
@@ -93,21 +95,48 @@ def test_a_handover_costs_the_double_running_and_the_cut_over_not_a_rebalance(
     pair: Pair,
 ) -> None:
     hpa, handover, hpa_params, params = pair.hpa, pair.handover, pair.hpa_params, pair.params
-    no, yes = np.zeros(W, dtype=bool), np.ones(W, dtype=bool)
-    # Mode hpa: the rebalance's price, once or (a move the forecast says returns) twice.
+    no = np.zeros(W, dtype=bool)
+    # Mode hpa: the rebalance's price, alone or (a move that will be undone within the payback
+    # horizon) with every step of the climb back, each a rebalance of its own.
     i = hpa.inputs
-    once, twice = (
-        rebalance_price(hpa_params, i.replicas, hpa.down.candidate, i.restore, r) for r in (no, yes)
+    once = rebalance_price(hpa_params, i.replicas, hpa.down.candidate, i.restore, no)
+    back = _climb_back(hpa_params, hpa, lambda a, b: rebalance_price(hpa_params, a, b, i.restore, no))
+    assert np.allclose(
+        hpa.down.price, np.where(hpa.down.lasts < hpa_params.payback_horizon, once + back, once)
     )
-    assert np.all((hpa.down.price == once) | (hpa.down.price == twice))
     # Mode handover: the new generation's replicas over start-up and warm-up, plus the throughput the
     # cut-over pause loses; no restore and no SLO breach priced in, nothing restores on the path.
     v, after = handover.inputs, handover.down.candidate
-    cutover = np.maximum(np.maximum(v.replicas, after), 1) * HANDOVER_CUTOVER_SECONDS
-    once = after * (params.startup + v.warmup) + cutover
-    assert np.all(np.isclose(handover.down.price, once) | np.isclose(handover.down.price, 2 * once))
+
+    def handover_move(before: np.ndarray, to: np.ndarray) -> np.ndarray:
+        cutover = np.maximum(np.maximum(before, to), 1) * HANDOVER_CUTOVER_SECONDS
+        return to * (params.startup + v.warmup) + cutover
+
+    once = handover_move(v.replicas, after)
+    back = _climb_back(params, handover, handover_move)
+    returns = handover.down.lasts < params.payback_horizon
+    assert np.allclose(handover.down.price, np.where(returns, once + back, once))
     # A stateful scale-down costs more in mode handover the longer the warm-up, never a breach.
     assert np.all(handover.down.price >= after * v.warmup)
+
+
+def _climb_back(
+    params: PolicyArrays, stages: Stages, price: Callable[[np.ndarray, np.ndarray], np.ndarray]
+) -> np.ndarray:
+    """The price of climbing from the scale-down's candidate back to the current count, one step-limited
+    scale-up at a time (``maxStepPercent`` / ``maxStepReplicas``), each priced by ``price(before, after)``."""
+    total = np.zeros(W)
+    for w in range(W):
+        count, stop = int(stages.down.candidate[w]), int(stages.inputs.replicas[w])
+        for _ in range(16):
+            if count >= stop:
+                break
+            room = max(math.ceil(count * params.up_step_percent[w] / 100.0), int(params.up_step_replicas[w]))
+            step = min(count + room, stop)
+            before, after = np.full(W, count), np.full(W, step)
+            total[w] += float(price(before, after)[w])
+            count = step
+    return total
 
 
 @settings(max_examples=80, deadline=None)

@@ -15,7 +15,7 @@ from hypothesis.extra import numpy as hnp
 from lagscaler.core.engine import EngineState, Observation, ObservationBatch, PolicyArrays, decide
 from lagscaler.core.engine.reload import carry_over
 from lagscaler.core.policy.model import Capacity, KafkaSource, ScaleTargetRef, ScalingPolicy
-from lagscaler.service.statefile import StateFileError, load_state, save_state
+from lagscaler.service.statefile import FORMAT, StateFileError, load_state, save_state
 
 
 def policy(name: str) -> ScalingPolicy:
@@ -143,6 +143,22 @@ def test_a_file_with_a_wrong_shape_names_the_field(tmp_path: Path) -> None:
         load_state(path)
 
 
+def test_a_file_of_the_previous_format_is_refused_naming_both_formats(tmp_path: Path) -> None:
+    """Format 2 had no learned scale-down life (``down_life``): such a file is refused, not misread
+    (the service then moves it aside and starts fresh, README "Restarts")."""
+    params = PolicyArrays.from_policies([policy("a")])
+    path = tmp_path / "engine.npz"
+    save_state(path, params.keys, EngineState.initial(params))
+    with np.load(path) as data:
+        columns = {name: data[name] for name in data.files if name != "down_life"}
+    columns["__format__"] = np.asarray(2)
+    with path.open("wb") as out:
+        np.savez(out, **columns)
+    with pytest.raises(StateFileError, match="state file format 2, this lagscaler reads 3") as caught:
+        load_state(path)
+    assert str(path) in str(caught.value)
+
+
 # Any array numpy can save without pickling, in any shape: what a file from another version, a
 # half-restored backup or a stray npz could hold under each name the loader reads.
 _ARRAYS = hnp.arrays(
@@ -163,7 +179,7 @@ def test_any_npz_is_loaded_or_refused_with_a_state_file_error(
     """Never another exception: the loop treats a StateFileError as "move it aside, start fresh",
     and anything else would stop the service at every start (a crash loop)."""
     if valid_header:
-        columns |= {"__format__": np.asarray(2), "__keys__": np.asarray(["shop/a"])}
+        columns |= {"__format__": np.asarray(FORMAT), "__keys__": np.asarray(["shop/a"])}
     path = tmp_path / "any.npz"
     with path.open("wb") as out:
         np.savez(out, **columns)

@@ -27,7 +27,7 @@ import numpy as np
 from lagscaler.core.engine import EngineState, PolicyArrays
 from lagscaler.errors import UserError
 
-FORMAT = 2
+FORMAT = 3
 """Bumped when the layout changes; a file of another format is refused, not misread."""
 
 _KEYS = "__keys__"

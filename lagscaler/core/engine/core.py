@@ -73,10 +73,18 @@ over all workloads that returns a small frozen result for the later stages.
    restore + one SLO; after a scale-down: stall + restore + one SLO, its rebalance settling; and
    never before a whole window has been observed since the engine started), lag neither grows nor
    is above half the SLO, the replicas
-   saved while the forecast says the lower count lasts (at most the payback horizon) outweigh the
-   rebalance's price (:func:`~lagscaler.core.engine.stages.pricing.rebalance_price`), and, when the
-   rebalance breaks the SLO by itself, the error budget (``sloObjective``) since the last change
-   pays for that miss (:func:`~lagscaler.core.engine.stages.pricing.breach_seconds`).
+   saved while the lower count lasts (at most the payback horizon) outweigh the rebalance's price
+   (:func:`~lagscaler.core.engine.stages.pricing.rebalance_price`), and, when the rebalance breaks
+   the SLO by itself, the error budget (``sloObjective``) since the last change pays for that miss
+   (:func:`~lagscaler.core.engine.stages.pricing.breach_seconds`). The lower count lasts until the
+   trend or the seasonal profile outgrows it, until capacity is ordered for a predicted burst it
+   does not carry (stage 2b), or for the life learned from this workload's own reversals (how long
+   lower counts lasted before a scale-up undid them, averaged; raised by the time since the last
+   change); a move that will be undone within the horizon also pays for each step-limited scale-up
+   back. When the moves break the SLO by themselves, the move and the climb back must fit the
+   budget earned while the lower count lasts: if a predicted burst is due sooner, the capacity is
+   held through it; if the learned life is too short, the move waits until the time since the last
+   change earns it (quickly reversed scale-downs hold the next one longer).
 6. **Settle** (:func:`~lagscaler.core.engine.stages.settle.settle`). The count served is the scale-up,
    the scale-down or the current count; a scale-down decided earlier stays decided while the group
    is calm, until the HPA (which syncs on its own clock) carries it out. A scale-up decided while

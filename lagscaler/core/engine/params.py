@@ -6,7 +6,7 @@ Built once per set of policies (when the service loads or reloads them), not per
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, fields
 
 import numpy as np
 
@@ -70,6 +70,11 @@ class PolicyArrays:
     @property
     def any_up_stabilization(self) -> bool:
         return bool(self.up_stabilization.any())
+
+    def rows(self, index: IntArray) -> PolicyArrays:
+        """The policies of the workloads at ``index`` (for work only a few rows need in a cycle)."""
+        picked = {item.name: getattr(self, item.name)[index] for item in fields(self) if item.name != "keys"}
+        return PolicyArrays(keys=tuple(self.keys[i] for i in index.tolist()), **picked)
 
     @classmethod
     def from_policies(cls, policies: Sequence[ScalingPolicy]) -> PolicyArrays:

@@ -63,6 +63,9 @@ class EngineState:
     burst_next: FloatArray  # (W, BURST_HEADS * (BURST_SLOTS - 1)) s, predicted onsets (inf: none)
     burst_jitter: FloatArray  # (W, BURST_HEADS * (BURST_SLOTS - 1)) s each prediction allows either side
     burst_rate: FloatArray  # (W, BURST_HEADS * (BURST_SLOTS - 1)) messages/s, each predicted burst
+    # s a lower count lasted before a scale-up undid it, averaged over reversals (inf: none seen); a
+    # scale-down pays for itself, and for the scale-up back, within this (stage 5, ``_payback``).
+    down_life: FloatArray
 
     @classmethod
     def initial(cls, params: PolicyArrays) -> EngineState:
@@ -102,4 +105,5 @@ class EngineState:
             burst_next=np.full((w, BURST_HEADS * (BURST_SLOTS - 1)), np.inf),
             burst_jitter=np.zeros((w, BURST_HEADS * (BURST_SLOTS - 1))),
             burst_rate=np.zeros((w, BURST_HEADS * (BURST_SLOTS - 1))),
+            down_life=np.full(w, np.inf),
         )

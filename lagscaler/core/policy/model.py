@@ -283,9 +283,12 @@ class ScaleDown:
     max_step_replicas: Annotated[int, Field(ge=1, le=INT32_MAX), INTEGER] = 4
     """At most this many replicas removed in one step."""
     payback_horizon_seconds: Annotated[float, Field(gt=0), NUMBER] = 3600.0
-    """A scale-down must save more replica-seconds over this horizon than its rebalance (stall or
-    state restore) costs; in mode handover, than the new generation's replicas cost while they start
-    and warm up beside the serving ones, plus the cut-over pause."""
+    """A scale-down must save more replica-seconds, while the lower count lasts (at most this
+    horizon), than its rebalance (stall or state restore) costs; in mode handover, than the new
+    generation's replicas cost while they start and warm up beside the serving ones, plus the cut-over
+    pause. The lower count lasts until the trend, the seasonal profile or a predicted recurring burst
+    outgrows it, or for as long as this workload's lower counts have lasted before a scale-up undid
+    them; a move that will be undone within the horizon pays for the scale-up steps back as well."""
 
 
 @with_config(_FILE)
@@ -371,7 +374,10 @@ class PolicySpec:
     """Fraction of the true capacity to plan for (headroom for bursts and estimation error)."""
     slo_objective: Annotated[float, Field(gt=0, le=1), NUMBER] = 0.99
     """Fraction of the time lag must stay within maxLagSeconds. The rest is the error budget: a
-    scale-down whose rebalance would break the SLO is paced so it spends no more than that budget."""
+    scale-down whose rebalance would break the SLO is paced so it spends no more than that budget,
+    and when the lower count will not last (a predicted recurring burst it does not carry, or this
+    workload's scale-downs undone quickly before), the budget earned while it lasts must also pay
+    for the scale-up steps back; otherwise the capacity is held."""
     smoothing: Smoothing = field(default_factory=Smoothing)
     """Smoothing and forecasting of the arrival rate."""
     scale_up: ScaleUp = field(default_factory=ScaleUp)

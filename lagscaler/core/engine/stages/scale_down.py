@@ -25,7 +25,7 @@ from lagscaler.core.engine.stages.forecast import Forecast
 from lagscaler.core.engine.stages.need import TARGET_AGE_FRACTION, Need
 from lagscaler.core.engine.stages.prepare import Inputs
 from lagscaler.core.engine.stages.pricing import breach_seconds, move_price
-from lagscaler.core.engine.stages.recurrence import Recurrence
+from lagscaler.core.engine.stages.recurrence import MAX_STEPS, Recurrence
 from lagscaler.core.engine.stages.scale_up import ScaleUpPlan
 from lagscaler.core.engine.stages.windows import Windows, window
 from lagscaler.core.engine.state import EngineState
@@ -43,8 +43,9 @@ class ScaleDownPlan:
     dwell_down: FloatArray  # s a scale-down blocks the next: stall + restore + one SLO
     dwell_over: BoolArray  # every dwell since the last change is over
     calm: BoolArray  # lag neither growing nor above TARGET_AGE_FRACTION of the SLO
-    price: FloatArray  # replica-seconds the move to ``candidate`` costs
-    worth_it: BoolArray  # it saves more than that over the payback horizon
+    lasts: FloatArray  # s the lower count is expected to last (at most the payback horizon)
+    price: FloatArray  # replica-seconds the move to ``candidate`` costs, and the climb back if it returns
+    worth_it: BoolArray  # it saves more than that while the lower count lasts
     paced_until: FloatArray  # s, Unix time the error budget allows the move
     paced: BoolArray  # the error budget allows it now
     wants_down: BoolArray  # a lower count would do (and no scale-up)
@@ -82,12 +83,27 @@ def plan_scale_down(
     )
     dwell_over = inputs.now >= next_down
     calm = ~forecast.lag_growing & (inputs.age <= TARGET_AGE_FRACTION * inputs.slo)
-    price, worth_it = _payback(
-        params, inputs=inputs, forecast=forecast, capacity=capacity, candidate=candidate
+    # Seconds over the SLO the move to the candidate costs by itself (0 when stall + restore fit in it).
+    down_breach = breach_seconds(
+        params,
+        candidate,
+        partitions=inputs.partitions,
+        arrival=need.forecast,
+        capacity=capacity.per_replica,
+        restore=inputs.restore,
     )
-    paced_until = _paced_until(
-        params, state, inputs=inputs, capacity=capacity, need=need, candidate=candidate
+    payback = _payback(
+        params,
+        state,
+        inputs=inputs,
+        forecast=forecast,
+        capacity=capacity,
+        recurrence=recurrence,
+        need=need,
+        candidate=candidate,
+        down_breach=down_breach,
     )
+    paced_until = np.maximum(_paced_until(params, state, breach=down_breach), payback.affordable_after)
     paced = inputs.now >= paced_until
     wants_down = inputs.usable & ~up.scaling_up & (candidate < inputs.replicas) & ~recurrence.due
     return ScaleDownPlan(
@@ -99,12 +115,13 @@ def plan_scale_down(
         dwell_down=dwell_down,
         dwell_over=dwell_over,
         calm=calm,
-        price=price,
-        worth_it=worth_it,
+        lasts=payback.lasts,
+        price=payback.price,
+        worth_it=payback.worth_it,
         paced_until=paced_until,
         paced=paced,
         wants_down=wants_down,
-        scaling_down=wants_down & dwell_over & calm & worth_it & paced,
+        scaling_down=wants_down & dwell_over & calm & payback.worth_it & paced,
     )
 
 
@@ -239,20 +256,49 @@ def _reachable(count: IntArray, reach: IntArray, params: PolicyArrays) -> BoolAr
     return reachable
 
 
+@dataclass(frozen=True, slots=True)
+class _Payback:
+    lasts: FloatArray
+    price: FloatArray
+    worth_it: BoolArray
+    affordable_after: FloatArray  # s, Unix time the error budget affords both moves (-inf: now)
+
+
 def _payback(
     params: PolicyArrays,
+    state: EngineState,
     *,
     inputs: Inputs,
     forecast: Forecast,
     capacity: CapacityEstimate,
+    recurrence: Recurrence,
+    need: Need,
     candidate: IntArray,
-) -> tuple[FloatArray, BoolArray]:
+    down_breach: FloatArray,
+) -> _Payback:
     """The move's price, and whether the replicas it saves while the lower count lasts exceed it.
 
-    The lower count lasts until the trend or the seasonal profile outgrows it, at most the payback
-    horizon; a move that will have to be undone within the horizon pays for both moves.
+    The lower count lasts, at most the payback horizon, until the first of: the trend or the seasonal
+    profile outgrows it; a predicted burst it does not carry is due (stage 2b: the capacity is ordered
+    its lead before the onset); and the life learned from this workload's own scale-downs
+    (``EngineState.down_life``, how long lower counts lasted before a scale-up undid them), which
+    the time since the last change raises (a count that has held that long is as likely to hold as
+    long again, so a workload whose scale-downs were once reversed quickly is not held forever).
+
+    A move that will have to be undone within the horizon pays for the climb back too: each
+    scale-up step the step limit needs from the candidate back to the current count, priced as a move
+    of its own. When the moves break the SLO by themselves (a rebalance's stall and restore longer
+    than the SLO), the scale-down and every step of the climb back must also fit the error budget
+    (``1 - sloObjective`` of the time) earned while the lower count lasts:
+
+    * until capacity is ordered for a predicted burst it does not carry; if they do not fit, the
+      capacity is held through the burst and the move reconsidered once the burst has passed;
+    * for the life learned from the workload's reversals; if they do not fit, the move waits until
+      the time since the last change affords them (a self-tuning backoff: quickly reversed
+      scale-downs hold the next one longer, and a count that held that long scales down).
     """
     level, trend = forecast.level, forecast.trend
+    horizon = params.payback_horizon
     sustainable = (
         capacity.per_replica * effective_replicas(candidate, inputs.partitions) * params.target_utilization
     )
@@ -263,41 +309,115 @@ def _payback(
     )
     until_trend = np.maximum(until_trend, 0.0)
     until_season = (
-        forecast.season.exceeds_after(sustainable, params.payback_horizon)
-        if forecast.season is not None
-        else np.inf
+        forecast.season.exceeds_after(sustainable, horizon) if forecast.season is not None else np.inf
     )
-    lasts = np.minimum(np.minimum(until_trend, until_season), params.payback_horizon)
-    returns = lasts < params.payback_horizon
+    until_burst, burst_passed = _next_burst(
+        params, inputs=inputs, recurrence=recurrence, sustainable=sustainable
+    )
+    last_change = np.maximum(state.scaled_up_at, state.scaled_down_at)
+    learned = np.maximum(state.down_life, inputs.now - last_change)
+    lasts = np.minimum(np.minimum(np.minimum(until_trend, until_season), until_burst), learned)
+    lasts = np.minimum(lasts, horizon)
+    returns = lasts < horizon
     savings = np.maximum(inputs.replicas - candidate, 0) * lasts
-    price = move_price(
-        params, inputs.replicas, candidate, restore=inputs.restore, warmup=inputs.warmup, returns=returns
+    down_price = move_price(
+        params,
+        inputs.replicas,
+        candidate,
+        restore=inputs.restore,
+        warmup=inputs.warmup,
+        returns=np.zeros_like(returns),
     )
-    return price, savings > price
+    climb_price, climb_breach = _climb(
+        params, inputs=inputs, capacity=capacity, arrival=need.forecast, start=candidate
+    )
+    price = down_price + np.where(returns, climb_price, 0.0)
+    # Seconds over the SLO the move and the climb back cost, against the budget earned meanwhile.
+    breach = down_breach + climb_breach
+    rate = np.maximum(1.0 - params.slo_objective, 1e-6)
+    held_for_burst = np.isfinite(until_burst) & (breach > rate * until_burst)
+    held_by_reversals = np.isfinite(state.down_life) & (breach > rate * state.down_life)
+    affordable_after = np.maximum(
+        np.where(held_for_burst, burst_passed, -np.inf),
+        np.where(held_by_reversals, last_change + breach / rate, -np.inf),
+    )
+    return _Payback(
+        lasts=lasts,
+        price=price,
+        worth_it=savings > price,
+        affordable_after=affordable_after,
+    )
 
 
-def _paced_until(
+def _next_burst(
+    params: PolicyArrays, *, inputs: Inputs, recurrence: Recurrence, sustainable: FloatArray
+) -> tuple[FloatArray, FloatArray]:
+    """Seconds until capacity is ordered for the next predicted burst that outruns ``sustainable``
+    (inf: none), and the Unix time its prediction window closes (the burst is then measured).
+
+    A prediction whose window has closed is in the past (stage 2b switches itself off with it).
+    """
+    until, passed = filled(inputs.now.shape, np.inf), filled(inputs.now.shape, -np.inf)
+    # Only rows with a prediction (most have none: a cycle without costs one pass over the onsets).
+    rows = np.flatnonzero(params.burst_recurrence & np.isfinite(recurrence.next_onset).any(axis=1))
+    if not rows.size:
+        return until, passed
+    onset, jitter, rate = recurrence.next_onset[rows], recurrence.jitter[rows], recurrence.rate[rows]
+    now = inputs.now[rows, None]
+    opens = onset - jitter - recurrence.lead[rows, None]
+    closes = onset + jitter + params.sync_period[rows, None]
+    binding = np.isfinite(onset) & (closes > now) & (rate > sustainable[rows, None])
+    until[rows] = np.where(binding, np.maximum(opens - now, 0.0), np.inf).min(axis=1)
+    passed[rows] = np.where(binding, closes, -np.inf).max(axis=1)
+    return until, passed
+
+
+def _climb(
     params: PolicyArrays,
-    state: EngineState,
     *,
     inputs: Inputs,
     capacity: CapacityEstimate,
-    need: Need,
-    candidate: IntArray,
-) -> FloatArray:
+    arrival: FloatArray,
+    start: IntArray,
+) -> tuple[FloatArray, FloatArray]:
+    """What climbing back from ``start`` to the current count costs: replica-seconds and seconds over the SLO.
+
+    One move per step the scale-up limit allows (``maxStepPercent`` / ``maxStepReplicas``, as stage 4
+    steps), each priced by :func:`move_price` and :func:`breach_seconds` at today's rate; beyond
+    ``MAX_STEPS`` steps the rest is not counted (a lower bound then). Only the rows with a count to
+    climb back to are computed.
+    """
+    price, breach = np.zeros(start.shape), np.zeros(start.shape)
+    rows = np.flatnonzero(start < inputs.replicas)
+    if not rows.size:
+        return price, breach
+    p = params.rows(rows)
+    stop, count = inputs.replicas[rows], start[rows]
+    restore, warmup, partitions = inputs.restore[rows], inputs.warmup[rows], inputs.partitions[rows]
+    per_replica, rate = capacity.per_replica[rows], arrival[rows]
+    never = np.zeros(rows.shape, dtype=np.bool_)
+    for _ in range(MAX_STEPS):
+        short = count < stop
+        if not short.any():
+            break
+        room = np.maximum(np.ceil(count * p.up_step_percent / 100.0).astype(np.int64), p.up_step_replicas)
+        step = np.where(short, np.minimum(count + room, stop), count)
+        moved = move_price(p, count, step, restore=restore, warmup=warmup, returns=never)
+        over = breach_seconds(
+            p, step, partitions=partitions, arrival=rate, capacity=per_replica, restore=restore
+        )
+        price[rows] += np.where(short, moved, 0.0)
+        breach[rows] += np.where(short, over, 0.0)
+        count = step
+    return price, breach
+
+
+def _paced_until(params: PolicyArrays, state: EngineState, *, breach: FloatArray) -> FloatArray:
     """When the error budget allows a move whose stall + restore breaks the SLO by itself.
 
-    Such a move spends budget; since the last change at least ``breach / (1 - objective)``
-    seconds must have passed.
+    Such a move spends budget (``breach``, :func:`breach_seconds`); since the last change at least
+    ``breach / (1 - objective)`` seconds must have passed.
     """
-    breach = breach_seconds(
-        params,
-        candidate,
-        partitions=inputs.partitions,
-        arrival=need.forecast,
-        capacity=capacity.per_replica,
-        restore=inputs.restore,
-    )
     last_change = np.maximum(state.scaled_up_at, state.scaled_down_at)
     budget = np.maximum(1.0 - params.slo_objective, 1e-6)
     paced_until: FloatArray = last_change + breach / budget

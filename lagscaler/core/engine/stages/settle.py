@@ -24,6 +24,8 @@ INEFFECTIVE_GAIN = 0.1
 """A scale-up adding less than this fraction of its expected throughput is ineffective (as in Flink's)."""
 INEFFECTIVE_HOLD_SECONDS = 600.0
 """How long further scale-ups are held after an ineffective one."""
+LIFE_WEIGHT = 0.5
+"""The weight of the newest observation in the learned life of a lower count (``_down_life``)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -94,7 +96,27 @@ def settle(params: PolicyArrays, state: EngineState, *, stages: Stages) -> tuple
         check=check,
         scaled_up_at=scaled_up_at,
         scaled_down_at=scaled_down_at,
+        down_life=_down_life(state, inputs=inputs, desired=desired, shrank=shrank),
     )
+
+
+def _down_life(state: EngineState, *, inputs: Inputs, desired: IntArray, shrank: BoolArray) -> FloatArray:
+    """How long a lower count lasts on this workload, learned from its own scale-downs.
+
+    The first scale-up after the group shrank undid that scale-down: how long the lower count lasted
+    is averaged in (equal weight to the last reversal and to all before it, so a changed workload is
+    followed within a few). A further scale-down with no scale-up in between says the lower count
+    outlived what was learned, when it did: averaged in too. So scale-downs that are quickly reversed
+    shorten it, and lower counts that last lengthen it (stage 5 prices a scale-down against it).
+    """
+    lived = inputs.now - state.scaled_down_at
+    after_down = state.scaled_down_at > state.scaled_up_at  # the last change was a scale-down
+    reversed_ = inputs.usable & (desired > inputs.replicas) & after_down
+    known = np.isfinite(state.down_life)
+    outlived = shrank & after_down & known & (lived > state.down_life)
+    blended = np.where(known, LIFE_WEIGHT * lived + (1.0 - LIFE_WEIGHT) * state.down_life, lived)
+    life: FloatArray = np.where(reversed_ | outlived, blended, state.down_life)
+    return life
 
 
 def _desired(state: EngineState, *, stages: Stages) -> IntArray:
@@ -211,6 +233,7 @@ def _next_state(
     check: _UpCheck,
     scaled_up_at: FloatArray,
     scaled_down_at: FloatArray,
+    down_life: FloatArray,
 ) -> EngineState:
     """What the next cycle starts from: an unusable row keeps what it had."""
     inputs, forecast, capacity, up, down = (
@@ -256,4 +279,5 @@ def _next_state(
         burst_next=recurrence.next_onset,
         burst_jitter=recurrence.jitter,
         burst_rate=recurrence.rate,
+        down_life=np.where(usable, down_life, state.down_life),
     )
