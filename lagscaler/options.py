@@ -25,6 +25,7 @@ import argparse
 import difflib
 import enum
 import re
+import reprlib
 import typing
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
@@ -70,10 +71,17 @@ UserPath = Annotated[Path, AfterValidator(Path.expanduser)]
 """A path; ``~`` is the user's home, as a shell would have it."""
 
 
-class Options(BaseModel):
-    """Base of every settings model: frozen, unknown names refused, attribute docstrings as help."""
+_FINITE = ConfigDict(allow_inf_nan=False)
+"""No setting means anything as ``inf`` or ``nan``, and pydantic's floats take both (``--timeout inf``
+would pass ``gt=0`` and then fail every cycle where it becomes a deadline; ``--sample-interval inf``
+would sample once and wait for ever)."""
 
-    model_config = ConfigDict(frozen=True, extra="forbid", use_attribute_docstrings=True)
+
+class Options(BaseModel):
+    """Base of every settings model: frozen, unknown names refused, attribute docstrings as help,
+    numbers finite."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid", use_attribute_docstrings=True, allow_inf_nan=False)
 
 
 @dataclass(frozen=True, slots=True)
@@ -102,12 +110,21 @@ def _adapter(info: FieldInfo) -> TypeAdapter[Any]:
     annotation: Any = info.annotation
     if info.metadata:
         annotation = Annotated[annotation, *info.metadata]
-    return TypeAdapter(annotation)
+    return TypeAdapter(annotation, config=_FINITE)
 
 
 def _is_switch(info: FieldInfo) -> bool:
     """A bool field is a flag without a value (``store_true``)."""
     return info.annotation in (bool, bool | None)
+
+
+def _shown(value: Any) -> str:
+    """``repr`` of a given value, cut short: a config file's value may be a huge nested list (YAML
+    aliases build one from a few lines), and an error quoting it must stay one short line."""
+    short = reprlib.Repr()
+    short.maxlevel, short.maxlist, short.maxtuple, short.maxdict = 2, 4, 4, 4
+    short.maxstring = short.maxother = 80
+    return short.repr(value)
 
 
 def _message(error: ValidationError) -> str:
@@ -117,15 +134,17 @@ def _message(error: ValidationError) -> str:
     bounds = {"greater_than": ">", "greater_than_equal": ">=", "less_than": "<", "less_than_equal": "<="}
     if kind in bounds:
         limit = next(iter(ctx.values()))
-        return f"must be {bounds[kind]} {limit:g}, got {value!r}"
+        return f"must be {bounds[kind]} {limit:g}, got {_shown(value)}"
+    if kind == "finite_number":
+        return f"must be a finite number, got {_shown(value)}"
     if kind.startswith("bool"):
-        return f"expected true or false, got {value!r}"
+        return f"expected true or false, got {_shown(value)}"
     if kind.startswith(("int", "float")):
-        return f"expected a number, got {value!r}"
+        return f"expected a number, got {_shown(value)}"
     if kind == "literal_error":
-        return f"must be one of {ctx.get('expected')}, got {value!r}"
+        return f"must be one of {ctx.get('expected')}, got {_shown(value)}"
     text = str(first["msg"])
-    return f"{text[:1].lower()}{text[1:]}, got {value!r}"
+    return f"{text[:1].lower()}{text[1:]}, got {_shown(value)}"
 
 
 def _converter(name: str, info: FieldInfo) -> Callable[[str], Any]:
@@ -203,9 +222,13 @@ def from_file(path: Path, model: type[Options]) -> dict[str, Given]:
     import yaml  # noqa: PLC0415 - only when a file is given
 
     try:
-        data = yaml.safe_load(path.read_text())
+        data = yaml.safe_load(path.read_bytes().decode("utf-8"))
     except OSError as exc:
         raise UserError(f"{path}: {exc.strerror or exc}") from None
+    except UnicodeDecodeError as exc:
+        raise UserError(f"{path}: not UTF-8 text (byte {exc.start})") from None
+    except RecursionError:
+        raise UserError(f"{path}: not valid YAML: nested too deep") from None
     except yaml.YAMLError as exc:
         where = getattr(exc, "problem_mark", None)
         at = f":{where.line + 1}:{where.column + 1}" if where is not None else ""
@@ -246,7 +269,7 @@ def build(model: type[M], given: Mapping[str, Given], *, missing_hint: Callable[
         if isinstance(value, dict) or (
             isinstance(value, list) and typing.get_origin(info.annotation) is None
         ):
-            raise UserError(f"{item.origin}: {flag(name)[2:]}: expected a single value, got {value!r}")
+            raise UserError(f"{item.origin}: {flag(name)[2:]}: expected a single value, got {_shown(value)}")
         try:
             values[name] = _adapter(info).validate_python(value)
         except ValidationError as exc:

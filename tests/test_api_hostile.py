@@ -15,6 +15,7 @@ import math
 import ssl
 import time
 from collections.abc import AsyncIterator
+from dataclasses import replace
 from pathlib import Path
 
 import aiohttp
@@ -23,7 +24,7 @@ from lagscaler_demo.harness import LocalCluster, aggregator_headers
 from structlog.typing import EventDict
 from support import eventually
 
-from lagscaler.edges.api import MetricsCache, running_api
+from lagscaler.edges.api import MetricsCache, RunningApi, running_api
 from lagscaler.edges.api.connections import ConnectionLimits
 from lagscaler.edges.observability import ServiceMetrics
 
@@ -76,13 +77,23 @@ class Hostile:
 
 
 @contextlib.asynccontextmanager
+async def _running(
+    tmp_path: Path, limits: ConnectionLimits, metrics: ServiceMetrics
+) -> AsyncIterator[tuple[RunningApi, LocalCluster]]:
+    async with LocalCluster(tmp_path) as cluster:
+        settings = replace(
+            cluster.settings(authorization_always_allow=True), metrics_bind_address="127.0.0.1"
+        )
+        async with running_api(settings, MetricsCache(), metrics=metrics, limits=limits) as api:
+            yield api, cluster
+
+
+@contextlib.asynccontextmanager
 async def _api(
     tmp_path: Path, limits: ConnectionLimits, metrics: ServiceMetrics
 ) -> AsyncIterator[tuple[str, LocalCluster]]:
-    async with LocalCluster(tmp_path) as cluster:
-        settings = cluster.settings(authorization_always_allow=True)
-        async with running_api(settings, MetricsCache(), metrics=metrics, limits=limits) as api:
-            yield api.url, cluster
+    async with _running(tmp_path, limits, metrics) as (api, cluster):
+        yield api.url, cluster
 
 
 async def _real_client_answered(url: str, cluster: LocalCluster) -> int:
@@ -118,6 +129,33 @@ async def test_connections_that_never_finish_a_request_are_closed(tmp_path: Path
     # handshake deadline, in asyncio, before any protocol saw them)
     exposition = metrics.exposition().decode()
     assert 'lagscaler_api_connections_closed_total{reason="header-timeout"} 10.0' in exposition
+
+
+async def test_the_prometheus_port_closes_unfinished_and_idle_connections_too(tmp_path: Path) -> None:
+    """The plain-HTTP metrics listener is as reachable as the API (0.0.0.0 by default): connections
+    that never finish a request, or idle after one, are closed there as well, and scrapes go on."""
+    metrics = ServiceMetrics()
+    limits = ConnectionLimits(header_timeout=2.0, idle_timeout=2.0, max_connections=1000)
+    async with _running(tmp_path, limits, metrics) as (api, _):
+        assert api.metrics_url is not None
+        hostile = Hostile(_port(api.metrics_url.removesuffix("/metrics")))
+        try:
+            await hostile.open(5, tls=False)  # nothing at all
+            await hostile.open(5, tls=False, send=b"GET /metrics HTTP/1.1\r\nHost: x\r\nX-Slow: ")  # half
+            await hostile.open(5, tls=False, send=b"GET /metrics HTTP/1.1\r\nHost: x\r\n\r\n")  # then idle
+            async with aiohttp.ClientSession() as session:
+                for _ in range(3):
+                    async with session.get(api.metrics_url) as response:
+                        assert response.status == 200
+
+            async def all_closed() -> bool:
+                return await hostile.closed_by_server() == 15
+
+            await eventually(
+                all_closed, within=60, what="the metrics listener to close every hostile connection"
+            )
+        finally:
+            await hostile.close()
 
 
 async def test_idle_keep_alive_connections_are_closed(tmp_path: Path) -> None:

@@ -9,6 +9,7 @@ import sys
 from pathlib import Path
 
 import aiohttp
+import pytest
 from lagscaler_demo.harness import LocalCluster, aggregator_headers
 
 
@@ -74,13 +75,21 @@ async def test_standalone_serves_values_and_stops_on_sigterm(tmp_path: Path) -> 
     assert b"--authorization-always-allow" in stderr  # the loud warning
 
 
-async def test_standalone_bad_input_is_one_line(tmp_path: Path) -> None:
+@pytest.mark.parametrize(
+    "content",
+    [None, b"\xff\xfe", b"[" * 100_000 + b"]" * 100_000],
+    ids=["missing", "not-utf-8", "nested-too-deep"],
+)
+async def test_standalone_bad_input_is_one_line(tmp_path: Path, content: bytes | None) -> None:
+    workloads = tmp_path / "workloads.json"
+    if content is not None:
+        workloads.write_bytes(content)
     process = await asyncio.create_subprocess_exec(
         sys.executable,
         "-m",
         "lagscaler.edges.api",
         "--workloads",
-        str(tmp_path / "missing.json"),
+        str(workloads),
         "--secure-port",
         "0",
         stdout=asyncio.subprocess.PIPE,

@@ -29,6 +29,7 @@ from lagscaler.edges.kube import (
     kube_api_client,
 )
 from lagscaler.edges.observability import ServiceMetrics
+from lagscaler.errors import UserError
 
 
 class Clock:
@@ -82,17 +83,20 @@ async def test_token_reviews_are_cached_for_the_ttl_including_rejections(standin
         await client.close()
 
 
-async def test_token_review_outage_is_a_401_and_is_not_cached(standin: KubeApiStandIn) -> None:
+@pytest.mark.parametrize("fault", ["down", "hang-up", "proxy-page"])
+async def test_token_review_outage_is_a_401_and_is_not_cached(standin: KubeApiStandIn, fault: str) -> None:
+    """Down (503), hanging up before answering, or a proxy's HTML page in place of a review: all an
+    outage, refused as such, and forgotten once it is over."""
     standin.tokens["tok"] = ReviewedUser("carol")
     client = await kube_api_client(standin.directory / "standin.kubeconfig")
     assert client is not None
     try:
         authn = Authenticator(AuthenticationSource(AuthenticationFlags()), KubeTokenReviewer(client))
-        standin.down = True
+        standin.down, standin.fault = fault == "down", None if fault == "down" else fault
         with pytest.raises(AuthenticationFailed) as failure:
             await authn.authenticate(None, _headers("tok"))
         assert failure.value.reason == "token-review-error"
-        standin.down = False
+        standin.down, standin.fault = False, None
         identity = await authn.authenticate(None, _headers("tok"))
         assert identity.user.name == "carol"
     finally:
@@ -187,3 +191,35 @@ async def test_a_burst_of_identical_misses_costs_one_review(standin: KubeApiStan
         assert len(standin.token_reviews) == 1
     finally:
         await client.close()
+
+
+@pytest.mark.parametrize(
+    ("content", "message"),
+    [
+        (b"a: [unclosed\n", ":2:1: not valid YAML: expected ',' or ']'"),
+        (b"- 1\n- 2\n", "not a kubeconfig (TypeError"),
+        (b"", "not a kubeconfig (TypeError"),
+        (b"\xff\xfe\x00", "not a kubeconfig (UnicodeDecodeError"),
+        (b"apiVersion: v1\nkind: Config\nclusters: 5\n", "not a kubeconfig (TypeError"),
+    ],
+    ids=["not-yaml", "a-list", "empty", "not-utf-8", "clusters-not-a-list"],
+)
+async def test_a_broken_kubeconfig_is_one_line_naming_the_file(
+    tmp_path: Path, content: bytes, message: str
+) -> None:
+    """kubernetes_asyncio's loader raises whatever indexing a malformed document raises: each was a
+    traceback at start-up instead of an error naming the file."""
+    path = tmp_path / "broken.kubeconfig"
+    path.write_bytes(content)
+    with pytest.raises(UserError) as caught:
+        await kube_api_client(path)
+    assert str(caught.value).startswith(f"kubeconfig {path}")
+    assert message in str(caught.value)
+    assert "\n" not in str(caught.value)
+
+
+async def test_a_kubeconfig_server_that_is_not_a_url_is_refused(standin: KubeApiStandIn) -> None:
+    path = standin.write_kubeconfig()
+    path.write_text(path.read_text().replace(standin.url, "not a url"))
+    with pytest.raises(UserError, match="server 'not a url' is not an http"):
+        await kube_api_client(path)

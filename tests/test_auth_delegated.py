@@ -9,6 +9,7 @@ tests/controlplane/test_authn.py and test_aggregation.py.
 
 from __future__ import annotations
 
+import asyncio
 import datetime as dt
 import ssl
 from collections.abc import AsyncIterator
@@ -19,6 +20,8 @@ from typing import Any
 import aiohttp
 import pytest
 from lagscaler_demo.harness import FRONT_PROXY_NAME, HPA_USER, ClientCert, LocalCluster, aggregator_headers
+from structlog.typing import EventDict
+from support import eventually
 
 from lagscaler.core.hpa.served import DESIRED_REPLICAS, WORKLOAD_LABEL
 from lagscaler.edges.api import MetricsCache, MetricValue, WorkloadMetrics, running_api
@@ -187,6 +190,53 @@ async def test_unreachable_authorizer_is_503_not_an_allow(setup: Setup) -> None:
     status, body = await setup.get(cert=setup.cluster.front_proxy, headers=aggregator_headers())
     assert status == 503
     assert body["reason"] == "ServiceUnavailable"
+
+
+@pytest.mark.parametrize("fault", ["hang-up", "proxy-page"])
+async def test_an_authorizer_that_hangs_up_or_answers_garbage_is_503_and_logged_once(
+    setup: Setup, fault: str, logs: list[EventDict]
+) -> None:
+    """Not a 500 with a traceback per request: kube-apiserver restarting, or a proxy in front of it,
+    is the same outage as it being down, and the aggregator retries a 503."""
+    setup.cluster.standin.fault = fault
+    for _ in range(3):
+        status, body = await setup.get(cert=setup.cluster.front_proxy, headers=aggregator_headers())
+        assert (status, body["reason"]) == (503, "ServiceUnavailable")
+    assert not [e for e in logs if e["log_level"] in ("error", "critical")]
+    setup.cluster.standin.fault = None
+    status, _ = await setup.get(cert=setup.cluster.front_proxy, headers=aggregator_headers())
+    assert status == 200  # nothing was cached from the outage
+
+
+async def test_a_flood_of_unknown_tokens_cannot_starve_the_access_reviews(cluster: LocalCluster) -> None:
+    """Anyone who reaches the port can make lagscaler ask kube-apiserver about a new bearer token per
+    request. With those reviews slow, they must not take every connection of the client the
+    aggregator's requests need for their SubjectAccessReview (kubernetes_asyncio pools 100)."""
+    cluster.standin.hold_token_reviews = asyncio.Event()
+    async with running_api(cluster.settings(), _cache()) as api:
+        setup = Setup(api.url, cluster)
+        connector = aiohttp.TCPConnector(ssl=cluster.client_context(), limit=0)
+        async with aiohttp.ClientSession(connector=connector) as session:
+
+            async def unknown_token(i: int) -> int:
+                headers = {"Authorization": f"Bearer flood-{i}"}
+                async with session.get(api.url + METRIC_PATH, headers=headers) as response:
+                    return response.status
+
+            flood = [asyncio.create_task(unknown_token(i)) for i in range(150)]
+            try:
+                # 16 reviews held at kube-apiserver, every other new token refused without asking
+                await eventually(
+                    lambda: sum(task.done() for task in flood) == len(flood) - 16,
+                    what="every token past the limit to be refused",
+                )
+                assert len(cluster.standin.token_reviews) == 16
+                status, _ = await setup.get(cert=cluster.front_proxy, headers=aggregator_headers())
+                assert status == 200
+            finally:
+                cluster.standin.hold_token_reviews.set()
+                statuses = await asyncio.gather(*flood)
+    assert set(statuses) == {401}
 
 
 async def test_authorization_always_allow_skips_reviews_but_not_authentication(cluster: LocalCluster) -> None:

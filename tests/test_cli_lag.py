@@ -134,6 +134,11 @@ def test_unreachable_broker_fails_fast_with_one_line(capsys: pytest.CaptureFixtu
             "argument --output: invalid choice",
         ),
         (["--bootstrap-server", "a:1", "--group", "g", "--watch", "-1"], "--watch: must be positive"),
+        (["--bootstrap-server", "a:1", "--group", "g", "--watch", "inf"], "--watch: must be a finite number"),
+        (
+            ["--bootstrap-server", "a:1", "--group", "g", "--timeout", "inf"],
+            "--timeout: must be a finite number",
+        ),
         (["--bootstrap-server", "a:1", "--group", "g", "--count", "0"], "--count: expected a whole number"),
         (["--bootstrap-server", "a:1", "--group", "g", "--count", "3"], "--count needs --watch"),
         (

@@ -76,6 +76,28 @@ def test_precedence_is_flag_then_environment_then_file_then_default(
         ([], {"LAGSCALER_LOG_LEVEL": "loud"}, "", "$LAGSCALER_LOG_LEVEL: log-level: must be one of"),
         ([], {"LAGSCALER_TIMEOUT": "soon"}, "", "$LAGSCALER_TIMEOUT: timeout: expected a number, got 'soon'"),
         (["--sample-interval", "0"], {}, "", "argument --sample-interval: must be > 0, got '0'"),
+        # inf passes "> 0": serve would sample once and then wait for ever, or fail every cycle
+        (["--sample-interval", "inf"], {}, "", "argument --sample-interval: must be a finite number"),
+        (["--sample-interval", "1e400"], {}, "", "argument --sample-interval: must be a finite number"),
+        (
+            [],
+            {"LAGSCALER_TIMEOUT": "inf"},
+            "",
+            "$LAGSCALER_TIMEOUT: timeout: must be a finite number, got 'inf'",
+        ),
+        ([], {}, "timeout: .nan\n", "c.yaml: timeout: must be a finite number, got nan"),
+        (
+            ["--handover-control-topic", "handover control!"],
+            {},
+            "",
+            "argument --handover-control-topic: string should match pattern '^[A-Za-z0-9._-]+$'",
+        ),
+        (
+            ["--authentication-token-webhook-cache-ttl", "nan"],
+            {},
+            "",
+            "argument --authentication-token-webhook-cache-ttl: must be a finite number",
+        ),
         ([], {}, "policy-dir: [a, b]\n", "c.yaml: policy-dir: expected a single value"),
     ],
 )
@@ -87,6 +109,42 @@ def test_every_error_names_the_source_of_the_value(
     with pytest.raises(UserError) as raised:
         parse(["--config", str(path), *argv], environ)
     assert message in str(raised.value)
+
+
+@pytest.mark.parametrize("history", ["1", "10001", "99999999999999999999"])
+def test_a_history_out_of_range_is_one_line_before_anything_starts(
+    tmp_path: Path, history: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """The rings are allocated per partition up front: a huge ``--history`` would fail (or take all
+    memory) when the first policy loads, long after start-up."""
+    argv = ["serve", "--bootstrap-server", "127.0.0.1:9", "--policy-dir", str(tmp_path), "--history", history]
+    assert main(argv) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1
+    assert (
+        f"--history must keep at {'least 2' if history == '1' else 'most 10000'} samples, got {history}"
+        in err
+    )
+
+
+def test_a_state_file_that_names_a_directory_is_refused_and_the_directory_left_alone(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """``--state-file /var/lib/lagscaler`` (the volume, not a file in it) used to be taken for an
+    unreadable state file and renamed aside; an empty ``$LAGSCALER_STATE_FILE`` was a traceback."""
+    volume = tmp_path / "volume"
+    volume.mkdir()
+    (volume / "kept").write_text("the user's")
+    argv = ["serve", "--bootstrap-server", "127.0.0.1:9", "--policy-dir", str(tmp_path)]
+    assert main([*argv, "--state-file", str(volume)]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1
+    assert f"--state-file must name a file, got '{volume}': a directory" in err
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["volume"]
+    assert (volume / "kept").read_text() == "the user's"
+    monkeypatch.setenv("LAGSCALER_STATE_FILE", "")
+    assert main(argv) == 2
+    assert "--state-file ($LAGSCALER_STATE_FILE) must name a file" in capsys.readouterr().err
 
 
 def test_a_missing_setting_says_every_way_to_give_it() -> None:
@@ -172,6 +230,17 @@ def test_false_in_the_file_leaves_a_switch_off(tmp_path: Path) -> None:
     assert not parse(["--config", str(path)]).authorization_always_allow
 
 
+def _alias_bomb(levels: int = 7) -> str:
+    """A flow list whose aliases expand to ``9 ** levels`` strings."""
+    value = "&a0 [l, l, l, l, l, l, l, l, l]"
+    for level in range(1, levels + 1):
+        value = f"&a{level} [" + ", ".join([value] + [f"*a{level - 1}"] * 8) + "]"
+    return value
+
+
+BOMB = _alias_bomb()
+
+
 @pytest.mark.parametrize(
     ("content", "message"),
     [
@@ -183,17 +252,23 @@ def test_false_in_the_file_leaves_a_switch_off(tmp_path: Path) -> None:
         ("secure-port: [1, {a: 2}]\n", "secure-port"),
         ("bootstrap-server: [unclosed\n", "not valid YAML"),
         ("authorization-always-allow: maybe\n", "expected true or false"),
+        ("policy-dir: " + "[" * 100_000 + "]" * 100_000 + "\n", "nested too deep"),
+        ("bootstrap-server: caf\xe9:9092\n".encode("latin-1"), "not UTF-8 text (byte 21)"),
+        # aliases make a value of 9**7 strings out of a few lines: the error quotes a little of it
+        ("requestheader-allowed-names: " + BOMB + "\n", "requestheader-allowed-names: input should be"),
     ],
 )
 def test_bad_config_files_are_one_line_errors_naming_the_problem(
-    tmp_path: Path, content: str, message: str
+    tmp_path: Path, content: str | bytes, message: str
 ) -> None:
     path = tmp_path / "bad.yaml"
-    path.write_text(content)
+    path.write_bytes(content if isinstance(content, bytes) else content.encode())
     with pytest.raises(UserError, match=r".*") as info:
         parse(["--config", str(path), "--bootstrap-server", "k:1", "--policy-dir", "p"])
     assert message in str(info.value)
     assert str(path) in str(info.value)
+    assert "\n" not in str(info.value)
+    assert len(str(info.value)) < 500
 
 
 def test_cli_reports_bad_input_in_one_line(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:

@@ -125,7 +125,11 @@ def test_table_output_and_a_report_directory(
         (["--commit-interval", "-1"], None, None, "--commit-interval must be a number of seconds >= 0"),
         (["--commit-interval", "nan"], None, None, "--commit-interval must be a number of seconds >= 0"),
         (["--step", "0"], None, None, "--step"),
-        (["--step", "inf"], None, None, "--step must be a finite number of seconds"),
+        (["--step", "inf"], None, None, "--step: must be a finite number, got inf"),
+        (["--hours", "inf"], None, None, "--hours: must be a finite number"),
+        # arrays of this size would not fit in memory: refused, not a numpy traceback
+        (["--partitions", "99999999999"], None, None, "--partitions: at most 100000 partitions"),
+        ([], None, POLICY.replace("maxReplicas: 12", "maxReplicas: 2000000"), "at most 100000 partitions"),
         (
             [],
             None,

@@ -44,6 +44,11 @@ def test_missing_secret_sources_name_the_source(tmp_path: Path, monkeypatch: pyt
         Secret.from_env("LAGSCALER_NOPE").reveal()
     with pytest.raises(KafkaConfigError, match="cannot read secret file"):
         Secret.from_file(tmp_path / "missing").reveal()
+    binary = tmp_path / "binary"
+    binary.write_bytes(b"s3cr\xe9t")  # Latin-1, say: refused without quoting a byte of it
+    with pytest.raises(KafkaConfigError) as caught:
+        Secret.from_file(binary).reveal()
+    assert str(caught.value) == f"secret file {binary} is not UTF-8 text"
 
 
 @pytest.mark.parametrize(

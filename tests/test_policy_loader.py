@@ -8,12 +8,14 @@ import re
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import pytest
 import yaml
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from support import BILLION_LAUGHS
 
+from lagscaler.core.engine.params import PolicyArrays
 from lagscaler.core.policy import (
     Mode,
     PolicyError,
@@ -319,6 +321,16 @@ def test_yaml_syntax_errors_point_at_the_problem():
     assert line.endswith("(while parsing a flow sequence)")
 
 
+@pytest.mark.parametrize("character", ["\x00", "\x07", "\x1b"])
+def test_a_control_character_is_reported_on_its_line(character):
+    """Not at "1:<offset into the file>", which is what the YAML reader gives."""
+    text = MINIMAL.replace("group: orders", f"group: ord{character}ers")
+    (line,) = errors(text)
+    assert line.startswith("p.yaml:9:15: <yaml>: unacceptable character")
+    (line,) = errors("# Übersicht: ☃\n" + text)  # offsets in bytes or characters: the same place
+    assert line.startswith("p.yaml:10:15: <yaml>: unacceptable character")
+
+
 def test_every_problem_in_a_file_is_reported_at_once():
     text = """\
 apiVersion: lagscaler.io/v1
@@ -351,13 +363,19 @@ def test_missing_file_directory_and_binary_file(tmp_path):
     assert missing.value.errors == (f"{tmp_path / 'nope.yaml'}:1:1: <file>: no such file",)
     with pytest.raises(PolicyError) as directory:
         load_policy_file(tmp_path)
-    assert directory.value.errors[0].endswith(
-        "<file>: is a directory; give a policy file (or use load_policy_dir)"
-    )
+    assert directory.value.errors[0].endswith("<file>: is a directory; give a policy file")
     binary = tmp_path / "b.yaml"
     binary.write_bytes(b"\xff\xfe\x00bad")
     with pytest.raises(PolicyError, match=r"b\.yaml:1:1: <file>: not UTF-8 text \(byte 0\)"):
         load_policy_file(binary)
+    endless = tmp_path / "zero.yaml"
+    endless.symlink_to("/dev/zero")  # no size to stat: read up to the limit, then refused
+    with pytest.raises(PolicyError) as device:
+        load_policy_file(endless)
+    assert device.value.errors == (
+        f"{endless}:1:1: <file>: more than {MAX_FILE_BYTES} bytes is too large for a policy file"
+        f" (at most {MAX_FILE_BYTES})",
+    )
 
 
 def test_policy_error_is_a_user_error_holding_every_line():
@@ -488,6 +506,86 @@ def test_a_valid_policy_with_any_one_value_replaced_never_raises(data):
     else:
         assert not issues
         assert isinstance(policy, ScalingPolicy)
+        PolicyArrays.from_policies([policy])  # what the loader accepts, the engine can take
+
+
+def numeric_fields(schema: dict[str, Any], path: tuple[str, ...] = ()):
+    """The path of every field of the schema that takes a number."""
+    for name, sub in resolve(schema).get("properties", {}).items():
+        options = [sub, *sub.get("anyOf", ())]
+        kinds = {kind for option in options for kind in np.atleast_1d(option.get("type", [])).tolist()}
+        if kinds & {"integer", "number"}:
+            yield (*path, name)
+        yield from numeric_fields(sub, (*path, name))
+
+
+NUMERIC_FIELDS = list(numeric_fields(policy_schema()))
+
+
+def test_every_numeric_field_is_found():
+    assert len(NUMERIC_FIELDS) > 25
+    assert ("spec", "maxReplicas") in NUMERIC_FIELDS
+
+
+@settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(data=st.data())
+def test_any_number_in_any_numeric_field_is_refused_in_one_line_or_taken_by_the_engine(data):
+    """Huge, tiny, negative, integral or not: a number is refused where it is, or the engine's
+    arrays can hold the policy (a 10**20 maxReplicas used to pass and crash the engine)."""
+    path = data.draw(st.sampled_from(NUMERIC_FIELDS))
+    value = data.draw(
+        st.integers()
+        | st.sampled_from([2**31 - 1, 2**31, 2**63, -(2**63) - 1, 10**400])
+        | st.floats(allow_nan=False, allow_infinity=False)
+    )
+    document = copy.deepcopy(SESSIONIZER)
+    node = document["spec"] if path[0] == "spec" else document
+    for key in path[1:-1] if path[0] == "spec" else path[:-1]:
+        node = node.setdefault(key, {})
+    node[path[-1]] = value
+    policy, issues = check_policy_text(yaml.dump(document, Dumper=DUMPER), "n.yaml")
+    if policy is None:
+        assert issues
+        assert all(ISSUE.match(str(issue)) and len(str(issue)) < 2 * MAX_MESSAGE for issue in issues)
+    else:
+        PolicyArrays.from_policies([policy])
+
+
+@pytest.mark.parametrize(
+    ("written", "expected"),
+    [
+        ("1e5", 100000.0),  # a number to kubectl (go-yaml), text to YAML 1.1
+        ("2.5E3", 2500.0),
+        ("-1e-5", None),  # read as a number, then refused as one: "must be > 0"
+        ("1e400", None),  # too large for a float: refused as not finite
+        ('"1e5"', None),  # quoted: text, as everywhere
+    ],
+)
+def test_exponent_numbers_read_as_kubernetes_reads_them(written, expected):
+    policy, issues = check_policy_text(
+        MINIMAL.replace("perReplica: 2000", f"perReplica: {written}"), "e.yaml"
+    )
+    if expected is None:
+        (issue,) = issues
+        assert issue.path == "spec.capacity.perReplica"
+        assert "got" in issue.message
+        assert "a string" not in issue.message or written.startswith('"')
+    else:
+        assert policy is not None
+        assert policy.capacity.per_replica == expected
+
+
+@pytest.mark.parametrize(
+    ("field", "message"),
+    [
+        ("maxReplicas: 2147483648", "spec.maxReplicas: must be <= 2147483647, got 2147483648"),
+        ("maxReplicas: 1.0e+300", "spec.maxReplicas: must be <= 2147483647, got a 301-digit number"),
+        ("scaleUp: {maxStepReplicas: 100000000000000000000}", "must be <= 2147483647, got a 21-digit number"),
+    ],
+)
+def test_replica_counts_beyond_kubernetes_int32_are_refused(field, message):
+    (line,) = errors(with_spec(field))
+    assert line.endswith(message)
 
 
 # --- hostile files: refused cheaply, in one short line each ----------------------------------------

@@ -168,6 +168,29 @@ async def test_topic_deleted_while_sampling_drops_out_without_failing(
     assert not after.stale
 
 
+async def test_a_commit_past_the_end_is_no_lag_and_does_not_hide_lag_elsewhere(
+    kafka_settings: KafkaSettings, unique: str
+) -> None:
+    """Kafka takes any committed offset (and an unclean leader election can truncate a log below
+    one): the partition has nothing to read, and its surplus must not cancel the real backlog of
+    the group's other partitions (it did: a total lag of -948 for 47 messages behind)."""
+    topic, group = f"{unique}-t", f"{unique}-g"
+    bootstrap = kafka_settings.bootstrap[0]
+    await create_topics(bootstrap, {topic: 2})
+    await produce(bootstrap, {(topic, 0): 5, (topic, 1): 50})
+    await commit(bootstrap, group, {(topic, 0): 1000, (topic, 1): 3})
+    async with Sampler(kafka_settings, SamplerSettings(groups=(group,))) as sampler:
+        snapshots = [await sampler.sample() for _ in range(2)]
+    for snapshot in snapshots:
+        assert table(snapshot, group) == {(topic, 0): (1000, 5, 0), (topic, 1): (3, 50, 47)}
+        sample = snapshot.group(group)
+        assert sample is not None
+        assert sample.total_lag == 47
+    last = snapshots[1].group(group)
+    assert last is not None
+    assert last.partitions[0].lag_seconds == 0.0
+
+
 async def test_deleted_and_unknown_groups_are_reported_not_found(
     kafka_settings: KafkaSettings, unique: str
 ) -> None:
@@ -231,6 +254,7 @@ async def test_run_loop_is_cancelled_cleanly(kafka_settings: KafkaSettings, uniq
         ({"groups": ("g",), "all_groups": True}, "either group names or all groups"),
         ({"groups": ("g",), "interval": 0}, "interval must be positive"),
         ({"groups": ("g",), "history": 1}, "history must keep at least"),
+        ({"groups": ("g",), "history": 10**20}, "history must keep at most 10000 samples"),
     ],
 )
 def test_sampler_settings_are_validated(kwargs: dict[str, object], message: str) -> None:

@@ -20,6 +20,7 @@ import pytest
 from lagscaler_demo.harness import LocalCluster, aggregator_headers
 from lagscaler_demo.localkafka import KafkaEndpoint, LocalBroker
 from lagscaler_demo.seed import commit, create_topics, produce
+from structlog.typing import EventDict
 from support import eventually
 
 from lagscaler.edges.api import parse_quantity
@@ -158,6 +159,31 @@ async def test_serves_lag_and_a_decision_for_a_real_group(
             # below what the backlog needs, and the decision is explained in the loop's record.
             decision = service.loop.decisions["shop/orders"]
             assert decision.desired_replicas == round(desired)
+        finally:
+            await client.close()
+
+
+async def test_a_group_or_topic_name_that_is_no_label_value_is_served_without_that_label(
+    kafka: KafkaEndpoint, cluster: LocalCluster, tmp_path: Path, unique: str
+) -> None:
+    """Kafka names may be longer than a label value's 63 characters, and a group name may hold any
+    character: such a workload is served without the label, and never stops the others being served
+    (it did: one cycle's metrics are published together, and the bad label refused them all)."""
+    plain_topic, plain_group = f"{unique}-orders", f"{unique}-workers"
+    long_topic, odd_group = f"{unique}-" + "t" * 70, f"{unique}:billing consumers"
+    policies = await lagging_workload(kafka.bootstrap, tmp_path, "orders", plain_topic, plain_group)
+    await seed_lagging_group(kafka.bootstrap, long_topic, odd_group)
+    (policies / "billing.yaml").write_text(policy_yaml("billing", odd_group, long_topic))
+
+    async with running_service(serve_settings(cluster, kafka.bootstrap, policies)) as service:
+        client = Client(cluster, service)
+        try:
+            for workload in ("orders", "billing"):
+                await eventually(lambda: _has_value(client, workload))  # noqa: B023 - awaited at once
+            _, body = await client.metric("lagscaler_lag_messages", "billing")
+            assert body["items"][0]["metricLabels"] == {"lagscaler.io/workload": "billing"}
+            _, body = await client.metric("lagscaler_lag_messages", "orders")
+            assert body["items"][0]["metricLabels"]["lagscaler.io/group"] == plain_group
         finally:
             await client.close()
 
@@ -337,3 +363,26 @@ async def test_the_engine_state_survives_a_restart_and_a_damaged_file_is_kept_as
     assert len(kept) == 1
     assert kept[0].read_bytes() == b"half a file"  # nothing is lost
     assert state_file.exists()  # a fresh state was written in its place
+
+
+async def test_a_state_file_that_cannot_be_written_costs_a_warning_not_the_service(
+    kafka: KafkaEndpoint, cluster: LocalCluster, tmp_path: Path, unique: str, logs: list[EventDict]
+) -> None:
+    """A full, read-only or missing volume (here: the state file's directory is a regular file, so
+    every write fails as it would there) must not stop scaling, nor the shutdown."""
+    topic, group = f"{unique}-orders", f"{unique}-workers"
+    policies = await lagging_workload(kafka.bootstrap, tmp_path, "orders", topic, group)
+    (tmp_path / "volume").write_text("not a directory")
+    state_file = tmp_path / "volume" / "engine.npz"
+    settings = replace(serve_settings(cluster, kafka.bootstrap, policies), state_file=state_file)
+    async with running_service(settings) as service:
+        client = Client(cluster, service)
+        try:
+            await eventually(lambda: _has_value(client, "orders"))
+            exposition = await client.prometheus()
+            assert 'lagscaler_sample_cycle_errors_total{reason="state-file"}' in exposition
+        finally:
+            await client.close()
+    warnings = [e for e in logs if e["event"] == "engine state not saved"]
+    assert len(warnings) >= 2  # the periodic save and the one at shutdown
+    assert all(e["file"] == str(state_file) and e["log_level"] == "warning" for e in warnings)

@@ -128,3 +128,96 @@ def test_unchanged_files_are_not_read_again(tmp_path: Path) -> None:
     watcher.refresh()
     watcher.refresh()
     assert reads == [tmp_path / "bomb.yaml"]
+
+
+def test_a_file_deleted_while_the_directory_is_read_is_gone_not_an_error(tmp_path: Path) -> None:
+    """Listed, then deleted before it is read: its policy goes at once, with no "no such file"
+    error for a file nobody has any more."""
+    for name in ("clickstream", "sessionizer"):
+        (tmp_path / f"{name}.yaml").write_text((POLICIES / f"{name}.yaml").read_text())
+
+    def deleting(path: Path) -> tuple[ScalingPolicy | None, list[PolicyIssue]]:
+        if path.name == "clickstream.yaml" and deleting.armed:
+            path.unlink()
+        return check_policy_file(path)
+
+    deleting.armed = False  # type: ignore[attr-defined]
+    watcher = PolicyWatcher(tmp_path, check=deleting)
+    assert len(watcher.refresh().policies) == 2
+    (tmp_path / "clickstream.yaml").write_text((POLICIES / "clickstream.yaml").read_text() + "\n")
+    deleting.armed = True  # type: ignore[attr-defined]
+    after = watcher.refresh()
+    assert [p.name for p in after.policies] == ["sessionizer"]
+    assert not after.errors
+
+
+class ConfigMapVolume:
+    """A directory updated the way the kubelet updates a mounted ConfigMap.
+
+    ``k8s.io/kubernetes`` ``pkg/volume/util/atomic_writer.go`` ``AtomicWriter.Write``: the files go
+    into a new hidden timestamped directory, a ``..data_tmp`` symlink to it is renamed over
+    ``..data``, each user-visible name is a symlink ``name -> ..data/name`` (created for new names,
+    removed for names no longer in the ConfigMap), and the old directory is deleted.
+    """
+
+    def __init__(self, root: Path) -> None:
+        self.root = root
+        self.generation = 0
+
+    def write(self, files: dict[str, str]) -> None:
+        self.generation += 1
+        payload = self.root / f"..2026_12_07_00_00_{self.generation:02d}.000000001"
+        payload.mkdir()
+        for name, text in files.items():
+            (payload / name).write_text(text)
+        data = self.root / "..data"
+        old = data.resolve() if data.is_symlink() else None
+        (self.root / "..data_tmp").symlink_to(payload.name)
+        (self.root / "..data_tmp").rename(data)
+        for name in files:
+            if not (self.root / name).is_symlink():
+                (self.root / name).symlink_to(f"..data/{name}")
+        for link in self.root.iterdir():
+            if link.is_symlink() and not link.name.startswith("..") and link.name not in files:
+                link.unlink()
+        if old is not None:
+            for leftover in old.iterdir():
+                leftover.unlink()
+            old.rmdir()
+
+
+def test_configmap_updates_swap_policies_keep_the_last_good_one_and_drop_removed_ones(tmp_path: Path) -> None:
+    clickstream = (POLICIES / "clickstream.yaml").read_text()
+    sessionizer = (POLICIES / "sessionizer.yaml").read_text()
+    volume = ConfigMapVolume(tmp_path)
+    volume.write({"clickstream.yaml": clickstream, "sessionizer.yaml": sessionizer})
+    watcher = PolicyWatcher(tmp_path)
+    first = watcher.refresh()
+    assert sorted(p.name for p in first.policies) == ["clickstream", "sessionizer"]
+    assert not first.errors
+
+    # One update breaks a file and changes the other: the broken one keeps its last good version,
+    # the error names the file (as the user sees it) and the field; the other one's change is in force.
+    volume.write(
+        {
+            "clickstream.yaml": clickstream.replace("maxLagSeconds: 30", "maxLagSeconds: soon"),
+            "sessionizer.yaml": sessionizer.replace("maxReplicas: 32", "maxReplicas: 24"),
+        }
+    )
+    second = watcher.refresh()
+    by_name = {p.name: p for p in second.policies}
+    assert sorted(by_name) == ["clickstream", "sessionizer"]
+    assert by_name["clickstream"] == next(p for p in first.policies if p.name == "clickstream")
+    assert by_name["sessionizer"].max_replicas == 24
+    (problem, kept) = second.errors[str(tmp_path / "clickstream.yaml")]
+    assert problem.startswith(f"{tmp_path / 'clickstream.yaml'}:")
+    assert 'spec.maxLagSeconds: expected a number, got "soon"' in problem
+    assert "keeping the last valid version of analytics/clickstream" in kept
+
+    # The next update fixes nothing but removes the file from the ConfigMap: its policy goes.
+    volume.write({"sessionizer.yaml": sessionizer})
+    third = watcher.refresh()
+    assert [p.name for p in third.policies] == ["sessionizer"]
+    assert third.policies[0].max_replicas == 32
+    assert not third.errors
+    assert third.version > second.version > first.version

@@ -8,11 +8,14 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+from hypothesis.extra import numpy as hnp
 
 from lagscaler.core.engine import EngineState, Observation, ObservationBatch, PolicyArrays, decide
 from lagscaler.core.engine.reload import carry_over
 from lagscaler.core.policy.model import Capacity, KafkaSource, ScaleTargetRef, ScalingPolicy
-from lagscaler.service.statefile import StateFileError, load_state, save_state
+from lagscaler.service.statefile import FORMAT, StateFileError, load_state, save_state
 
 
 def policy(name: str) -> ScalingPolicy:
@@ -154,3 +157,39 @@ def test_a_file_of_the_previous_format_is_refused_naming_both_formats(tmp_path: 
     with pytest.raises(StateFileError, match="state file format 2, this lagscaler reads 3") as caught:
         load_state(path)
     assert str(path) in str(caught.value)
+
+
+# Any array numpy can save without pickling, in any shape: what a file from another version, a
+# half-restored backup or a stray npz could hold under each name the loader reads.
+_ARRAYS = hnp.arrays(
+    dtype=st.sampled_from(["i8", "u1", "f8", "b1", "<U3", "c16"]),
+    shape=hnp.array_shapes(min_dims=0, max_dims=3, min_side=0, max_side=3),
+)
+_NAMES = ["__format__", "__keys__", *(item.name for item in fields(EngineState))]
+
+
+@settings(max_examples=200, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(
+    columns=st.dictionaries(st.sampled_from(_NAMES), _ARRAYS, max_size=len(_NAMES)),
+    valid_header=st.booleans(),
+)
+def test_any_npz_is_loaded_or_refused_with_a_state_file_error(
+    tmp_path: Path, columns: dict[str, np.ndarray], valid_header: bool
+) -> None:
+    """Never another exception: the loop treats a StateFileError as "move it aside, start fresh",
+    and anything else would stop the service at every start (a crash loop)."""
+    if valid_header:
+        columns |= {"__format__": np.asarray(FORMAT), "__keys__": np.asarray(["shop/a"])}
+    path = tmp_path / "any.npz"
+    with path.open("wb") as out:
+        np.savez(out, **columns)
+    try:
+        loaded = load_state(path)
+    except StateFileError as exc:
+        problem = str(exc)
+    else:
+        assert loaded is not None
+        keys, state = loaded
+        assert all(getattr(state, item.name).shape[:1] == (len(keys),) for item in fields(EngineState))
+        return
+    assert str(path) in problem

@@ -67,6 +67,12 @@ class KubeApiStandIn:
     grants: list[Grant] = field(default_factory=list)
     configmap_data: dict[str, str] | None = None
     down: bool = False
+    # Faults a real kube-apiserver shows but not on demand, for the review endpoints: "hang-up" closes
+    # the connection without an answer (a restarting apiserver closing its keep-alive connections),
+    # "proxy-page" answers 200 with an HTML page (a proxy in front of it).
+    fault: str | None = None
+    # While set and not yet fired, token reviews are recorded and then held: a slow kube-apiserver.
+    hold_token_reviews: asyncio.Event | None = None
     token_reviews: list[dict[str, Any]] = field(default_factory=list)
     access_reviews: list[dict[str, Any]] = field(default_factory=list)
 
@@ -156,6 +162,11 @@ class KubeApiStandIn:
     def _refuse(self, request: web.Request) -> web.Response | None:
         if self.down:
             return self._status(503, "ServiceUnavailable", "the stand-in is down")
+        if self.fault == "hang-up" and request.transport is not None:
+            request.transport.abort()
+            return web.Response()  # never sent
+        if self.fault == "proxy-page":
+            return web.Response(text="<html>502 Bad Gateway</html>", content_type="text/html")
         if request.headers.get("Authorization") != f"Bearer {self.admin_token}":
             return self._status(401, "Unauthorized", "Unauthorized")
         return None
@@ -171,6 +182,8 @@ class KubeApiStandIn:
             return refusal
         review = await request.json()
         self.token_reviews.append(review)
+        if self.hold_token_reviews is not None:
+            await self.hold_token_reviews.wait()
         user = self.tokens.get(review.get("spec", {}).get("token", ""))
         status: dict[str, Any] = {"authenticated": user is not None}
         if user is not None:

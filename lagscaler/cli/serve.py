@@ -104,9 +104,11 @@ class HandoverOptions(Options):
         DEFAULT_LEASE_NAME
     )
     """kubernetes: the leader Lease; every serve replica that shares it runs handovers one at a time."""
-    handover_control_topic: Annotated[str, Field(min_length=1, json_schema_extra={"metavar": "TOPIC"})] = (
-        DEFAULT_CONTROL_TOPIC
-    )
+    # Kafka's rule for topic names (``org.apache.kafka.common.internals.Topic.validate``): refused
+    # here rather than when the first handover creates the topic.
+    handover_control_topic: Annotated[
+        str, Field(max_length=249, pattern=r"^[A-Za-z0-9._-]+$", json_schema_extra={"metavar": "TOPIC"})
+    ] = DEFAULT_CONTROL_TOPIC
     """The compacted control topic (created if missing)."""
     handover_warmup_timeout: Annotated[float, Field(gt=0, json_schema_extra={"metavar": "SECONDS"})] = 120.0
     """Abort a handover whose new generation is not warm by then. A workload whose policy states its

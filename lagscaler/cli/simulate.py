@@ -29,6 +29,7 @@ from lagscaler.errors import UserError
 LONG_RUN_STEPS = 200_000  # above this a progress bar is shown even when stderr is not a terminal
 DEFAULT_COMMIT_INTERVAL = 5.0  # Kafka consumer's auto.commit.interval.ms default (5000)
 PLOT_POINTS = 1000  # buckets per series in the report: about one per pixel of the plot's width
+MAX_PARTITIONS = 100_000  # far more than a topic has; the simulator holds arrays of this size per policy
 
 
 def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
@@ -162,8 +163,10 @@ def _run(args: argparse.Namespace) -> int:
     for flag, value in (("--metric-delay", args.metric_delay), ("--commit-interval", args.commit_interval)):
         if not (math.isfinite(value) and value >= 0):
             raise UserError(f"{flag} must be a number of seconds >= 0, got {value:g}")
-    if not math.isfinite(args.step):
-        raise UserError(f"--step must be a finite number of seconds, got {args.step:g}")
+    partitions = args.partitions if args.partitions is not None else policy.max_replicas
+    if partitions > MAX_PARTITIONS:  # the simulator holds several arrays of this size per policy
+        given = "--partitions" if args.partitions is not None else f"the policy's maxReplicas ({args.policy})"
+        raise UserError(f"{given}: at most {MAX_PARTITIONS} partitions can be simulated, got {partitions}")
     scenario = Scenario.from_policy(
         policy,
         partitions=args.partitions,

@@ -109,6 +109,8 @@ class PolicyWatcher:
             if policy is not None:
                 files[path] = _FileState(stamp or (0, 0, 0), policy)
                 continue
+            if _stamp(path) is None:  # deleted while being read: gone, as if listed a moment later
+                continue
             kept = old.policy if old is not None else None
             problems = tuple(str(i) for i in issues)
             if kept is not None:

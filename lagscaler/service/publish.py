@@ -2,7 +2,10 @@
 
 For each workload the API serves one item per metric, labelled ``lagscaler.io/workload`` and
 ``lagscaler.io/group`` (and ``lagscaler.io/topic`` when the workload reads exactly one topic, so a
-topic selector cannot silently sum a multi-topic workload's lag-in-seconds):
+topic selector cannot silently sum a multi-topic workload's lag-in-seconds). A group or topic name
+that cannot be a label value (Kafka allows 249 characters, and any character in a group name; a
+label value has at most 63 of ``[A-Za-z0-9._-]``) is left out rather than refused: the workload
+label, a DNS label, always fits, and is what an HPA selects on:
 
 * ``lagscaler_desired_replicas``: the engine's count encoded for a stock HPA (see
   :mod:`lagscaler.core.hpa.metric`); this is the metric the recommended HPA acts on;
@@ -31,6 +34,7 @@ from lagscaler.core.hpa.served import (
 from lagscaler.core.policy import ScalingPolicy, StaleAction
 from lagscaler.core.policy.hpa import hpa_spec_for
 from lagscaler.edges.api.cache import MetricValue, WorkloadMetrics
+from lagscaler.edges.api.selector import validate_label_value
 
 
 @dataclass(frozen=True, slots=True)
@@ -60,7 +64,7 @@ def labels_for(policy: ScalingPolicy, topics: tuple[str, ...]) -> dict[str, str]
     labels = {WORKLOAD_LABEL: policy.name, GROUP_LABEL: policy.kafka.group}
     if len(topics) == 1:
         labels[TOPIC_LABEL] = topics[0]
-    return labels
+    return {key: value for key, value in labels.items() if validate_label_value(value) is None}
 
 
 def workload_metrics(

@@ -16,7 +16,7 @@ from pathlib import Path
 from lagscaler.edges.api import ApiSettings, CheckResult, HealthChecks, MetricsCache, RunningApi, running_api
 from lagscaler.edges.kafka import KafkaSettings
 from lagscaler.edges.observability import ServiceMetrics
-from lagscaler.edges.sampler import Sampler, SamplerSettings
+from lagscaler.edges.sampler import MAX_HISTORY, Sampler, SamplerSettings
 from lagscaler.errors import UserError
 from lagscaler.logs import get_logger
 from lagscaler.service.handover import HandoverBackend, running_handover
@@ -44,6 +44,15 @@ class ServeSettings:
             raise UserError(f"--sample-interval must be positive, got {self.interval:g}")
         if self.history < 2:
             raise UserError(f"--history must keep at least 2 samples, got {self.history}")
+        if self.history > MAX_HISTORY:  # here, not when the first policy loads and the sampler starts
+            raise UserError(f"--history must keep at most {MAX_HISTORY} samples, got {self.history}")
+        if self.state_file is not None and (not self.state_file.name or self.state_file.is_dir()):
+            # A directory (the volume's mount point, say) would be taken for an unreadable state file
+            # and moved aside; an empty value (a template that rendered nothing) has no name at all.
+            raise UserError(
+                f"--state-file must name a file, got {str(self.state_file)!r}"
+                + (": a directory; name a file in it" if self.state_file.is_dir() else "")
+            )
 
     def sampler_settings(self, groups: tuple[str, ...]) -> SamplerSettings:
         timeout = self.cycle_timeout if self.cycle_timeout is not None else max(5.0, self.interval)

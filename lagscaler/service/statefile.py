@@ -72,10 +72,14 @@ def load_state(path: Path) -> tuple[tuple[str, ...], EngineState] | None:
         with np.load(path, allow_pickle=False) as data:
             if _FORMAT not in data.files or _KEYS not in data.files:
                 raise StateFileError(f"{path}: not a lagscaler state file (no format or keys)")
-            version = int(data[_FORMAT])
+            marker = data[_FORMAT]  # one integer; anything else is no format this version wrote
+            version = int(marker) if marker.shape == () and marker.dtype.kind in "iu" else "unknown"
             if version != FORMAT:
                 raise StateFileError(f"{path}: state file format {version}, this lagscaler reads {FORMAT}")
-            keys = tuple(str(k) for k in data[_KEYS].tolist())
+            names = data[_KEYS]
+            if names.ndim != 1 or names.dtype.kind != "U":
+                raise StateFileError(f"{path}: the workload keys are not a list of names")
+            keys = tuple(str(k) for k in names.tolist())
             columns = {}
             for item in fields(EngineState):
                 if item.name not in data.files:

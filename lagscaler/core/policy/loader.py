@@ -116,6 +116,11 @@ _SCALAR_TAGS = {
 _MAP = "tag:yaml.org,2002:map"
 _SEQ = "tag:yaml.org,2002:seq"
 _TIMESTAMP = "tag:yaml.org,2002:timestamp"
+# A float as Kubernetes reads YAML (go-yaml v2 ``resolve.go`` ``yamlStyleFloat``, which
+# sigs.k8s.io/yaml uses): ``1e5`` and ``2.5e5`` are numbers there, but text to PyYAML, whose YAML 1.1
+# floats need a dot and a signed exponent (``2.5e+5``). A plain scalar of this form is read as the
+# number a user (and kubectl) takes it for; quoted, it stays text.
+_GO_YAML_FLOAT = re.compile(r"^[-+]?(\.[0-9]+|[0-9]+(\.[0-9]*)?)([eE][-+]?[0-9]+)?$")
 
 
 @dataclass
@@ -220,6 +225,11 @@ def _plain_scalar(doc: _Document, node: yaml.ScalarNode, path: PathKey) -> Any:
     Dates stay text because a policy has none (the schema then says what type was wanted), and
     non-finite numbers are refused because no field of a policy means anything with them.
     """
+    if node.tag == _STR and not node.style and _GO_YAML_FLOAT.match(node.value):  # plain: None or ""
+        value = float(node.value)
+        if not math.isfinite(value):  # 1e400
+            _unreadable(doc, node, path, f"must be a finite number, got {node.value}")
+        return value
     if node.tag in (_STR, _TIMESTAMP):
         return node.value
     if node.tag not in _SCALAR_TAGS:
@@ -254,7 +264,11 @@ def _model_message(kind: str, value: Any, ctx: dict[str, Any], message: str) -> 
     """The message for one pydantic error (``kind`` is its ``type``), in the loader's words."""
     if kind in _BOUNDS:
         name, relation = _BOUNDS[kind]
-        return f"must be {relation} {ctx[name]:g}, got {value!r}"
+        bound = ctx[name]  # a whole bound in full (2147483647, not 2.14748e+09)
+        shown = str(bound) if isinstance(bound, int) else f"{bound:g}"
+        huge = isinstance(value, int) and abs(value) > 10**15  # 1e300 as an integer is 301 digits
+        got = f"a {len(str(abs(value)))}-digit number" if huge else repr(value)
+        return f"must be {relation} {shown}, got {got}"
     if kind in ("dataclass_type", "dict_type", "model_type"):
         return f"expected a mapping, got {describe(value)}"
     if kind in ("tuple_type", "list_type"):
@@ -367,15 +381,23 @@ def _semantic_issues(doc: _Document) -> None:
 # --- entry points -------------------------------------------------------------------------------
 
 
-def _yaml_issue(file: str, exc: yaml.YAMLError) -> PolicyIssue:
+def _yaml_issue(file: str, exc: yaml.YAMLError, text: str) -> PolicyIssue:
     if isinstance(exc, yaml.MarkedYAMLError) and exc.problem_mark is not None:
         mark = exc.problem_mark
         problem = exc.problem or "invalid YAML"
         context = f" ({exc.context})" if exc.context else ""
         return PolicyIssue(file, mark.line + 1, mark.column + 1, "<yaml>", f"{problem}{context}")
     if isinstance(exc, yaml.reader.ReaderError):
+        # The reader gives an offset into the whole text, not a line and column; libyaml's counts
+        # the bytes of the text in UTF-8, PyYAML's own its characters.
+        offset = exc.position
+        if _LOADER is not yaml.SafeLoader:
+            offset = len(text.encode("utf-8", "surrogatepass")[:offset].decode("utf-8", "ignore"))
+        offset = min(max(offset, 0), len(text))
+        line = text.count("\n", 0, offset) + 1
+        column = offset - text.rfind("\n", 0, offset)
         return PolicyIssue(
-            file, 1, exc.position + 1, "<yaml>", f"unacceptable character {exc.character!r}: {exc.reason}"
+            file, line, column, "<yaml>", f"unacceptable character {exc.character!r}: {exc.reason}"
         )
     return PolicyIssue(file, 1, 1, "<yaml>", str(exc))  # pragma: no cover - every YAMLError has a position
 
@@ -387,15 +409,17 @@ def _documents(text: str, file: str) -> tuple[list[yaml.Node], list[PolicyIssue]
             if node is not None:
                 nodes.append(node)
     except yaml.YAMLError as exc:
-        return nodes, [_yaml_issue(file, exc)]
+        return nodes, [_yaml_issue(file, exc, text)]
     except RecursionError:
         return nodes, [PolicyIssue(file, 1, 1, "<yaml>", _TOO_DEEP)]
     return nodes, []
 
 
 def _too_large(source: str, size: int) -> PolicyIssue:
+    # A device or pipe has no size: say "more than" what was read rather than "0 bytes is too large".
+    amount = f"{size} bytes is" if size > MAX_FILE_BYTES else f"more than {MAX_FILE_BYTES} bytes is"
     return PolicyIssue(
-        source, 1, 1, "<file>", f"{size} bytes is too large for a policy file (at most {MAX_FILE_BYTES})"
+        source, 1, 1, "<file>", f"{amount} too large for a policy file (at most {MAX_FILE_BYTES})"
     )
 
 
@@ -450,9 +474,7 @@ def _read(path: Path) -> tuple[str | None, list[PolicyIssue]]:
     except FileNotFoundError:
         return None, [PolicyIssue(name, 1, 1, "<file>", "no such file")]
     except IsADirectoryError:
-        return None, [
-            PolicyIssue(name, 1, 1, "<file>", "is a directory; give a policy file (or use load_policy_dir)")
-        ]
+        return None, [PolicyIssue(name, 1, 1, "<file>", "is a directory; give a policy file")]
     except OSError as exc:
         return None, [PolicyIssue(name, 1, 1, "<file>", f"cannot read: {exc.strerror or exc}")]
     if len(data) > MAX_FILE_BYTES:

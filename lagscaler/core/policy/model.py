@@ -121,6 +121,11 @@ def _unique(items: tuple[str, ...]) -> tuple[str, ...]:
     return items
 
 
+INT32_MAX = 2**31 - 1
+"""Largest replica count: Kubernetes keeps replicas in 32 bits (``HorizontalPodAutoscalerSpec``'s
+``MaxReplicas`` and ``ScaleSpec``'s ``Replicas`` are ``int32`` in ``k8s.io/api``), and the engine's
+arrays in 64; a larger number is a typo, never a plan."""
+
 NUMBER = BeforeValidator(_number)
 INTEGER = BeforeValidator(_integer)
 BOOLEAN = BeforeValidator(_boolean)
@@ -260,7 +265,7 @@ class ScaleUp:
     """Act on the lowest recommendation of this many seconds (0: act at once)."""
     max_step_percent: Annotated[float, Field(gt=0), NUMBER] = 100.0
     """At most this percentage of the current replicas added in one step."""
-    max_step_replicas: Annotated[int, Field(ge=1), INTEGER] = 8
+    max_step_replicas: Annotated[int, Field(ge=1, le=INT32_MAX), INTEGER] = 8
     """At most this many replicas added in one step (the larger of the two limits applies)."""
 
 
@@ -275,7 +280,7 @@ class ScaleDown:
     workload whose warm-up is longer than its SLO still protects it (it is not shortened for you)."""
     max_step_percent: Annotated[float, Field(gt=0, le=100), NUMBER] = 50.0
     """At most this percentage of the current replicas removed in one step."""
-    max_step_replicas: Annotated[int, Field(ge=1), INTEGER] = 4
+    max_step_replicas: Annotated[int, Field(ge=1, le=INT32_MAX), INTEGER] = 4
     """At most this many replicas removed in one step."""
     payback_horizon_seconds: Annotated[float, Field(gt=0), NUMBER] = 3600.0
     """A scale-down must save more replica-seconds, while the lower count lasts (at most this
@@ -300,7 +305,7 @@ class Stateful:
     quantity such as 200Gi."""
     changelog_topic: KafkaName | None = None
     """A changelog topic whose size lagscaler measures and uses as the state size."""
-    standby_replicas: Annotated[int, Field(ge=0), INTEGER] = 0
+    standby_replicas: Annotated[int, Field(ge=0, le=INT32_MAX), INTEGER] = 0
     """Standby replicas per task (num.standby.replicas): a standby makes failover near-instant."""
 
 
@@ -314,7 +319,7 @@ class Fallback:
     action: StaleAction = StaleAction.ERROR
     """error: answer an error, so the HPA freezes at the current count. replicas: serve a value that
     takes the HPA to fallback.replicas. hold: keep serving the last decision."""
-    replicas: Annotated[int, Field(ge=0), INTEGER] | None = None
+    replicas: Annotated[int, Field(ge=0, le=INT32_MAX), INTEGER] | None = None
     """The replica count for action: replicas; within [minReplicas, maxReplicas]."""
 
 
@@ -359,9 +364,9 @@ class PolicySpec:
     (--handover-backend kubernetes: a Deployment per generation cloned from scaleTargetRef, which must
     be an apps/v1 Deployment; lagscaler scales scaleTargetRef itself to 0). Without one such a policy
     gets metrics only."""
-    min_replicas: Annotated[int, Field(ge=1), INTEGER] = 1
+    min_replicas: Annotated[int, Field(ge=1, le=INT32_MAX), INTEGER] = 1
     """Never fewer replicas than this."""
-    max_replicas: Annotated[int, Field(ge=1), INTEGER] = 10
+    max_replicas: Annotated[int, Field(ge=1, le=INT32_MAX), INTEGER] = 10
     """Never more replicas than this. lagscaler also never asks for more replicas than the topics
     have partitions (the extra consumers would idle); keep this at or below the partition count so
     the HPA's clamp lands exactly on it."""

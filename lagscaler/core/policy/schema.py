@@ -124,7 +124,11 @@ def _rules(schema: dict[str, Any]) -> str:
         if _resolve(option).get("type") != "null":
             parts.append(_rules(option))
     words = {"minimum": ">=", "exclusiveMinimum": ">", "maximum": "<=", "exclusiveMaximum": "<"}
-    parts += [f"{op} {schema[key]:g}" for key, op in words.items() if key in schema]
+    parts += [
+        f"{op} {schema[key]}" if isinstance(schema[key], int) else f"{op} {schema[key]:g}"
+        for key, op in words.items()
+        if key in schema
+    ]
     if "minLength" in schema:
         parts.append(
             "not empty" if schema["minLength"] == 1 else f"at least {schema['minLength']} characters"

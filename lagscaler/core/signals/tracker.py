@@ -139,7 +139,10 @@ class SignalTracker:
         self._history.append(rows[fresh], {"committed": committed[fresh], "end": end[fresh], "time": now})
 
         has_commit = committed >= 0
-        lag = np.where(has_commit, (end - committed).astype(np.float64), np.nan)
+        # A commit past the end offset (any client may commit any offset; a log truncated by an unclean
+        # leader election ends below it) leaves nothing to read: lag 0, never a negative number that
+        # would cancel real lag on the group's other partitions.
+        lag = np.where(has_commit, np.maximum(end - committed, 0).astype(np.float64), np.nan)
 
         # Rates from the last two samples.
         count = self._history.count[rows]

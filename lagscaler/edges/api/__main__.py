@@ -53,7 +53,7 @@ def _workloads(raw: Any, sampled_at: float) -> list[WorkloadMetrics]:
                 )
             )
         except (KeyError, TypeError, ValueError) as exc:
-            raise UserError(f"--workloads: bad workload entry {entry!r}: {exc}") from exc
+            raise UserError(f"--workloads: bad workload entry {entry!r:.200}: {exc}") from exc
     return out
 
 
@@ -62,8 +62,10 @@ def _read_workloads(path: str | None) -> Any:
         return []
     try:
         return json.loads(Path(path).read_text())
-    except (OSError, json.JSONDecodeError) as exc:
+    except (OSError, ValueError) as exc:  # ValueError: not JSON, or not UTF-8
         raise UserError(f"--workloads {path}: {exc}") from exc
+    except RecursionError:
+        raise UserError(f"--workloads {path}: nested too deep") from None
 
 
 async def _serve(args: argparse.Namespace) -> None:

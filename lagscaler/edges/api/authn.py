@@ -353,10 +353,16 @@ class Authenticator:
         metrics: ServiceMetrics | None = None,
         token_ttl_seconds: float = 10.0,
         cache_entries: int = 4096,
+        max_token_reviews: int = 16,
         clock: Callable[[], float] = time.monotonic,
     ) -> None:
         self._source = source
         self._tokens = token_reviewer
+        # Anyone who reaches the port can make us ask about a new token per request. The reviews share
+        # the kube client (100 connections) with the SubjectAccessReviews the aggregator's requests
+        # need: past this many in flight a new token is refused at once instead of queueing.
+        self._max_reviews = max_token_reviews
+        self._reviewing = 0
         self._metrics = metrics
         self._token_ttl = token_ttl_seconds
         self._token_cache: TTLCache[bytes, _TokenAnswer] = TTLCache(cache_entries, clock)
@@ -475,7 +481,13 @@ class Authenticator:
         reviewer = self._tokens
 
         async def review() -> _TokenAnswer:
-            answer = _TokenAnswer(await reviewer.review_token(token))
+            if self._reviewing >= self._max_reviews:
+                raise AuthenticationFailed("token-review-busy", "too many token reviews in flight")
+            self._reviewing += 1
+            try:
+                answer = _TokenAnswer(await reviewer.review_token(token))
+            finally:
+                self._reviewing -= 1
             self._token_cache.put(key, answer, self._token_ttl)
             return answer
 

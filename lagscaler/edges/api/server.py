@@ -197,6 +197,8 @@ async def serve_https(
     The HTTPS listener enforces ``limits`` (see :mod:`lagscaler.edges.api.connections`): handshake and
     first-request deadlines, idle keep-alive, a connection cap, and quiet logging of malformed
     requests. It adds its request-tracking middleware to ``app``, which must not be running yet.
+    The metrics listener gets the same limits but the handshake's: it is as reachable (0.0.0.0 by
+    default), and connections held open there cost the same file descriptors.
     """
     limits = limits or ConnectionLimits()
     guard = ConnectionGuard(limits, metrics)
@@ -213,22 +215,38 @@ async def serve_https(
     )
     await runner.setup()
     metrics_runner: web.AppRunner | None = None
-    sweeper: asyncio.Task[None] | None = None
+    sweepers: list[asyncio.Task[None]] = []
     try:
         sock = _listener(settings.bind_address, settings.secure_port)
         await GuardedSite(runner, sock, ssl_context=tls.base, handshake_timeout=limits.header_timeout).start()
         assert runner.server is not None
-        sweeper = asyncio.create_task(guard.run(runner.server), name="https connection guard")
+        sweepers.append(asyncio.create_task(guard.run(runner.server), name="https connection guard"))
         metrics_port: int | None = None
         if metrics is not None and settings.metrics_port >= 0:
-            metrics_runner = web.AppRunner(metrics_app(metrics), access_log=None, handle_signals=False)
+            metrics_guard = ConnectionGuard(limits, metrics)
+            scrape = metrics_app(metrics)
+            scrape.middlewares.insert(0, metrics_guard.middleware)
+            metrics_runner = web.AppRunner(
+                scrape,
+                access_log=None,
+                handle_signals=False,
+                keepalive_timeout=limits.idle_timeout,
+                logger=cast(
+                    logging.Logger,
+                    MalformedRequestLog(logging.getLogger("lagscaler.edges.observability.requests"), metrics),
+                ),
+            )
             await metrics_runner.setup()
             msock = _listener(settings.metrics_bind_address, settings.metrics_port)
             await web.SockSite(metrics_runner, msock).start()
+            assert metrics_runner.server is not None
+            sweepers.append(
+                asyncio.create_task(metrics_guard.run(metrics_runner.server), name="metrics connection guard")
+            )
             metrics_port = msock.getsockname()[1]
         yield Endpoints(sock.getsockname()[1], metrics_port, guard)
     finally:
-        if sweeper is not None:
+        for sweeper in sweepers:
             sweeper.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await sweeper

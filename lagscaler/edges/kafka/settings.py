@@ -97,6 +97,8 @@ class Secret:
             return self.file.read_text().rstrip("\r\n")
         except OSError as exc:
             raise KafkaConfigError(f"cannot read secret file {self.file}: {exc.strerror}") from None
+        except UnicodeDecodeError:  # never quote it: the decoder's message shows the secret's bytes
+            raise KafkaConfigError(f"secret file {self.file} is not UTF-8 text") from None
 
     def __repr__(self) -> str:
         return f"Secret(<{self.source}>)"

@@ -9,10 +9,11 @@ a loopback stand-in (:mod:`lagscaler_demo.standin`) by kubeconfig: same code pat
 from __future__ import annotations
 
 import logging
-from collections.abc import Mapping
+from collections.abc import Awaitable, Mapping
 from dataclasses import dataclass, field
-from typing import Any, Protocol
+from typing import Any, Protocol, TypeVar
 
+import aiohttp
 from kubernetes_asyncio import client as k8s
 from kubernetes_asyncio.client.exceptions import ApiException
 
@@ -45,6 +46,28 @@ _TIMEOUT_SECONDS = 10.0  # like the apiserver's webhook clients: a hung review m
 
 class KubeReviewError(Exception):
     """kube-apiserver could not answer a review (unreachable, refused us, malformed answer)."""
+
+
+T = TypeVar("T")
+
+
+async def _ask(kind: str, call: Awaitable[T]) -> T:
+    """The review's answer, or :class:`KubeReviewError` for every way of not getting one.
+
+    Besides an error status and a refused or timed-out connection (``OSError``), a connection closed
+    before the answer (aiohttp's ``ServerDisconnectedError``, which is no ``OSError``: what a
+    restarting kube-apiserver does to keep-alive connections) and an answer that is not a review (a
+    proxy's HTML page: kubernetes_asyncio's models raise ``ValueError`` on a missing ``spec``) are
+    outages too, answered 401/503 like the others rather than a 500 per request.
+    """
+    try:
+        return await call
+    except ApiException as exc:
+        raise KubeReviewError(f"{kind} failed: HTTP {exc.status} {exc.reason}") from exc
+    except (OSError, aiohttp.ClientError) as exc:  # aiohttp's connection errors are partly OSErrors
+        raise KubeReviewError(f"{kind} failed: {str(exc) or type(exc).__name__}") from exc
+    except ValueError as exc:
+        raise KubeReviewError(f"{kind} failed: the answer is not a {kind}: {exc}") from exc
 
 
 @dataclass(frozen=True, slots=True)
@@ -130,12 +153,9 @@ class KubeTokenReviewer:
             kind="TokenReview",
             spec=k8s.V1TokenReviewSpec(token=token, audiences=self._audiences),
         )
-        try:
-            review = await self._api.create_token_review(body, _request_timeout=_TIMEOUT_SECONDS)
-        except ApiException as exc:
-            raise KubeReviewError(f"TokenReview failed: HTTP {exc.status} {exc.reason}") from exc
-        except OSError as exc:  # aiohttp's connection errors derive from OSError
-            raise KubeReviewError(f"TokenReview failed: {exc}") from exc
+        review = await _ask(
+            "TokenReview", self._api.create_token_review(body, _request_timeout=_TIMEOUT_SECONDS)
+        )
         status = review.status
         if status is None:
             raise KubeReviewError("TokenReview answer has no status")
@@ -175,12 +195,10 @@ class KubeAccessReviewer:
         body = k8s.V1SubjectAccessReview(
             api_version="authorization.k8s.io/v1", kind="SubjectAccessReview", spec=spec
         )
-        try:
-            review = await self._api.create_subject_access_review(body, _request_timeout=_TIMEOUT_SECONDS)
-        except ApiException as exc:
-            raise KubeReviewError(f"SubjectAccessReview failed: HTTP {exc.status} {exc.reason}") from exc
-        except OSError as exc:
-            raise KubeReviewError(f"SubjectAccessReview failed: {exc}") from exc
+        review = await _ask(
+            "SubjectAccessReview",
+            self._api.create_subject_access_review(body, _request_timeout=_TIMEOUT_SECONDS),
+        )
         status = review.status
         if status is None:
             raise KubeReviewError("SubjectAccessReview answer has no status")

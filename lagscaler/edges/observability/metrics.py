@@ -144,8 +144,8 @@ class ServiceMetrics:
         )
         self.api_connections_closed = Counter(
             "lagscaler_api_connections_closed_total",
-            "Connections the API closed to protect itself: no request within the header timeout "
-            "(header-timeout) or idle while over the connection cap (over-limit).",
+            "Connections the API or metrics listener closed to protect itself: no request within the "
+            "header timeout (header-timeout) or idle while over the connection cap (over-limit).",
             ["reason"],
             registry=r,
         )

@@ -7,6 +7,11 @@ from dataclasses import dataclass, field
 from lagscaler.core.signals.status import StatusRules
 from lagscaler.errors import UserError
 
+MAX_HISTORY = 10_000
+"""Most samples kept per partition. The rings are allocated per group partition up front (three
+8-byte numbers a sample), so ``--history`` sets memory before any sample arrives: 10,000 is
+28 hours at the default 10 s interval and about 240 MB for 1,000 partitions."""
+
 
 class SamplerConfigError(UserError):
     """The sampler settings are contradictory or out of range."""
@@ -54,6 +59,8 @@ class SamplerSettings:
             raise SamplerConfigError(
                 f"history must keep at least {max(2, self.status.window)} samples, got {self.history}"
             )
+        if self.history > MAX_HISTORY:
+            raise SamplerConfigError(f"history must keep at most {MAX_HISTORY} samples, got {self.history}")
         if not self.cycle_timeout > 0:
             raise SamplerConfigError(f"cycle timeout must be positive, got {self.cycle_timeout}")
         if self.concurrency < 1:
