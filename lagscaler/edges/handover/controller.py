@@ -52,6 +52,8 @@ __all__ = ["Deposed", "HandoverRunner", "HandoverSettings", "WorkloadController"
 
 log = get_logger("lagscaler.edges.handover")
 
+CONNECT_BACKOFF_MAX = 30.0  # s, the longest pause between two attempts to reach the control topic
+
 
 class Deposed(Exception):
     """The control topic holds a record of a higher term than ours: another controller leads."""
@@ -369,11 +371,37 @@ class HandoverRunner:
         self._leading = asyncio.Event()
 
     async def __aenter__(self) -> HandoverRunner:
-        await ensure_control_topic(self.kafka.client_options(), self.settings.control_topic)
-        await self.channel.start()
-        await self.admin.start()
+        await self._connect()
         self._main = asyncio.create_task(self._lead(), name="handover-leadership")
         return self
+
+    async def _connect(self) -> None:
+        """Reach the control topic and read it to its end, retrying until Kafka answers.
+
+        A broker that is down when ``serve`` starts is an outage to wait out, as the sampler waits
+        one out, not a reason to exit: every attempt that fails is one warning naming the topic and
+        the problem, then the next comes after a doubling pause of at most ``CONNECT_BACKOFF_MAX``.
+        Until it succeeds nothing about the handovers is known, so nothing after it may run (the
+        scaling loop would sample the wrong generation's group).
+        """
+        pause = self.settings.tick
+        while True:
+            try:
+                await ensure_control_topic(self.kafka.client_options(), self.settings.control_topic)
+                await self.channel.start()
+                await self.admin.start()
+                return
+            except Exception as exc:
+                await self.channel.close()
+                await self.admin.close()
+                log.warning(
+                    "handover control topic unreachable; retrying",
+                    topic=self.settings.control_topic,
+                    problem=str(exc) or type(exc).__name__,
+                    retry_in=round(pause, 1),
+                )
+                await asyncio.sleep(pause)
+                pause = min(2.0 * pause, CONNECT_BACKOFF_MAX)
 
     async def __aexit__(self, *exc: object) -> None:
         main, self._main = self._main, None
