@@ -360,6 +360,8 @@ def test_handover_args_are_accepted_by_lagscaler_serve() -> None:
             "controlTopic": "ops.handover",
             "warmupTimeoutSeconds": 300,
             "fenceTimeoutSeconds": 8,
+            "verifyTimeoutSeconds": 45,
+            "revertBackoffSeconds": 90,
         }
     )
     args = one(render(values), "Deployment")["spec"]["template"]["spec"]["containers"][0]["args"]
@@ -372,3 +374,4 @@ def test_handover_args_are_accepted_by_lagscaler_serve() -> None:
     assert handover.settings.control_topic == "ops.handover"
     assert handover.settings.warmup_timeout == 300
     assert handover.settings.fence_timeout == 8
+    assert (handover.settings.verify_timeout, handover.settings.revert_backoff) == (45, 90)

@@ -116,6 +116,12 @@ class HandoverOptions(Options):
     is measured from a changelog topic relies on this value."""
     handover_fence_timeout: Annotated[float, Field(gt=0, json_schema_extra={"metavar": "SECONDS"})] = 5.0
     """Kill an old worker that has not stopped by then."""
+    handover_verify_timeout: Annotated[float, Field(gt=0, json_schema_extra={"metavar": "SECONDS"})] = 30.0
+    """Hand a workload back to its old generation when the new one has made no progress past the cut
+    by then (at least the warm-up its policy implies, so a stateful catch-up is not taken for a hang)."""
+    handover_revert_backoff: Annotated[float, Field(gt=0, json_schema_extra={"metavar": "SECONDS"})] = 60.0
+    """After a hand-back, start no new handover of that workload for this long, doubled per hand-back in
+    a row (at most 64 times)."""
 
 
 class ServeOptions(ServiceOptions, HandoverOptions, KafkaOptions, ApiOptions):
@@ -225,6 +231,8 @@ def handover_from_options(options: HandoverOptions) -> HandoverBackend | None:
         control_topic=options.handover_control_topic,
         warmup_timeout=options.handover_warmup_timeout,
         fence_timeout=options.handover_fence_timeout,
+        verify_timeout=options.handover_verify_timeout,
+        revert_backoff=options.handover_revert_backoff,
     )
     if backend == "local":
         if options.handover_state_dir is None:
