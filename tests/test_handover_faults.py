@@ -24,7 +24,7 @@ import pytest
 from lagscaler_demo.localkafka import KafkaEndpoint, LocalBroker
 from lagscaler_demo.playground.handover_app import SinkBatch
 from lagscaler_demo.playground.handover_run import HandoverPlayground, PlaygroundSettings, crash_attributed
-from structlog.testing import capture_logs
+from structlog.typing import EventDict
 from support import eventually
 
 from lagscaler.edges.handover import HandoverSettings, Phase, Status
@@ -428,7 +428,7 @@ async def test_a_broker_restart_mid_handover_delays_it_and_loses_nothing(unique:
 
 
 async def test_a_controller_started_while_kafka_is_down_waits_for_it_and_then_leads(
-    unique: str, tmp_path: Path
+    unique: str, tmp_path: Path, logs: list[EventDict]
 ) -> None:
     """``serve --handover-*`` with the broker down at start-up: warnings naming the control topic, no exit.
 
@@ -438,26 +438,29 @@ async def test_a_controller_started_while_kafka_is_down_waits_for_it_and_then_le
     broker = LocalBroker()
     await asyncio.to_thread(broker.start)
     await asyncio.to_thread(broker.stop)  # its ports are known now, and nobody answers on them
+    kafka = KafkaSettings(bootstrap=(broker.bootstrap,), request_timeout=2.0)
+    handover = HandoverSettings(control_topic=f"{unique}-control", tick=0.2)
+    runner = local_runner(kafka, LocalHandover(tmp_path, settings=handover))
+    entering = asyncio.ensure_future(runner.__aenter__())
     try:
-        kafka = KafkaSettings(bootstrap=(broker.bootstrap,), request_timeout=2.0)
-        handover = HandoverSettings(control_topic=f"{unique}-control", tick=0.2)
-        runner = local_runner(kafka, LocalHandover(tmp_path, settings=handover))
-        with capture_logs() as logs:
-            entering = asyncio.ensure_future(runner.__aenter__())
 
-            def warned() -> None:
-                assert not entering.done(), entering
-                retries = [e for e in logs if e["event"] == "handover control topic unreachable; retrying"]
-                assert len(retries) >= 2, logs
-                assert all(e["topic"] == handover.control_topic and e["problem"] for e in retries)
+        def warned() -> None:
+            assert not entering.done(), entering
+            retries = [e for e in logs if e["event"] == "handover control topic unreachable; retrying"]
+            assert len(retries) >= 2, logs
+            assert all(e["topic"] == handover.control_topic and e["problem"] for e in retries)
 
-            await eventually(warned, within=60, what="retries while the broker is down")
-            await asyncio.to_thread(broker.start)
-            await eventually(entering.done, within=120, what="the runner reaching the restarted broker")
-            entering.result()  # entered, not failed
+        await eventually(warned, within=60, what="retries while the broker is down")
+        await asyncio.to_thread(broker.start)
+        await eventually(entering.done, within=120, what="the runner reaching the restarted broker")
+        entering.result()  # entered, not failed
         try:
             await eventually(lambda: runner.leading, within=60, what="the runner leading")
         finally:
             await runner.__aexit__(None, None, None)
     finally:
+        if not entering.done():
+            entering.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await entering
         await asyncio.to_thread(broker.close)
