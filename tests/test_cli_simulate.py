@@ -130,6 +130,21 @@ def test_table_output_and_a_report_directory(
         # arrays of this size would not fit in memory: refused, not a numpy traceback
         (["--partitions", "99999999999"], None, None, "--partitions: at most 100000 partitions"),
         ([], None, POLICY.replace("maxReplicas: 12", "maxReplicas: 2000000"), "at most 100000 partitions"),
+        # numbers the simulator's arithmetic cannot carry: named, not an overflow deep inside it
+        (
+            [],
+            "timestamp,value\n2024-01-01 00:00:00,100\n2024-01-01 00:05:00,1.7e308\n",
+            None,
+            "trace.csv:3: value '1.7e308' is above 1e+12 messages/s",
+        ),
+        (["--peak-rate", "1e308"], None, None, "--peak-rate: at most 1e+12 messages per second"),
+        (
+            [],
+            None,
+            POLICY + "  hpa:\n    syncPeriodSeconds: 1.0e+300\n",
+            "hpa.syncPeriodSeconds) must be > 0 and at most 1e+09 s, got 1e+300",
+        ),
+        (["--metric-delay", "1e300"], None, None, "metric_delay_seconds must be >= 0 and at most 1e+09"),
         (
             [],
             None,

@@ -3,19 +3,30 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import fields
+from dataclasses import fields, replace
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from hypothesis.extra import numpy as hnp
+from test_engine import obs as engine_obs
+from test_engine import policies as engine_policies
+from test_engine import situation
 
 from lagscaler.core.engine import EngineState, Observation, ObservationBatch, PolicyArrays, decide
 from lagscaler.core.engine.reload import carry_over
 from lagscaler.core.policy.model import Capacity, KafkaSource, ScaleTargetRef, ScalingPolicy
-from lagscaler.service.statefile import FORMAT, StateFileError, load_state, save_state
+from lagscaler.service.statefile import (
+    _FLOAT_RANGES,
+    _INT_MINIMUM,
+    FORMAT,
+    StateFileError,
+    load_state,
+    save_state,
+)
 
 
 def policy(name: str) -> ScalingPolicy:
@@ -193,3 +204,85 @@ def test_any_npz_is_loaded_or_refused_with_a_state_file_error(
         assert all(getattr(state, item.name).shape[:1] == (len(keys),) for item in fields(EngineState))
         return
     assert str(path) in problem
+
+
+# --- values: a file of the right shapes and types can still be poison ------------------------------
+
+
+def test_every_float_and_count_column_has_a_legal_range() -> None:
+    """A column added to the engine's state without a range here would load unchecked."""
+    ranged = set(_FLOAT_RANGES) | set(_INT_MINIMUM)
+    unchecked = {
+        item.name
+        for item in fields(EngineState)
+        if getattr(EngineState.initial(PolicyArrays.from_policies(())), item.name).dtype.kind == "f"
+    } - ranged
+    assert unchecked == set()
+
+
+@pytest.mark.parametrize(
+    ("column", "poison"),
+    [("level", np.nan), ("capacity", -np.inf), ("capacity", 0.0), ("trend", 1e300), ("down_life", -np.inf)],
+)
+def test_a_file_with_an_illegal_value_is_refused_naming_the_column(
+    tmp_path: Path, column: str, poison: float
+) -> None:
+    params = PolicyArrays.from_policies([policy("a")])
+    state = run(params, EngineState.initial(params), 0.0, 600.0, 4000.0)
+    poisoned = getattr(state, column).copy()
+    poisoned[0] = poison
+    path = tmp_path / "engine.npz"
+    save_state(path, params.keys, replace(state, **{column: poisoned}))
+    with pytest.raises(StateFileError, match=f"'{column}' holds") as caught:
+        load_state(path)
+    assert str(path) in str(caught.value)
+
+
+def _poison(shape: tuple[int, ...], dtype: np.dtype[Any]) -> st.SearchStrategy[np.ndarray[Any, Any] | None]:
+    """A column left as the engine wrote it (None), or replaced by arbitrary values of its type."""
+    elements = st.floats() if dtype.kind == "f" else st.integers(-(2**63), 2**63 - 1)
+    if dtype.kind == "b":
+        elements = st.booleans()
+    return st.none() | hnp.arrays(dtype=dtype, shape=shape, elements=elements)
+
+
+_ONE_ROW = EngineState.initial(PolicyArrays.from_policies([policy("a")]))
+
+
+@settings(max_examples=200, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(
+    p=engine_policies,
+    replaced=st.fixed_dictionaries(
+        {
+            item.name: _poison(getattr(_ONE_ROW, item.name).shape, getattr(_ONE_ROW, item.name).dtype)
+            for item in fields(EngineState)
+        }
+    ),
+    rate=st.floats(0.0, 60_000.0),
+    replicas=st.integers(0, 30),
+)
+def test_a_loaded_state_is_refused_or_decides_within_min_and_max(
+    tmp_path: Path,
+    p: ScalingPolicy,
+    replaced: dict[str, np.ndarray[Any, Any] | None],
+    rate: float,
+    replicas: int,
+) -> None:
+    """Arbitrary values in any column: refused (the service moves the file aside and starts fresh), or
+    the first decision on it is a count within the policy's bounds, as a fresh state's is."""
+    params = PolicyArrays.from_policies([p])
+    state = situation(p, replicas, rate, 0.0)
+    state = replace(state, **{name: column for name, column in replaced.items() if column is not None})
+    path = tmp_path / "engine.npz"
+    save_state(path, params.keys, state)
+    try:
+        loaded = load_state(path)
+    except StateFileError:
+        return
+    assert loaded is not None
+    restored = carry_over(*loaded, params)
+    observed = engine_obs(900.0, replicas=replicas, arrival=rate, lag=0.0, lag_seconds=0.0)
+    decision = decide(params, restored, ObservationBatch.stack([observed]))[0][0]
+    assert p.min_replicas <= decision.desired_replicas <= p.max_replicas
+    for value in (decision.forecast_arrival_rate, decision.capacity_per_replica, decision.required_rate):
+        assert np.isfinite(value)

@@ -10,6 +10,12 @@ Several replicas of the service may run this loop at once, each against Kafka on
 no leader, and an answer never depends on which replica took the request (they sample the same
 offsets and run the same deterministic engine; a replica that restarted holds scale-downs for a
 window, so it never asks for less than an older replica would).
+
+A cycle decides every workload in one vectorised engine call, but each workload fails alone: an
+exception while observing, deciding, handing over or publishing one workload (a policy value that
+slipped through validation, a label the API refuses) leaves that workload serving what it published
+last, whose sample time ages into its fallback, while every other workload is decided and published
+as usual. The problem is logged once, counted in ``lagscaler_workload_errors_total`` every cycle.
 """
 
 from __future__ import annotations
@@ -19,9 +25,11 @@ import contextlib
 import math
 import time
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, fields, replace
 from pathlib import Path
+from typing import Any, TypeVar
 
+import numpy as np
 import structlog
 
 from lagscaler.core.engine import (
@@ -44,10 +52,13 @@ from lagscaler.edges.sampler import SampleFailed, Sampler
 from lagscaler.logs import get_logger
 from lagscaler.service.handover import HandoverBackend, handover_workloads
 from lagscaler.service.policies import PolicySet, PolicyWatcher
-from lagscaler.service.publish import RawSignals, raw_signals, workload_metrics
+from lagscaler.service.publish import RawSignals, never_decided_metrics, raw_signals, workload_metrics
 from lagscaler.service.statefile import StateFileError, load_state, save_state
 
 log = get_logger("lagscaler.service")
+
+EngineFn = Callable[[PolicyArrays, EngineState, ObservationBatch], tuple[Decisions, EngineState]]
+"""The engine's :func:`~lagscaler.core.engine.decide`; a seam so tests can poison one workload's row."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -77,8 +88,10 @@ class ScalingLoop:
         clock: Callable[[], float] = time.time,
         handover: HandoverRunner | None = None,
         handover_backend: HandoverBackend | None = None,
+        engine: EngineFn = decide,
     ) -> None:
         self.sampler = sampler
+        self._engine = engine
         self.handover = handover  # runs mode: handover policies (None: serve has no handover backend)
         self._handover_backend = handover_backend
         self.watcher = watcher
@@ -101,6 +114,7 @@ class ScalingLoop:
         self._labelled: set[tuple[str, str]] = set()
         self._policy_problems: tuple[int, Mapping[str, tuple[str, ...]]] | None = None
         self._last_desired: dict[str, int] = {}
+        self._problems: dict[str, str] = {}  # workload → the problem last logged for it
         self.decisions: Mapping[str, Decision] = {}
         self.cycles = 0
         self.succeeded = 0
@@ -209,8 +223,8 @@ class ScalingLoop:
                     self.metrics.kafka_requests.labels(api, outcome).inc(delta)
                 seen[api] = total
 
-    async def cycle(self) -> Decisions:
-        """Reload changed policies, sample, decide and publish once.
+    async def cycle(self) -> Mapping[str, Decision]:
+        """Reload changed policies, sample, decide and publish once; the decisions made, by workload.
 
         Every event logged meanwhile (here, by the sampler, by the policy watcher) carries ``cycle``,
         so one cycle's lines can be picked out of a replica's log.
@@ -219,31 +233,137 @@ class ScalingLoop:
         with structlog.contextvars.bound_contextvars(cycle=self.cycles):
             return await self._cycle()
 
-    async def _cycle(self) -> Decisions:
+    async def _cycle(self) -> Mapping[str, Decision]:
         self._apply_policies(await self.watcher.reload())
         self._sample_groups(self._policies)  # a handover moves a workload to a new group
         snapshot = await self._sample() if self._policies else None
         now = self._clock()
+        failed: dict[str, str] = {}  # workload → what went wrong for it this cycle
         samples = [snapshot.group(self._group(p)) if snapshot else None for p in self._policies]
         observations = [
-            observe(sample, policy, replicas=_members(sample), now=now)
+            self._observe(policy, sample, now, failed)
             for sample, policy in zip(samples, self._policies, strict=True)
         ]
-        decisions, self._state = decide(self._params, self._state, ObservationBatch.stack(observations))
-        self.decisions = decisions.by_key()
+        self.decisions, self._state = self._decide(ObservationBatch.stack(observations), failed)
         if self.handover is not None:
             for key in self._handed_over:
+                if key in failed:
+                    continue  # the handover keeps the last count it was given
                 decision = self.decisions.get(key)
-                self.handover.set_desired(key, decision.desired_replicas if decision is not None else None)
+                desired = decision.desired_replicas if decision is not None else None
+                try:
+                    self.handover.set_desired(key, desired)
+                except Exception as exc:
+                    failed[key] = _problem("handover", exc)
         published = [
-            self._publish_one(policy, decisions[i], sample, observations[i], now)
-            for i, (policy, sample) in enumerate(zip(self._policies, samples, strict=True))
+            self._publish_or_keep(policy, sample, observation, now, failed)
+            for policy, sample, observation in zip(self._policies, samples, observations, strict=True)
         ]
-        self.cache.publish(published)
+        self.cache.publish(w for w in published if w is not None)
+        self._report(failed)
         if self.settings.state_file is not None and now - self._saved_at >= self.settings.save_every:
             self._saved_at = now
             await asyncio.to_thread(self._save, self.settings.state_file, self._state_keys, self._state)
-        return decisions
+        return self.decisions
+
+    # -- one workload's part of a cycle, failing alone --------------------------------------------
+
+    def _observe(
+        self, policy: ScalingPolicy, sample: GroupSample | None, now: float, failed: dict[str, str]
+    ) -> Observation:
+        """The workload's observation; one that cannot be made is a missing one (the engine holds)."""
+        try:
+            return observe(sample, policy, replicas=_members(sample), now=now)
+        except Exception as exc:
+            failed[policy.key] = _problem("observe", exc)
+            return Observation.missing(at=now, replicas=_members(sample))
+
+    def _decide(
+        self, obs: ObservationBatch, failed: dict[str, str]
+    ) -> tuple[dict[str, Decision], EngineState]:
+        """All rows in one engine call; if that raises, each row alone, so one poisoned row fails alone.
+
+        Rows are independent in the engine (every stage is element-wise per workload), so a row
+        decided alone gets the decision the batch would have given it. The row-by-row pass costs W
+        engine calls, only in a cycle whose batch failed. A failed row keeps its previous state.
+        """
+        try:
+            decisions, new_state = self._engine(self._params, self._state, obs)
+            decided = decisions.by_key()  # a NaN count raises here, not in the engine
+        except Exception:
+            return self._decide_rows(obs, failed)
+        return decided, new_state
+
+    def _decide_rows(
+        self, obs: ObservationBatch, failed: dict[str, str]
+    ) -> tuple[dict[str, Decision], EngineState]:
+        params, state = self._params, self._state
+        decided: dict[str, Decision] = {}
+        columns = {item.name: getattr(state, item.name).copy() for item in fields(EngineState)}
+        for i, key in enumerate(params.keys):
+            row = np.array([i])
+            try:
+                one, one_state = self._engine(params.rows(row), _rows(state, row), _rows(obs, row))
+                decided[key] = one[0]
+            except Exception as exc:
+                failed[key] = _problem("decide", exc)
+                continue
+            for name, column in columns.items():
+                column[i] = getattr(one_state, name)[0]
+        return decided, EngineState(**columns)
+
+    def _publish_or_keep(
+        self,
+        policy: ScalingPolicy,
+        sample: GroupSample | None,
+        observation: Observation,
+        now: float,
+        failed: dict[str, str],
+    ) -> WorkloadMetrics | None:
+        """This cycle's values, or for a workload that failed the last ones published (see :meth:`_kept`)."""
+        decision = self.decisions.get(policy.key)
+        if policy.key not in failed and decision is not None:
+            try:
+                return self._publish_one(policy, decision, sample, observation, now).labels_ok()
+            except Exception as exc:
+                failed[policy.key] = _problem("publish", exc)
+        return self._kept(policy, failed.get(policy.key, "no decision"))
+
+    def _kept(self, policy: ScalingPolicy, problem: str) -> WorkloadMetrics | None:
+        """The values last published for a failed workload, still under their old sample time.
+
+        So the API judges them stale by age and then serves the policy's fallback, exactly as when
+        Kafka is unreachable. Never published: stale from the start. None (the workload answers 404)
+        only when even that cannot be built; the problem is logged either way.
+        """
+        last = self.cache.snapshot.workloads.get((policy.namespace, policy.name))
+        if last is not None:
+            return replace(last, detail=problem)
+        try:
+            return never_decided_metrics(policy, detail=problem).labels_ok()
+        except Exception:
+            return None
+
+    def _report(self, failed: Mapping[str, str]) -> None:
+        """Count each failed workload every cycle; log each problem once, and each recovery."""
+        for policy in self._policies:
+            problem = failed.get(policy.key)
+            if problem is None:
+                if self._problems.pop(policy.key, None) is not None:
+                    log.info("workload decided and published again", workload=policy.key)
+                continue
+            stage = problem.split(":", 1)[0]
+            self.metrics.workload_errors.labels(policy.namespace, policy.name, stage).inc()
+            if self._problems.get(policy.key) != problem:
+                self._problems[policy.key] = problem
+                log.error(
+                    "workload failed this cycle, serving its last values or fallback",
+                    workload=policy.key,
+                    stage=stage,
+                    problem=problem,
+                )
+        for key in self._problems.keys() - {p.key for p in self._policies}:
+            del self._problems[key]
 
     # -- the state file --------------------------------------------------------------------------
 
@@ -346,6 +466,19 @@ class ScalingLoop:
                 self.metrics.sample_cycle_errors.labels("internal").inc()
                 log.exception("scaling cycle failed", cycle=self.cycles)
             await asyncio.sleep(max(0.0, self.settings.interval - (time.monotonic() - started)))
+
+
+_Rows = TypeVar("_Rows", EngineState, ObservationBatch)
+
+
+def _rows(batch: _Rows, index: Any) -> _Rows:
+    """The rows ``index`` of a dataclass of per-workload arrays (as :meth:`PolicyArrays.rows`)."""
+    return type(batch)(**{item.name: getattr(batch, item.name)[index] for item in fields(batch)})
+
+
+def _problem(stage: str, exc: Exception) -> str:
+    """``stage: Type: message``: what the log and a 503's detail say about a workload that failed."""
+    return f"{stage}: {type(exc).__name__}: {exc}"
 
 
 def _members(sample: GroupSample | None) -> int:

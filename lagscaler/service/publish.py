@@ -86,22 +86,48 @@ def workload_metrics(
         MetricValue(LAG_SECONDS, signals.lag_seconds, labels),
         MetricValue(PRODUCE_RATE, signals.produce_rate, labels),
     )
-    fallback = policy.fallback
-    stale_values: tuple[MetricValue, ...] | None
-    if fallback.action is StaleAction.ERROR:
-        stale_values = None
-    elif fallback.action is StaleAction.HOLD:
-        stale_values = values
-    else:
-        replicas = fallback.replicas if fallback.replicas is not None else policy.min_replicas
-        plan = plan_served_metric(replicas, current_replicas, spec)
-        stale_values = (MetricValue(DESIRED_REPLICAS, plan.value, labels),)
     return WorkloadMetrics(
         namespace=policy.namespace,
         name=policy.name,
         sampled_at=sampled_at,
         values=values,
-        max_age_seconds=fallback.max_age_seconds,
-        stale_values=stale_values,
+        max_age_seconds=policy.fallback.max_age_seconds,
+        stale_values=_stale_values(policy, values, labels, current_replicas),
         detail=detail,
     )
+
+
+def never_decided_metrics(policy: ScalingPolicy, *, detail: str) -> WorkloadMetrics:
+    """What the API serves for a workload that has no decision to publish and never had one.
+
+    Stale from the start (sample time 0), so the API serves what the policy chose for stale data at
+    once: the fallback count, or a 503 naming ``detail`` (``hold`` has nothing to hold yet). Keeps a
+    workload whose cycle failed answering per its fallback rather than 404 (the HPA's "not found").
+    """
+    labels = labels_for(policy, policy.kafka.topics)
+    return WorkloadMetrics(
+        namespace=policy.namespace,
+        name=policy.name,
+        sampled_at=0.0,
+        values=(),
+        max_age_seconds=policy.fallback.max_age_seconds,
+        stale_values=_stale_values(policy, None, labels, None),
+        detail=detail,
+    )
+
+
+def _stale_values(
+    policy: ScalingPolicy,
+    values: tuple[MetricValue, ...] | None,
+    labels: dict[str, str],
+    current_replicas: int | None,
+) -> tuple[MetricValue, ...] | None:
+    """The values served once stale, per ``spec.fallback`` (None: a 503); ``values`` are what hold keeps."""
+    fallback = policy.fallback
+    if fallback.action is StaleAction.ERROR:
+        return None
+    if fallback.action is StaleAction.HOLD:
+        return values
+    replicas = fallback.replicas if fallback.replicas is not None else policy.min_replicas
+    plan = plan_served_metric(replicas, current_replicas, hpa_spec_for(policy))
+    return (MetricValue(DESIRED_REPLICAS, plan.value, labels),)

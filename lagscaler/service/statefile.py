@@ -38,6 +38,66 @@ class StateFileError(UserError):
     """The state file exists but is not one this version can read; the message names the problem."""
 
 
+_SECONDS = 1e11
+"""Beyond any Unix time or duration the engine meets (year 5138): larger is damage, not history."""
+_RATE = 1e12
+"""Messages per second beyond any Kafka cluster (a large one moves ~1e7); larger is damage."""
+_MESSAGES = 1e19
+"""Above int64's range, which Kafka offsets (hence lag) live in."""
+
+# The legal values of each float column of :class:`EngineState` (see the comments there): a closed
+# range, plus the infinity :meth:`EngineState.initial` uses as "none" in that column. Shapes and
+# types alone let a file of NaN, -inf or 1e300 through, and such a state sends the first decisions
+# to the partition count (a NaN or infinite rate sizes for "infinitely much"). Every state the
+# engine's own tests produce lies within these ranges.
+_FLOAT_RANGES: dict[str, tuple[float, float, float | None]] = {
+    "at": (-_SECONDS, _SECONDS, None),
+    "level": (0.0, _RATE, None),
+    "trend": (-_RATE, _RATE, None),
+    "trend_fast": (-_RATE, _RATE, None),
+    "last_rate": (0.0, _RATE, None),
+    "capacity": (1e-9, _RATE, None),  # the prior is at least 1e-9 (params.py): a rate of 0 sizes for infinity
+    "capacity_weight": (0.0, _SECONDS, None),
+    "membership_changed_at": (-_SECONDS, _SECONDS, -np.inf),
+    "scaled_up_at": (-_SECONDS, _SECONDS, -np.inf),
+    "scaled_down_at": (-_SECONDS, _SECONDS, -np.inf),
+    "lag_prev": (0.0, _MESSAGES, None),
+    "up_consume_before": (0.0, _RATE, None),
+    "up_expected_gain": (0.0, _RATE, None),
+    "ineffective_until": (-_SECONDS, _SECONDS, -np.inf),
+    "down_window_value": (0.0, _RATE, None),
+    "up_window_value": (0.0, _MESSAGES, None),  # replica counts
+    "season": (0.0, _RATE, None),
+    "season_since": (-_SECONDS, _SECONDS, np.inf),
+    "burst_onsets": (-_SECONDS, _SECONDS, -np.inf),
+    "burst_peaks": (0.0, _RATE, None),
+    "burst_widths": (0.0, _SECONDS, np.inf),
+    "burst_base": (0.0, _RATE, None),
+    "burst_next": (-_SECONDS, _SECONDS, np.inf),
+    "burst_jitter": (0.0, _SECONDS, None),
+    "burst_rate": (0.0, _RATE, None),
+    "down_life": (0.0, _SECONDS, np.inf),
+}
+_INT_MINIMUM = {"members_seen": 0, "desired": 0}  # counts; window bucket ids may be any integer
+
+
+def _value_problem(name: str, column: np.ndarray[Any, Any]) -> str | None:
+    """What is illegal in ``column`` of :class:`EngineState` (None: nothing)."""
+    if name in _INT_MINIMUM and column.size and int(column.min()) < _INT_MINIMUM[name]:
+        return f"{name!r} holds {int(column.min())}, below {_INT_MINIMUM[name]}"
+    if name not in _FLOAT_RANGES:
+        return None
+    low, high, none = _FLOAT_RANGES[name]
+    legal = (column >= low) & (column <= high)  # NaN is never legal
+    if none is not None:
+        legal |= column == none
+    if legal.all():
+        return None
+    bad = float(column[~legal].ravel()[0])
+    allowed = f"[{low:g}, {high:g}]" + (f" or {none:g}" if none is not None else "")
+    return f"{name!r} holds {bad:g}, outside {allowed}"
+
+
 def save_state(path: Path, keys: Sequence[str], state: EngineState) -> None:
     """Write ``state`` (rows in the order of ``keys``) to ``path`` atomically."""
     columns = {item.name: np.asarray(getattr(state, item.name)) for item in fields(EngineState)}
@@ -94,6 +154,9 @@ def load_state(path: Path) -> tuple[tuple[str, ...], EngineState] | None:
                         f"{path}: {item.name!r} holds {column.dtype}, expected {expected.dtype}"
                     )
                 columns[item.name] = column.astype(expected.dtype, copy=True)
+                problem = _value_problem(item.name, columns[item.name])
+                if problem is not None:
+                    raise StateFileError(f"{path}: {problem}")
     except StateFileError:
         raise
     except (OSError, ValueError, EOFError, zipfile.BadZipFile) as exc:

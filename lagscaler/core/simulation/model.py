@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass
 
 from lagscaler.core.engine.sizing import FloatArray
 from lagscaler.core.policy.model import ScalingPolicy
 from lagscaler.errors import UserError
+
+MAX_SECONDS = 1e9
+"""The longest duration a scenario takes (about 32 years): longer than any trace it can replay."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -39,16 +41,19 @@ class Scenario:
     commit_interval_seconds: float = 0.0
 
     def __post_init__(self) -> None:
+        # A duration beyond MAX_SECONDS is no scenario but an overflow: the history the simulator keeps
+        # is sized from the sync period and the metric delay, and 1e300 s sizes it past any integer.
         checks = [
             (self.partitions >= 1, f"partitions must be >= 1, got {self.partitions}"),
             (self.capacity_per_replica > 0, "per-replica capacity must be > 0"),
             (self.max_lag_seconds > 0, "the SLO (maxLagSeconds) must be > 0"),
             (self.max_replicas >= 1, f"max replicas must be >= 1, got {self.max_replicas}"),
             (0 <= self.min_replicas <= self.max_replicas, "min replicas must be in [0, max replicas]"),
-            (math.isfinite(self.step_seconds) and self.step_seconds > 0, "the step must be > 0"),
+            (0 < self.step_seconds <= MAX_SECONDS, f"the step must be > 0 and at most {MAX_SECONDS:g} s"),
             (
-                math.isfinite(self.sync_period_seconds) and self.sync_period_seconds > 0,
-                "the HPA sync period must be > 0",
+                0 < self.sync_period_seconds <= MAX_SECONDS,
+                f"the HPA sync period (hpa.syncPeriodSeconds) must be > 0 and at most {MAX_SECONDS:g} s, "
+                f"got {self.sync_period_seconds:g}",
             ),
         ]
         for ok, message in checks:
@@ -62,8 +67,8 @@ class Scenario:
             "commit_interval_seconds",
         ):
             value = getattr(self, name)
-            if not (math.isfinite(value) and value >= 0):
-                raise UserError(f"scenario: {name} must be >= 0, got {value}")
+            if not (0 <= value <= MAX_SECONDS):
+                raise UserError(f"scenario: {name} must be >= 0 and at most {MAX_SECONDS:g}, got {value}")
 
     @classmethod
     def from_policy(

@@ -23,6 +23,11 @@ class TraceError(UserError):
     """A trace that cannot be replayed; the message names the file and the line."""
 
 
+MAX_RATE = 1e12
+"""Messages per second a trace may reach: a hundred thousand times a large Kafka cluster's throughput,
+far below where the simulator's sums overflow (near 1e308 lag and ages turn to inf and NaN)."""
+
+
 @dataclass(frozen=True, slots=True)
 class Trace:
     name: str
@@ -41,6 +46,8 @@ class Trace:
         """The same shape with its highest point at ``peak_rate`` messages per second."""
         if not (math.isfinite(peak_rate) and peak_rate > 0):
             raise TraceError(f"--peak-rate must be a positive number, got {peak_rate}")
+        if peak_rate > MAX_RATE:
+            raise TraceError(f"--peak-rate: at most {MAX_RATE:g} messages per second, got {peak_rate:g}")
         peak = self.peak
         if peak <= 0:
             raise TraceError(f"{self.name}: every value is 0; nothing to rescale")
@@ -97,6 +104,8 @@ def parse_trace(text: str, name: str) -> Trace:
             ) from None
         if not math.isfinite(rate) or rate < 0:
             raise TraceError(f"{name}:{line}: value {value.strip()!r} must be a finite number >= 0")
+        if rate > MAX_RATE:
+            raise TraceError(f"{name}:{line}: value {value.strip()!r} is above {MAX_RATE:g} messages/s")
         if times and when <= times[-1]:
             raise TraceError(
                 f"{name}:{line}: timestamp {stamp.strip()!r} does not come after the previous one"

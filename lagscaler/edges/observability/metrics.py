@@ -40,6 +40,7 @@ __all__ = [
     "REASON_CODES",
     "REQUEST_OUTCOMES",
     "SAMPLE_ERROR_REASONS",
+    "WORKLOAD_ERROR_STAGES",
     "WORKLOAD_LABELS",
     "ServiceMetrics",
     "metrics_app",
@@ -55,6 +56,8 @@ SAMPLE_ERROR_REASONS = ("timeout", "unreachable", "kafka", "state-file", "intern
 POLICY_RELOAD_OUTCOMES = ("ok", "partial")
 REQUEST_OUTCOMES = ("ok", "failed")
 DIRECTIONS = ("up", "down")
+WORKLOAD_ERROR_STAGES = ("observe", "decide", "handover", "publish")
+"""The steps of a cycle that can fail for one workload alone (``lagscaler_workload_errors_total``)."""
 REASON_CODES: tuple[str, ...] = tuple(r.name for r in Reason if r.name is not None)
 """Every reason code the engine can give, in declaration order (one ``lagscaler_decision_reason`` each)."""
 
@@ -199,6 +202,13 @@ class ServiceMetrics:
             [*workload, "direction"],
             registry=r,
         )
+        self.workload_errors = Counter(
+            "lagscaler_workload_errors_total",
+            "Cycles in which one step failed for this workload alone, by step (observe, decide, handover, "
+            "publish): it served its last published values or its fallback while the others were decided.",
+            [*workload, "stage"],
+            registry=r,
+        )
         self.decision_reason = Gauge(
             "lagscaler_decision_reason",
             "1 when the reason code applies to the workload's current decision, else 0.",
@@ -287,6 +297,8 @@ class ServiceMetrics:
         """Create a new workload's counters at zero; its data age counts from ``loaded_at`` until sampled."""
         for direction in DIRECTIONS:
             self.decision_changes.labels(namespace, name, direction)
+        for stage in WORKLOAD_ERROR_STAGES:
+            self.workload_errors.labels(namespace, name, stage)
         self.data_age.since((namespace, name), loaded_at)
 
     def sampled(self, namespace: str, name: str, *, at: float) -> None:
@@ -305,6 +317,8 @@ class ServiceMetrics:
             gauge.remove(namespace, name)  # a label set never used is ignored
         for direction in DIRECTIONS:
             self.decision_changes.remove(namespace, name, direction)
+        for stage in WORKLOAD_ERROR_STAGES:
+            self.workload_errors.remove(namespace, name, stage)
         for code in REASON_CODES:
             self.decision_reason.remove(namespace, name, code)
         self.data_age.forget((namespace, name))
