@@ -24,6 +24,7 @@ DURATIONS = {
     "LagscalerLagOverSLO": "lagOverSloFor",
     "LagscalerDecisionNotCarriedOut": "notCarriedOutFor",
     "LagscalerSampleErrors": "sampleErrorsFor",
+    "LagscalerWorkloadErrors": "workloadErrorsFor",
     "LagscalerPolicyInvalid": "policyInvalidFor",
 }
 
@@ -44,7 +45,7 @@ def promtool(*args: str, cwd: Path | None = None) -> str:
 
 
 def test_the_rule_file_is_valid_for_prometheus() -> None:
-    assert "SUCCESS: 5 rules found" in promtool("check", "rules", str(RULES))
+    assert "SUCCESS: 6 rules found" in promtool("check", "rules", str(RULES))
 
 
 def test_the_chart_ships_the_rule_file_with_the_durations_from_values(tmp_path: Path) -> None:
