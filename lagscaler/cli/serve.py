@@ -116,7 +116,7 @@ class HandoverOptions(Options):
     is measured from a changelog topic relies on this value."""
     handover_fence_timeout: Annotated[float, Field(gt=0, json_schema_extra={"metavar": "SECONDS"})] = 5.0
     """Kill an old worker that has not stopped by then."""
-    handover_verify_timeout: Annotated[float, Field(gt=0, json_schema_extra={"metavar": "SECONDS"})] = 30.0
+    handover_verify_timeout: Annotated[float, Field(gt=0, json_schema_extra={"metavar": "SECONDS"})] = 120.0
     """Hand a workload back to its old generation when the new one has made no progress past the cut
     by then (at least the warm-up its policy implies, so a stateful catch-up is not taken for a hang)."""
     handover_revert_backoff: Annotated[float, Field(gt=0, json_schema_extra={"metavar": "SECONDS"})] = 60.0

@@ -71,7 +71,7 @@ class MachineSettings:
     warmup_timeout: float = 120.0
     fence_timeout: float = 5.0
     kill_grace: float = 15.0
-    verify_timeout: float = 30.0
+    verify_timeout: float = 120.0
     revert_backoff: float = 60.0
 
     def __post_init__(self) -> None:

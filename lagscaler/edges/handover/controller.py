@@ -73,7 +73,7 @@ class HandoverSettings:
     warmup_timeout: float = 120.0
     fence_timeout: float = 5.0
     kill_grace: float = 15.0
-    verify_timeout: float = 30.0
+    verify_timeout: float = 120.0
     revert_backoff: float = 60.0
     tick: float = 0.5
     partitions_ttl: float = 10.0
