@@ -27,7 +27,6 @@ import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, fields, replace
 from pathlib import Path
-from typing import Any, TypeVar
 
 import numpy as np
 import structlog
@@ -303,7 +302,7 @@ class ScalingLoop:
         for i, key in enumerate(params.keys):
             row = np.array([i])
             try:
-                one, one_state = self._engine(params.rows(row), _rows(state, row), _rows(obs, row))
+                one, one_state = self._engine(params.rows(row), state.rows(row), obs.rows(row))
                 decided[key] = one[0]
             except Exception as exc:
                 failed[key] = _problem("decide", exc)
@@ -466,14 +465,6 @@ class ScalingLoop:
                 self.metrics.sample_cycle_errors.labels("internal").inc()
                 log.exception("scaling cycle failed", cycle=self.cycles)
             await asyncio.sleep(max(0.0, self.settings.interval - (time.monotonic() - started)))
-
-
-_Rows = TypeVar("_Rows", EngineState, ObservationBatch)
-
-
-def _rows(batch: _Rows, index: Any) -> _Rows:
-    """The rows ``index`` of a dataclass of per-workload arrays (as :meth:`PolicyArrays.rows`)."""
-    return type(batch)(**{item.name: getattr(batch, item.name)[index] for item in fields(batch)})
 
 
 def _problem(stage: str, exc: Exception) -> str:

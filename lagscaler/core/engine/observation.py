@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, fields
 
 import numpy as np
 
@@ -254,6 +254,10 @@ class ObservationBatch:
     stuck_lag: FloatArray
     stale: BoolArray
     state_bytes: FloatArray
+
+    def rows(self, index: IntArray) -> ObservationBatch:
+        """The observations of the workloads at ``index`` (as :meth:`PolicyArrays.rows`)."""
+        return ObservationBatch(**{item.name: getattr(self, item.name)[index] for item in fields(self)})
 
     @classmethod
     def stack(cls, observations: Sequence[Observation]) -> ObservationBatch:

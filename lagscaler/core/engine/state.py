@@ -7,7 +7,7 @@ when the set changes (see :meth:`EngineState.initial`).
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, fields
 
 import numpy as np
 
@@ -66,6 +66,10 @@ class EngineState:
     # s a lower count lasted before a scale-up undid it, averaged over reversals (inf: none seen); a
     # scale-down pays for itself, and for the scale-up back, within this (stage 5, ``_payback``).
     down_life: FloatArray
+
+    def rows(self, index: IntArray) -> EngineState:
+        """The state of the workloads at ``index`` (as :meth:`PolicyArrays.rows`)."""
+        return EngineState(**{item.name: getattr(self, item.name)[index] for item in fields(self)})
 
     @classmethod
     def initial(cls, params: PolicyArrays) -> EngineState:
