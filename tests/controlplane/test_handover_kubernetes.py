@@ -22,6 +22,7 @@ import json
 import os
 import signal
 import sys
+import time
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 from typing import Any
@@ -35,6 +36,7 @@ from lagscaler_demo.playground.probe import committed_offsets
 from structlog.testing import capture_logs
 from support import eventually
 
+from lagscaler.core.handover.machine import Trouble, WorkerProblem
 from lagscaler.edges.handover import (
     GenerationSpec,
     HandoverSettings,
@@ -49,9 +51,9 @@ from lagscaler.edges.handover.kubernetes import LABEL_GENERATION, LABEL_WORKLOAD
 from lagscaler.edges.kube import kube_api_client
 
 from .adapter import ChartInstall, HandoverInstall, Serve, granted_rules, install_handover_rbac, running_serve
-from .cluster import ControlPlane, deployment
+from .cluster import TEST_SCHEDULER, ControlPlane, _Process, deployment
 from .kubeclient import KubeClient
-from .kubelet import KubeletStandIn
+from .kubelet import UNPULLABLE, KubeletStandIn
 
 pytestmark = [pytest.mark.controlplane, pytest.mark.kafka, pytest.mark.slow]
 
@@ -590,3 +592,164 @@ async def _generation_size(backend: KubernetesBackend, generation: int, size: in
     running = (await backend.observe()).get(generation, frozenset())
     assert len(running) == size, running
     return running
+
+
+# --- a generation that cannot run ---------------------------------------------------------------------
+
+SLEEPER = [sys.executable, "-c", "import time; time.sleep(3600)"]
+
+
+def _generation(namespace: str, name: str, generation: int) -> GenerationSpec:
+    return GenerationSpec(
+        f"{namespace}/{name}", generation, f"{name}-gen-{generation}", ("t",), ("127.0.0.1:9",), "control"
+    )
+
+
+async def _problems(backend: KubernetesBackend, generation: int) -> tuple[WorkerProblem, ...]:
+    await backend.observe()
+    found = backend.problems().get(generation, ())
+    assert found, backend.problems()
+    return found
+
+
+async def test_a_generation_no_node_can_take_is_reported_with_the_real_schedulers_message(  # noqa: PLR0917
+    control_plane: ControlPlane,
+    scheduler: _Process,
+    tmp_path: Path,
+    namespace: str,
+    identity: HandoverInstall,
+    kube: KubeClient,
+) -> None:
+    """The real kube-scheduler decides: a generation whose pods request more CPU than the only node
+    that may take them has (a Node object with 1 CPU allocatable, selected by its name) is reported
+    Unschedulable with the scheduler's own message and since when it says so; once the workload's
+    template asks for less, the next generation is scheduled onto that node and runs (the stand-in
+    runs what the scheduler bound), and nothing is reported for it."""
+    node = control_plane.add_node(f"node-{namespace}", cpu="1")
+    original = deployment(namespace, "hungry")
+    original["spec"]["replicas"] = 0
+    pod = original["spec"]["template"]["spec"]
+    pod["schedulerName"] = TEST_SCHEDULER
+    pod["nodeSelector"] = {"kubernetes.io/hostname": node}
+    pod["terminationGracePeriodSeconds"] = 1
+    pod["containers"][0]["command"] = SLEEPER
+    pod["containers"][0]["resources"] = {"requests": {"cpu": "2"}}
+    control_plane.apply([original])
+    api = await kube_api_client(identity.kubeconfig)
+    assert api is not None
+    try:
+        async with KubeletStandIn(kube, namespace, tmp_path / "kubelet") as kubelet:
+            backend = KubernetesBackend(api, f"{namespace}/hungry", "hungry")
+            await backend.observe()
+            await backend.ensure(_generation(namespace, "hungry", 1), 1)
+            (problem,) = await eventually(
+                lambda: _problems(backend, 1), within=60, what="the scheduler's verdict"
+            )
+            assert problem.trouble is Trouble.UNSCHEDULABLE
+            assert problem.reason == "Unschedulable"
+            assert problem.message.startswith("0/"), problem.message
+            assert "1 Insufficient cpu" in problem.message, problem.message
+            status = control_plane.get_json("pod", "-n", namespace, problem.worker)["status"]
+            print(json.dumps(status))  # the shape tests/test_handover_pods.py reads, as recorded
+            (condition,) = [c for c in status["conditions"] if c["type"] == "PodScheduled"]
+            assert condition["message"] == problem.message
+            assert problem.since <= time.time()
+            assert kubelet.running() == {}
+
+            # The user asks for less: the next generation (a new clone) is scheduled and runs.
+            original["spec"]["template"]["spec"]["containers"][0]["resources"] = {"requests": {"cpu": "100m"}}
+            control_plane.apply([original])
+            await backend.remove(1)
+            await backend.ensure(_generation(namespace, "hungry", 2), 1)
+
+            async def runs() -> None:
+                running = await backend.observe()
+                assert len(running.get(2, ())) == 1
+                assert running.get(2, frozenset()) <= set(kubelet.running())
+                assert 2 not in backend.problems()
+
+            await eventually(runs, within=60, what="generation 2 scheduled and running")
+            (worker,) = (await backend.observe())[2]
+            assert control_plane.get_json("pod", "-n", namespace, worker)["spec"]["nodeName"] == node
+    finally:
+        await api.close()
+        control_plane.kubectl("delete", "node", node, "--wait=false")
+
+
+async def test_pods_the_kubelet_cannot_start_are_reported_with_its_reason_and_message(
+    control_plane: ControlPlane,
+    tmp_path: Path,
+    namespace: str,
+    identity: HandoverInstall,
+    kube: KubeClient,
+) -> None:
+    """Kubelet states, produced by the kubelet stand-in (there is no real kubelet in this tier; see
+    kubelet.py for how it words each state as the kubelet does): an image it cannot pull, a variable
+    from a Secret that does not exist, a container that exits as it starts. Each generation is reported
+    with the reason and the kubelet's message; creating the Secret lets its pod start, and then nothing
+    is reported for it."""
+    workloads = {
+        "unpullable": {"image": f"{UNPULLABLE}ledger:2", "command": SLEEPER},
+        "unconfigured": {
+            "command": SLEEPER,
+            "env": [
+                {
+                    "name": "DB_PASSWORD",
+                    "valueFrom": {"secretKeyRef": {"name": "db-password", "key": "password"}},
+                }
+            ],
+        },
+        "crashing": {"command": [sys.executable, "-c", "import no_such_module_for_lagscaler"]},
+    }
+    for name, container in workloads.items():
+        original = deployment(namespace, name)
+        original["spec"]["replicas"] = 0
+        original["spec"]["template"]["spec"]["terminationGracePeriodSeconds"] = 1
+        original["spec"]["template"]["spec"]["containers"][0].update(container)
+        control_plane.apply([original])
+    api = await kube_api_client(identity.kubeconfig)
+    assert api is not None
+    try:
+        async with KubeletStandIn(kube, namespace, tmp_path / "kubelet") as kubelet:
+            backends = {name: KubernetesBackend(api, f"{namespace}/{name}", name) for name in workloads}
+            for name, backend in backends.items():
+                await backend.observe()
+                await backend.ensure(_generation(namespace, name, 1), 1)
+            seen = {
+                name: (await eventually(lambda b=b: _problems(b, 1), within=60, what=f"{name} reported"))[0]
+                for name, b in backends.items()
+            }
+            assert kubelet.errors == []
+            assert {n: (p.trouble, p.reason) for n, p in seen.items()} == {
+                "unpullable": (Trouble.FAILING, "ImagePullBackOff"),
+                "unconfigured": (Trouble.FAILING, "CreateContainerConfigError"),
+                "crashing": (Trouble.FAILING, "CrashLoopBackOff"),
+            }
+            assert f'Back-off pulling image "{UNPULLABLE}ledger:2"' in seen["unpullable"].message
+            assert seen["unconfigured"].message == 'container app: secret "db-password" not found'
+            assert "last exit code 1" in seen["crashing"].message
+            assert all(p.since <= time.time() for p in seen.values())
+
+            # The Secret is created: the kubelet starts the container, and nothing is reported any more.
+            control_plane.apply(
+                [
+                    {
+                        "apiVersion": "v1",
+                        "kind": "Secret",
+                        "metadata": {"name": "db-password", "namespace": namespace},
+                        "stringData": {"password": "hunter2"},
+                    }
+                ]
+            )
+            backend = backends["unconfigured"]
+
+            async def started() -> None:
+                running = await backend.observe()
+                assert running.get(1, frozenset()) <= set(kubelet.running())
+                assert backend.problems() == {}
+
+            await eventually(started, within=60, what="the configured pod to start")
+            (worker,) = (await backend.observe())[1]
+            assert kubelet.containers[worker].env["DB_PASSWORD"] == "hunter2"
+    finally:
+        await api.close()
