@@ -68,6 +68,7 @@ KILL_GRACE_SECONDS = 1  # not 0: a force delete would drop the pod from the API 
 # The ReplicaSet controller removes the pods with the lowest cost first when its Deployment shrinks.
 ANNOTATION_DELETION_COST = "controller.kubernetes.io/pod-deletion-cost"
 LOWEST_DELETION_COST = str(-(2**31))
+FORGET_TROUBLE_AFTER = 60.0  # s out of trouble before a pod's trouble is forgotten (see problems())
 _GONE_PHASES = ("Succeeded", "Failed")  # its containers will not run again
 
 
@@ -246,10 +247,10 @@ class KubernetesBackend:
         self._pods: dict[str, _Pod] = {}  # pod name → its generation
         self._seen: dict[str, dict[str, Any]] = {}  # generation Deployment name → its labels and replicas
         self._clock = clock
-        # (pod, trouble) → when this backend first saw it, for a status that does not say since when
-        # (a container's waiting state has no time). Lost with the backend: a restarted controller
-        # waits the grace again.
-        self._first_seen: dict[tuple[str, str], float] = {}
+        # (pod, trouble) → when this backend first and last saw it, for a status that does not say
+        # since when (a container's waiting state has no time). Lost with the backend: a restarted
+        # controller waits the grace again.
+        self._seen_trouble: dict[tuple[str, str], tuple[float, float]] = {}
 
     # --- reading ----------------------------------------------------------------------------------
 
@@ -296,15 +297,15 @@ class KubernetesBackend:
         """The pods the last :meth:`observe` saw unable to run, by generation (docs/handover.md §4.1)."""
         now = self._clock()
         found: dict[int, list[WorkerProblem]] = {}
-        current = set()
         for pod in self._pods.values():
             trouble = pod.trouble
             if trouble is None:
                 continue
             key = (pod.name, str(trouble.trouble))
-            current.add(key)
-            if key not in self._first_seen:
-                self._first_seen[key] = now
+            new = key not in self._seen_trouble
+            first = now if new else self._seen_trouble[key][0]
+            self._seen_trouble[key] = (first, now)
+            if new:
                 self._log.info(
                     "generation pod cannot run",
                     generation=pod.generation,
@@ -312,11 +313,14 @@ class KubernetesBackend:
                     cause=trouble.reason,
                     message=trouble.message,
                 )
-            since = trouble.since if trouble.since is not None else self._first_seen[key]
+            since = trouble.since if trouble.since is not None else first
             problem = WorkerProblem(pod.name, trouble.trouble, trouble.reason, trouble.message, since)
             found.setdefault(pod.generation, []).append(problem)
-        for key in set(self._first_seen) - current:
-            del self._first_seen[key]
+        # A crash-looping container runs for a moment between two back-offs: a pod is forgotten only
+        # once it has been out of trouble for a while, so that moment does not restart its grace.
+        for key, (_, last) in list(self._seen_trouble.items()):
+            if now - last > FORGET_TROUBLE_AFTER:
+                del self._seen_trouble[key]
         return {g: tuple(sorted(ps, key=lambda p: (p.since, p.worker))) for g, ps in found.items()}
 
     async def observe(self) -> dict[int, frozenset[str]]:
