@@ -347,6 +347,16 @@ def test_a_target_that_never_gets_ready_is_aborted_and_the_source_keeps_serving(
     assert result.record.next_generation == 3  # generation 2 is never reused
 
 
+def started(*, replicas: int, deadline: float) -> tuple[Handover, ControllerRecord]:
+    """Generation 2 (``replicas`` workers) took over from generation 1 (2 workers) at a cut."""
+    cut = {(T, 0): 10, (T, 1): 12, (T, 2): 5}
+    h = Handover(
+        1, 2, f"{BASE}-gen-2", replicas, Phase.STARTING, {}, deadline=deadline, started_at=900.0, cut=cut,
+        source_replicas=2,
+    )  # fmt: skip
+    return h, ControllerRecord(W, 1, 9, Serving(2, f"{BASE}-gen-2", replicas, cut), h, next_generation=3)
+
+
 def _warming(settings: MachineSettings = SETTINGS) -> ControllerRecord:
     result = step(serving_record(), obs(desired=4, committed={f"{BASE}-gen-1": {}}), settings, term=1)
     assert result.record.handover is not None
@@ -415,12 +425,8 @@ def test_a_target_that_cannot_run_after_the_cut_is_handed_back_before_the_verify
     workload processes nothing while it is verified, so it is handed back once the crash loop has
     lasted ``failing_grace``, not after ``verify_timeout``. A first generation has nothing to go back to."""
     settings = replace(SETTINGS, verify_timeout=3600, failing_grace=30)
-    cut = {(T, 0): 10, (T, 1): 12, (T, 2): 5}
-    h = Handover(
-        1, 2, f"{BASE}-gen-2", 2, Phase.STARTING, {}, deadline=5000.0, started_at=900.0, cut=cut,
-        source_replicas=2,
-    )  # fmt: skip
-    record = ControllerRecord(W, 1, 9, Serving(2, f"{BASE}-gen-2", 2, cut), h, next_generation=3)
+    h, record = started(replicas=2, deadline=5000.0)
+    cut = h.cut or {}
     crash = WorkerProblem("n0", Trouble.FAILING, "CrashLoopBackOff", "last exit code 1 (Error)", 1000.0)
     world = obs(
         now=1029,
@@ -572,12 +578,7 @@ def test_a_target_that_makes_no_progress_after_the_cut_hands_back_to_the_source_
     and nothing more on partition 0; on partition 1 it got to 14). After ``verify_timeout`` it is
     fenced like a source; generation 1, fenced and idle but never removed, serves again from where 2
     stopped: nothing frozen, nothing processed twice, nothing skipped."""
-    cut = {(T, 0): 10, (T, 1): 12, (T, 2): 5}
-    h = Handover(
-        1, 2, f"{BASE}-gen-2", 3, Phase.STARTING, {}, deadline=1030.0, started_at=900.0, cut=cut,
-        source_replicas=2,
-    )  # fmt: skip
-    record = ControllerRecord(W, 1, 9, Serving(2, f"{BASE}-gen-2", 3, cut), h, next_generation=3)
+    h, record = started(replicas=3, deadline=1030.0)
     members = {"n0": frozenset({(T, 0)}), "n1": frozenset({(T, 1)}), "n2": frozenset({(T, 2)})}
     new = {w: status(w, 2, Status.SERVING, set(ps)) for w, ps in members.items()}
     old = {w: status(w, 1, Status.FENCED, set(), epoch=2) for w in ("o1", "o2")}

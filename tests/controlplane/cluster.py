@@ -305,6 +305,19 @@ def _wait(process: _Process, ready: Any, what: str) -> None:
         time.sleep(0.2)
 
 
+def _wait_healthz(process: _Process, port: int) -> None:
+    """Wait for a component's ``/healthz`` on its secure port (a self-signed certificate: not checked)."""
+    insecure = ssl.create_default_context()
+    insecure.check_hostname = False
+    insecure.verify_mode = ssl.CERT_NONE
+
+    def ready() -> tuple[bool, str]:
+        code, body = _get(f"https://127.0.0.1:{port}/healthz", insecure)
+        return code == 200, body[-300:]
+
+    _wait(process, ready, "/healthz")
+
+
 @contextlib.contextmanager
 def running_control_plane(
     directory: Path,
@@ -440,15 +453,7 @@ def running_control_plane(
             directory,
         )
         plane.processes["kube-controller-manager"] = kcm
-        insecure = ssl.create_default_context()
-        insecure.check_hostname = False
-        insecure.verify_mode = ssl.CERT_NONE
-
-        def kcm_ready() -> tuple[bool, str]:
-            code, body = _get(f"https://127.0.0.1:{kcm_port}/healthz", insecure)
-            return code == 200, body[-300:]
-
-        _wait(kcm, kcm_ready, "/healthz")
+        _wait_healthz(kcm, kcm_port)
         yield plane
     finally:
         for process in reversed(list(plane.processes.values())):
@@ -495,15 +500,7 @@ def running_scheduler(plane: ControlPlane, directory: Path) -> Iterator[_Process
         directory,
     )
     try:
-        insecure = ssl.create_default_context()
-        insecure.check_hostname = False
-        insecure.verify_mode = ssl.CERT_NONE
-
-        def ready() -> tuple[bool, str]:
-            code, body = _get(f"https://127.0.0.1:{port}/healthz", insecure)
-            return code == 200, body[-300:]
-
-        _wait(scheduler, ready, "/healthz")
+        _wait_healthz(scheduler, port)
         yield scheduler
     finally:
         scheduler.stop()

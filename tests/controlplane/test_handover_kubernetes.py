@@ -24,6 +24,7 @@ import signal
 import sys
 import time
 from collections.abc import AsyncIterator, Iterator
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -131,6 +132,29 @@ async def kube(control_plane: ControlPlane) -> AsyncIterator[KubeClient]:
         yield client
 
 
+@contextlib.asynccontextmanager
+async def controlled(
+    settings: PlaygroundSettings, identity: HandoverInstall, kube: KubeClient, namespace: str, tmp_path: Path
+) -> AsyncIterator[tuple[KubeletStandIn, HandoverPlayground]]:
+    """The kubelet stand-in for the namespace, and the playground whose controller (started by the test)
+    runs the workload with the Kubernetes backend and a Lease, both with the chart's identity."""
+    api = await kube_api_client(identity.kubeconfig)
+    assert api is not None
+
+    def backends(spec: WorkloadSpec) -> Backend:
+        return KubernetesBackend(api, spec.workload, TARGET)
+
+    leadership = LeaseLeadership(api, identity.lease_namespace, identity.lease_name, settings=FAST_LEASE)
+    try:
+        async with (
+            KubeletStandIn(kube, namespace, tmp_path / "kubelet") as kubelet,
+            HandoverPlayground(settings, leadership=leadership, backends=backends) as play,
+        ):
+            yield kubelet, play
+    finally:
+        await api.close()
+
+
 def _print_logs(kubelet: KubeletStandIn) -> Iterator[str]:
     yield f"kubelet stand-in errors: {kubelet.errors[-10:]}"
     for pod in sorted(kubelet.containers):
@@ -148,58 +172,45 @@ async def test_a_workload_is_taken_over_and_handed_over_2_4_1_through_generation
     kube: KubeClient,
 ) -> None:
     settings = playground(kafka, unique, tmp_path, namespace)
-    api = await kube_api_client(identity.kubeconfig)
-    assert api is not None
     seen = Generations(kube, namespace)
-
-    def backends(spec: WorkloadSpec) -> Backend:
-        return KubernetesBackend(api, spec.workload, TARGET)
-
-    leadership = LeaseLeadership(api, identity.lease_namespace, identity.lease_name, settings=FAST_LEASE)
-    try:
-        with capture_logs() as logs:
-            async with (
-                KubeletStandIn(kube, namespace, tmp_path / "kubelet") as kubelet,
-                HandoverPlayground(settings, leadership=leadership, backends=backends) as play,
-            ):
-                try:
-                    await _story(control_plane, settings, play, seen, kubelet, namespace)
-                    report = await play.verdict(within=90)
-                except BaseException:
-                    print("\n".join(_print_logs(kubelet)))
-                    print("\n".join(str(e) for e in logs[-40:]))
-                    print(
-                        control_plane.kubectl(
-                            "get", "deployments,replicasets,pods", "-n", namespace, "-o", "wide"
-                        )
+    with capture_logs() as logs:
+        async with controlled(settings, identity, kube, namespace, tmp_path) as (kubelet, play):
+            try:
+                await _story(control_plane, settings, play, seen, kubelet, namespace)
+                report = await play.verdict(within=90)
+            except BaseException:
+                print("\n".join(_print_logs(kubelet)))
+                print("\n".join(str(e) for e in logs[-40:]))
+                print(
+                    control_plane.kubectl(
+                        "get", "deployments,replicasets,pods", "-n", namespace, "-o", "wide"
                     )
-                    raise
-                history = play.history()
-                # Deleting the workload deletes every generation (ownerReferences and the garbage
-                # collector), while the controller still runs: it does not bring any back.
-                assert play.runner is not None
-                controller = play.runner.controllers[settings.workload]
-                control_plane.kubectl("delete", "deployment", TARGET, "-n", namespace, "--wait=false")
-                await eventually(
-                    lambda: _nothing_left(seen), within=120, every=0.5, what="the generations to be collected"
                 )
-                failures = controller.failures
-                await eventually(
-                    lambda: controller.failures >= failures + 5, within=60, what="five more controller steps"
-                )
-                assert await seen.deployments() == {}
-                assert kubelet.running() == {}
-                # What the operator reads, once (not at every step):
-                gone = [
-                    e
-                    for e in logs
-                    if e["event"] == "handover step failed"
-                    and "Deployment" in e["problem"]
-                    and "does not exist" in e["problem"]
-                ]
-                assert len(gone) == 1, gone
-    finally:
-        await api.close()
+                raise
+            history = play.history()
+            # Deleting the workload deletes every generation (ownerReferences and the garbage
+            # collector), while the controller still runs: it does not bring any back.
+            assert play.runner is not None
+            controller = play.runner.controllers[settings.workload]
+            control_plane.kubectl("delete", "deployment", TARGET, "-n", namespace, "--wait=false")
+            await eventually(
+                lambda: _nothing_left(seen), within=120, every=0.5, what="the generations to be collected"
+            )
+            failures = controller.failures
+            await eventually(
+                lambda: controller.failures >= failures + 5, within=60, what="five more controller steps"
+            )
+            assert await seen.deployments() == {}
+            assert kubelet.running() == {}
+            # What the operator reads, once (not at every step):
+            gone = [
+                e
+                for e in logs
+                if e["event"] == "handover step failed"
+                and "Deployment" in e["problem"]
+                and "does not exist" in e["problem"]
+            ]
+            assert len(gone) == 1, gone
 
     print(report.summary())
     assert report.consistent, report.summary()
@@ -753,3 +764,86 @@ async def test_pods_the_kubelet_cannot_start_are_reported_with_its_reason_and_me
             assert kubelet.containers[worker].env["DB_PASSWORD"] == "hunter2"
     finally:
         await api.close()
+
+
+async def test_a_generation_the_scheduler_cannot_place_is_aborted_and_the_next_one_after_a_fix_takes_over(  # noqa: PLR0915, PLR0917 - one story
+    control_plane: ControlPlane,
+    scheduler: _Process,
+    kafka: KafkaEndpoint,
+    unique: str,
+    tmp_path: Path,
+    namespace: str,
+    identity: HandoverInstall,
+    kube: KubeClient,
+) -> None:
+    """Under load, with the real kube-scheduler placing every pod on a Node object with one CPU: the
+    workload serves in generation 1 (two pods of 100m); its Deployment is then changed to ask for two
+    CPUs a pod, so the next generation's pods are Unschedulable. The controller aborts that attempt
+    once its grace (3 s here) is over — the warm-up timeout is ten minutes, longer than this test may
+    take — with a warning naming the generation, the pod and the scheduler's message; generation 1
+    serves throughout. Once the Deployment asks for 100m again, the next attempt clones the fix and
+    takes over, and across it all nothing is lost or processed twice."""
+    node = control_plane.add_node(f"node-{namespace}", cpu="1")
+    base = playground(kafka, unique, tmp_path, namespace)
+    settings = replace(base, handover=replace(base.handover, warmup_timeout=600, unschedulable_grace=3))
+
+    def workload(cpu: str, replicas: int) -> dict[str, Any]:
+        body = workload_deployment(namespace, settings, replicas)
+        pod = body["spec"]["template"]["spec"]
+        pod["schedulerName"] = TEST_SCHEDULER
+        pod["nodeSelector"] = {"kubernetes.io/hostname": node}
+        pod["containers"][0]["resources"] = {"requests": {"cpu": cpu}}
+        return body
+
+    try:
+        with capture_logs() as logs:
+            async with controlled(settings, identity, kube, namespace, tmp_path) as (kubelet, play):
+                try:
+                    control_plane.apply([workload("100m", 1)])
+                    await _own_consumers_commit(settings)
+                    await play.start_runner()
+                    first = await play.scale_to(2, within=240)
+                    assert first.serving is not None
+                    control_plane.apply([workload("2", 0)])  # the user's change: it no longer fits
+
+                    assert play.runner is not None
+                    play.runner.set_desired(settings.workload, 3)
+
+                    def aborted() -> bool:
+                        return any(e["event"] == "handover aborted" for e in logs)
+
+                    await play.wait(aborted, within=120, what="the unschedulable attempt to be aborted")
+                    record = play.record()
+                    assert record is not None
+                    assert record.serving is not None
+                    assert record.serving.generation == first.serving.generation  # it served throughout
+
+                    control_plane.apply([workload("100m", 0)])  # the fix
+                    done = await play.wait_settled(3, within=240)
+                    report = await play.verdict(within=90)
+                except BaseException:
+                    print("\n".join(_print_logs(kubelet)))
+                    print("\n".join(str(e) for e in logs[-40:]))
+                    print(control_plane.kubectl("get", "deployments,pods", "-n", namespace, "-o", "wide"))
+                    raise
+    finally:
+        control_plane.kubectl("delete", "node", node, "--wait=false")
+
+    warning = next(e for e in logs if e["event"] == "handover aborted")
+    assert warning["log_level"] == "warning"
+    target = warning["target"]
+    assert target > first.serving.generation
+    assert warning["worker"].startswith(f"{TARGET}-g{target}-")
+    assert warning["cause"] == "Unschedulable"
+    assert "Insufficient cpu" in warning["message"], warning
+    assert warning["reason"].startswith(f"generation {target} cannot run: {warning['worker']} Unschedulable")
+    history = play.history()
+    attempt = [r for r in history if r.handover is not None and r.handover.target == target]
+    assert {r.handover.phase for r in attempt if r.handover is not None} == {Phase.WARMING, Phase.ABORTING}
+    assert done.serving is not None
+    assert done.serving.generation > target
+    assert target not in report.generations  # the attempt that could not run processed nothing
+    print(report.summary())
+    assert report.consistent, report.summary()
+    assert report.lost == 0
+    assert report.duplicates == 0, report.summary()
