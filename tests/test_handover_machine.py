@@ -408,6 +408,43 @@ def test_a_pod_that_cannot_start_gets_the_shorter_grace_and_another_generations_
     assert result.record.handover.phase is Phase.ABORTING
 
 
+def test_a_target_given_up_as_unable_to_run_holds_the_next_attempt_back_and_doubles_the_hold() -> None:
+    """A broken image fails every attempt the same way: after each abort for it the decision (still 4)
+    waits ``revert_backoff``, doubled per failure in a row, instead of starting a new generation at once
+    (one every grace, each a pod that cannot pull); a warm-up timeout does not hold anything back."""
+    settings = replace(SETTINGS, warmup_timeout=3600, failing_grace=30, revert_backoff=60)
+    record = _warming(settings)
+    holds = []
+    now = 1030.0
+    for _ in range(3):
+        assert record.handover is not None
+        target = record.handover.target
+        pulled = WorkerProblem("p", Trouble.FAILING, "ImagePullBackOff", "Back-off", since=now - 30)
+        world = obs(
+            now=now, running={1: frozenset({"o"}), target: frozenset({"p"})}, problems={target: (pulled,)}
+        )
+        record = step(record, world, settings, term=1).record
+        assert record.handover is not None
+        assert record.handover.phase is Phase.ABORTING
+        holds.append(record.hold_until - now)
+        gone = obs(now=now + 1, running={1: frozenset({"o"})}, committed={f"{BASE}-gen-1": {}}, desired=4)
+        record = step(record, gone, settings, term=1).record
+        assert record.handover is None
+        held = step(record, replace(gone, now=record.hold_until - 1), settings, term=1)
+        assert held.record.handover is None
+        assert [a.event for a in held.actions if isinstance(a, Note)] == ["handover held"]
+        now = record.hold_until
+        record = step(record, replace(gone, now=now), settings, term=1).record
+        assert record.handover is not None
+        assert record.handover.phase is Phase.WARMING
+        now += 30
+    assert holds == [60, 120, 240]
+    timed_out = step(
+        record, obs(now=record.handover.deadline + 1, running={1: frozenset({"o"})}), settings, term=1
+    )
+    assert timed_out.record.hold_until == record.hold_until  # a timeout holds nothing back
+
+
 def test_a_warm_up_timeout_names_the_pods_that_cannot_run_yet() -> None:
     record = _warming()
     assert record.handover is not None

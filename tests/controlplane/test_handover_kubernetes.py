@@ -36,6 +36,7 @@ from lagscaler_demo.localkafka.broker import free_port
 from lagscaler_demo.playground.handover_run import HandoverPlayground, PlaygroundSettings
 from lagscaler_demo.playground.probe import committed_offsets
 from structlog.testing import capture_logs
+from structlog.typing import EventDict
 from support import eventually
 
 from lagscaler.core.handover.machine import Trouble, WorkerProblem
@@ -778,6 +779,7 @@ async def test_a_generation_the_scheduler_cannot_place_is_aborted_and_the_next_o
     namespace: str,
     identity: HandoverInstall,
     kube: KubeClient,
+    logs: list[EventDict],
 ) -> None:
     """Under load, with the real kube-scheduler placing every pod on a Node object with one CPU: the
     workload serves in generation 1 (two pods of 100m); its Deployment is then changed to ask for two
@@ -788,7 +790,9 @@ async def test_a_generation_the_scheduler_cannot_place_is_aborted_and_the_next_o
     takes over, and across it all nothing is lost or processed twice."""
     node = control_plane.add_node(f"node-{namespace}", cpu="1")
     base = playground(kafka, unique, tmp_path, namespace)
-    settings = replace(base, handover=replace(base.handover, warmup_timeout=600, unschedulable_grace=3))
+    settings = replace(
+        base, handover=replace(base.handover, warmup_timeout=600, unschedulable_grace=3, revert_backoff=2)
+    )
 
     def workload(cpu: str, replicas: int) -> dict[str, Any]:
         body = workload_deployment(namespace, settings, replicas)
@@ -799,36 +803,35 @@ async def test_a_generation_the_scheduler_cannot_place_is_aborted_and_the_next_o
         return body
 
     try:
-        with capture_logs() as logs:
-            async with controlled(settings, identity, kube, namespace, tmp_path) as (kubelet, play):
-                try:
-                    control_plane.apply([workload("100m", 1)])
-                    await _own_consumers_commit(settings)
-                    await play.start_runner()
-                    first = await play.scale_to(2, within=240)
-                    assert first.serving is not None
-                    control_plane.apply([workload("2", 0)])  # the user's change: it no longer fits
+        async with controlled(settings, identity, kube, namespace, tmp_path) as (kubelet, play):
+            try:
+                control_plane.apply([workload("100m", 1)])
+                await _own_consumers_commit(settings)
+                await play.start_runner()
+                first = await play.scale_to(2, within=240)
+                assert first.serving is not None
+                control_plane.apply([workload("2", 0)])  # the user's change: it no longer fits
 
-                    assert play.runner is not None
-                    play.runner.set_desired(settings.workload, 3)
+                assert play.runner is not None
+                play.runner.set_desired(settings.workload, 3)
 
-                    def aborted() -> bool:
-                        return any(e["event"] == "handover aborted" for e in logs)
+                def aborted() -> bool:
+                    return any(e["event"] == "handover aborted" for e in logs)
 
-                    await play.wait(aborted, within=120, what="the unschedulable attempt to be aborted")
-                    record = play.record()
-                    assert record is not None
-                    assert record.serving is not None
-                    assert record.serving.generation == first.serving.generation  # it served throughout
+                await play.wait(aborted, within=120, what="the unschedulable attempt to be aborted")
+                record = play.record()
+                assert record is not None
+                assert record.serving is not None
+                assert record.serving.generation == first.serving.generation  # it served throughout
 
-                    control_plane.apply([workload("100m", 0)])  # the fix
-                    done = await play.wait_settled(3, within=240)
-                    report = await play.verdict(within=90)
-                except BaseException:
-                    print("\n".join(_print_logs(kubelet)))
-                    print("\n".join(str(e) for e in logs[-40:]))
-                    print(control_plane.kubectl("get", "deployments,pods", "-n", namespace, "-o", "wide"))
-                    raise
+                control_plane.apply([workload("100m", 0)])  # the fix
+                done = await play.wait_settled(3, within=240)
+                report = await play.verdict(within=90)
+            except BaseException:
+                print("\n".join(_print_logs(kubelet)))
+                print("\n".join(str(e) for e in logs[-40:]))
+                print(control_plane.kubectl("get", "deployments,pods", "-n", namespace, "-o", "wide"))
+                raise
     finally:
         control_plane.kubectl("delete", "node", node, "--wait=false")
 

@@ -345,7 +345,10 @@ def _idle(
         return record, actions
     if obs.now < record.hold_until:
         wait = record.hold_until - obs.now
-        reason = f"{record.reverts} handovers in a row reverted; the next one may begin in {wait:.0f} s"
+        reason = (
+            f"{record.reverts} handovers in a row reverted or given up as unable to run;"
+            f" the next one may begin in {wait:.0f} s"
+        )
         actions.append(Note("handover held", {"workload": record.workload, "reason": reason}))
         return record, actions
     if serving.group not in obs.committed:
@@ -387,9 +390,15 @@ def _warming(
     if problem is not None or obs.now > handover.deadline:
         aborting = replace(handover, phase=Phase.ABORTING)
         why = _cannot_run(handover, problem, obs) if problem is not None else _not_ready(handover, obs)
-        fields = {**_describe(record, aborting), "reason": why, **_problem_fields(problem)}
+        aborted = replace(record, handover=aborting)
+        if problem is not None and serving is not None:
+            # The decision still wants the new size, and a fresh attempt from the same template would
+            # fail the same way a grace later: hold the next one back as after a revert (§4.3), so a
+            # broken image or a missing Secret costs a pod every few minutes, not one every 35 s.
+            aborted = _held(aborted, obs, settings)
+        fields = {**_describe(aborted, aborting), "reason": why, **_problem_fields(problem)}
         actions.append(Note("handover aborted", fields))
-        return replace(record, handover=aborting), actions
+        return aborted, actions
     return record, actions
 
 
@@ -529,13 +538,10 @@ def _reverting(
         ]
         cut = _highest(handover.cut or {}, _within(obs.committed[handover.group], obs), *fenced)
         aborting = replace(handover, phase=Phase.ABORTING, cut=cut)
-        hold = settings.revert_backoff * 2 ** min(record.reverts, 6)
-        back = replace(
-            record,
-            serving=Serving(source, source_group, replicas, cut),
-            handover=aborting,
-            reverts=record.reverts + 1,
-            hold_until=obs.now + hold,
+        back = _held(
+            replace(record, serving=Serving(source, source_group, replicas, cut), handover=aborting),
+            obs,
+            settings,
         )
         actions.append(Note("handover reverted", _describe(back)))
         return back, actions
@@ -563,6 +569,13 @@ def _retiring(
         actions += [Remove(source), Forget(source)]
     actions.append(Note("handover done", _describe(record, handover)))
     return replace(record, handover=None, reverts=0, hold_until=0.0), actions
+
+
+def _held(record: ControllerRecord, obs: Observation, settings: MachineSettings) -> ControllerRecord:
+    """``record`` after a failed attempt: no handover begins for ``revert_backoff``, doubled for every
+    failed attempt in a row (at most 64×); a handover that is verified and done forgets them."""
+    hold = settings.revert_backoff * 2 ** min(record.reverts, 6)
+    return replace(record, reverts=record.reverts + 1, hold_until=obs.now + hold)
 
 
 def _aborting(
