@@ -689,7 +689,8 @@ def _released(
     if any(g != 0 and workers for g, workers in obs.running.items()):
         return record, actions
     actions += _forget_strays(obs, {0})
-    actions.append(Note("handover released", _describe(record, handover)))
+    then = f"the workload's own consumers consume in group {handover.group} from its committed offsets"
+    actions.append(Note("handover released", {**_describe(record, handover), "next": then}))
     return replace(record, serving=None, handover=None, reverts=0, hold_until=0.0), actions
 
 
