@@ -1,0 +1,128 @@
+"""Handing a workload back in Kubernetes, on the real control plane and the real broker.
+
+The workload's own Deployment runs the SDK worker outside handover mode (two consumers in the policy's
+group); lagscaler takes it over (its Deployment to 0, generation 1 at three replicas in a Deployment of
+its own) and then its policy is switched back (the runner is given it as a hand-back, as ``serve``'s
+policy reload does for ``mode: hpa``). What a user relies on: the workload's Deployment runs again at
+generation 1's size, generation 1's Deployment is deleted, the control record is cleared, and across
+takeover and hand-back every record is processed exactly once. Pods run under the kubelet stand-in
+(``kubelet.py``); the backend acts with the chart's ServiceAccount (handover enabled for the test's
+namespace only).
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+from lagscaler_demo.localkafka import KafkaEndpoint
+from lagscaler_demo.playground.handover_run import HandoverPlayground
+from structlog.testing import capture_logs
+from support import eventually
+
+from lagscaler.edges.handover import KubernetesBackend, LeaseLeadership
+from lagscaler.edges.handover.backend import Backend
+from lagscaler.edges.handover.controller import WorkloadSpec
+from lagscaler.edges.kube import kube_api_client
+
+from .adapter import HandoverInstall
+from .cluster import ControlPlane
+from .kubeclient import KubeClient
+from .kubelet import KubeletStandIn
+from .test_handover_kubernetes import (
+    FAST_LEASE,
+    TARGET,
+    Generations,
+    _own_consumers_commit,
+    _print_logs,
+    identity,
+    kube,
+    namespace,
+    playground,
+    workload_deployment,
+)
+
+pytestmark = [pytest.mark.controlplane, pytest.mark.kafka, pytest.mark.slow]
+
+__all__ = ["identity", "kube", "namespace"]  # fixtures, shared with test_handover_kubernetes
+
+
+async def test_a_workload_switched_out_of_handover_mode_gets_its_deployment_back_and_loses_nothing(  # noqa: PLR0917 - one story
+    control_plane: ControlPlane,
+    kafka: KafkaEndpoint,
+    unique: str,
+    tmp_path: Path,
+    namespace: str,
+    identity: HandoverInstall,
+    kube: KubeClient,
+) -> None:
+    settings = playground(kafka, unique, tmp_path, namespace)
+    api = await kube_api_client(identity.kubeconfig)
+    assert api is not None
+    seen = Generations(kube, namespace)
+
+    def backends(spec: WorkloadSpec) -> Backend:
+        return KubernetesBackend(api, spec.workload, TARGET)
+
+    leadership = LeaseLeadership(api, identity.lease_namespace, identity.lease_name, settings=FAST_LEASE)
+    try:
+        with capture_logs() as logs:
+            async with (
+                KubeletStandIn(kube, namespace, tmp_path / "kubelet") as kubelet,
+                HandoverPlayground(settings, leadership=leadership, backends=backends) as play,
+            ):
+                try:
+                    control_plane.apply([workload_deployment(namespace, settings, replicas=2)])
+                    await _own_consumers_commit(settings)
+                    await play.start_runner()
+                    taken = await play.scale_to(3, within=240)
+                    assert taken.serving is not None
+                    generation = f"{TARGET}-g{taken.serving.generation}"
+                    deployments = await seen.deployments()
+                    assert deployments[TARGET]["spec"]["replicas"] == 0
+                    assert deployments[generation]["spec"]["replicas"] == 3
+
+                    play.hand_back()
+
+                    def cleared() -> bool:
+                        record = play.record()
+                        return record is not None and record.serving is None and record.handover is None
+
+                    await play.wait(cleared, within=120, what="the hand-back to finish")
+
+                    async def handed_back() -> None:
+                        now = await seen.deployments()
+                        assert set(now) == {TARGET}, sorted(now)
+                        assert now[TARGET]["spec"]["replicas"] == 3
+
+                    await eventually(
+                        handed_back, within=120, every=0.5, what="the workload's Deployment back"
+                    )
+                    await eventually(
+                        lambda: len(kubelet.running()) == 3, within=120, what="three own pods running"
+                    )
+                    assert all(pod.startswith(f"{TARGET}-") for pod in await seen.pods())
+                    assert not any(pod.startswith(f"{generation}-") for pod in await seen.pods())
+                    report = await play.verdict(within=120)
+                except BaseException:
+                    print("\n".join(_print_logs(kubelet)))
+                    print("\n".join(str(e) for e in logs[-40:]))
+                    print(
+                        control_plane.kubectl(
+                            "get", "deployments,replicasets,pods", "-n", namespace, "-o", "wide"
+                        )
+                    )
+                    raise
+    finally:
+        await api.close()
+
+    assert report.consistent, report.summary()
+    assert report.lost == 0
+    assert report.duplicates == 0, report.summary()
+    assert report.processed == report.produced > 0
+    assert report.generations == {0, taken.serving.generation}
+    events = [e["event"] for e in logs]
+    assert "workload deployment scaled back" in events
+    assert "handover released" in events
+    assert [e for e in logs if "403" in json.dumps(e, default=str)] == []
