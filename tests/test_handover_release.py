@@ -22,6 +22,7 @@ import pytest
 from lagscaler_demo.localkafka import KafkaEndpoint
 from lagscaler_demo.playground.handover_run import GroupWorkers, HandoverPlayground, PlaygroundSettings
 from lagscaler_demo.playground.probe import committed_offsets
+from structlog.testing import capture_logs
 from support import eventually
 
 from lagscaler.edges.handover import HandoverSettings, Phase, Status
@@ -137,3 +138,45 @@ async def test_a_workload_switched_out_of_handover_mode_goes_back_to_its_own_gro
     assert report.processed == report.produced > 0
     # Lagscaler's generations served up to the cut, the workload's own consumers (generation 0) after it.
     assert {generation, 0} <= report.generations
+
+
+async def test_a_workload_whose_policy_is_removed_keeps_running_and_is_handed_back_once_it_returns(
+    kafka: KafkaEndpoint, unique: str, tmp_path: Path
+) -> None:
+    """Removing a handover policy's file is not a request to hand the workload back (it may be a
+    mistake, or a rename): nothing is stopped, and a warning names the generation still running and how
+    to hand it back. Putting the policy back with mode: hpa does."""
+    settings = playground(kafka, unique, tmp_path)
+    async with HandoverPlayground(settings) as play:
+        serving = await play.scale_to(2)
+        assert serving.serving is not None
+        assert play.runner is not None
+        with capture_logs() as logs:
+            play.runner.sync([])
+        (warning,) = [e for e in logs if e["event"] == "handover workload not run"]
+        assert warning["workload"] == settings.workload
+        assert f"generation {serving.serving.generation}" in warning["serving"]
+        assert "mode: hpa" in warning["problem"]
+        assert settings.workload not in play.runner.controllers
+        # Still consuming, uncontrolled: its group keeps committing.
+        before = await committed_offsets(settings.bootstrap, serving.serving.group)
+
+        async def consuming() -> None:
+            now = await committed_offsets(settings.bootstrap, serving.serving.group)
+            assert sum(now.values()) > sum(before.values())
+
+        await eventually(consuming, within=30, what="the generation to keep consuming")
+        assert play.record() == serving
+
+        play.hand_back()
+        await play.wait(lambda: cleared(play), within=90, what="the hand-back to finish")
+        own = GroupWorkers(play)
+        try:
+            own.start(1)
+            report = await play.verdict()
+        finally:
+            own.kill_all()
+    assert report.consistent, report.summary()
+    assert report.duplicates == 0, report.summary()
+    assert report.lost == 0
+    assert {serving.serving.generation, 0} <= report.generations
