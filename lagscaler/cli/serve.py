@@ -117,11 +117,12 @@ class HandoverOptions(Options):
     handover_fence_timeout: Annotated[float, Field(gt=0, json_schema_extra={"metavar": "SECONDS"})] = 5.0
     """Kill an old worker that has not stopped by then."""
     handover_verify_timeout: Annotated[float, Field(gt=0, json_schema_extra={"metavar": "SECONDS"})] = 120.0
-    """Hand a workload back to its old generation when the new one has made no progress past the cut
-    by then (at least the warm-up its policy implies, so a stateful catch-up is not taken for a hang)."""
+    """Revert a handover (the old generation serves again) when the new one has made no progress past
+    the cut by then (at least the warm-up its policy implies, so a stateful catch-up is not taken for a
+    hang)."""
     handover_revert_backoff: Annotated[float, Field(gt=0, json_schema_extra={"metavar": "SECONDS"})] = 60.0
-    """After a hand-back, start no new handover of that workload for this long, doubled per hand-back in
-    a row (at most 64 times)."""
+    """After a reverted handover, start no new handover of that workload for this long, doubled per
+    revert in a row (at most 64 times)."""
 
 
 class ServeOptions(ServiceOptions, HandoverOptions, KafkaOptions, ApiOptions):
