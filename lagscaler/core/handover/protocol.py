@@ -112,6 +112,10 @@ class Handover:
     stragglers after it. Wall-clock time because a controller that restarts must honour its
     predecessor's deadlines. ``source_replicas``: the source's size, to serve with again on a revert
     (the serving record names the target from STARTING on).
+
+    A hand-back (``RELEASING``, ``RELEASED``: the policy left handover mode) is one too: ``source`` is the
+    generation handed back, ``target`` 0 (the policy's own group, ``group``), ``replicas`` the size the
+    workload's own consumers get back, and ``cut`` what is committed into that group.
     """
 
     source: int | None
