@@ -35,7 +35,7 @@ from .test_handover_kubernetes import (
     TARGET,
     Generations,
     _own_consumers_commit,
-    _print_logs,
+    explained,
     identity,
     kube,
     namespace,
@@ -72,7 +72,7 @@ async def test_a_workload_switched_out_of_handover_mode_gets_its_deployment_back
                 KubeletStandIn(kube, namespace, tmp_path / "kubelet") as kubelet,
                 HandoverPlayground(settings, leadership=leadership, backends=backends) as play,
             ):
-                try:
+                with explained(control_plane, kubelet, logs, namespace):
                     control_plane.apply([workload_deployment(namespace, settings, replicas=2)])
                     await _own_consumers_commit(settings)
                     await play.start_runner()
@@ -105,15 +105,6 @@ async def test_a_workload_switched_out_of_handover_mode_gets_its_deployment_back
                     assert all(pod.startswith(f"{TARGET}-") for pod in await seen.pods())
                     assert not any(pod.startswith(f"{generation}-") for pod in await seen.pods())
                     report = await play.verdict(within=120)
-                except BaseException:
-                    print("\n".join(_print_logs(kubelet)))
-                    print("\n".join(str(e) for e in logs[-40:]))
-                    print(
-                        control_plane.kubectl(
-                            "get", "deployments,replicasets,pods", "-n", namespace, "-o", "wide"
-                        )
-                    )
-                    raise
     finally:
         await api.close()
 
