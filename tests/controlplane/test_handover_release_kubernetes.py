@@ -17,24 +17,17 @@ from pathlib import Path
 
 import pytest
 from lagscaler_demo.localkafka import KafkaEndpoint
-from lagscaler_demo.playground.handover_run import HandoverPlayground
 from structlog.testing import capture_logs
 from support import eventually
-
-from lagscaler.edges.handover import KubernetesBackend, LeaseLeadership
-from lagscaler.edges.handover.backend import Backend
-from lagscaler.edges.handover.controller import WorkloadSpec
-from lagscaler.edges.kube import kube_api_client
 
 from .adapter import HandoverInstall
 from .cluster import ControlPlane
 from .kubeclient import KubeClient
-from .kubelet import KubeletStandIn
 from .test_handover_kubernetes import (
-    FAST_LEASE,
     TARGET,
     Generations,
     _own_consumers_commit,
+    controlled,
     explained,
     identity,
     kube,
@@ -58,55 +51,40 @@ async def test_a_workload_switched_out_of_handover_mode_gets_its_deployment_back
     kube: KubeClient,
 ) -> None:
     settings = playground(kafka, unique, tmp_path, namespace)
-    api = await kube_api_client(identity.kubeconfig)
-    assert api is not None
     seen = Generations(kube, namespace)
+    with capture_logs() as logs:
+        async with controlled(settings, identity, kube, namespace, tmp_path) as (kubelet, play):
+            with explained(control_plane, kubelet, logs, namespace):
+                control_plane.apply([workload_deployment(namespace, settings, replicas=2)])
+                await _own_consumers_commit(settings)
+                await play.start_runner()
+                taken = await play.scale_to(3, within=240)
+                assert taken.serving is not None
+                generation = f"{TARGET}-g{taken.serving.generation}"
+                deployments = await seen.deployments()
+                assert deployments[TARGET]["spec"]["replicas"] == 0
+                assert deployments[generation]["spec"]["replicas"] == 3
 
-    def backends(spec: WorkloadSpec) -> Backend:
-        return KubernetesBackend(api, spec.workload, TARGET)
+                play.hand_back()
 
-    leadership = LeaseLeadership(api, identity.lease_namespace, identity.lease_name, settings=FAST_LEASE)
-    try:
-        with capture_logs() as logs:
-            async with (
-                KubeletStandIn(kube, namespace, tmp_path / "kubelet") as kubelet,
-                HandoverPlayground(settings, leadership=leadership, backends=backends) as play,
-            ):
-                with explained(control_plane, kubelet, logs, namespace):
-                    control_plane.apply([workload_deployment(namespace, settings, replicas=2)])
-                    await _own_consumers_commit(settings)
-                    await play.start_runner()
-                    taken = await play.scale_to(3, within=240)
-                    assert taken.serving is not None
-                    generation = f"{TARGET}-g{taken.serving.generation}"
-                    deployments = await seen.deployments()
-                    assert deployments[TARGET]["spec"]["replicas"] == 0
-                    assert deployments[generation]["spec"]["replicas"] == 3
+                def cleared() -> bool:
+                    record = play.record()
+                    return record is not None and record.serving is None and record.handover is None
 
-                    play.hand_back()
+                await play.wait(cleared, within=120, what="the hand-back to finish")
 
-                    def cleared() -> bool:
-                        record = play.record()
-                        return record is not None and record.serving is None and record.handover is None
+                async def handed_back() -> None:
+                    now = await seen.deployments()
+                    assert set(now) == {TARGET}, sorted(now)
+                    assert now[TARGET]["spec"]["replicas"] == 3
 
-                    await play.wait(cleared, within=120, what="the hand-back to finish")
-
-                    async def handed_back() -> None:
-                        now = await seen.deployments()
-                        assert set(now) == {TARGET}, sorted(now)
-                        assert now[TARGET]["spec"]["replicas"] == 3
-
-                    await eventually(
-                        handed_back, within=120, every=0.5, what="the workload's Deployment back"
-                    )
-                    await eventually(
-                        lambda: len(kubelet.running()) == 3, within=120, what="three own pods running"
-                    )
-                    assert all(pod.startswith(f"{TARGET}-") for pod in await seen.pods())
-                    assert not any(pod.startswith(f"{generation}-") for pod in await seen.pods())
-                    report = await play.verdict(within=120)
-    finally:
-        await api.close()
+                await eventually(handed_back, within=120, every=0.5, what="the workload's Deployment back")
+                await eventually(
+                    lambda: len(kubelet.running()) == 3, within=120, what="three own pods running"
+                )
+                assert all(pod.startswith(f"{TARGET}-") for pod in await seen.pods())
+                assert not any(pod.startswith(f"{generation}-") for pod in await seen.pods())
+                report = await play.verdict(within=120)
 
     assert report.consistent, report.summary()
     assert report.lost == 0
