@@ -362,6 +362,8 @@ def test_handover_args_are_accepted_by_lagscaler_serve() -> None:
             "fenceTimeoutSeconds": 8,
             "verifyTimeoutSeconds": 45,
             "revertBackoffSeconds": 90,
+            "unschedulableGraceSeconds": 600,
+            "failingGraceSeconds": 20,
         }
     )
     args = one(render(values), "Deployment")["spec"]["template"]["spec"]["containers"][0]["args"]
@@ -375,3 +377,4 @@ def test_handover_args_are_accepted_by_lagscaler_serve() -> None:
     assert handover.settings.warmup_timeout == 300
     assert handover.settings.fence_timeout == 8
     assert (handover.settings.verify_timeout, handover.settings.revert_backoff) == (45, 90)
+    assert (handover.settings.unschedulable_grace, handover.settings.failing_grace) == (600, 20)

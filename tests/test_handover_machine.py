@@ -19,19 +19,26 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from lagscaler.core.handover.machine import (
+    Commit,
     Ensure,
     Forget,
     GroupView,
+    HandBack,
     Kill,
     MachineSettings,
+    Needs,
     Note,
     Observation,
     Remove,
+    Trouble,
+    WorkerProblem,
+    hopeless,
     needs,
     step,
     superseded,
 )
 from lagscaler.core.handover.protocol import (
+    HAND_BACK,
     ControllerRecord,
     Handover,
     Phase,
@@ -344,6 +351,174 @@ def test_a_target_that_never_gets_ready_is_aborted_and_the_source_keeps_serving(
     assert result.record.next_generation == 3  # generation 2 is never reused
 
 
+def started(*, replicas: int, deadline: float) -> tuple[Handover, ControllerRecord]:
+    """Generation 2 (``replicas`` workers) took over from generation 1 (2 workers) at a cut."""
+    cut = {(T, 0): 10, (T, 1): 12, (T, 2): 5}
+    h = Handover(
+        1, 2, f"{BASE}-gen-2", replicas, Phase.STARTING, {}, deadline=deadline, started_at=900.0, cut=cut,
+        source_replicas=2,
+    )  # fmt: skip
+    return h, ControllerRecord(W, 1, 9, Serving(2, f"{BASE}-gen-2", replicas, cut), h, next_generation=3)
+
+
+def _warming(settings: MachineSettings = SETTINGS) -> ControllerRecord:
+    result = step(serving_record(), obs(desired=4, committed={f"{BASE}-gen-1": {}}), settings, term=1)
+    assert result.record.handover is not None
+    return result.record
+
+
+def test_a_target_whose_pod_cannot_be_scheduled_is_aborted_after_its_grace_naming_the_pod() -> None:
+    """The scheduler's verdict, as the Kubernetes backend reports it: the target is aborted once the
+    pod has been Unschedulable for ``unschedulable_grace``, long before the warm-up timeout, and the
+    note names the generation, the pod and the scheduler's own message."""
+    settings = replace(SETTINGS, warmup_timeout=3600, unschedulable_grace=300, failing_grace=30)
+    record = _warming(settings)
+    message = "0/3 nodes are available: 3 Insufficient cpu."
+    pod = WorkerProblem("app-g2-7d9f-x2k", Trouble.UNSCHEDULABLE, "Unschedulable", message, since=1000.0)
+    world = obs(now=1299, running={1: frozenset({"o"}), 2: frozenset({pod.worker})}, problems={2: (pod,)})
+    waiting = step(record, world, settings, term=1)
+    assert not waiting.changed  # within its grace: a cluster autoscaler may still add a node
+    result = step(record, replace(world, now=1300), settings, term=1)
+    assert result.record.handover is not None
+    assert result.record.handover.phase is Phase.ABORTING
+    assert result.record.serving == record.serving  # generation 1 keeps serving
+    (note,) = [a for a in result.actions if isinstance(a, Note)]
+    assert note.event == "handover aborted"
+    assert note.fields["target"] == 2
+    assert (note.fields["worker"], note.fields["cause"], note.fields["message"]) == (
+        pod.worker,
+        "Unschedulable",
+        message,
+    )
+    assert (
+        note.fields["reason"] == f"generation 2 cannot run: {pod.worker} Unschedulable for 300 s: {message}"
+    )
+    aborted = step(result.record, replace(world, now=1301), settings, term=1)
+    assert Remove(2) in aborted.actions  # the same abort as a warm-up timeout's
+
+
+def test_a_pod_that_cannot_start_gets_the_shorter_grace_and_another_generations_pod_none() -> None:
+    settings = replace(SETTINGS, warmup_timeout=3600, unschedulable_grace=300, failing_grace=30)
+    record = _warming(settings)
+    pulled = WorkerProblem("p", Trouble.FAILING, "ImagePullBackOff", 'Back-off pulling image "x"', 1000.0)
+    serving_pod = replace(pulled, worker="o")
+    world = obs(now=1029, running={1: frozenset({"o"}), 2: frozenset({"p"})}, problems={2: (pulled,)})
+    assert not step(record, world, settings, term=1).changed
+    # A problem of the serving generation (its replacement pod cannot pull) does not abort the target.
+    late = replace(world, now=1100, problems={1: (serving_pod,)})
+    assert not step(record, late, settings, term=1).changed
+    result = step(record, replace(world, now=1030), settings, term=1)
+    assert result.record.handover is not None
+    assert result.record.handover.phase is Phase.ABORTING
+
+
+def test_a_target_given_up_as_unable_to_run_holds_the_next_attempt_back_and_doubles_the_hold() -> None:
+    """A broken image fails every attempt the same way: after each abort for it the decision (still 4)
+    waits ``revert_backoff``, doubled per failure in a row, instead of starting a new generation at once
+    (one every grace, each a pod that cannot pull); a warm-up timeout does not hold anything back."""
+    settings = replace(SETTINGS, warmup_timeout=3600, failing_grace=30, revert_backoff=60)
+    record = _warming(settings)
+    holds = []
+    now = 1030.0
+    for _ in range(3):
+        assert record.handover is not None
+        target = record.handover.target
+        pulled = WorkerProblem("p", Trouble.FAILING, "ImagePullBackOff", "Back-off", since=now - 30)
+        world = obs(
+            now=now, running={1: frozenset({"o"}), target: frozenset({"p"})}, problems={target: (pulled,)}
+        )
+        record = step(record, world, settings, term=1).record
+        assert record.handover is not None
+        assert record.handover.phase is Phase.ABORTING
+        holds.append(record.hold_until - now)
+        gone = obs(now=now + 1, running={1: frozenset({"o"})}, committed={f"{BASE}-gen-1": {}}, desired=4)
+        record = step(record, gone, settings, term=1).record
+        assert record.handover is None
+        held = step(record, replace(gone, now=record.hold_until - 1), settings, term=1)
+        assert held.record.handover is None
+        assert [a.event for a in held.actions if isinstance(a, Note)] == ["handover held"]
+        now = record.hold_until
+        record = step(record, replace(gone, now=now), settings, term=1).record
+        assert record.handover is not None
+        assert record.handover.phase is Phase.WARMING
+        now += 30
+    assert holds == [60, 120, 240]
+    timed_out = step(
+        record, obs(now=record.handover.deadline + 1, running={1: frozenset({"o"})}), settings, term=1
+    )
+    assert timed_out.record.hold_until == record.hold_until  # a timeout holds nothing back
+
+
+def test_a_warm_up_timeout_names_the_pods_that_cannot_run_yet() -> None:
+    record = _warming()
+    assert record.handover is not None
+    pod = WorkerProblem("p", Trouble.UNSCHEDULABLE, "Unschedulable", "0/1 nodes are available", 1050.0)
+    late = obs(now=record.handover.deadline + 1, running={1: frozenset({"o"})}, problems={2: (pod,)})
+    result = step(record, late, SETTINGS, term=1)
+    (note,) = [a for a in result.actions if isinstance(a, Note)]
+    assert note.event == "handover aborted"
+    assert "cannot run: p Unschedulable for 11 s: 0/1 nodes are available" in str(note.fields["reason"])
+    assert "worker" not in note.fields  # the timeout decided, not the pod
+
+
+def test_a_target_that_cannot_run_after_the_cut_is_handed_back_before_the_verify_timeout() -> None:
+    """Generation 2 took over and its pods crash-loop (a handler that raises on every record): the
+    workload processes nothing while it is verified, so it is handed back once the crash loop has
+    lasted ``failing_grace``, not after ``verify_timeout``. A first generation has nothing to go back to."""
+    settings = replace(SETTINGS, verify_timeout=3600, failing_grace=30)
+    h, record = started(replicas=2, deadline=5000.0)
+    cut = h.cut or {}
+    crash = WorkerProblem("n0", Trouble.FAILING, "CrashLoopBackOff", "last exit code 1 (Error)", 1000.0)
+    world = obs(
+        now=1029,
+        running={1: frozenset({"o1", "o2"}), 2: frozenset({"n0", "n1"})},
+        committed={h.group: cut},
+        ends=dict.fromkeys(PARTS, 50),
+        problems={2: (crash,)},
+    )
+    assert not step(record, world, settings, term=1).changed
+    result = step(record, replace(world, now=1030), settings, term=1)
+    assert result.record.handover is not None
+    assert result.record.handover.phase is Phase.REVERTING
+    (note,) = [a for a in result.actions if isinstance(a, Note)]
+    assert (note.event, note.fields["worker"], note.fields["cause"]) == (
+        "handover reverting",
+        "n0",
+        "CrashLoopBackOff",
+    )
+    first = replace(record, handover=replace(h, source=None, source_replicas=None))
+    assert not step(first, replace(world, now=1030), settings, term=1).changed
+
+
+@pytest.mark.parametrize(
+    ("problems", "now", "expected"),
+    [
+        ((), 2000.0, None),
+        ((WorkerProblem("a", Trouble.UNSCHEDULABLE, "Unschedulable", "", 1000.0),), 1299.0, None),
+        ((WorkerProblem("a", Trouble.UNSCHEDULABLE, "Unschedulable", "", 1000.0),), 1300.0, "a"),
+        ((WorkerProblem("a", Trouble.FAILING, "ErrImagePull", "", 1000.0),), 1030.0, "a"),
+        # the longest-standing of those past their grace
+        (
+            (
+                WorkerProblem("late", Trouble.FAILING, "CrashLoopBackOff", "", 1010.0),
+                WorkerProblem("early", Trouble.FAILING, "ImagePullBackOff", "", 1005.0),
+                WorkerProblem("within", Trouble.UNSCHEDULABLE, "Unschedulable", "", 900.0),
+            ),
+            1040.0,
+            "early",
+        ),
+        # a time stated ahead of our clock is within its grace
+        ((WorkerProblem("a", Trouble.FAILING, "ErrImagePull", "", 1100.0),), 1040.0, None),
+    ],
+)
+def test_which_problem_gives_a_target_up(
+    problems: tuple[WorkerProblem, ...], now: float, expected: str | None
+) -> None:
+    settings = replace(SETTINGS, unschedulable_grace=300, failing_grace=30)
+    found = hopeless(problems, now, settings)
+    assert (found.worker if found is not None else None) == expected
+
+
 def test_a_warming_scale_down_is_superseded_once_the_decision_rises_above_its_target() -> None:
     record = serving_record(generation=1, replicas=3)
     source = {1: frozenset({"o1", "o2", "o3"})}
@@ -444,12 +619,7 @@ def test_a_target_that_makes_no_progress_after_the_cut_hands_back_to_the_source_
     and nothing more on partition 0; on partition 1 it got to 14). After ``verify_timeout`` it is
     fenced like a source; generation 1, fenced and idle but never removed, serves again from where 2
     stopped: nothing frozen, nothing processed twice, nothing skipped."""
-    cut = {(T, 0): 10, (T, 1): 12, (T, 2): 5}
-    h = Handover(
-        1, 2, f"{BASE}-gen-2", 3, Phase.STARTING, {}, deadline=1030.0, started_at=900.0, cut=cut,
-        source_replicas=2,
-    )  # fmt: skip
-    record = ControllerRecord(W, 1, 9, Serving(2, f"{BASE}-gen-2", 3, cut), h, next_generation=3)
+    h, record = started(replicas=3, deadline=1030.0)
     members = {"n0": frozenset({(T, 0)}), "n1": frozenset({(T, 1)}), "n2": frozenset({(T, 2)})}
     new = {w: status(w, 2, Status.SERVING, set(ps)) for w, ps in members.items()}
     old = {w: status(w, 1, Status.FENCED, set(), epoch=2) for w in ("o1", "o2")}
@@ -631,6 +801,219 @@ def test_a_partition_added_while_a_generation_serves_is_cut_over_at_what_the_sou
     assert not step(record, replace(starting, groups=behind, committed=there), SETTINGS, term=1).changed
 
 
+# --- handing a workload back (§4.8) -------------------------------------------------------------------
+
+BACK = replace(SETTINGS, hand_back=True)  # the policy left handover mode
+
+
+def notes(actions: tuple[object, ...], event: str) -> list[Note]:
+    return [a for a in actions if isinstance(a, Note) and a.event == event]
+
+
+def test_a_workload_switched_out_of_handover_mode_is_handed_back_to_its_own_group() -> None:
+    """Generation 3 serves; the policy is switched to mode: hpa. Generation 3 fences, the cut (what it
+    processed) is persisted, then committed into the policy's own group once that has no members; the
+    workload's own consumers then run again at generation 3's size, every generation is removed and the
+    record is cleared — a later switch back takes the workload over afresh."""
+    record = serving_record(generation=3, replicas=2, start={(T, 0): 5, (T, 1): 5, (T, 2): 5})
+    gen = f"{BASE}-gen-3"
+    serving = {
+        "s1": status("s1", 3, Status.SERVING, {(T, 0), (T, 1)}),
+        "s2": status("s2", 3, Status.SERVING, {(T, 2)}),
+    }
+    # Someone scaled the workload's own Deployment up meanwhile (its pods are generation 0).
+    running = {3: frozenset(serving), 0: frozenset({"own-1"})}
+
+    result = step(record, obs(running=running, statuses=serving), BACK, term=1)
+    h = result.record.handover
+    assert h is not None
+    assert (h.source, h.target, h.group, h.replicas, h.phase, h.cut) == (3, 0, BASE, 2, Phase.RELEASING, None)
+    assert Remove(0) in result.actions  # never two fleets: not while generation 3 might process
+    assert not any(isinstance(a, Ensure | Commit | HandBack) for a in result.actions)
+    assert notes(result.actions, "handover releasing")
+    assert role(result.record, 3) is Role.STOP
+    assert needs(result.record, BACK) == Needs(
+        describe=frozenset({BASE}), committed=frozenset({BASE, gen}), fresh_partitions=True
+    )
+    record = result.record
+
+    # s1 fenced (its commit of (T, 1) failed: the group says 8, it processed 9); s2 has not answered.
+    fenced = {
+        **serving,
+        "s1": status("s1", 3, Status.FENCED, {(T, 0), (T, 1)}, epoch=0, offsets={(T, 0): 7, (T, 1): 9}),
+    }
+    committed = {gen: {(T, 0): 7, (T, 1): 8}, BASE: {(T, 0): 1}}
+    waiting = obs(
+        now=1001,
+        running={3: frozenset(serving)},
+        statuses=fenced,
+        committed=committed,
+        groups={BASE: GroupView("Empty")},
+    )
+    assert not step(record, waiting, BACK, term=1).changed
+    late = step(record, replace(waiting, now=1000 + SETTINGS.fence_timeout + 1), BACK, term=1)
+    assert Kill(frozenset({"s2"})) in late.actions
+    assert not late.changed
+
+    # s2 is confirmed gone: the cut is persisted before anything uses it (write-ahead).
+    gone = replace(waiting, now=1007, running={3: frozenset({"s1"})})
+    result = step(record, gone, BACK, term=1)
+    assert result.record.handover is not None
+    cut = {(T, 0): 7, (T, 1): 9, (T, 2): 5}
+    assert result.record.handover.cut == cut
+    assert not any(isinstance(a, Commit) for a in result.actions)
+    record = result.record
+
+    # The policy's group has members: Kafka would refuse a commit from outside it. Said, and retried.
+    busy = replace(gone, groups={BASE: GroupView("Stable", {"own-1": frozenset(PARTS)})})
+    result = step(record, busy, BACK, term=1)
+    assert not result.changed
+    assert not any(isinstance(a, Commit) for a in result.actions)
+    (blocked,) = notes(result.actions, "handover blocked")
+    assert "active members" in str(blocked.fields["reason"])
+
+    # Empty: the cut is committed into it, again on every step (a restarted leader too) until it is there.
+    result = step(record, gone, BACK, term=1)
+    assert Commit(BASE, cut) in result.actions
+    assert not result.changed
+    assert Commit(BASE, cut) in step(record, gone, BACK, term=2).actions
+    there = replace(gone, committed={**committed, BASE: cut})
+    result = step(record, there, BACK, term=1)
+    assert result.record.handover is not None
+    assert result.record.handover.phase is Phase.RELEASED
+    assert not any(isinstance(a, Commit) for a in result.actions)
+    record = result.record
+
+    assert result.record == released(cut)
+
+
+def released(cut: Mapping[tuple[str, int], int]) -> ControllerRecord:
+    h = Handover(3, 0, BASE, 2, Phase.RELEASED, {}, 1005.0, 1000.0, cut=dict(cut), source_replicas=2)
+    return replace(
+        serving_record(generation=3, replicas=2, start={(T, 0): 5, (T, 1): 5, (T, 2): 5}),
+        term=1,
+        seq=8,
+        handover=h,
+    )
+
+
+def test_a_released_workload_runs_its_own_consumers_again_and_is_forgotten() -> None:
+    cut = {(T, 0): 7, (T, 1): 9, (T, 2): 5}
+    record = released(cut)
+    fenced = {"s1": status("s1", 3, Status.FENCED, {(T, 0), (T, 1)}, epoch=0)}
+    # RELEASED: the workload's own consumers run again, at generation 3's size; generation 3 goes.
+    result = step(record, obs(now=1008, running={3: frozenset({"s1"}), 0: frozenset()}), BACK, term=1)
+    assert HandBack(2) in result.actions
+    assert Remove(3) in result.actions
+    assert not result.changed
+    own = {0: frozenset({"own-1", "own-2"})}
+    result = step(record, obs(now=1009, running=own, statuses=fenced), BACK, term=1)
+    assert Remove(0) not in result.actions
+    assert Forget(3) in result.actions
+    assert notes(result.actions, "handover released")
+    cleared = result.record
+    assert (cleared.serving, cleared.handover) == (None, None)
+    assert cleared.next_generation == record.next_generation  # generation numbers are never reused
+
+    # Nothing left to hand back: nothing is done, not even to the workload's own consumers.
+    after = step(cleared, obs(running=own), BACK, term=1)
+    assert not after.changed
+    assert after.actions == ()
+
+    # Switched back to handover mode: taken over afresh (§4.5), from the group's offsets, as generation 4.
+    empty = obs(running=own, groups={BASE: GroupView("Empty")}, committed={BASE: cut})
+    result = step(cleared, empty, SETTINGS, term=1)
+    assert Remove(0) in result.actions
+    assert result.record.handover is not None
+    assert (result.record.handover.target, result.record.handover.warm_to) == (4, cut)
+
+
+def test_a_hand_back_never_overwrites_a_commit_the_workloads_own_group_is_already_past() -> None:
+    """Offsets at or beyond the cut in the policy's group are taken as the hand-back done: rewinding them
+    would process records a second time."""
+    h = Handover(3, 0, BASE, 2, Phase.RELEASING, {}, 1000.0, 900.0, cut={(T, 0): 7}, source_replicas=2)
+    record = replace(serving_record(generation=3), handover=h)
+    ahead = obs(
+        committed={BASE: {(T, 0): 9}, f"{BASE}-gen-3": {}},
+        groups={BASE: GroupView("Stable", {"x": frozenset()})},
+    )
+    result = step(record, ahead, BACK, term=1)
+    assert result.record.handover is not None
+    assert result.record.handover.phase is Phase.RELEASED
+    assert not any(isinstance(a, Commit) for a in result.actions)
+
+
+def in_progress(phase: Phase) -> ControllerRecord:
+    """Generation 1 → 2 in ``phase``: the serving record names 2 from STARTING on, as the machine writes."""
+    h = Handover(1, 2, f"{BASE}-gen-2", 3, phase, {}, 1000.0, 900.0, cut={(T, 0): 4}, source_replicas=2)
+    serving_gen = 2 if phase in (Phase.STARTING, Phase.RETIRING, Phase.REVERTING) else 1
+    return replace(
+        serving_record(generation=1),
+        serving=Serving(serving_gen, f"{BASE}-gen-{serving_gen}", 2, {(T, 0): 4}),
+        handover=h,
+        next_generation=3,
+    )
+
+
+@pytest.mark.parametrize(
+    "phase",
+    [Phase.WARMING, Phase.FENCING, Phase.STARTING, Phase.REVERTING, Phase.RETIRING, Phase.ABORTING],
+)
+def test_a_handover_in_progress_gives_way_to_the_hand_back_of_what_serves(phase: Phase) -> None:
+    """Whatever the phase, the generation the record says serves is fenced and cut from; the other one
+    processed nothing past that cut (warming, or fenced and idle) and is simply removed."""
+    record = in_progress(phase)
+    assert record.serving is not None
+    serving, other = record.serving.generation, ({1, 2} - {record.serving.generation}).pop()
+    running = {1: frozenset({"a"}), 2: frozenset({"b"})}
+    result = step(record, obs(running=running), BACK, term=1)
+    h = result.record.handover
+    assert h is not None
+    assert (h.phase, h.source, h.cut) == (Phase.RELEASING, serving, None)
+    assert result.record.serving == record.serving
+    assert Remove(other) in result.actions
+    assert Remove(serving) not in result.actions
+    assert (role(result.record, 1), role(result.record, 2)) == (Role.STOP, Role.STOP)
+
+
+def test_a_first_takeover_still_warming_is_undone_without_a_commit() -> None:
+    """Generation 1 was warming to take the workload over: it processed nothing, and the workload's own
+    group holds what its consumers committed when they stopped. It is removed, the workload's own
+    consumers run again (at the size the takeover was for), and nothing is committed."""
+    h = Handover(None, 1, f"{BASE}-gen-1", 3, Phase.WARMING, {(T, 0): 2}, 1000.0, 900.0)
+    record = ControllerRecord(W, 1, 2, handover=h, next_generation=2)
+    result = step(record, obs(running={1: frozenset({"n1"})}), BACK, term=1)
+    assert result.record.handover is not None
+    assert (result.record.handover.phase, result.record.handover.source) == (Phase.RELEASED, 1)
+    result = step(result.record, obs(running={1: frozenset({"n1"})}), BACK, term=1)
+    assert {HandBack(3), Remove(1)} <= set(result.actions)
+    assert not any(isinstance(a, Commit) for a in result.actions)
+    done = step(result.record, obs(running={}), BACK, term=1).record
+    assert (done.serving, done.handover, done.next_generation) == (None, None, 2)
+
+
+def test_a_hand_back_waits_for_every_worker_of_the_serving_generation_however_long_it_takes() -> None:
+    h = Handover(3, 0, BASE, 2, Phase.RELEASING, {}, 1000.0, 900.0, source_replicas=2)
+    record = replace(serving_record(generation=3), handover=h)
+    stuck = obs(
+        now=1000 + SETTINGS.kill_grace + 1, running={3: frozenset({"s1"})}, committed={f"{BASE}-gen-3": {}}
+    )
+    result = step(record, stuck, BACK, term=1)
+    assert Kill(frozenset({"s1"})) in result.actions
+    assert notes(result.actions, "handover release blocked")
+    assert result.record.handover is not None
+    assert result.record.handover.cut is None
+    again = step(result.record, replace(stuck, now=stuck.now + 600), BACK, term=1)
+    assert not again.changed
+    assert Kill(frozenset({"s1"})) in again.actions
+
+
+def test_a_hand_back_controller_writes_nothing_for_a_workload_never_handed_over() -> None:
+    result = step(None, obs(running={0: frozenset({"own-1"})}), BACK, term=1)
+    assert not result.changed
+    assert result.actions == ()
+
+
 # --- invariants under random observations --------------------------------------------------------------
 
 
@@ -642,7 +1025,8 @@ def observations(draw: st.DrawFn, record: ControllerRecord | None, now: float) -
     """A random world, often (not always) consistent with the record: warm or serving targets with
     the assignment they report, fenced or vanished sources, commits at any offsets."""
     gens = st.integers(1, 6)
-    running = dict(draw(st.dictionaries(gens, st.frozensets(workers, max_size=3), max_size=3)))
+    # Generation 0: the workload's own consumers (the Kubernetes backend reports its Deployment's pods).
+    running = dict(draw(st.dictionaries(st.integers(0, 6), st.frozensets(workers, max_size=3), max_size=3)))
     stats = {
         w: status(w, draw(gens), draw(st.sampled_from(list(Status))), draw(st.sets(st.sampled_from(sorted(PARTS)))), epoch=draw(st.none() | gens))
         for w in draw(st.sets(workers))
@@ -679,9 +1063,31 @@ def observations(draw: st.DrawFn, record: ControllerRecord | None, now: float) -
             stats[w] = status(w, h.source, Status.FENCED, set(), epoch=h.target, offsets=processed)
         if record is not None and record.serving is not None:
             committed.setdefault(record.serving.group, {})
+    serving = record.serving if record is not None else None
+    if h is not None and h.phase in HAND_BACK and serving is not None and draw(st.booleans()):
+        # The serving generation fenced for the hand-back, or died; the policy's group emptied, or not.
+        survivors = draw(st.frozensets(st.sampled_from(["s1", "s2"])))
+        running[serving.generation] = survivors
+        for w in survivors:
+            processed = draw(st.dictionaries(offset_parts, st.integers(0, 100)))
+            stats[w] = status(w, serving.generation, Status.FENCED, set(), epoch=0, offsets=processed)
+        committed.setdefault(serving.group, {})
+        if h.cut is not None and draw(st.booleans()):
+            committed[BASE] = dict(h.cut)
+        if draw(st.booleans()):
+            groups[BASE] = GroupView("Empty")
     ends = draw(st.dictionaries(st.sampled_from(sorted(PARTS)), st.integers(0, 1000)))
+    problem = st.builds(
+        WorkerProblem,
+        workers,
+        st.sampled_from(list(Trouble)),
+        st.sampled_from(["Unschedulable", "ImagePullBackOff", "CrashLoopBackOff"]),
+        st.text(max_size=20),
+        st.floats(now - 400, now + 5),  # within its grace or past it (or stated ahead of our clock)
+    )
+    problems = draw(st.dictionaries(gens, st.lists(problem, max_size=2).map(tuple), max_size=2))
     return Observation(
-        now, draw(st.none() | st.integers(1, 5)), PARTS, running, stats, groups, committed, ends
+        now, draw(st.none() | st.integers(1, 5)), PARTS, running, stats, groups, committed, ends, problems
     )
 
 
@@ -713,6 +1119,35 @@ def _check_hold(record: ControllerRecord, observation: Observation, new: Control
         assert observation.now >= record.hold_until
 
 
+def _check_cannot_run(
+    record: ControllerRecord | None, observation: Observation, new: ControllerRecord
+) -> None:
+    """A warming target one of whose workers cannot run past its grace is aborted (unless it is ready
+    or superseded first), a target being verified is handed back, and the source serves on untouched;
+    a problem still within its grace, or a generation's other than the target's, changes nothing."""
+    h = record.handover if record is not None else None
+    if record is None or h is None or h.phase not in (Phase.WARMING, Phase.STARTING):
+        return
+    target = hopeless(observation.problems.get(h.target, ()), observation.now, SETTINGS)
+    if h.phase is Phase.WARMING and target is not None:
+        assert new.handover is not None
+        assert new.handover.phase in (Phase.FENCING, Phase.STARTING, Phase.ABORTING)  # ready, or given up
+        assert new.serving == record.serving or new.handover.phase is Phase.STARTING
+    if h.phase is Phase.WARMING and target is None and observation.now <= h.deadline:
+        assert new.handover is not None
+        desired = observation.desired
+        if new.handover.phase is Phase.ABORTING:  # only a decision it no longer fits aborts it now
+            assert record.serving is not None
+            assert desired is not None
+            assert superseded(record.serving.replicas, h.replicas, desired)
+    if h.phase is Phase.STARTING and h.source is not None and observation.now <= h.deadline:
+        assert new.handover is not None
+        if new.handover.phase is Phase.REVERTING:
+            assert target is not None
+        elif target is not None:
+            assert new.handover.phase is Phase.RETIRING  # it was verified first
+
+
 def _check_serving_change(record: ControllerRecord, observation: Observation, new: ControllerRecord) -> None:
     """The serving generation changes only to the handover's target, at a cut taken from the source
     group's commits once no source worker could still process; or, reverting, back to the source once
@@ -742,27 +1177,84 @@ def _check_serving_change(record: ControllerRecord, observation: Observation, ne
         )
 
 
+def _check_hand_back(
+    record: ControllerRecord | None,
+    observation: Observation,
+    new: ControllerRecord,
+    actions: tuple[object, ...],
+) -> None:
+    """Handing back: lagscaler starts no worker; the cut is taken once no worker of the serving
+    generation can still process, persisted before it is committed, committed only into an empty group,
+    and the workload's own consumers run again only once the policy's group holds it; the record is
+    cleared only once no generation of lagscaler's runs."""
+    assert not any(isinstance(a, Ensure) for a in actions)
+    h = record.handover if record is not None else None
+    for a in actions:
+        if isinstance(a, Commit):
+            assert record is not None
+            assert h is not None
+            assert h.phase is Phase.RELEASING
+            assert h.cut is not None
+            assert (a.group, a.offsets) == (BASE, h.cut)  # the persisted cut, nothing else
+            assert not observation.groups.get(BASE, GroupView("Empty")).members
+        if isinstance(a, HandBack):
+            assert h is not None
+            assert h.phase is Phase.RELEASED
+        if isinstance(a, Remove) and a.generation == 0:
+            assert h is None or h.phase is not Phase.RELEASED
+    if record is None:
+        return
+    nh = new.handover
+    if nh is not None and nh.phase is Phase.RELEASING and observation.running.get(0):
+        assert Remove(0) in actions  # never two fleets: the workload's own consumers wait
+    if nh is not None and nh.phase in HAND_BACK:
+        assert all(role(new, g) is Role.STOP for g in range(1, 7))
+    if nh is not None and nh.cut is not None and nh.phase is Phase.RELEASING and (h is None or h.cut is None):
+        source = record.serving
+        assert source is not None
+        fenced = _fenced_in(observation, source.generation, 0)
+        assert observation.running.get(source.generation, frozenset()) <= {s.worker for s in fenced}
+        assert nh.cut == _highest_of_topic(
+            source.start, observation.committed[source.group], *(s.offsets for s in fenced)
+        )
+    if nh is not None and nh.phase is Phase.RELEASED and h is not None and h.phase is Phase.RELEASING:
+        assert h.cut is not None
+        assert all(observation.committed[BASE].get(tp, -1) >= o for tp, o in h.cut.items())
+    if new.serving != record.serving:
+        assert new.serving is None
+        assert nh is None
+        assert h is not None
+        assert h.phase is Phase.RELEASED
+        assert not any(w for g, w in observation.running.items() if g != 0)
+
+
 @settings(
-    max_examples=50, suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large], deadline=None
+    max_examples=80, suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large], deadline=None
 )
-@given(st.data(), st.integers(1, 20))
+@given(st.data(), st.integers(1, 24))
 def test_whatever_is_observed_the_machine_keeps_its_invariants(data: st.DataObject, steps: int) -> None:
+    """Random worlds, with the policy switched out of handover mode at a random step (or never)."""
     record: ControllerRecord | None = None
     now = 1000.0
-    for _ in range(steps):
+    switch = data.draw(st.integers(1, steps + 1))
+    for i in range(steps):
         now += data.draw(st.floats(0, 30))
         observation = data.draw(observations(record, now))
-        result = step(record, observation, SETTINGS, term=1)
+        machine = BACK if i >= switch else SETTINGS
+        result = step(record, observation, machine, term=1)
         new = result.record
+        if machine.hand_back:
+            _check_hand_back(record, observation, new, result.actions)
         if record is not None:
             assert new.next_generation >= record.next_generation  # generations are never reused
             assert (new.term, new.seq) >= (record.term, record.seq)
             assert result.changed == (new != record)
-            if new.serving != record.serving:
+            if new.serving != record.serving and not machine.hand_back:
                 _check_serving_change(record, observation, new)
             _check_hold(record, observation, new)
         if (
-            record is not None
+            not machine.hand_back
+            and record is not None
             and record.handover is not None
             and record.handover.phase is Phase.WARMING
             and record.serving is not None
@@ -773,6 +1265,7 @@ def test_whatever_is_observed_the_machine_keeps_its_invariants(data: st.DataObje
             assert new.handover is not None
             assert new.handover.phase is Phase.ABORTING
             assert new.serving == record.serving
+        _check_cannot_run(record, observation, new)
         if new.handover is not None:
             assert new.handover.target < new.next_generation
             assert (
