@@ -23,7 +23,7 @@ from lagscaler_demo.localkafka import KafkaEndpoint
 from lagscaler_demo.playground.handover_app import SinkReport
 from lagscaler_demo.playground.handover_run import GroupWorkers, HandoverPlayground, PlaygroundSettings
 from lagscaler_demo.playground.probe import committed_offsets
-from structlog.testing import capture_logs
+from structlog.typing import EventDict
 from support import eventually
 
 from lagscaler.edges.handover import HandoverSettings, Phase, Status
@@ -138,7 +138,7 @@ async def test_a_workload_switched_out_of_handover_mode_goes_back_to_its_own_gro
 
 
 async def test_a_workload_whose_policy_is_removed_keeps_running_and_is_handed_back_once_it_returns(
-    kafka: KafkaEndpoint, unique: str, tmp_path: Path
+    kafka: KafkaEndpoint, unique: str, tmp_path: Path, logs: list[EventDict]
 ) -> None:
     """Removing a handover policy's file is not a request to hand the workload back (it may be a
     mistake, or a rename): nothing is stopped, and a warning names the generation still running and how
@@ -148,8 +148,7 @@ async def test_a_workload_whose_policy_is_removed_keeps_running_and_is_handed_ba
         serving = await play.scale_to(2)
         assert serving.serving is not None
         assert play.runner is not None
-        with capture_logs() as logs:
-            play.runner.sync([])
+        play.runner.sync([])
         (warning,) = [e for e in logs if e["event"] == "handover workload not run"]
         assert warning["workload"] == settings.workload
         assert f"generation {serving.serving.generation}" in warning["serving"]

@@ -35,7 +35,6 @@ from lagscaler_demo.localkafka import KafkaEndpoint
 from lagscaler_demo.localkafka.broker import free_port
 from lagscaler_demo.playground.handover_run import HandoverPlayground, PlaygroundSettings
 from lagscaler_demo.playground.probe import committed_offsets
-from structlog.testing import capture_logs
 from structlog.typing import EventDict
 from support import eventually
 
@@ -186,38 +185,38 @@ async def test_a_workload_is_taken_over_and_handed_over_2_4_1_through_generation
     namespace: str,
     identity: HandoverInstall,
     kube: KubeClient,
+    logs: list[EventDict],
 ) -> None:
     settings = playground(kafka, unique, tmp_path, namespace)
     seen = Generations(kube, namespace)
-    with capture_logs() as logs:
-        async with controlled(settings, identity, kube, namespace, tmp_path) as (kubelet, play):
-            with explained(control_plane, kubelet, logs, namespace):
-                await _story(control_plane, settings, play, seen, kubelet, namespace)
-                report = await play.verdict(within=90)
-            history = play.history()
-            # Deleting the workload deletes every generation (ownerReferences and the garbage
-            # collector), while the controller still runs: it does not bring any back.
-            assert play.runner is not None
-            controller = play.runner.controllers[settings.workload]
-            control_plane.kubectl("delete", "deployment", TARGET, "-n", namespace, "--wait=false")
-            await eventually(
-                lambda: _nothing_left(seen), within=120, every=0.5, what="the generations to be collected"
-            )
-            failures = controller.failures
-            await eventually(
-                lambda: controller.failures >= failures + 5, within=60, what="five more controller steps"
-            )
-            assert await seen.deployments() == {}
-            assert kubelet.running() == {}
-            # What the operator reads, once (not at every step):
-            gone = [
-                e
-                for e in logs
-                if e["event"] == "handover step failed"
-                and "Deployment" in e["problem"]
-                and "does not exist" in e["problem"]
-            ]
-            assert len(gone) == 1, gone
+    async with controlled(settings, identity, kube, namespace, tmp_path) as (kubelet, play):
+        with explained(control_plane, kubelet, logs, namespace):
+            await _story(control_plane, settings, play, seen, kubelet, namespace)
+            report = await play.verdict(within=90)
+        history = play.history()
+        # Deleting the workload deletes every generation (ownerReferences and the garbage
+        # collector), while the controller still runs: it does not bring any back.
+        assert play.runner is not None
+        controller = play.runner.controllers[settings.workload]
+        control_plane.kubectl("delete", "deployment", TARGET, "-n", namespace, "--wait=false")
+        await eventually(
+            lambda: _nothing_left(seen), within=120, every=0.5, what="the generations to be collected"
+        )
+        failures = controller.failures
+        await eventually(
+            lambda: controller.failures >= failures + 5, within=60, what="five more controller steps"
+        )
+        assert await seen.deployments() == {}
+        assert kubelet.running() == {}
+        # What the operator reads, once (not at every step):
+        gone = [
+            e
+            for e in logs
+            if e["event"] == "handover step failed"
+            and "Deployment" in e["problem"]
+            and "does not exist" in e["problem"]
+        ]
+        assert len(gone) == 1, gone
 
     print(report.summary())
     assert report.consistent, report.summary()

@@ -17,7 +17,7 @@ from pathlib import Path
 
 import pytest
 from lagscaler_demo.localkafka import KafkaEndpoint
-from structlog.testing import capture_logs
+from structlog.typing import EventDict
 from support import eventually
 
 from .adapter import HandoverInstall
@@ -49,42 +49,40 @@ async def test_a_workload_switched_out_of_handover_mode_gets_its_deployment_back
     namespace: str,
     identity: HandoverInstall,
     kube: KubeClient,
+    logs: list[EventDict],
 ) -> None:
     settings = playground(kafka, unique, tmp_path, namespace)
     seen = Generations(kube, namespace)
-    with capture_logs() as logs:
-        async with controlled(settings, identity, kube, namespace, tmp_path) as (kubelet, play):
-            with explained(control_plane, kubelet, logs, namespace):
-                control_plane.apply([workload_deployment(namespace, settings, replicas=2)])
-                await _own_consumers_commit(settings)
-                await play.start_runner()
-                taken = await play.scale_to(3, within=240)
-                assert taken.serving is not None
-                generation = f"{TARGET}-g{taken.serving.generation}"
-                deployments = await seen.deployments()
-                assert deployments[TARGET]["spec"]["replicas"] == 0
-                assert deployments[generation]["spec"]["replicas"] == 3
+    async with controlled(settings, identity, kube, namespace, tmp_path) as (kubelet, play):
+        with explained(control_plane, kubelet, logs, namespace):
+            control_plane.apply([workload_deployment(namespace, settings, replicas=2)])
+            await _own_consumers_commit(settings)
+            await play.start_runner()
+            taken = await play.scale_to(3, within=240)
+            assert taken.serving is not None
+            generation = f"{TARGET}-g{taken.serving.generation}"
+            deployments = await seen.deployments()
+            assert deployments[TARGET]["spec"]["replicas"] == 0
+            assert deployments[generation]["spec"]["replicas"] == 3
 
-                play.hand_back()
+            play.hand_back()
 
-                def cleared() -> bool:
-                    record = play.record()
-                    return record is not None and record.serving is None and record.handover is None
+            def cleared() -> bool:
+                record = play.record()
+                return record is not None and record.serving is None and record.handover is None
 
-                await play.wait(cleared, within=120, what="the hand-back to finish")
+            await play.wait(cleared, within=120, what="the hand-back to finish")
 
-                async def handed_back() -> None:
-                    now = await seen.deployments()
-                    assert set(now) == {TARGET}, sorted(now)
-                    assert now[TARGET]["spec"]["replicas"] == 3
+            async def handed_back() -> None:
+                now = await seen.deployments()
+                assert set(now) == {TARGET}, sorted(now)
+                assert now[TARGET]["spec"]["replicas"] == 3
 
-                await eventually(handed_back, within=120, every=0.5, what="the workload's Deployment back")
-                await eventually(
-                    lambda: len(kubelet.running()) == 3, within=120, what="three own pods running"
-                )
-                assert all(pod.startswith(f"{TARGET}-") for pod in await seen.pods())
-                assert not any(pod.startswith(f"{generation}-") for pod in await seen.pods())
-                report = await play.verdict(within=120)
+            await eventually(handed_back, within=120, every=0.5, what="the workload's Deployment back")
+            await eventually(lambda: len(kubelet.running()) == 3, within=120, what="three own pods running")
+            assert all(pod.startswith(f"{TARGET}-") for pod in await seen.pods())
+            assert not any(pod.startswith(f"{generation}-") for pod in await seen.pods())
+            report = await play.verdict(within=120)
 
     assert report.consistent, report.summary()
     assert report.lost == 0
