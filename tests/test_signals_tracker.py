@@ -101,7 +101,9 @@ def test_a_commit_below_the_log_start_counts_from_the_log_start() -> None:
     # Record 60 is older than the table (which starts at 100): a lower bound, like record 10.
     assert s.lag_seconds_lower_bound.tolist() == [True, True]
     # A start past the end belongs to a log that was recreated since: it is ignored.
-    s = tracker.update(keys, np.array([10, 10]), np.array([130, 130]), owned, 120.0, start=np.array([500, -1]))
+    s = tracker.update(
+        keys, np.array([10, 10]), np.array([130, 130]), owned, 120.0, start=np.array([500, -1])
+    )
     assert s.lag.tolist() == [120, 120]
 
 
