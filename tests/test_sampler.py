@@ -227,7 +227,8 @@ async def test_a_commit_below_the_log_start_counts_lag_from_the_log_start(
     # Lag in seconds is the age of the record the group reads next: record 60 was written before the
     # first sample, older than the sampler's table, so a lower bound; record 70 the same.
     p0, p1 = sample.partitions
-    assert p0.lag_seconds is not None and p0.lag_seconds_lower_bound
+    assert p0.lag_seconds is not None
+    assert p0.lag_seconds_lower_bound
     assert p0.lag_seconds == pytest.approx(p1.lag_seconds)
     # The committed offset history is the real one: retention moving the start is not consumption.
     assert p0.consume_rate == 0.0
