@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import os
+import re
 import signal
 import ssl
 import subprocess
@@ -17,7 +18,7 @@ from structlog.typing import EventDict
 from support import eventually
 
 from lagscaler.cli import _Parser, main
-from lagscaler.cli.serve import ServeOptions, build_parser, serve_options
+from lagscaler.cli.serve import ServeOptions, build_parser, handover_from_options, serve_options
 from lagscaler.errors import UserError
 
 
@@ -61,6 +62,20 @@ def test_precedence_is_flag_then_environment_then_file_then_default(
     argv = ["--config", str(path)] + (["--sample-interval", flag] if flag else [])
     environ = {"LAGSCALER_SAMPLE_INTERVAL": env} if env else {}
     assert parse(argv, environ).sample_interval == expected
+
+
+@pytest.mark.parametrize("topic", [".", ".."])
+def test_a_control_topic_kafka_cannot_create_is_refused_before_serve_waits_for_it(
+    tmp_path: Path, topic: str
+) -> None:
+    """'.' and '..' match the option's pattern but Kafka refuses them (``Topic.validate``): the runner
+    would wait for a topic that can never exist."""
+    flags = ["--bootstrap-server", "k:1", "--policy-dir", "p", "--handover-state-dir", str(tmp_path)]
+    options = parse([*flags, "--handover-control-topic", topic])
+    with pytest.raises(
+        UserError, match=f"--handover-control-topic: '{re.escape(topic)}' is not a topic name"
+    ):
+        handover_from_options(options)
 
 
 @pytest.mark.parametrize(

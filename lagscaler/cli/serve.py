@@ -227,6 +227,8 @@ def handover_from_options(options: HandoverOptions) -> HandoverBackend | None:
         raise UserError("--handover-kubeconfig belongs to --handover-backend kubernetes")
     if backend is None:
         return None
+    if options.handover_control_topic in (".", ".."):  # the rest of Kafka's rule is the option's pattern
+        raise UserError(f"--handover-control-topic: {options.handover_control_topic!r} is not a topic name")
     timeouts = HandoverSettings(
         control_topic=options.handover_control_topic,
         warmup_timeout=options.handover_warmup_timeout,
