@@ -222,6 +222,53 @@ def test_bad_values_are_refused_naming_the_key(values: dict[str, Any], message: 
         render(values)
 
 
+INJECTED = "x\n            - --authorization-always-allow\n            - --y"
+
+
+@pytest.mark.parametrize(
+    "values",
+    [
+        {"kafka": {"bootstrapServers": INJECTED}},
+        {"kafka": {"bootstrapServers": "k:9092", "tls": {"existingSecret": "t", "caKey": INJECTED}}},
+        {"kafka": {"bootstrapServers": "k:9092", "tls": {"existingSecret": "t", "certKey": INJECTED}}},
+        {
+            "kafka": {
+                "bootstrapServers": "k:9092",
+                "securityProtocol": "SASL_SSL",
+                "sasl": {"mechanism": "PLAIN", "existingSecret": "s", "passwordKey": INJECTED},
+            }
+        },
+        {"handover": {"enabled": True, "namespaces": ["shop"], "leaseName": INJECTED}},
+    ],
+    ids=["bootstrap", "ca-key", "cert-key", "sasl-password-key", "lease-name"],
+)
+def test_a_value_cannot_add_arguments_to_serve(values: dict[str, Any]) -> None:
+    """An unquoted value rendered into the args list could add any flag: a handover.controlTopic with
+    a newline and '- --authorization-always-allow' in it turned authorization of the metrics API off.
+    Every string that reaches an argument is quoted: it stays one argument, whatever it holds."""
+    args = one(render(with_values(**values)), "Deployment")["spec"]["template"]["spec"]["containers"][0][
+        "args"
+    ]
+    assert "--authorization-always-allow" not in args
+    assert sum("authorization-always-allow" in a for a in args) == 1  # inside the one quoted value
+
+
+@pytest.mark.parametrize(
+    ("handover", "message"),
+    [
+        ({"controlTopic": INJECTED}, "controlTopic"),
+        ({"controlTopic": "ops handover"}, "controlTopic"),
+        ({"controlTopic": ".."}, "controlTopic"),
+        ({"controlTopic": "t" * 250}, "controlTopic"),
+    ],
+)
+def test_handover_values_serve_would_refuse_are_refused_at_install(
+    handover: dict[str, Any], message: str
+) -> None:
+    with pytest.raises(helm.HelmError, match=message):
+        render(with_values(handover={"enabled": True, "namespaces": ["shop"], **handover}))
+
+
 def test_secret_mode_uses_the_given_ca_bundle() -> None:
     bundle = base64.b64encode(b"-----BEGIN CERTIFICATE-----\n...").decode()
     docs = render(with_values(certificates={"mode": "secret", "secretName": "mine", "caBundle": bundle}))
