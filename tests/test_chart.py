@@ -260,6 +260,10 @@ def test_a_value_cannot_add_arguments_to_serve(values: dict[str, Any]) -> None:
         ({"controlTopic": "ops handover"}, "controlTopic"),
         ({"controlTopic": ".."}, "controlTopic"),
         ({"controlTopic": "t" * 250}, "controlTopic"),
+        ({"verifyTimeoutSeconds": 1e300}, "verifyTimeoutSeconds"),
+        ({"revertBackoffSeconds": 1e300}, "revertBackoffSeconds"),
+        ({"warmupTimeoutSeconds": 1e300}, "warmupTimeoutSeconds"),
+        ({"fenceTimeoutSeconds": 31622401}, "fenceTimeoutSeconds"),
     ],
 )
 def test_handover_values_serve_would_refuse_are_refused_at_install(

@@ -107,6 +107,14 @@ def test_a_control_topic_kafka_cannot_create_is_refused_before_serve_waits_for_i
             "",
             "argument --handover-control-topic: string should match pattern '^[A-Za-z0-9._-]+$'",
         ),
+        # a year at most, as every duration of a policy (and the chart's handover values)
+        (
+            ["--handover-verify-timeout", "1e300"],
+            {},
+            "",
+            "argument --handover-verify-timeout: must be <= 31622400",
+        ),
+        (["--handover-revert-backoff", "31622401"], {}, "", "argument --handover-revert-backoff: must be <="),
         (
             ["--authentication-token-webhook-cache-ttl", "nan"],
             {},

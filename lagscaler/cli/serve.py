@@ -29,6 +29,7 @@ from pydantic import BeforeValidator, Field
 
 from lagscaler.cli.lag import KafkaOptions, add_kafka_arguments
 from lagscaler.core.handover.protocol import DEFAULT_CONTROL_TOPIC
+from lagscaler.core.policy.model import MAX_SECONDS
 from lagscaler.edges.api.settings import ApiOptions, add_api_arguments
 from lagscaler.edges.handover.leader import DEFAULT_LEASE_NAME
 from lagscaler.errors import UserError
@@ -110,16 +111,24 @@ class HandoverOptions(Options):
         str, Field(max_length=249, pattern=r"^[A-Za-z0-9._-]+$", json_schema_extra={"metavar": "TOPIC"})
     ] = DEFAULT_CONTROL_TOPIC
     """The compacted control topic (created if missing)."""
-    handover_warmup_timeout: Annotated[float, Field(gt=0, json_schema_extra={"metavar": "SECONDS"})] = 120.0
+    handover_warmup_timeout: Annotated[
+        float, Field(gt=0, le=MAX_SECONDS, json_schema_extra={"metavar": "SECONDS"})
+    ] = 120.0
     """Abort a handover whose new generation is not warm by then. A workload whose policy states its
     state size (stateful.stateBytes) gets at least twice the warm-up its policy implies; one whose state
     is measured from a changelog topic relies on this value."""
-    handover_fence_timeout: Annotated[float, Field(gt=0, json_schema_extra={"metavar": "SECONDS"})] = 5.0
+    handover_fence_timeout: Annotated[
+        float, Field(gt=0, le=MAX_SECONDS, json_schema_extra={"metavar": "SECONDS"})
+    ] = 5.0
     """Kill an old worker that has not stopped by then."""
-    handover_verify_timeout: Annotated[float, Field(gt=0, json_schema_extra={"metavar": "SECONDS"})] = 120.0
+    handover_verify_timeout: Annotated[
+        float, Field(gt=0, le=MAX_SECONDS, json_schema_extra={"metavar": "SECONDS"})
+    ] = 120.0
     """Hand a workload back to its old generation when the new one has made no progress past the cut
     by then (at least the warm-up its policy implies, so a stateful catch-up is not taken for a hang)."""
-    handover_revert_backoff: Annotated[float, Field(gt=0, json_schema_extra={"metavar": "SECONDS"})] = 60.0
+    handover_revert_backoff: Annotated[
+        float, Field(gt=0, le=MAX_SECONDS, json_schema_extra={"metavar": "SECONDS"})
+    ] = 60.0
     """After a hand-back, start no new handover of that workload for this long, doubled per hand-back in
     a row (at most 64 times)."""
 
