@@ -208,6 +208,14 @@ def _offsets_out(offsets: Offsets | None) -> list[list[Any]] | None:
     return [[t, p, o] for (t, p), o in sorted(offsets.items())]
 
 
+INT32_MAX = 2**31 - 1  # Kafka's partition numbers and Kubernetes' replica counts
+INT64_MAX = 2**63 - 1  # Kafka's offsets, and every other count a record holds
+
+
+def _whole(x: Any, high: int) -> bool:
+    return isinstance(x, int) and not isinstance(x, bool) and 0 <= x <= high
+
+
 def _offsets_in(value: Any, what: str) -> dict[TopicPartition, int]:
     if not isinstance(value, list):
         raise ProtocolError(f"{what} must be a list of [topic, partition, offset]")
@@ -217,31 +225,41 @@ def _offsets_in(value: Any, what: str) -> dict[TopicPartition, int]:
             isinstance(item, list)
             and len(item) == 3
             and isinstance(item[0], str)
-            and all(isinstance(x, int) and not isinstance(x, bool) and x >= 0 for x in item[1:])
+            and _whole(item[1], INT32_MAX)
+            and _whole(item[2], INT64_MAX)  # a worker would seek there: past int64 no fetch can be sent
         ):
-            raise ProtocolError(f"{what}: bad entry {item!r}")
+            raise ProtocolError(f"{what}: bad entry {_shown(item)}")
         out[(item[0], item[1])] = item[2]
     return out
 
 
 def _partitions_in(value: Any) -> tuple[TopicPartition, ...]:
     if not isinstance(value, list) or not all(
-        isinstance(i, list) and len(i) == 2 and isinstance(i[0], str) and isinstance(i[1], int) for i in value
+        isinstance(i, list) and len(i) == 2 and isinstance(i[0], str) and _whole(i[1], INT32_MAX)
+        for i in value
     ):
-        raise ProtocolError("partitions must be a list of [topic, partition]")
+        raise ProtocolError("partitions must be a list of [topic, partition] (partition 0 to 2147483647)")
     return tuple(sorted((t, p) for t, p in value))
+
+
+def _shown(value: Any) -> str:
+    """A value from a record as a message quotes it: never more than a line (a record may be hostile)."""
+    text = repr(value)
+    return text if len(text) <= 80 else f"{text[:77]}..."
 
 
 def _number(value: Any, what: str) -> float:
     if not isinstance(value, int | float) or isinstance(value, bool) or not math.isfinite(value):
-        raise ProtocolError(f"{what} must be a finite number, got {value!r}")
+        raise ProtocolError(f"{what} must be a finite number, got {_shown(value)}")
     return float(value)
 
 
-def _int(value: Any, what: str) -> int:
-    if not isinstance(value, int) or isinstance(value, bool):
-        raise ProtocolError(f"{what} must be an integer, got {value!r}")
-    return value
+def _int(value: Any, what: str, high: int = INT64_MAX, *, low: int = 0) -> int:
+    """A count, generation, term or epoch: whole and from ``low`` to ``high`` (a replica count a
+    backend would start that many workers for; a negative generation would name no group)."""
+    if not (isinstance(value, int) and not isinstance(value, bool) and low <= value <= high):
+        raise ProtocolError(f"{what} must be an integer from {low} to {high}, got {_shown(value)}")
+    return int(value)
 
 
 def encode(record: ControllerRecord | WorkerStatus) -> tuple[str, bytes]:
@@ -331,7 +349,7 @@ def _controller_in(body: dict[str, Any]) -> ControllerRecord:
         serving = Serving(
             generation=_int(s["generation"], "serving.generation"),
             group=str(s["group"]),
-            replicas=_int(s["replicas"], "serving.replicas"),
+            replicas=_int(s["replicas"], "serving.replicas", INT32_MAX),
             start=_offsets_in(s["start"], "serving.start"),
         )
     handover = None
@@ -345,7 +363,7 @@ def _controller_in(body: dict[str, Any]) -> ControllerRecord:
             source=None if h["source"] is None else _int(h["source"], "handover.source"),
             target=_int(h["target"], "handover.target"),
             group=str(h["group"]),
-            replicas=_int(h["replicas"], "handover.replicas"),
+            replicas=_int(h["replicas"], "handover.replicas", INT32_MAX),
             phase=phase,
             warm_to=_offsets_in(h["warm_to"], "handover.warm_to"),
             cut=None if h["cut"] is None else _offsets_in(h["cut"], "handover.cut"),
@@ -355,13 +373,13 @@ def _controller_in(body: dict[str, Any]) -> ControllerRecord:
             source_replicas=(
                 None
                 if h.get("source_replicas") is None
-                else _int(h["source_replicas"], "handover.source_replicas")
+                else _int(h["source_replicas"], "handover.source_replicas", INT32_MAX)
             ),
         )
     return ControllerRecord(
         workload=str(body["workload"]),
         term=_int(body["term"], "term"),
-        seq=_int(body["seq"], "seq"),
+        seq=_int(body["seq"], "seq", low=-1),  # -1: a workload's first record, before its first write
         serving=serving,
         handover=handover,
         next_generation=_int(body["next_generation"], "next_generation"),
