@@ -277,10 +277,13 @@ class Sampler:
                 raise outcome
         assert isinstance(ends, EndOffsets)
         assert isinstance(starts, EndOffsets)
+        # A start the broker did not give (an error, a partition gone) stays unknown — no clamp — until the
+        # next refresh, rather than costing a second ListOffsets on every cycle.
+        answered = {tp: starts.offsets.get(tp, NO_COMMIT) for tp in due}
         if refresh:
-            self._starts, self._starts_at = dict(starts.offsets), now
+            self._starts, self._starts_at = answered, now
         else:
-            self._starts.update(starts.offsets)
+            self._starts.update(answered)
         return ends
 
     async def _current_layout(
