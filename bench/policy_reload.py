@@ -12,11 +12,11 @@ from __future__ import annotations
 
 import argparse
 import os
-import statistics
 import sys
 import tempfile
-import time
 from pathlib import Path
+
+from engine_speed import timed  # the bench scripts' median timer (run as a script: bench/ is on the path)
 
 from lagscaler.core.policy.loader import policy_files
 from lagscaler.service.policies import PolicyWatcher
@@ -27,16 +27,6 @@ POLICY = Path(__file__).resolve().parent.parent / "policies" / "clickstream.yaml
 def stat_only(directory: Path) -> None:
     for path in policy_files(directory):
         os.stat(path)
-
-
-def median_seconds(call: object, repeats: int) -> float:
-    assert callable(call)
-    times = []
-    for _ in range(repeats):
-        started = time.perf_counter()
-        call()
-        times.append(time.perf_counter() - started)
-    return statistics.median(times)
 
 
 def main() -> int:
@@ -57,8 +47,8 @@ def main() -> int:
             loaded = watcher.refresh()
             assert len(loaded.policies) == count, loaded.error_lines[:3]
             size = sum(p.stat().st_size for p in directory.iterdir())
-            digest = median_seconds(watcher.refresh, args.repeats)
-            stats = median_seconds(lambda d=directory: stat_only(d), args.repeats)  # type: ignore[misc]
+            digest = timed(watcher.refresh, args.repeats)
+            stats = timed(lambda d=directory: stat_only(d), args.repeats)  # type: ignore[misc]
             print(
                 f"{count} files ({size / 1024:.0f} KiB): unchanged refresh {digest * 1e3:.2f} ms "
                 f"(digests) vs {stats * 1e3:.2f} ms (stat per file) -> {digest / stats:.1f}x, "

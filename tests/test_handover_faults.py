@@ -27,9 +27,8 @@ from lagscaler_demo.playground.handover_app import SinkBatch
 from lagscaler_demo.playground.handover_run import HandoverPlayground, PlaygroundSettings, crash_attributed
 from lagscaler_demo.seed import create_topics
 from structlog.typing import EventDict
-from support import eventually
+from support import eventually, open_api_settings
 
-from lagscaler.edges.api import ApiSettings
 from lagscaler.edges.handover import HandoverSettings, Phase, Status
 from lagscaler.edges.handover.channel import ControlTopicUnusable
 from lagscaler.edges.kafka import KafkaSettings
@@ -485,13 +484,7 @@ async def test_serve_stopped_while_it_waits_for_kafka_stops_at_once(
     settings = ServeSettings(
         kafka=KafkaSettings(bootstrap=(f"127.0.0.1:{free_port()}",), request_timeout=1.0),
         policy_dir=policies,
-        api=ApiSettings(
-            bind_address="127.0.0.1",
-            secure_port=0,
-            metrics_port=-1,
-            authentication_skip_lookup=True,
-            authorization_always_allow=True,
-        ),
+        api=open_api_settings(),
         handover=handover,
     )
     stop = asyncio.Event()

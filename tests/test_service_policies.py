@@ -16,11 +16,11 @@ from pathlib import Path
 
 import aiohttp
 import pytest
-from support import BILLION_LAUGHS, eventually
+from support import BILLION_LAUGHS, eventually, open_api_settings
 
 from lagscaler.core.policy import ScalingPolicy
 from lagscaler.core.policy.loader import PolicyIssue, check_policy_file
-from lagscaler.edges.api import ApiSettings, HealthChecks, MetricsCache, RunningApi, running_api
+from lagscaler.edges.api import HealthChecks, MetricsCache, RunningApi, running_api
 from lagscaler.edges.kafka import KafkaSettings
 from lagscaler.edges.observability import ServiceMetrics
 from lagscaler.edges.sampler import Sampler, SamplerSettings
@@ -49,15 +49,8 @@ class Gate:
 
 @pytest.fixture
 async def api() -> AsyncIterator[tuple[RunningApi, HealthChecks]]:
-    settings = ApiSettings(
-        bind_address="127.0.0.1",
-        secure_port=0,
-        metrics_port=-1,
-        authentication_skip_lookup=True,
-        authorization_always_allow=True,
-    )
     readiness = HealthChecks()
-    async with running_api(settings, MetricsCache(), readiness=readiness) as running:
+    async with running_api(open_api_settings(), MetricsCache(), readiness=readiness) as running:
         yield running, readiness
 
 
