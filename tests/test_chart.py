@@ -264,6 +264,8 @@ def test_a_value_cannot_add_arguments_to_serve(values: dict[str, Any]) -> None:
         ({"revertBackoffSeconds": 1e300}, "revertBackoffSeconds"),
         ({"warmupTimeoutSeconds": 1e300}, "warmupTimeoutSeconds"),
         ({"fenceTimeoutSeconds": 31622401}, "fenceTimeoutSeconds"),
+        ({"unschedulableGraceSeconds": 1e300}, "unschedulableGraceSeconds"),
+        ({"failingGraceSeconds": 1e300}, "failingGraceSeconds"),
     ],
 )
 def test_handover_values_serve_would_refuse_are_refused_at_install(
@@ -413,6 +415,8 @@ def test_handover_args_are_accepted_by_lagscaler_serve() -> None:
             "fenceTimeoutSeconds": 8,
             "verifyTimeoutSeconds": 45,
             "revertBackoffSeconds": 90,
+            "unschedulableGraceSeconds": 600,
+            "failingGraceSeconds": 20,
         }
     )
     args = one(render(values), "Deployment")["spec"]["template"]["spec"]["containers"][0]["args"]
@@ -426,3 +430,4 @@ def test_handover_args_are_accepted_by_lagscaler_serve() -> None:
     assert handover.settings.warmup_timeout == 300
     assert handover.settings.fence_timeout == 8
     assert (handover.settings.verify_timeout, handover.settings.revert_backoff) == (45, 90)
+    assert (handover.settings.unschedulable_grace, handover.settings.failing_grace) == (600, 20)

@@ -180,11 +180,55 @@ async def test_a_generation_that_never_gets_ready_is_removed_and_the_old_one_kee
     attempt = [r for r in history if r.handover is not None and r.handover.target == 2]
     assert {r.handover.phase for r in attempt if r.handover is not None} == {Phase.WARMING, Phase.ABORTING}
     assert all(r.serving is not None and r.serving.generation == 1 for r in attempt)
+    # The abort held the next attempt back (revert_backoff), as a revert does; its success forgot it.
+    assert any(
+        r.handover is not None and r.handover.phase is Phase.ABORTING and r.reverts == 1 for r in attempt
+    )
     assert record.serving is not None
     assert record.serving.generation == 3
+    assert record.reverts == 0
     assert report.consistent, report.summary()
     assert report.duplicates == 0, report.summary()
     assert 2 not in report.generations  # the failed generation processed nothing
+
+
+async def test_a_generation_whose_workers_exit_as_they_start_is_given_up_after_its_grace(
+    kafka: KafkaEndpoint, unique: str, tmp_path: Path, logs: list[EventDict]
+) -> None:
+    """Generation 2's workers exit as they start (what an import error does): the local backend reports
+    it once two in a row have, and the attempt is aborted ``failing_grace`` later, with the exit code
+    and the last line of the worker's log in the warning — not after the warm-up timeout (ten minutes
+    here, longer than this test may take). Generation 1 serves throughout; the next attempt works."""
+    settings = playground(
+        kafka.bootstrap,
+        unique,
+        tmp_path,
+        commit_interval=0.5,
+        app_args=("--exit-in-generations", "2"),
+        handover={"warmup_timeout": 600.0, "failing_grace": 2.0, "revert_backoff": 2.0},
+    )
+    async with HandoverPlayground(settings) as play:
+        await play.scale_to(2)
+        record = await play.scale_to(4, within=120)
+        history = play.history()
+        report = await play.verdict()
+    (aborted,) = [e for e in logs if e["event"] == "handover aborted"]
+    assert (aborted["target"], aborted["cause"], aborted["log_level"]) == (2, "ExitedOnStart", "warning")
+    assert aborted["worker"].startswith(f"{settings.name}-g2-")
+    assert "exited with code 3" in aborted["message"]
+    assert aborted["message"].endswith("exit injected for generation 2"), aborted["message"]
+    assert aborted["reason"].startswith("generation 2 cannot run:")
+    attempt = [r for r in history if r.handover is not None and r.handover.target == 2]
+    assert all(r.serving is not None and r.serving.generation == 1 for r in attempt)
+    # The abort held the next attempt back (revert_backoff), as a revert does; its success forgot it.
+    assert any(
+        r.handover is not None and r.handover.phase is Phase.ABORTING and r.reverts == 1 for r in attempt
+    )
+    assert record.serving is not None
+    assert record.serving.generation == 3
+    assert record.reverts == 0
+    assert report.consistent, report.summary()
+    assert report.duplicates == 0, report.summary()
 
 
 @pytest.mark.parametrize(

@@ -12,6 +12,7 @@ import os
 import signal
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -20,6 +21,7 @@ from support import eventually
 
 from lagscaler.cli.serve import build_parser, serve_options
 from lagscaler.cli.serve import handover_from_options as serve_handover
+from lagscaler.core.handover.machine import Trouble, WorkerProblem
 from lagscaler.edges.handover import FileLeadership, GenerationSpec, LocalProcessBackend
 from lagscaler.errors import UserError
 from lagscaler.worker import ENV, WorkerConfig
@@ -132,6 +134,39 @@ async def test_the_backend_runs_adopts_replaces_and_removes_workers(
     finally:
         backend.destroy()
     assert not backend.root.exists()
+
+
+async def test_workers_that_exit_as_they_start_are_reported_with_their_last_words(tmp_path: Path) -> None:
+    """What Kubernetes calls a crash loop, locally: a worker command that fails at import. Reported once
+    two workers in a row exited within ``crash_uptime`` of starting, with the exit code and the last
+    line the worker wrote (the exception); a generation whose worker runs is not."""
+    broken = [sys.executable, "-c", "import no_such_module_for_lagscaler"]
+    backend = LocalProcessBackend(tmp_path, "ns/app", broken, restart_backoff=0.05, max_backoff=0.2)
+    runs = LocalProcessBackend(tmp_path, "ns/ok", SLEEPER)
+    try:
+
+        async def reported() -> WorkerProblem:
+            await backend.ensure(spec(1), 1)
+            found = backend.problems().get(1, ())
+            assert len(found) == 1, found
+            return found[0]
+
+        problem = await eventually(reported, within=60, every=0.1, what="the crash loop reported")
+        assert (problem.trouble, problem.reason) == (Trouble.FAILING, "ExitedOnStart")
+        assert problem.worker.startswith("app-g1-")
+        assert "workers in a row exited with code 1" in problem.message
+        assert problem.message.endswith(
+            "ModuleNotFoundError: No module named 'no_such_module_for_lagscaler'"
+        ), problem.message
+        assert problem.since <= time.time()
+        await runs.ensure(spec(1), 1)
+        await runs.observe()
+        assert runs.problems() == {}
+        await backend.remove(1)
+        assert backend.problems() == {}  # a removed generation is not reported
+    finally:
+        backend.destroy()
+        runs.destroy()
 
 
 async def test_a_reused_pid_is_never_taken_for_a_worker(tmp_path: Path) -> None:

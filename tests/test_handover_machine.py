@@ -29,6 +29,9 @@ from lagscaler.core.handover.machine import (
     Note,
     Observation,
     Remove,
+    Trouble,
+    WorkerProblem,
+    hopeless,
     needs,
     step,
     superseded,
@@ -394,6 +397,174 @@ def test_a_target_that_never_gets_ready_is_aborted_and_the_source_keeps_serving(
     assert result.record.next_generation == 3  # generation 2 is never reused
 
 
+def started(*, replicas: int, deadline: float) -> tuple[Handover, ControllerRecord]:
+    """Generation 2 (``replicas`` workers) took over from generation 1 (2 workers) at a cut."""
+    cut = {(T, 0): 10, (T, 1): 12, (T, 2): 5}
+    h = Handover(
+        1, 2, f"{BASE}-gen-2", replicas, Phase.STARTING, {}, deadline=deadline, started_at=900.0, cut=cut,
+        source_replicas=2,
+    )  # fmt: skip
+    return h, ControllerRecord(W, 1, 9, Serving(2, f"{BASE}-gen-2", replicas, cut), h, next_generation=3)
+
+
+def _warming(settings: MachineSettings = SETTINGS) -> ControllerRecord:
+    result = step(serving_record(), obs(desired=4, committed={f"{BASE}-gen-1": {}}), settings, term=1)
+    assert result.record.handover is not None
+    return result.record
+
+
+def test_a_target_whose_pod_cannot_be_scheduled_is_aborted_after_its_grace_naming_the_pod() -> None:
+    """The scheduler's verdict, as the Kubernetes backend reports it: the target is aborted once the
+    pod has been Unschedulable for ``unschedulable_grace``, long before the warm-up timeout, and the
+    note names the generation, the pod and the scheduler's own message."""
+    settings = replace(SETTINGS, warmup_timeout=3600, unschedulable_grace=300, failing_grace=30)
+    record = _warming(settings)
+    message = "0/3 nodes are available: 3 Insufficient cpu."
+    pod = WorkerProblem("app-g2-7d9f-x2k", Trouble.UNSCHEDULABLE, "Unschedulable", message, since=1000.0)
+    world = obs(now=1299, running={1: frozenset({"o"}), 2: frozenset({pod.worker})}, problems={2: (pod,)})
+    waiting = step(record, world, settings, term=1)
+    assert not waiting.changed  # within its grace: a cluster autoscaler may still add a node
+    result = step(record, replace(world, now=1300), settings, term=1)
+    assert result.record.handover is not None
+    assert result.record.handover.phase is Phase.ABORTING
+    assert result.record.serving == record.serving  # generation 1 keeps serving
+    (note,) = [a for a in result.actions if isinstance(a, Note)]
+    assert note.event == "handover aborted"
+    assert note.fields["target"] == 2
+    assert (note.fields["worker"], note.fields["cause"], note.fields["message"]) == (
+        pod.worker,
+        "Unschedulable",
+        message,
+    )
+    assert (
+        note.fields["reason"] == f"generation 2 cannot run: {pod.worker} Unschedulable for 300 s: {message}"
+    )
+    aborted = step(result.record, replace(world, now=1301), settings, term=1)
+    assert Remove(2) in aborted.actions  # the same abort as a warm-up timeout's
+
+
+def test_a_pod_that_cannot_start_gets_the_shorter_grace_and_another_generations_pod_none() -> None:
+    settings = replace(SETTINGS, warmup_timeout=3600, unschedulable_grace=300, failing_grace=30)
+    record = _warming(settings)
+    pulled = WorkerProblem("p", Trouble.FAILING, "ImagePullBackOff", 'Back-off pulling image "x"', 1000.0)
+    serving_pod = replace(pulled, worker="o")
+    world = obs(now=1029, running={1: frozenset({"o"}), 2: frozenset({"p"})}, problems={2: (pulled,)})
+    assert not step(record, world, settings, term=1).changed
+    # A problem of the serving generation (its replacement pod cannot pull) does not abort the target.
+    late = replace(world, now=1100, problems={1: (serving_pod,)})
+    assert not step(record, late, settings, term=1).changed
+    result = step(record, replace(world, now=1030), settings, term=1)
+    assert result.record.handover is not None
+    assert result.record.handover.phase is Phase.ABORTING
+
+
+def test_a_target_given_up_as_unable_to_run_holds_the_next_attempt_back_and_doubles_the_hold() -> None:
+    """A broken image fails every attempt the same way: after each abort for it the decision (still 4)
+    waits ``revert_backoff``, doubled per failure in a row, instead of starting a new generation at once
+    (one every grace, each a pod that cannot pull); a warm-up timeout does not hold anything back."""
+    settings = replace(SETTINGS, warmup_timeout=3600, failing_grace=30, revert_backoff=60)
+    record = _warming(settings)
+    holds = []
+    now = 1030.0
+    for _ in range(3):
+        assert record.handover is not None
+        target = record.handover.target
+        pulled = WorkerProblem("p", Trouble.FAILING, "ImagePullBackOff", "Back-off", since=now - 30)
+        world = obs(
+            now=now, running={1: frozenset({"o"}), target: frozenset({"p"})}, problems={target: (pulled,)}
+        )
+        record = step(record, world, settings, term=1).record
+        assert record.handover is not None
+        assert record.handover.phase is Phase.ABORTING
+        holds.append(record.hold_until - now)
+        gone = obs(now=now + 1, running={1: frozenset({"o"})}, committed={f"{BASE}-gen-1": {}}, desired=4)
+        record = step(record, gone, settings, term=1).record
+        assert record.handover is None
+        held = step(record, replace(gone, now=record.hold_until - 1), settings, term=1)
+        assert held.record.handover is None
+        assert [a.event for a in held.actions if isinstance(a, Note)] == ["handover held"]
+        now = record.hold_until
+        record = step(record, replace(gone, now=now), settings, term=1).record
+        assert record.handover is not None
+        assert record.handover.phase is Phase.WARMING
+        now += 30
+    assert holds == [60, 120, 240]
+    timed_out = step(
+        record, obs(now=record.handover.deadline + 1, running={1: frozenset({"o"})}), settings, term=1
+    )
+    assert timed_out.record.hold_until == record.hold_until  # a timeout holds nothing back
+
+
+def test_a_warm_up_timeout_names_the_pods_that_cannot_run_yet() -> None:
+    record = _warming()
+    assert record.handover is not None
+    pod = WorkerProblem("p", Trouble.UNSCHEDULABLE, "Unschedulable", "0/1 nodes are available", 1050.0)
+    late = obs(now=record.handover.deadline + 1, running={1: frozenset({"o"})}, problems={2: (pod,)})
+    result = step(record, late, SETTINGS, term=1)
+    (note,) = [a for a in result.actions if isinstance(a, Note)]
+    assert note.event == "handover aborted"
+    assert "cannot run: p Unschedulable for 11 s: 0/1 nodes are available" in str(note.fields["reason"])
+    assert "worker" not in note.fields  # the timeout decided, not the pod
+
+
+def test_a_target_that_cannot_run_after_the_cut_is_handed_back_before_the_verify_timeout() -> None:
+    """Generation 2 took over and its pods crash-loop (a handler that raises on every record): the
+    workload processes nothing while it is verified, so it is handed back once the crash loop has
+    lasted ``failing_grace``, not after ``verify_timeout``. A first generation has nothing to go back to."""
+    settings = replace(SETTINGS, verify_timeout=3600, failing_grace=30)
+    h, record = started(replicas=2, deadline=5000.0)
+    cut = h.cut or {}
+    crash = WorkerProblem("n0", Trouble.FAILING, "CrashLoopBackOff", "last exit code 1 (Error)", 1000.0)
+    world = obs(
+        now=1029,
+        running={1: frozenset({"o1", "o2"}), 2: frozenset({"n0", "n1"})},
+        committed={h.group: cut},
+        ends=dict.fromkeys(PARTS, 50),
+        problems={2: (crash,)},
+    )
+    assert not step(record, world, settings, term=1).changed
+    result = step(record, replace(world, now=1030), settings, term=1)
+    assert result.record.handover is not None
+    assert result.record.handover.phase is Phase.REVERTING
+    (note,) = [a for a in result.actions if isinstance(a, Note)]
+    assert (note.event, note.fields["worker"], note.fields["cause"]) == (
+        "handover reverting",
+        "n0",
+        "CrashLoopBackOff",
+    )
+    first = replace(record, handover=replace(h, source=None, source_replicas=None))
+    assert not step(first, replace(world, now=1030), settings, term=1).changed
+
+
+@pytest.mark.parametrize(
+    ("problems", "now", "expected"),
+    [
+        ((), 2000.0, None),
+        ((WorkerProblem("a", Trouble.UNSCHEDULABLE, "Unschedulable", "", 1000.0),), 1299.0, None),
+        ((WorkerProblem("a", Trouble.UNSCHEDULABLE, "Unschedulable", "", 1000.0),), 1300.0, "a"),
+        ((WorkerProblem("a", Trouble.FAILING, "ErrImagePull", "", 1000.0),), 1030.0, "a"),
+        # the longest-standing of those past their grace
+        (
+            (
+                WorkerProblem("late", Trouble.FAILING, "CrashLoopBackOff", "", 1010.0),
+                WorkerProblem("early", Trouble.FAILING, "ImagePullBackOff", "", 1005.0),
+                WorkerProblem("within", Trouble.UNSCHEDULABLE, "Unschedulable", "", 900.0),
+            ),
+            1040.0,
+            "early",
+        ),
+        # a time stated ahead of our clock is within its grace
+        ((WorkerProblem("a", Trouble.FAILING, "ErrImagePull", "", 1100.0),), 1040.0, None),
+    ],
+)
+def test_which_problem_gives_a_target_up(
+    problems: tuple[WorkerProblem, ...], now: float, expected: str | None
+) -> None:
+    settings = replace(SETTINGS, unschedulable_grace=300, failing_grace=30)
+    found = hopeless(problems, now, settings)
+    assert (found.worker if found is not None else None) == expected
+
+
 def test_a_warming_scale_down_is_superseded_once_the_decision_rises_above_its_target() -> None:
     record = serving_record(generation=1, replicas=3)
     source = {1: frozenset({"o1", "o2", "o3"})}
@@ -494,12 +665,7 @@ def test_a_target_that_makes_no_progress_after_the_cut_hands_back_to_the_source_
     and nothing more on partition 0; on partition 1 it got to 14). After ``verify_timeout`` it is
     fenced like a source; generation 1, fenced and idle but never removed, serves again from where 2
     stopped: nothing frozen, nothing processed twice, nothing skipped."""
-    cut = {(T, 0): 10, (T, 1): 12, (T, 2): 5}
-    h = Handover(
-        1, 2, f"{BASE}-gen-2", 3, Phase.STARTING, {}, deadline=1030.0, started_at=900.0, cut=cut,
-        source_replicas=2,
-    )  # fmt: skip
-    record = ControllerRecord(W, 1, 9, Serving(2, f"{BASE}-gen-2", 3, cut), h, next_generation=3)
+    h, record = started(replicas=3, deadline=1030.0)
     members = {"n0": frozenset({(T, 0)}), "n1": frozenset({(T, 1)}), "n2": frozenset({(T, 2)})}
     new = {w: status(w, 2, Status.SERVING, set(ps)) for w, ps in members.items()}
     old = {w: status(w, 1, Status.FENCED, set(), epoch=2) for w in ("o1", "o2")}
@@ -730,8 +896,17 @@ def observations(draw: st.DrawFn, record: ControllerRecord | None, now: float) -
         if record is not None and record.serving is not None:
             committed.setdefault(record.serving.group, {})
     ends = draw(st.dictionaries(st.sampled_from(sorted(PARTS)), st.integers(0, 1000)))
+    problem = st.builds(
+        WorkerProblem,
+        workers,
+        st.sampled_from(list(Trouble)),
+        st.sampled_from(["Unschedulable", "ImagePullBackOff", "CrashLoopBackOff"]),
+        st.text(max_size=20),
+        st.floats(now - 400, now + 5),  # within its grace or past it (or stated ahead of our clock)
+    )
+    problems = draw(st.dictionaries(gens, st.lists(problem, max_size=2).map(tuple), max_size=2))
     return Observation(
-        now, draw(st.none() | st.integers(1, 5)), PARTS, running, stats, groups, committed, ends
+        now, draw(st.none() | st.integers(1, 5)), PARTS, running, stats, groups, committed, ends, problems
     )
 
 
@@ -761,6 +936,35 @@ def _check_hold(record: ControllerRecord, observation: Observation, new: Control
         assert (h.phase, new.reverts) in ((Phase.REVERTING, record.reverts + 1), (Phase.RETIRING, 0))
     if h is None and new.handover is not None and record.serving is not None:
         assert observation.now >= record.hold_until
+
+
+def _check_cannot_run(
+    record: ControllerRecord | None, observation: Observation, new: ControllerRecord
+) -> None:
+    """A warming target one of whose workers cannot run past its grace is aborted (unless it is ready
+    or superseded first), a target being verified is handed back, and the source serves on untouched;
+    a problem still within its grace, or a generation's other than the target's, changes nothing."""
+    h = record.handover if record is not None else None
+    if record is None or h is None or h.phase not in (Phase.WARMING, Phase.STARTING):
+        return
+    target = hopeless(observation.problems.get(h.target, ()), observation.now, SETTINGS)
+    if h.phase is Phase.WARMING and target is not None:
+        assert new.handover is not None
+        assert new.handover.phase in (Phase.FENCING, Phase.STARTING, Phase.ABORTING)  # ready, or given up
+        assert new.serving == record.serving or new.handover.phase is Phase.STARTING
+    if h.phase is Phase.WARMING and target is None and observation.now <= h.deadline:
+        assert new.handover is not None
+        desired = observation.desired
+        if new.handover.phase is Phase.ABORTING:  # only a decision it no longer fits aborts it now
+            assert record.serving is not None
+            assert desired is not None
+            assert superseded(record.serving.replicas, h.replicas, desired)
+    if h.phase is Phase.STARTING and h.source is not None and observation.now <= h.deadline:
+        assert new.handover is not None
+        if new.handover.phase is Phase.REVERTING:
+            assert target is not None
+        elif target is not None:
+            assert new.handover.phase is Phase.RETIRING  # it was verified first
 
 
 def _check_serving_change(record: ControllerRecord, observation: Observation, new: ControllerRecord) -> None:
@@ -823,6 +1027,7 @@ def test_whatever_is_observed_the_machine_keeps_its_invariants(data: st.DataObje
             assert new.handover is not None
             assert new.handover.phase is Phase.ABORTING
             assert new.serving == record.serving
+        _check_cannot_run(record, observation, new)
         if new.handover is not None:
             assert new.handover.target < new.next_generation
             assert (

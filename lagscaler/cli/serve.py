@@ -131,6 +131,17 @@ class HandoverOptions(Options):
     ] = 60.0
     """After a hand-back, start no new handover of that workload for this long, doubled per hand-back in
     a row (at most 64 times)."""
+    handover_unschedulable_grace: Annotated[
+        float, Field(gt=0, le=MAX_SECONDS, json_schema_extra={"metavar": "SECONDS"})
+    ] = 300.0
+    """Give a new generation up (abort it, or hand back while it is verified) once one of its pods has
+    found no node for this long. Longer than the next: a cluster autoscaler may add a node meanwhile."""
+    handover_failing_grace: Annotated[
+        float, Field(gt=0, le=MAX_SECONDS, json_schema_extra={"metavar": "SECONDS"})
+    ] = 30.0
+    """Give a new generation up once one of its workers has been unable to start for this long: an image
+    that cannot be pulled, a missing Secret or ConfigMap, a crash loop (a local worker that exits as it
+    starts)."""
 
 
 class ServeOptions(ServiceOptions, HandoverOptions, KafkaOptions, ApiOptions):
@@ -244,6 +255,8 @@ def handover_from_options(options: HandoverOptions) -> HandoverBackend | None:
         fence_timeout=options.handover_fence_timeout,
         verify_timeout=options.handover_verify_timeout,
         revert_backoff=options.handover_revert_backoff,
+        unschedulable_grace=options.handover_unschedulable_grace,
+        failing_grace=options.handover_failing_grace,
     )
     if backend == "local":
         if options.handover_state_dir is None:

@@ -18,6 +18,9 @@ What it runs, all on 127.0.0.1 with free ports and certificates made here:
 
 There are no nodes and no kubelet: pods stay Pending unless a test marks them Running and Ready
 (``KubeClient.mark_pods_ready`` in ``kubeclient.py``), which is how a test stands in for the kubelet.
+A test that needs the scheduler's own verdict (``PodScheduled=False``, ``Unschedulable``, with its
+message) starts the real kube-scheduler with :func:`running_scheduler`: it schedules only pods that
+name its profile (``spec.schedulerName``), onto Node objects the test creates (:meth:`ControlPlane.add_node`).
 
 The Python API other tests use: :attr:`ControlPlane.admin_kubeconfig`,
 :meth:`ControlPlane.user_kubeconfig` (an x509 user in any groups),
@@ -50,7 +53,15 @@ from lagscaler.edges.kube import CertificateAuthority
 
 from .build import installed
 
-__all__ = ["FRONT_PROXY_CLIENT", "ControlPlane", "ControlPlaneError", "deployment", "running_control_plane"]
+__all__ = [
+    "FRONT_PROXY_CLIENT",
+    "TEST_SCHEDULER",
+    "ControlPlane",
+    "ControlPlaneError",
+    "deployment",
+    "running_control_plane",
+    "running_scheduler",
+]
 
 FRONT_PROXY_CLIENT = "front-proxy-client"  # kubeadm's CN for the aggregator's client certificate
 # 4 s, not a divisor of 15: the default policies' 15 s periods and the windows tests use then never
@@ -60,6 +71,9 @@ HPA_SYNC_SECONDS = 4
 # 300 s lets a test see such an HPA scale down (and 22 is not a multiple of the sync period either).
 DOWNSCALE_STABILIZATION_SECONDS = 22
 _READY_WITHIN_SECONDS = 120.0
+# The profile of the real kube-scheduler (running_scheduler): only pods that name it are scheduled by
+# it, so the pods of every other test stay with the kubelet stand-in, which binds them itself.
+TEST_SCHEDULER = "lagscaler-test-scheduler"
 
 
 class ControlPlaneError(RuntimeError):
@@ -199,6 +213,28 @@ class ControlPlane:
         """``kubectl get --raw path`` as JSON."""
         return json.loads(self.kubectl("get", "--raw", path, kubeconfig=kubeconfig))
 
+    def add_node(self, name: str, *, cpu: str, memory: str = "8Gi", pods: int = 110) -> str:
+        """A Node object with this much allocatable and no kubelet behind it: for the scheduler to read.
+
+        A Node's status may be given when it is created (a kubelet registers itself that way). The
+        apiserver's TaintNodesByCondition admission taints every new Node ``not-ready``; nothing here
+        runs the node lifecycle controller that would lift it, so it is removed at once.
+        """
+        capacity = {"cpu": cpu, "memory": memory, "pods": str(pods)}
+        node = {
+            "apiVersion": "v1",
+            "kind": "Node",
+            "metadata": {"name": name, "labels": {"kubernetes.io/hostname": name}},
+            "status": {
+                "capacity": capacity,
+                "allocatable": capacity,
+                "conditions": [{"type": "Ready", "status": "True", "reason": "KubeletReady"}],
+            },
+        }
+        self.kubectl("create", "-f", "-", input=json.dumps(node))
+        self.kubectl("patch", "node", name, "--type=json", "-p", '[{"op": "remove", "path": "/spec/taints"}]')
+        return name
+
     def log(self, component: str) -> str:
         return self.processes[component].log.read_text(errors="replace")
 
@@ -267,6 +303,19 @@ def _wait(process: _Process, ready: Any, what: str) -> None:
         if time.monotonic() > deadline:
             raise ControlPlaneError(f"{process.name}: {what} not ready ({last}):\n{process.tail()}")
         time.sleep(0.2)
+
+
+def _wait_healthz(process: _Process, port: int) -> None:
+    """Wait for a component's ``/healthz`` on its secure port (a self-signed certificate: not checked)."""
+    insecure = ssl.create_default_context()
+    insecure.check_hostname = False
+    insecure.verify_mode = ssl.CERT_NONE
+
+    def ready() -> tuple[bool, str]:
+        code, body = _get(f"https://127.0.0.1:{port}/healthz", insecure)
+        return code == 200, body[-300:]
+
+    _wait(process, ready, "/healthz")
 
 
 @contextlib.contextmanager
@@ -404,16 +453,54 @@ def running_control_plane(
             directory,
         )
         plane.processes["kube-controller-manager"] = kcm
-        insecure = ssl.create_default_context()
-        insecure.check_hostname = False
-        insecure.verify_mode = ssl.CERT_NONE
-
-        def kcm_ready() -> tuple[bool, str]:
-            code, body = _get(f"https://127.0.0.1:{kcm_port}/healthz", insecure)
-            return code == 200, body[-300:]
-
-        _wait(kcm, kcm_ready, "/healthz")
+        _wait_healthz(kcm, kcm_port)
         yield plane
     finally:
         for process in reversed(list(plane.processes.values())):
             process.stop()
+
+
+@contextlib.contextmanager
+def running_scheduler(plane: ControlPlane, directory: Path) -> Iterator[_Process]:
+    """The real kube-scheduler (same build), with the one profile :data:`TEST_SCHEDULER`; stopped on exit.
+
+    It runs as ``system:kube-scheduler``, the user Kubernetes' bootstrap RBAC grants the scheduler's
+    rights to (``plugin/pkg/auth/authorizer/rbac/bootstrappolicy``: ClusterRoleBindings
+    ``system:kube-scheduler`` and ``system:volume-scheduler``).
+    """
+    binaries = installed()
+    if binaries is None:
+        raise ControlPlaneError("kube-scheduler is not built: run `make test-deps`")
+    directory.mkdir(parents=True, exist_ok=True)
+    kubeconfig = plane.user_kubeconfig("system:kube-scheduler")
+    config = directory / "scheduler.yaml"
+    config.write_text(
+        yaml.safe_dump(
+            {
+                "apiVersion": "kubescheduler.config.k8s.io/v1",
+                "kind": "KubeSchedulerConfiguration",
+                "clientConnection": {"kubeconfig": str(kubeconfig)},
+                "leaderElection": {"leaderElect": False},
+                "profiles": [{"schedulerName": TEST_SCHEDULER}],
+            }
+        )
+    )
+    port = free_port()
+    scheduler = _start(
+        "kube-scheduler",
+        [
+            str(binaries / "kube-scheduler"),
+            f"--config={config}",
+            f"--authentication-kubeconfig={kubeconfig}",
+            f"--authorization-kubeconfig={kubeconfig}",
+            "--bind-address=127.0.0.1",
+            f"--secure-port={port}",
+            "--profiling=false",
+        ],
+        directory,
+    )
+    try:
+        _wait_healthz(scheduler, port)
+        yield scheduler
+    finally:
+        scheduler.stop()

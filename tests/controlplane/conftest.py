@@ -10,7 +10,7 @@ from lagscaler_demo.localkafka.broker import free_port
 from support import eventually
 
 from .adapter import ChartInstall, Serve, install_chart, running_serve
-from .cluster import ControlPlane
+from .cluster import ControlPlane, _Process, running_scheduler
 
 
 @pytest.fixture(scope="session")
@@ -46,3 +46,10 @@ async def serve(chart: ChartInstall, serve_process: Serve) -> Serve:
     await eventually(chart.available, within=60, what="APIService v1beta1.external.metrics.k8s.io Available")
     assert serve_process.alive(), serve_process.log_text()[-3000:]
     return serve_process
+
+
+@pytest.fixture(scope="session")
+def scheduler(control_plane: ControlPlane, tmp_path_factory: pytest.TempPathFactory) -> Iterator[_Process]:
+    """The real kube-scheduler for pods whose ``schedulerName`` is ``cluster.TEST_SCHEDULER``."""
+    with running_scheduler(control_plane, tmp_path_factory.mktemp("scheduler")) as process:
+        yield process

@@ -11,7 +11,19 @@ The test tier has no nodes. For every pod of the namespace :class:`KubeletStandI
 * on deletion sends SIGTERM, then SIGKILL when the pod's grace period is over, and once the process
   has exited removes the pod object (grace period 0, UID precondition), as the kubelet's status
   manager does; a pod removed from the API without that (a force delete) has its process killed;
-* restarts a process that exits on its own (``restartPolicy: Always``) a second later.
+* restarts a process that exits on its own (``restartPolicy: Always``) a second later, and meanwhile
+  reports the container waiting in ``CrashLoopBackOff`` with its last exit, as a kubelet does between
+  restarts (a kubelet waits 10 s, doubling; a second keeps the tests short);
+* resolves ``secretKeyRef``/``configMapKeyRef`` variables from the API; while one names a Secret or
+  ConfigMap (or key) that does not exist, the container waits in ``CreateContainerConfigError`` with the
+  kubelet's message (``pkg/kubelet/kubelet_pods.go``, ``makeEnvironmentVariables``, v1.35.4), and starts
+  once it exists;
+* cannot pull an image under ``unpullable.invalid/`` (the stand-in pulls nothing; this is how a test
+  asks for a pull that fails): such a container waits in ``ImagePullBackOff`` with the kubelet's message
+  (``pkg/kubelet/images/image_manager.go``: ``Back-off pulling image "…": ErrImagePull: …``).
+
+It leaves a pod whose ``spec.schedulerName`` is not the default scheduler's to that scheduler (the real
+kube-scheduler, ``cluster.running_scheduler``), and runs it once that binds it.
 
 The command runs on this machine as written in the pod spec (tests put ``sys.executable`` there), so a
 generation Deployment's pods run exactly what lagscaler put in their template.
@@ -20,7 +32,9 @@ generation Deployment's pods run exactly what lagscaler put in their template.
 from __future__ import annotations
 
 import asyncio
+import base64
 import contextlib
+import datetime as dt
 import os
 import signal
 import subprocess
@@ -39,6 +53,8 @@ __all__ = ["KubeletStandIn"]
 
 NODE = "kubelet-stand-in"
 _RESTART_AFTER = 1.0
+UNPULLABLE = "unpullable.invalid/"  # images under it cannot be pulled
+DEFAULT_SCHEDULER = "default-scheduler"
 
 
 @dataclass
@@ -48,6 +64,8 @@ class _Container:
     argv: list[str]
     env: dict[str, str]
     log: Path
+    name: str = "app"
+    image: str = ""
     popen: subprocess.Popen[bytes] | None = None
     restart_at: float = 0.0
     kill_at: float | None = None  # set once the pod is being deleted
@@ -67,16 +85,12 @@ def _field(pod: Any, path: str) -> str:
     return str(fields[path])
 
 
-def _environment(pod: Any, container: Any) -> dict[str, str]:
-    env = {k: v for k, v in os.environ.items() if not k.startswith("LAGSCALER_")}
-    for variable in container.env or ():
-        if variable.value_from is not None:
-            if variable.value_from.field_ref is None:
-                raise ValueError(f"the kubelet stand-in resolves only fieldRef, not {variable.value_from}")
-            env[variable.name] = _field(pod, variable.value_from.field_ref.field_path)
-        else:
-            env[variable.name] = variable.value or ""
-    return env
+class _ConfigError(Exception):
+    """A variable names a Secret or ConfigMap (or key) that does not exist: the kubelet's message."""
+
+
+def _now() -> str:
+    return dt.datetime.now(dt.UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
 
 
 class KubeletStandIn:
@@ -89,6 +103,7 @@ class KubeletStandIn:
         self.period = period
         self.containers: dict[str, _Container] = {}  # pod name → its container
         self.errors: list[str] = []  # what went wrong in a round (a stand-in must not fail silently)
+        self._reported: dict[str, Any] = {}  # pod name → the last container state written
         self._task: asyncio.Task[None] | None = None
         self._core = k8s.CoreV1Api(kube.client)
 
@@ -147,7 +162,10 @@ class KubeletStandIn:
             if pod.status.phase in ("Succeeded", "Failed"):
                 continue
             if not pod.spec.node_name:
-                if pod.metadata.deletion_timestamp is None:
+                if pod.metadata.deletion_timestamp is None and pod.spec.scheduler_name in (
+                    None,
+                    DEFAULT_SCHEDULER,
+                ):
                     await self._bind(pod)
                 continue
             container = self.containers.get(name)
@@ -157,7 +175,24 @@ class KubeletStandIn:
                 await self._terminate(pod, container)
                 continue
             if container is None:
-                container = self.containers[name] = self._container(pod)
+                spec = pod.spec.containers[0]
+                if (spec.image or "").startswith(UNPULLABLE):
+                    image = spec.image
+                    message = (
+                        f'Back-off pulling image "{image}": ErrImagePull: failed to pull and unpack image'
+                        f' "{image}": failed to resolve reference "{image}": {image}: not found'
+                    )
+                    await self._report(
+                        pod, spec, {"waiting": {"reason": "ImagePullBackOff", "message": message}}
+                    )
+                    continue
+                try:
+                    container = self._container(pod, await self._environment(pod, spec))
+                except _ConfigError as exc:
+                    waiting = {"reason": "CreateContainerConfigError", "message": str(exc)}
+                    await self._report(pod, spec, {"waiting": waiting})
+                    continue
+                self.containers[name] = container
             await self._keep_running(pod, container)
 
     async def _bind(self, pod: Any) -> None:
@@ -176,7 +211,51 @@ class KubeletStandIn:
             if exc.status not in (404, 409):  # gone, or bound meanwhile
                 raise
 
-    def _container(self, pod: Any) -> _Container:
+    async def _environment(self, pod: Any, container: Any) -> dict[str, str]:
+        env = {k: v for k, v in os.environ.items() if not k.startswith("LAGSCALER_")}
+        for variable in container.env or ():
+            source = variable.value_from
+            if source is None:
+                env[variable.name] = variable.value or ""
+            elif source.field_ref is not None:
+                env[variable.name] = _field(pod, source.field_ref.field_path)
+            elif source.secret_key_ref is not None:
+                ref = source.secret_key_ref
+                data = await self._read("secret", ref.name, optional=bool(ref.optional))
+                if data is not None and ref.key in data:
+                    env[variable.name] = base64.b64decode(data[ref.key]).decode()
+                elif data is not None and not ref.optional:
+                    raise _ConfigError(f"couldn't find key {ref.key} in Secret {self.namespace}/{ref.name}")
+            elif source.config_map_key_ref is not None:
+                ref = source.config_map_key_ref
+                data = await self._read("configmap", ref.name, optional=bool(ref.optional))
+                if data is not None and ref.key in data:
+                    env[variable.name] = data[ref.key]
+                elif data is not None and not ref.optional:
+                    raise _ConfigError(
+                        f"couldn't find key {ref.key} in ConfigMap {self.namespace}/{ref.name}"
+                    )
+            else:
+                raise ValueError(f"the kubelet stand-in cannot resolve {source}")
+        return env
+
+    async def _read(self, kind: str, name: str, *, optional: bool) -> dict[str, str] | None:
+        """A Secret's or ConfigMap's data; None if it is absent and optional, else its absence raised
+        as the kubelet words it (its secret and configmap managers' NotFound: ``secret "x" not found``)."""
+        try:
+            if kind == "secret":
+                found = await self._core.read_namespaced_secret(name, self.namespace)
+            else:
+                found = await self._core.read_namespaced_config_map(name, self.namespace)
+        except ApiException as exc:
+            if exc.status != 404:
+                raise
+            if optional:
+                return None
+            raise _ConfigError(f'{kind} "{name}" not found') from None
+        return dict(found.data or {})
+
+    def _container(self, pod: Any, env: dict[str, str]) -> _Container:
         spec = pod.spec.containers[0]
         argv = [*(spec.command or ()), *(spec.args or ())]
         if not argv:
@@ -187,23 +266,81 @@ class KubeletStandIn:
             pod=pod.metadata.name,
             uid=pod.metadata.uid,
             argv=argv,
-            env=_environment(pod, spec),
+            env=env,
             log=self.directory / f"{pod.metadata.name}.log",
+            name=spec.name,
+            image=spec.image or "",
         )
+
+    async def _report(
+        self,
+        pod: Any,
+        spec: Any,
+        state: dict[str, Any],
+        *,
+        last: dict[str, Any] | None = None,
+        restarts: int = 0,
+        phase: str | None = None,
+    ) -> None:
+        """Write the container's state into the pod's status as a kubelet does (once per change)."""
+        key = (pod.metadata.uid, repr(state), restarts)
+        if self._reported.get(pod.metadata.name) == key:
+            return
+        running = "running" in state
+        status: dict[str, Any] = {
+            "containerStatuses": [
+                {
+                    "name": spec.name,
+                    "image": spec.image or "",
+                    "imageID": "",
+                    "ready": running,
+                    "started": running,
+                    "restartCount": restarts,
+                    "state": state,
+                    "lastState": last or {},
+                }
+            ]
+        }
+        if phase is not None:
+            status["phase"] = phase
+        try:
+            await self._core.patch_namespaced_pod_status(
+                pod.metadata.name, self.namespace, {"status": status}
+            )
+        except ApiException as exc:
+            if exc.status != 404:
+                raise
+        self._reported[pod.metadata.name] = key
 
     async def _keep_running(self, pod: Any, container: _Container) -> None:
         popen = container.popen
         if popen is not None and popen.poll() is None:
             return
         now = time.monotonic()
+        spec = pod.spec.containers[0]
         if popen is not None and container.kill_at is None and not container.restart_at:
             container.exits.append(popen.returncode)
             container.restart_at = now + _RESTART_AFTER
+            # kuberuntime_manager.go (doBackOff): "back-off %s restarting failed container=%s pod=%s"
+            message = (
+                f"back-off 10s restarting failed container={spec.name}"
+                f" pod={pod.metadata.name}_{self.namespace}({pod.metadata.uid})"
+            )
+            code = popen.returncode
+            last = {"terminated": {"exitCode": code, "reason": "Error", "finishedAt": _now()}}
+            await self._report(
+                pod,
+                spec,
+                {"waiting": {"reason": "CrashLoopBackOff", "message": message}},
+                last=last,
+                restarts=container.starts - 1,
+            )
         if now < container.restart_at:
             return
         self._spawn(container)
         container.starts += 1
         container.restart_at = 0.0
+        await self._report(pod, spec, {"running": {"startedAt": _now()}}, restarts=container.starts - 1)
         if container.starts == 1:
             await self.kube.mark_ready(self.namespace, pod.metadata.name)
 

@@ -18,11 +18,14 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import datetime as dt
 import json
 import os
 import signal
 import sys
+import time
 from collections.abc import AsyncIterator, Iterator
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -33,8 +36,10 @@ from lagscaler_demo.localkafka.broker import free_port
 from lagscaler_demo.playground.handover_run import HandoverPlayground, PlaygroundSettings
 from lagscaler_demo.playground.probe import committed_offsets
 from structlog.testing import capture_logs
+from structlog.typing import EventDict
 from support import eventually
 
+from lagscaler.core.handover.machine import Trouble, WorkerProblem
 from lagscaler.edges.handover import (
     GenerationSpec,
     HandoverSettings,
@@ -49,9 +54,9 @@ from lagscaler.edges.handover.kubernetes import LABEL_GENERATION, LABEL_WORKLOAD
 from lagscaler.edges.kube import kube_api_client
 
 from .adapter import ChartInstall, HandoverInstall, Serve, granted_rules, install_handover_rbac, running_serve
-from .cluster import ControlPlane, deployment
+from .cluster import TEST_SCHEDULER, ControlPlane, _Process, deployment
 from .kubeclient import KubeClient
-from .kubelet import KubeletStandIn
+from .kubelet import UNPULLABLE, KubeletStandIn
 
 pytestmark = [pytest.mark.controlplane, pytest.mark.kafka, pytest.mark.slow]
 
@@ -129,6 +134,29 @@ async def kube(control_plane: ControlPlane) -> AsyncIterator[KubeClient]:
         yield client
 
 
+@contextlib.asynccontextmanager
+async def controlled(
+    settings: PlaygroundSettings, identity: HandoverInstall, kube: KubeClient, namespace: str, tmp_path: Path
+) -> AsyncIterator[tuple[KubeletStandIn, HandoverPlayground]]:
+    """The kubelet stand-in for the namespace, and the playground whose controller (started by the test)
+    runs the workload with the Kubernetes backend and a Lease, both with the chart's identity."""
+    api = await kube_api_client(identity.kubeconfig)
+    assert api is not None
+
+    def backends(spec: WorkloadSpec) -> Backend:
+        return KubernetesBackend(api, spec.workload, TARGET)
+
+    leadership = LeaseLeadership(api, identity.lease_namespace, identity.lease_name, settings=FAST_LEASE)
+    try:
+        async with (
+            KubeletStandIn(kube, namespace, tmp_path / "kubelet") as kubelet,
+            HandoverPlayground(settings, leadership=leadership, backends=backends) as play,
+        ):
+            yield kubelet, play
+    finally:
+        await api.close()
+
+
 def _print_logs(kubelet: KubeletStandIn) -> Iterator[str]:
     yield f"kubelet stand-in errors: {kubelet.errors[-10:]}"
     for pod in sorted(kubelet.containers):
@@ -146,58 +174,45 @@ async def test_a_workload_is_taken_over_and_handed_over_2_4_1_through_generation
     kube: KubeClient,
 ) -> None:
     settings = playground(kafka, unique, tmp_path, namespace)
-    api = await kube_api_client(identity.kubeconfig)
-    assert api is not None
     seen = Generations(kube, namespace)
-
-    def backends(spec: WorkloadSpec) -> Backend:
-        return KubernetesBackend(api, spec.workload, TARGET)
-
-    leadership = LeaseLeadership(api, identity.lease_namespace, identity.lease_name, settings=FAST_LEASE)
-    try:
-        with capture_logs() as logs:
-            async with (
-                KubeletStandIn(kube, namespace, tmp_path / "kubelet") as kubelet,
-                HandoverPlayground(settings, leadership=leadership, backends=backends) as play,
-            ):
-                try:
-                    await _story(control_plane, settings, play, seen, kubelet, namespace)
-                    report = await play.verdict(within=90)
-                except BaseException:
-                    print("\n".join(_print_logs(kubelet)))
-                    print("\n".join(str(e) for e in logs[-40:]))
-                    print(
-                        control_plane.kubectl(
-                            "get", "deployments,replicasets,pods", "-n", namespace, "-o", "wide"
-                        )
+    with capture_logs() as logs:
+        async with controlled(settings, identity, kube, namespace, tmp_path) as (kubelet, play):
+            try:
+                await _story(control_plane, settings, play, seen, kubelet, namespace)
+                report = await play.verdict(within=90)
+            except BaseException:
+                print("\n".join(_print_logs(kubelet)))
+                print("\n".join(str(e) for e in logs[-40:]))
+                print(
+                    control_plane.kubectl(
+                        "get", "deployments,replicasets,pods", "-n", namespace, "-o", "wide"
                     )
-                    raise
-                history = play.history()
-                # Deleting the workload deletes every generation (ownerReferences and the garbage
-                # collector), while the controller still runs: it does not bring any back.
-                assert play.runner is not None
-                controller = play.runner.controllers[settings.workload]
-                control_plane.kubectl("delete", "deployment", TARGET, "-n", namespace, "--wait=false")
-                await eventually(
-                    lambda: _nothing_left(seen), within=120, every=0.5, what="the generations to be collected"
                 )
-                failures = controller.failures
-                await eventually(
-                    lambda: controller.failures >= failures + 5, within=60, what="five more controller steps"
-                )
-                assert await seen.deployments() == {}
-                assert kubelet.running() == {}
-                # What the operator reads, once (not at every step):
-                gone = [
-                    e
-                    for e in logs
-                    if e["event"] == "handover step failed"
-                    and "Deployment" in e["problem"]
-                    and "does not exist" in e["problem"]
-                ]
-                assert len(gone) == 1, gone
-    finally:
-        await api.close()
+                raise
+            history = play.history()
+            # Deleting the workload deletes every generation (ownerReferences and the garbage
+            # collector), while the controller still runs: it does not bring any back.
+            assert play.runner is not None
+            controller = play.runner.controllers[settings.workload]
+            control_plane.kubectl("delete", "deployment", TARGET, "-n", namespace, "--wait=false")
+            await eventually(
+                lambda: _nothing_left(seen), within=120, every=0.5, what="the generations to be collected"
+            )
+            failures = controller.failures
+            await eventually(
+                lambda: controller.failures >= failures + 5, within=60, what="five more controller steps"
+            )
+            assert await seen.deployments() == {}
+            assert kubelet.running() == {}
+            # What the operator reads, once (not at every step):
+            gone = [
+                e
+                for e in logs
+                if e["event"] == "handover step failed"
+                and "Deployment" in e["problem"]
+                and "does not exist" in e["problem"]
+            ]
+            assert len(gone) == 1, gone
 
     print(report.summary())
     assert report.consistent, report.summary()
@@ -590,3 +605,251 @@ async def _generation_size(backend: KubernetesBackend, generation: int, size: in
     running = (await backend.observe()).get(generation, frozenset())
     assert len(running) == size, running
     return running
+
+
+# --- a generation that cannot run ---------------------------------------------------------------------
+
+SLEEPER = [sys.executable, "-c", "import time; time.sleep(3600)"]
+
+
+def _generation(namespace: str, name: str, generation: int) -> GenerationSpec:
+    return GenerationSpec(
+        f"{namespace}/{name}", generation, f"{name}-gen-{generation}", ("t",), ("127.0.0.1:9",), "control"
+    )
+
+
+async def _problems(backend: KubernetesBackend, generation: int) -> tuple[WorkerProblem, ...]:
+    await backend.observe()
+    found = backend.problems().get(generation, ())
+    assert found, backend.problems()
+    return found
+
+
+async def test_a_generation_no_node_can_take_is_reported_with_the_real_schedulers_message(  # noqa: PLR0917
+    control_plane: ControlPlane,
+    scheduler: _Process,
+    tmp_path: Path,
+    namespace: str,
+    identity: HandoverInstall,
+    kube: KubeClient,
+) -> None:
+    """The real kube-scheduler decides: a generation whose pods request more CPU than the only node
+    that may take them has (a Node object with 1 CPU allocatable, selected by its name) is reported
+    Unschedulable with the scheduler's own message and since when it says so; once the workload's
+    template asks for less, the next generation is scheduled onto that node and runs (the stand-in
+    runs what the scheduler bound), and nothing is reported for it."""
+    node = control_plane.add_node(f"node-{namespace}", cpu="1")
+    original = deployment(namespace, "hungry")
+    original["spec"]["replicas"] = 0
+    pod = original["spec"]["template"]["spec"]
+    pod["schedulerName"] = TEST_SCHEDULER
+    pod["nodeSelector"] = {"kubernetes.io/hostname": node}
+    pod["terminationGracePeriodSeconds"] = 1
+    pod["containers"][0]["command"] = SLEEPER
+    pod["containers"][0]["resources"] = {"requests": {"cpu": "2"}}
+    control_plane.apply([original])
+    api = await kube_api_client(identity.kubeconfig)
+    assert api is not None
+    try:
+        async with KubeletStandIn(kube, namespace, tmp_path / "kubelet") as kubelet:
+            backend = KubernetesBackend(api, f"{namespace}/hungry", "hungry")
+            await backend.observe()
+            await backend.ensure(_generation(namespace, "hungry", 1), 1)
+            (problem,) = await eventually(
+                lambda: _problems(backend, 1), within=60, what="the scheduler's verdict"
+            )
+            assert problem.trouble is Trouble.UNSCHEDULABLE
+            assert problem.reason == "Unschedulable"
+            assert problem.message.startswith("0/"), problem.message
+            assert "1 Insufficient cpu" in problem.message, problem.message
+            status = control_plane.get_json("pod", "-n", namespace, problem.worker)["status"]
+            print(json.dumps(status))  # the shape tests/test_handover_pods.py reads, as recorded
+            (condition,) = [c for c in status["conditions"] if c["type"] == "PodScheduled"]
+            assert condition["message"] == problem.message
+            # since when: the scheduler's own time, not when the backend happened to look
+            stated = dt.datetime.fromisoformat(condition["lastTransitionTime"]).timestamp()
+            assert problem.since == stated
+            assert kubelet.running() == {}
+
+            # The user asks for less: the next generation (a new clone) is scheduled and runs.
+            original["spec"]["template"]["spec"]["containers"][0]["resources"] = {"requests": {"cpu": "100m"}}
+            control_plane.apply([original])
+            await backend.remove(1)
+            await backend.ensure(_generation(namespace, "hungry", 2), 1)
+
+            async def runs() -> None:
+                running = await backend.observe()
+                assert len(running.get(2, ())) == 1
+                assert running.get(2, frozenset()) <= set(kubelet.running())
+                assert 2 not in backend.problems()
+
+            await eventually(runs, within=60, what="generation 2 scheduled and running")
+            (worker,) = (await backend.observe())[2]
+            assert control_plane.get_json("pod", "-n", namespace, worker)["spec"]["nodeName"] == node
+    finally:
+        await api.close()
+        control_plane.kubectl("delete", "node", node, "--wait=false")
+
+
+async def test_pods_the_kubelet_cannot_start_are_reported_with_its_reason_and_message(
+    control_plane: ControlPlane,
+    tmp_path: Path,
+    namespace: str,
+    identity: HandoverInstall,
+    kube: KubeClient,
+) -> None:
+    """Kubelet states, produced by the kubelet stand-in (there is no real kubelet in this tier; see
+    kubelet.py for how it words each state as the kubelet does): an image it cannot pull, a variable
+    from a Secret that does not exist, a container that exits as it starts. Each generation is reported
+    with the reason and the kubelet's message; creating the Secret lets its pod start, and then nothing
+    is reported for it."""
+    workloads = {
+        "unpullable": {"image": f"{UNPULLABLE}ledger:2", "command": SLEEPER},
+        "unconfigured": {
+            "command": SLEEPER,
+            "env": [
+                {
+                    "name": "DB_PASSWORD",
+                    "valueFrom": {"secretKeyRef": {"name": "db-password", "key": "password"}},
+                }
+            ],
+        },
+        "crashing": {"command": [sys.executable, "-c", "import no_such_module_for_lagscaler"]},
+    }
+    for name, container in workloads.items():
+        original = deployment(namespace, name)
+        original["spec"]["replicas"] = 0
+        original["spec"]["template"]["spec"]["terminationGracePeriodSeconds"] = 1
+        original["spec"]["template"]["spec"]["containers"][0].update(container)
+        control_plane.apply([original])
+    api = await kube_api_client(identity.kubeconfig)
+    assert api is not None
+    try:
+        async with KubeletStandIn(kube, namespace, tmp_path / "kubelet") as kubelet:
+            backends = {name: KubernetesBackend(api, f"{namespace}/{name}", name) for name in workloads}
+            for name, backend in backends.items():
+                await backend.observe()
+                await backend.ensure(_generation(namespace, name, 1), 1)
+            seen = {
+                name: (await eventually(lambda b=b: _problems(b, 1), within=60, what=f"{name} reported"))[0]
+                for name, b in backends.items()
+            }
+            assert kubelet.errors == []
+            assert {n: (p.trouble, p.reason) for n, p in seen.items()} == {
+                "unpullable": (Trouble.FAILING, "ImagePullBackOff"),
+                "unconfigured": (Trouble.FAILING, "CreateContainerConfigError"),
+                "crashing": (Trouble.FAILING, "CrashLoopBackOff"),
+            }
+            assert f'Back-off pulling image "{UNPULLABLE}ledger:2"' in seen["unpullable"].message
+            assert seen["unconfigured"].message == 'container app: secret "db-password" not found'
+            assert "last exit code 1" in seen["crashing"].message
+            assert all(p.since <= time.time() for p in seen.values())
+
+            # The Secret is created: the kubelet starts the container, and nothing is reported any more.
+            control_plane.apply(
+                [
+                    {
+                        "apiVersion": "v1",
+                        "kind": "Secret",
+                        "metadata": {"name": "db-password", "namespace": namespace},
+                        "stringData": {"password": "hunter2"},
+                    }
+                ]
+            )
+            backend = backends["unconfigured"]
+
+            async def started() -> None:
+                running = await backend.observe()
+                assert running.get(1, frozenset()) <= set(kubelet.running())
+                assert backend.problems() == {}
+
+            await eventually(started, within=60, what="the configured pod to start")
+            (worker,) = (await backend.observe())[1]
+            assert kubelet.containers[worker].env["DB_PASSWORD"] == "hunter2"
+    finally:
+        await api.close()
+
+
+async def test_a_generation_the_scheduler_cannot_place_is_aborted_and_the_next_one_after_a_fix_takes_over(  # noqa: PLR0915, PLR0917 - one story
+    control_plane: ControlPlane,
+    scheduler: _Process,
+    kafka: KafkaEndpoint,
+    unique: str,
+    tmp_path: Path,
+    namespace: str,
+    identity: HandoverInstall,
+    kube: KubeClient,
+    logs: list[EventDict],
+) -> None:
+    """Under load, with the real kube-scheduler placing every pod on a Node object with one CPU: the
+    workload serves in generation 1 (two pods of 100m); its Deployment is then changed to ask for two
+    CPUs a pod, so the next generation's pods are Unschedulable. The controller aborts that attempt
+    once its grace (3 s here) is over — the warm-up timeout is ten minutes, longer than this test may
+    take — with a warning naming the generation, the pod and the scheduler's message; generation 1
+    serves throughout. Once the Deployment asks for 100m again, the next attempt clones the fix and
+    takes over, and across it all nothing is lost or processed twice."""
+    node = control_plane.add_node(f"node-{namespace}", cpu="1")
+    base = playground(kafka, unique, tmp_path, namespace)
+    settings = replace(
+        base, handover=replace(base.handover, warmup_timeout=600, unschedulable_grace=3, revert_backoff=2)
+    )
+
+    def workload(cpu: str, replicas: int) -> dict[str, Any]:
+        body = workload_deployment(namespace, settings, replicas)
+        pod = body["spec"]["template"]["spec"]
+        pod["schedulerName"] = TEST_SCHEDULER
+        pod["nodeSelector"] = {"kubernetes.io/hostname": node}
+        pod["containers"][0]["resources"] = {"requests": {"cpu": cpu}}
+        return body
+
+    try:
+        async with controlled(settings, identity, kube, namespace, tmp_path) as (kubelet, play):
+            try:
+                control_plane.apply([workload("100m", 1)])
+                await _own_consumers_commit(settings)
+                await play.start_runner()
+                first = await play.scale_to(2, within=240)
+                assert first.serving is not None
+                control_plane.apply([workload("2", 0)])  # the user's change: it no longer fits
+
+                assert play.runner is not None
+                play.runner.set_desired(settings.workload, 3)
+
+                def aborted() -> bool:
+                    return any(e["event"] == "handover aborted" for e in logs)
+
+                await play.wait(aborted, within=120, what="the unschedulable attempt to be aborted")
+                record = play.record()
+                assert record is not None
+                assert record.serving is not None
+                assert record.serving.generation == first.serving.generation  # it served throughout
+
+                control_plane.apply([workload("100m", 0)])  # the fix
+                done = await play.wait_settled(3, within=240)
+                report = await play.verdict(within=90)
+            except BaseException:
+                print("\n".join(_print_logs(kubelet)))
+                print("\n".join(str(e) for e in logs[-40:]))
+                print(control_plane.kubectl("get", "deployments,pods", "-n", namespace, "-o", "wide"))
+                raise
+    finally:
+        control_plane.kubectl("delete", "node", node, "--wait=false")
+
+    warning = next(e for e in logs if e["event"] == "handover aborted")
+    assert warning["log_level"] == "warning"
+    target = warning["target"]
+    assert target > first.serving.generation
+    assert warning["worker"].startswith(f"{TARGET}-g{target}-")
+    assert warning["cause"] == "Unschedulable"
+    assert "Insufficient cpu" in warning["message"], warning
+    assert warning["reason"].startswith(f"generation {target} cannot run: {warning['worker']} Unschedulable")
+    history = play.history()
+    attempt = [r for r in history if r.handover is not None and r.handover.target == target]
+    assert {r.handover.phase for r in attempt if r.handover is not None} == {Phase.WARMING, Phase.ABORTING}
+    assert done.serving is not None
+    assert done.serving.generation > target
+    assert target not in report.generations  # the attempt that could not run processed nothing
+    print(report.summary())
+    assert report.consistent, report.summary()
+    assert report.lost == 0
+    assert report.duplicates == 0, report.summary()

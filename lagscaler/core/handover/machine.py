@@ -15,6 +15,7 @@ finished before the offsets were read (a worker commits, then reports).
 
 from __future__ import annotations
 
+import enum
 import math
 from collections.abc import Mapping
 from dataclasses import dataclass, field, replace
@@ -43,6 +44,9 @@ __all__ = [
     "Observation",
     "Remove",
     "Step",
+    "Trouble",
+    "WorkerProblem",
+    "hopeless",
     "needs",
     "step",
     "superseded",
@@ -63,6 +67,14 @@ class MachineSettings:
     ``revert_backoff``: after a revert no handover begins for this long, doubled for every further
     revert in a row (at most 64 times): a target that hangs because of the application would otherwise
     cost the workload ``verify_timeout`` without processing at every attempt.
+
+    ``unschedulable_grace`` and ``failing_grace``: how long a worker of the target may be reported
+    unable to run (:class:`WorkerProblem`) before the target is given up — aborted while it warms,
+    reverted while it is verified — instead of waiting out ``warmup_timeout`` or ``verify_timeout``.
+    A pod no node can take clears when a cluster autoscaler adds a node (minutes), so it gets the
+    longer grace; an image that cannot be pulled, a missing Secret or a crash loop rarely clears by
+    itself, and the shorter grace still spans about three of the kubelet's retries (docs/handover.md
+    §4.1, "Cannot run").
     """
 
     workload: str
@@ -73,11 +85,21 @@ class MachineSettings:
     kill_grace: float = 15.0
     verify_timeout: float = 120.0
     revert_backoff: float = 60.0
+    unschedulable_grace: float = 300.0
+    failing_grace: float = 30.0
 
     def __post_init__(self) -> None:
         if self.initial_replicas < 1:
             raise ValueError(f"initial replicas must be >= 1, got {self.initial_replicas}")
-        for name in ("warmup_timeout", "fence_timeout", "kill_grace", "verify_timeout", "revert_backoff"):
+        for name in (
+            "warmup_timeout",
+            "fence_timeout",
+            "kill_grace",
+            "verify_timeout",
+            "revert_backoff",
+            "unschedulable_grace",
+            "failing_grace",
+        ):
             value = getattr(self, name)
             if not (math.isfinite(value) and value > 0):
                 raise ValueError(f"{name.replace('_', ' ')} must be > 0 seconds, got {value}")
@@ -89,6 +111,33 @@ class GroupView:
 
     state: str
     members: Mapping[str, frozenset[TopicPartition]] = field(default_factory=dict)
+
+
+class Trouble(enum.StrEnum):
+    """Why a worker cannot run, by how likely it is to clear on its own (each has its own grace)."""
+
+    UNSCHEDULABLE = "unschedulable"  # no node can take it now; a cluster autoscaler may add one
+    FAILING = "failing"  # its image cannot be pulled, its configuration is missing, it crashes at start
+
+
+@dataclass(frozen=True, slots=True)
+class WorkerProblem:
+    """A worker the backend runs that cannot run, as the backend sees it (for a pod: its status).
+
+    ``reason`` is the short cause as the source states it (``Unschedulable``, ``ImagePullBackOff``…),
+    ``message`` its own words (``0/3 nodes are available: 3 Insufficient cpu.``); ``since`` is the
+    Unix time from which it has been so (as the source states it, else when the backend first saw it).
+    """
+
+    worker: str
+    trouble: Trouble
+    reason: str
+    message: str
+    since: float
+
+    def describe(self, now: float) -> str:
+        lasted = f" for {now - self.since:.0f} s" if now >= self.since else ""
+        return f"{self.worker} {self.reason}{lasted}" + (f": {self.message}" if self.message else "")
 
 
 @dataclass(frozen=True, slots=True)
@@ -103,6 +152,8 @@ class Observation:
     groups: Mapping[str, GroupView] = field(default_factory=dict)  # for the groups in needs().describe
     committed: Mapping[str, Offsets] = field(default_factory=dict)  # for the groups in needs().committed
     ends: Offsets = field(default_factory=dict)  # log end offsets of the partitions, when needs().ends
+    # generation → its workers that cannot run (Backend.problems): a target's lets it be given up early
+    problems: Mapping[int, tuple[WorkerProblem, ...]] = field(default_factory=dict)
 
 
 @dataclass(frozen=True, slots=True)
@@ -294,7 +345,10 @@ def _idle(
         return record, actions
     if obs.now < record.hold_until:
         wait = record.hold_until - obs.now
-        reason = f"{record.reverts} handovers in a row reverted; the next one may begin in {wait:.0f} s"
+        reason = (
+            f"{record.reverts} handovers in a row reverted or given up as unable to run;"
+            f" the next one may begin in {wait:.0f} s"
+        )
         actions.append(Note("handover held", {"workload": record.workload, "reason": reason}))
         return record, actions
     if serving.group not in obs.committed:
@@ -332,11 +386,19 @@ def _warming(
         fencing = replace(handover, phase=Phase.FENCING, deadline=obs.now + settings.fence_timeout)
         actions.append(Note("handover fencing", _describe(record, fencing)))
         return replace(record, handover=fencing), actions
-    if obs.now > handover.deadline:
+    problem = hopeless(obs.problems.get(handover.target, ()), obs.now, settings)
+    if problem is not None or obs.now > handover.deadline:
         aborting = replace(handover, phase=Phase.ABORTING)
-        why = _not_ready(handover, obs)
-        actions.append(Note("handover aborted", {**_describe(record, aborting), "reason": why}))
-        return replace(record, handover=aborting), actions
+        why = _cannot_run(handover, problem, obs) if problem is not None else _not_ready(handover, obs)
+        aborted = replace(record, handover=aborting)
+        if problem is not None and serving is not None:
+            # The decision still wants the new size, and a fresh attempt from the same template would
+            # fail the same way a grace later: hold the next one back as after a revert (§4.3), so a
+            # broken image or a missing Secret costs a pod every few minutes, not one every 35 s.
+            aborted = _held(aborted, obs, settings)
+        fields = {**_describe(aborted, aborting), "reason": why, **_problem_fields(problem)}
+        actions.append(Note("handover aborted", fields))
+        return aborted, actions
     return record, actions
 
 
@@ -417,17 +479,23 @@ def _starting(
         retiring = replace(handover, phase=Phase.RETIRING)
         actions.append(Note("handover verified", _describe(record, retiring)))
         return replace(record, handover=retiring), actions
-    if obs.now <= handover.deadline:
+    can_revert = handover.source is not None and handover.source_replicas is not None
+    # A target that cannot run is given up once its grace is over rather than after verify_timeout:
+    # until it is, the source waits fenced. (The first generation has nothing to go back to.)
+    problem = hopeless(obs.problems.get(handover.target, ()), obs.now, settings) if can_revert else None
+    if obs.now <= handover.deadline and problem is None:
         return record, actions
-    if handover.source is not None and handover.source_replicas is not None:
+    if can_revert:
         # The target makes no progress: the source, fenced and idle but still running, serves again
         # from wherever the target stopped. Nothing is frozen, and nothing is processed twice.
         reverting = replace(handover, phase=Phase.REVERTING, deadline=obs.now + settings.fence_timeout)
-        reason = _not_verified(handover, obs)
-        actions.append(Note("handover reverting", {**_describe(record, reverting), "reason": reason}))
+        reason = _cannot_run(handover, problem, obs) if problem is not None else _not_verified(handover, obs)
+        note = {**_describe(record, reverting), "reason": reason, **_problem_fields(problem)}
+        actions.append(Note("handover reverting", note))
         return replace(record, handover=reverting), actions
     if not handover.overdue:  # the first generation: there is nothing to go back to
-        actions.append(Note("handover verification overdue", _describe(record, handover)))
+        note = {**_describe(record, handover), "reason": _not_verified(handover, obs)}
+        actions.append(Note("handover verification overdue", note))
         return replace(record, handover=replace(handover, overdue=True)), actions
     return record, actions
 
@@ -470,13 +538,10 @@ def _reverting(
         ]
         cut = _highest(handover.cut or {}, _within(obs.committed[handover.group], obs), *fenced)
         aborting = replace(handover, phase=Phase.ABORTING, cut=cut)
-        hold = settings.revert_backoff * 2 ** min(record.reverts, 6)
-        back = replace(
-            record,
-            serving=Serving(source, source_group, replicas, cut),
-            handover=aborting,
-            reverts=record.reverts + 1,
-            hold_until=obs.now + hold,
+        back = _held(
+            replace(record, serving=Serving(source, source_group, replicas, cut), handover=aborting),
+            obs,
+            settings,
         )
         actions.append(Note("handover reverted", _describe(back)))
         return back, actions
@@ -504,6 +569,13 @@ def _retiring(
         actions += [Remove(source), Forget(source)]
     actions.append(Note("handover done", _describe(record, handover)))
     return replace(record, handover=None, reverts=0, hold_until=0.0), actions
+
+
+def _held(record: ControllerRecord, obs: Observation, settings: MachineSettings) -> ControllerRecord:
+    """``record`` after a failed attempt: no handover begins for ``revert_backoff``, doubled for every
+    failed attempt in a row (at most 64×); a handover that is verified and done forgets them."""
+    hold = settings.revert_backoff * 2 ** min(record.reverts, 6)
+    return replace(record, reverts=record.reverts + 1, hold_until=obs.now + hold)
 
 
 def _aborting(
@@ -601,11 +673,35 @@ def _ready(handover: Handover, obs: Observation) -> bool:
     return True
 
 
+def hopeless(
+    problems: tuple[WorkerProblem, ...], now: float, settings: MachineSettings
+) -> WorkerProblem | None:
+    """The longest-standing of ``problems`` that has outlasted its grace (None: none has).
+
+    One worker that cannot run is enough: a target is ready only with every planned worker warm, and
+    its workers are interchangeable, so one that cannot run means none of them could in its place.
+    """
+    grace = {Trouble.UNSCHEDULABLE: settings.unschedulable_grace, Trouble.FAILING: settings.failing_grace}
+    over = [p for p in problems if now - p.since >= grace[p.trouble]]
+    return min(over, key=lambda p: (p.since, p.worker)) if over else None
+
+
+def _cannot_run(handover: Handover, problem: WorkerProblem, obs: Observation) -> str:
+    return f"generation {handover.target} cannot run: {problem.describe(obs.now)}"
+
+
+def _problem_fields(problem: WorkerProblem | None) -> dict[str, object]:
+    """The log fields that name the worker that cannot run and the source's own words for why."""
+    if problem is None:
+        return {}
+    return {"worker": problem.worker, "cause": problem.reason, "message": problem.message}
+
+
 def _not_ready(handover: Handover, obs: Observation) -> str:
     """Why the target is not ready, for the abort log line."""
     view = obs.groups.get(handover.group)
     if view is None:
-        return f"group {handover.group} was not seen"
+        return f"group {handover.group} was not seen" + _cannot_run_yet(handover, obs)
     warm = sum(
         1
         for w in view.members
@@ -620,7 +716,13 @@ def _not_ready(handover: Handover, obs: Observation) -> str:
     )
     members = f"{len(view.members)}/{handover.replicas} members"
     reason = f"group {handover.group} is {view.state} with {members}, {warm} warm"
-    return reason + (f"; failed: {'; '.join(failed[:3])}" if failed else "")
+    return reason + (f"; failed: {'; '.join(failed[:3])}" if failed else "") + _cannot_run_yet(handover, obs)
+
+
+def _cannot_run_yet(handover: Handover, obs: Observation) -> str:
+    """The target's workers that cannot run (within their grace), for a timeout's log line."""
+    problems = [p.describe(obs.now) for p in obs.problems.get(handover.target, ())]
+    return f"; cannot run: {'; '.join(problems[:3])}" if problems else ""
 
 
 def _verified(handover: Handover, obs: Observation) -> bool:
@@ -667,6 +769,7 @@ def _not_verified(handover: Handover, obs: Observation) -> str:
     where = ", ".join(f"{t}[{p}]" for t, p in stuck[:5]) + (" …" if len(stuck) > 5 else "")
     return (
         f"group {handover.group} is {members}; no progress past the cut on {len(stuck)} partitions ({where})"
+        + _cannot_run_yet(handover, obs)
     )
 
 

@@ -132,8 +132,9 @@ class ControllerRecord:
     serving: Serving | None = None
     handover: Handover | None = None
     next_generation: int = 1
-    # After a revert no new handover begins before ``hold_until`` (Unix time); ``reverts`` counts the
-    # reverts since the last handover that was verified, and doubles the hold each time.
+    # After a revert, or a target given up because its workers cannot run, no new handover begins
+    # before ``hold_until`` (Unix time); ``reverts`` counts those failures since the last handover
+    # that was verified, and doubles the hold each time.
     hold_until: float = 0.0
     reverts: int = 0
 

@@ -17,6 +17,8 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Protocol
 
+from lagscaler.core.handover.machine import WorkerProblem
+
 __all__ = ["WORKER_ENV", "Backend", "GenerationSpec"]
 
 # What a backend puts in every worker's environment; ``lagscaler.worker.WorkerConfig.from_env`` reads it.
@@ -49,6 +51,14 @@ class Backend(Protocol):
 
     async def observe(self) -> Mapping[int, frozenset[str]]:
         """Generation → ids of its workers that are not confirmed gone (starting, running or stopping)."""
+        ...
+
+    def problems(self) -> Mapping[int, tuple[WorkerProblem, ...]]:
+        """Generation → its workers that the last :meth:`observe` saw unable to run (a pod no node
+        takes, an image that cannot be pulled, a process that exits as it starts), longest first.
+
+        Read from what ``observe`` already fetched, so it costs no request. The controller gives a
+        handover's target up once one of them has lasted its grace (docs/handover.md §4.1)."""
         ...
 
     async def ensure(self, spec: GenerationSpec, replicas: int) -> None:

@@ -75,6 +75,8 @@ class HandoverSettings:
     kill_grace: float = 15.0
     verify_timeout: float = 120.0
     revert_backoff: float = 60.0
+    unschedulable_grace: float = 300.0
+    failing_grace: float = 30.0
     tick: float = 0.5
     partitions_ttl: float = 10.0
 
@@ -85,6 +87,8 @@ class HandoverSettings:
             "kill_grace",
             "verify_timeout",
             "revert_backoff",
+            "unschedulable_grace",
+            "failing_grace",
             "tick",
             "partitions_ttl",
         ):
@@ -120,6 +124,8 @@ class WorkloadSpec:
             # shorter deadline would revert a target that is only catching up.
             verify_timeout=max(settings.verify_timeout, self.expected_warmup),
             revert_backoff=settings.revert_backoff,
+            unschedulable_grace=settings.unschedulable_grace,
+            failing_grace=settings.failing_grace,
         )
 
 
@@ -226,6 +232,7 @@ class WorkloadController:
             )
         statuses = self.channel.workers(self.spec.workload)  # first: see the module docstring
         running = await self.backend.observe()
+        problems = self.backend.problems()
         wanted = needs(record, self.machine)
         partitions = await self._topic_partitions(fresh=wanted.fresh_partitions)
         groups = await self._groups(wanted.describe)
@@ -240,6 +247,7 @@ class WorkloadController:
             groups=groups,
             committed=committed,
             ends=ends,
+            problems=problems,
         )
         result = step(record, observation, self.machine, term=term)
         if result.changed:

@@ -31,15 +31,18 @@ from __future__ import annotations
 import copy
 import json
 import re
-from collections.abc import Mapping
+import time
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any, cast
 
 from kubernetes_asyncio import client as k8s
 from kubernetes_asyncio.client.exceptions import ApiException
 
+from lagscaler.core.handover.machine import WorkerProblem
 from lagscaler.edges.handover.backend import WORKER_ENV as ENV
 from lagscaler.edges.handover.backend import GenerationSpec
+from lagscaler.edges.handover.pods import PodTrouble, pod_trouble
 from lagscaler.errors import UserError
 from lagscaler.logs import get_logger
 
@@ -65,6 +68,7 @@ KILL_GRACE_SECONDS = 1  # not 0: a force delete would drop the pod from the API 
 # The ReplicaSet controller removes the pods with the lowest cost first when its Deployment shrinks.
 ANNOTATION_DELETION_COST = "controller.kubernetes.io/pod-deletion-cost"
 LOWEST_DELETION_COST = str(-(2**31))
+FORGET_TROUBLE_AFTER = 60.0  # s out of trouble before a pod's trouble is forgotten (see problems())
 _GONE_PHASES = ("Succeeded", "Failed")  # its containers will not run again
 
 
@@ -187,6 +191,19 @@ class _Pod:
     name: str
     generation: int
     terminating: bool
+    trouble: PodTrouble | None = None
+
+
+def _may_be_in_trouble(pod: Any) -> bool:
+    """Cheap test on the client's object before the pod is turned into JSON and read closely: only a
+    Pending pod, or one with a container waiting, can be in trouble (a crash loop is ``Running``)."""
+    status = pod.status
+    if status is None:
+        return False
+    if status.phase == "Pending":
+        return True
+    containers = [*(status.init_container_statuses or ()), *(status.container_statuses or ())]
+    return any(c.state is not None and c.state.waiting is not None for c in containers)
 
 
 def _problem(exc: ApiException) -> str:
@@ -205,7 +222,14 @@ class KubernetesBackend:
     ``namespace/name``; ``target`` the name of the workload's own Deployment (its ``scaleTargetRef``).
     """
 
-    def __init__(self, api: k8s.ApiClient, workload: str, target: str) -> None:
+    def __init__(
+        self,
+        api: k8s.ApiClient,
+        workload: str,
+        target: str,
+        *,
+        clock: Callable[[], float] = time.time,
+    ) -> None:
         problem = workload_problem(workload, target)
         if problem is not None:
             raise UserError(f"handover workload {workload}: {problem}")
@@ -222,6 +246,11 @@ class KubernetesBackend:
         # by the next observe, so nothing here outlives a step).
         self._pods: dict[str, _Pod] = {}  # pod name → its generation
         self._seen: dict[str, dict[str, Any]] = {}  # generation Deployment name → its labels and replicas
+        self._clock = clock
+        # (pod, trouble) → when this backend first and last saw it, for a status that does not say
+        # since when (a container's waiting state has no time). Lost with the backend: a restarted
+        # controller waits the grace again.
+        self._seen_trouble: dict[tuple[str, str], tuple[float, float]] = {}
 
     # --- reading ----------------------------------------------------------------------------------
 
@@ -255,8 +284,44 @@ class KubernetesBackend:
             labels = pod.metadata.labels or {}
             raw = labels.get(LABEL_GENERATION)
             generation = int(raw) if raw is not None and raw.isdigit() else 0
-            pods.append(_Pod(pod.metadata.name, generation, pod.metadata.deletion_timestamp is not None))
+            terminating = pod.metadata.deletion_timestamp is not None
+            trouble = (
+                pod_trouble(self._api.sanitize_for_serialization(pod))
+                if not terminating and _may_be_in_trouble(pod)
+                else None
+            )
+            pods.append(_Pod(pod.metadata.name, generation, terminating, trouble))
         return pods
+
+    def problems(self) -> dict[int, tuple[WorkerProblem, ...]]:
+        """The pods the last :meth:`observe` saw unable to run, by generation (docs/handover.md §4.1)."""
+        now = self._clock()
+        found: dict[int, list[WorkerProblem]] = {}
+        for pod in self._pods.values():
+            trouble = pod.trouble
+            if trouble is None:
+                continue
+            key = (pod.name, str(trouble.trouble))
+            new = key not in self._seen_trouble
+            first = now if new else self._seen_trouble[key][0]
+            self._seen_trouble[key] = (first, now)
+            if new:
+                self._log.info(
+                    "generation pod cannot run",
+                    generation=pod.generation,
+                    pod=pod.name,
+                    cause=trouble.reason,
+                    message=trouble.message,
+                )
+            since = trouble.since if trouble.since is not None else first
+            problem = WorkerProblem(pod.name, trouble.trouble, trouble.reason, trouble.message, since)
+            found.setdefault(pod.generation, []).append(problem)
+        # A crash-looping container runs for a moment between two back-offs: a pod is forgotten only
+        # once it has been out of trouble for a while, so that moment does not restart its grace.
+        for key, (_, last) in list(self._seen_trouble.items()):
+            if now - last > FORGET_TROUBLE_AFTER:
+                del self._seen_trouble[key]
+        return {g: tuple(sorted(ps, key=lambda p: (p.since, p.worker))) for g, ps in found.items()}
 
     async def observe(self) -> dict[int, frozenset[str]]:
         ours = f"{LABEL_WORKLOAD}={self.name}"

@@ -13,6 +13,10 @@ What a cluster does for pods, on one Linux machine, for the demo and the tests:
   when it disappears, so removing the state directory stops everything an interrupted run left behind.
 * A generation whose workers keep dying on their own is restarted with a back-off that doubles up to
   ``max_backoff`` (a crash loop must not become a fork storm).
+* A generation whose workers exit on their own within ``crash_uptime`` of starting, twice or more in a
+  row (an import error, a missing setting: what Kubernetes calls a crash loop), is reported by
+  :meth:`problems` with the exit code and the last line of the worker's log, so the controller gives a
+  target that cannot start up after its grace rather than after its whole warm-up timeout.
 """
 
 from __future__ import annotations
@@ -29,6 +33,7 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
+from lagscaler.core.handover.machine import Trouble, WorkerProblem
 from lagscaler.edges.handover.backend import WORKER_ENV as ENV
 from lagscaler.edges.handover.backend import GenerationSpec
 from lagscaler.errors import UserError
@@ -39,12 +44,40 @@ __all__ = ["LocalProcessBackend", "LocalWorker"]
 _log = get_logger("lagscaler.edges.handover.local")
 
 
+CRASH_REASON = "ExitedOnStart"
+_TAIL_BYTES = 4096
+
+
 @dataclass(frozen=True, slots=True)
 class LocalWorker:
     worker: str
     generation: int
     pid: int
     log: Path
+    started: float = 0.0  # Unix time (0: unknown)
+
+
+@dataclass(frozen=True, slots=True)
+class _Crashes:
+    """Workers of one generation that exited on their own soon after starting, in a row."""
+
+    since: float  # Unix time of the first
+    count: int
+    code: int | None
+    worker: str
+    log: Path
+
+
+def _last_line(log: Path) -> str:
+    """The last line a worker wrote (a traceback ends with the exception), at most 300 characters."""
+    try:
+        with log.open("rb") as f:
+            f.seek(max(0, f.seek(0, os.SEEK_END) - _TAIL_BYTES))
+            tail = f.read().decode(errors="replace")
+    except OSError:
+        return ""
+    lines = [line.strip() for line in tail.splitlines() if line.strip()]
+    return lines[-1][:300] if lines else ""
 
 
 def _slug(workload: str) -> str:
@@ -76,7 +109,9 @@ class LocalProcessBackend:
         stop_grace: float = 10.0,
         restart_backoff: float = 0.5,
         max_backoff: float = 10.0,
+        crash_uptime: float = 10.0,
         clock: Callable[[], float] = time.monotonic,
+        wall_clock: Callable[[], float] = time.time,
     ) -> None:
         if not command:
             raise UserError(f"the local backend of {workload} needs a worker command")
@@ -87,7 +122,10 @@ class LocalProcessBackend:
         self.stop_grace = stop_grace
         self.restart_backoff = restart_backoff
         self.max_backoff = max_backoff
+        self.crash_uptime = crash_uptime
         self._clock = clock
+        self._wall_clock = wall_clock
+        self._crashes: dict[int, _Crashes] = {}  # generation → its workers' exits on start, in a row
         self._log = _log.bind(workload=workload)
         self._children: dict[str, subprocess.Popen[bytes]] = {}  # started by this process: reaped here
         self._stopping: dict[str, float] = {}  # worker → when to escalate to SIGKILL
@@ -110,6 +148,7 @@ class LocalProcessBackend:
                         int(data["generation"]),
                         int(data["pid"]),
                         path.with_suffix(".log"),
+                        float(data.get("started", 0.0)),
                     )
                 )
         return found
@@ -137,8 +176,25 @@ class LocalProcessBackend:
                     grace_seconds=self.stop_grace,
                 )
                 self._signal(worker, signal.SIGKILL)
+            if worker.started and self._wall_clock() - worker.started >= self.crash_uptime:
+                self._crashes.pop(worker.generation, None)  # this one started up: no crash loop
             running.setdefault(worker.generation, set()).add(worker.worker)
         return {g: frozenset(ws) for g, ws in running.items()}
+
+    def problems(self) -> dict[int, tuple[WorkerProblem, ...]]:
+        """Generations whose workers exited on their own soon after starting, twice or more in a row."""
+        found: dict[int, tuple[WorkerProblem, ...]] = {}
+        for generation, crashes in self._crashes.items():
+            if crashes.count < 2:
+                continue
+            code = "an unknown code" if crashes.code is None else f"code {crashes.code}"
+            message = (
+                f"{crashes.count} workers in a row exited with {code} within {self.crash_uptime:.0f} s of"
+                f" starting; the last one's log ({crashes.log}) ends: {_last_line(crashes.log) or '(empty)'}"
+            )
+            problem = WorkerProblem(crashes.worker, Trouble.FAILING, CRASH_REASON, message, crashes.since)
+            found[generation] = (problem,)
+        return found
 
     def _forget(self, worker: LocalWorker) -> None:
         child = self._children.pop(worker.worker, None)
@@ -150,6 +206,18 @@ class LocalProcessBackend:
         with contextlib.suppress(FileNotFoundError):
             pid_file.unlink()
         if not asked:
+            now = self._wall_clock()
+            if worker.started and now - worker.started < self.crash_uptime:
+                before = self._crashes.get(worker.generation)
+                self._crashes[worker.generation] = _Crashes(
+                    before.since if before is not None else now,
+                    (before.count if before is not None else 0) + 1,
+                    code,
+                    worker.worker,
+                    worker.log,
+                )
+            else:
+                self._crashes.pop(worker.generation, None)
             failures = self._failures.get(worker.generation, 0) + 1
             self._failures[worker.generation] = failures
             delay = min(self.restart_backoff * 2 ** (failures - 1), self.max_backoff)
@@ -215,7 +283,8 @@ class LocalProcessBackend:
                 start_new_session=True,  # outlives us; stopped as a process group
             )
         self._children[worker] = child
-        record = {"worker": worker, "generation": spec.generation, "pid": child.pid, "started": time.time()}
+        started = self._wall_clock()
+        record = {"worker": worker, "generation": spec.generation, "pid": child.pid, "started": started}
         tmp = directory / f".{worker}.tmp"
         tmp.write_text(json.dumps(record))
         tmp.replace(directory / f"{worker}.json")
@@ -241,6 +310,7 @@ class LocalProcessBackend:
                 self._begin_stop(worker)
         self._failures.pop(generation, None)
         self._next_spawn.pop(generation, None)
+        self._crashes.pop(generation, None)
 
     async def kill(self, workers: frozenset[str]) -> None:
         for worker in self.workers():
