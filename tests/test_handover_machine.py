@@ -105,6 +105,27 @@ handovers = st.builds(
     overdue=st.booleans(),
     source_replicas=st.none() | st.integers(1, 64),
 )
+
+
+def _steppable(record: ControllerRecord) -> ControllerRecord:
+    """The record made what a controller writes: in FENCING the serving generation is the source, in
+    REVERTING the source and its size are known (decode refuses anything else)."""
+    h = record.handover
+    if h is None:
+        return record
+    if h.phase is Phase.FENCING:
+        source = h.source if h.source is not None else 1
+        serving = record.serving or Serving(source, f"{BASE}-gen-{source}", 1, {})
+        return replace(
+            record, serving=replace(serving, generation=source), handover=replace(h, source=source)
+        )
+    if h.phase is Phase.REVERTING:
+        return replace(
+            record, handover=replace(h, source=h.source or 1, source_replicas=h.source_replicas or 1)
+        )
+    return record
+
+
 records = st.builds(
     ControllerRecord,
     workload=st.text(min_size=1, max_size=20),
@@ -116,7 +137,7 @@ records = st.builds(
     next_generation=st.integers(1, 1000),
     hold_until=st.floats(0, 2e9, allow_nan=False),
     reverts=st.integers(0, 100),
-)
+).map(_steppable)
 statuses = st.builds(
     WorkerStatus,
     workload=st.text(min_size=1, max_size=20),
@@ -198,6 +219,29 @@ def test_a_controller_record_with_an_impossible_number_is_refused_naming_the_fie
     assert decode(json.dumps(body).encode()) == record
     _set(body, path, value)
     with pytest.raises(ProtocolError, match=re.escape(named)):
+        decode(json.dumps(body).encode())
+
+
+@pytest.mark.parametrize(
+    ("phase", "change", "message"),
+    [
+        (Phase.REVERTING, {"source": None}, "reverting needs its source"),
+        (Phase.REVERTING, {"source_replicas": None}, "reverting needs its source"),
+        (Phase.FENCING, {"source": 9}, "fencing needs the serving generation to be its source"),
+    ],
+)
+def test_a_record_the_machine_cannot_step_is_refused_not_asserted_on(
+    phase: Phase, change: dict[str, object], message: str
+) -> None:
+    """A REVERTING record without its source (corrupt, or not a controller's) decoded fine and then
+    failed every step of the workload's controller with a bare AssertionError, mid-handover for good."""
+    serving = Serving(3, f"{BASE}-gen-3", 2, {(T, 0): 5})
+    handover = Handover(3, 4, f"{BASE}-gen-4", 2, phase, {}, 0.0, 0.0, cut={(T, 0): 7}, source_replicas=2)
+    record = ControllerRecord(W, 1, 4, serving, handover, 5)
+    assert decode(encode(record)[1]) == record
+    body = json.loads(encode(record)[1])
+    body["handover"].update(change)
+    with pytest.raises(ProtocolError, match=message):
         decode(json.dumps(body).encode())
 
 

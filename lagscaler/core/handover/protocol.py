@@ -377,6 +377,8 @@ def _controller_in(body: dict[str, Any]) -> ControllerRecord:
                 else _int(h["source_replicas"], "handover.source_replicas", INT32_MAX)
             ),
         )
+    if handover is not None:
+        _consistent(handover, serving)
     return ControllerRecord(
         workload=str(body["workload"]),
         term=_int(body["term"], "term"),
@@ -387,6 +389,16 @@ def _controller_in(body: dict[str, Any]) -> ControllerRecord:
         hold_until=_number(body.get("hold_until", 0.0), "hold_until"),
         reverts=_int(body.get("reverts", 0), "reverts"),
     )
+
+
+def _consistent(handover: Handover, serving: Serving | None) -> None:
+    """What the machine relies on in each phase, checked where a record comes in: a record that breaks
+    it (corrupt, or not written by a controller) is refused and ignored like any malformed one,
+    rather than failing every step of its workload's controller on an assertion, frozen mid-handover."""
+    if handover.phase is Phase.FENCING and (serving is None or serving.generation != handover.source):
+        raise ProtocolError("a handover in phase fencing needs the serving generation to be its source")
+    if handover.phase is Phase.REVERTING and (handover.source is None or handover.source_replicas is None):
+        raise ProtocolError("a handover in phase reverting needs its source and source_replicas")
 
 
 def _status_in(body: dict[str, Any]) -> WorkerStatus:
