@@ -29,8 +29,6 @@ from __future__ import annotations
 import argparse
 import asyncio
 import os
-import signal
-import subprocess
 import sys
 import tempfile
 import time
@@ -40,11 +38,10 @@ from pathlib import Path
 import numpy as np
 from lagscaler_demo.localkafka import kafka_endpoint
 from lagscaler_demo.playground.handover_app import SinkBatch, SinkReport, check, read_sink
-from lagscaler_demo.playground.handover_run import HandoverPlayground, PlaygroundSettings
+from lagscaler_demo.playground.handover_run import GroupWorkers, HandoverPlayground, PlaygroundSettings
 from lagscaler_demo.playground.probe import committed_offsets, end_offsets, wait_for_members
 
 from lagscaler.edges.handover import HandoverSettings
-from lagscaler.worker import ENV
 
 
 @dataclass
@@ -95,45 +92,6 @@ def settings(bootstrap: str, name: str, state: Path, args: argparse.Namespace) -
 
 
 # --- (a) in-group scaling -----------------------------------------------------------------------------
-
-
-class GroupWorkers:
-    """SDK workers as plain members of one group, started and stopped like a Deployment's pods."""
-
-    def __init__(self, play: HandoverPlayground) -> None:
-        self.play = play
-        self.processes: list[subprocess.Popen[bytes]] = []
-
-    def start(self, count: int) -> None:
-        s = self.play.settings
-        for _ in range(count):
-            index = len(self.processes)
-            env = {
-                **os.environ,
-                ENV["bootstrap"]: s.bootstrap,
-                "LAGSCALER_GROUP": s.group,
-                "LAGSCALER_TOPICS": s.topic,
-                ENV["worker"]: f"{s.name}-member-{index}",
-            }
-            log = (s.state_dir / f"member-{index}.log").open("ab")
-            self.processes.append(
-                subprocess.Popen(
-                    s.command(), env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True
-                )
-            )
-
-    def stop_newest(self, count: int) -> None:
-        for process in [p for p in self.processes if p.poll() is None][-count:]:
-            os.killpg(process.pid, signal.SIGTERM)
-
-    def live(self) -> int:
-        return sum(1 for p in self.processes if p.poll() is None)
-
-    def kill_all(self) -> None:
-        for process in self.processes:
-            if process.poll() is None:
-                os.killpg(process.pid, signal.SIGKILL)
-            process.wait()
 
 
 async def rebalance_scenario(

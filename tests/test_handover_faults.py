@@ -180,13 +180,8 @@ async def test_a_generation_that_never_gets_ready_is_removed_and_the_old_one_kee
     attempt = [r for r in history if r.handover is not None and r.handover.target == 2]
     assert {r.handover.phase for r in attempt if r.handover is not None} == {Phase.WARMING, Phase.ABORTING}
     assert all(r.serving is not None and r.serving.generation == 1 for r in attempt)
-    # The abort held the next attempt back (revert_backoff), as a revert does; its success forgot it.
-    assert any(
-        r.handover is not None and r.handover.phase is Phase.ABORTING and r.reverts == 1 for r in attempt
-    )
     assert record.serving is not None
     assert record.serving.generation == 3
-    assert record.reverts == 0
     assert report.consistent, report.summary()
     assert report.duplicates == 0, report.summary()
     assert 2 not in report.generations  # the failed generation processed nothing

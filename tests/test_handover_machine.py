@@ -21,11 +21,14 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from lagscaler.core.handover.machine import (
+    Commit,
     Ensure,
     Forget,
     GroupView,
+    HandBack,
     Kill,
     MachineSettings,
+    Needs,
     Note,
     Observation,
     Remove,
@@ -37,6 +40,7 @@ from lagscaler.core.handover.machine import (
     superseded,
 )
 from lagscaler.core.handover.protocol import (
+    HAND_BACK,
     ControllerRecord,
     Handover,
     Phase,
@@ -109,7 +113,8 @@ handovers = st.builds(
 
 def _steppable(record: ControllerRecord) -> ControllerRecord:
     """The record made what a controller writes: in FENCING the serving generation is the source, in
-    REVERTING the source and its size are known (decode refuses anything else)."""
+    REVERTING the source and its size are known, RELEASING has a serving generation (decode refuses
+    anything else)."""
     h = record.handover
     if h is None:
         return record
@@ -123,6 +128,8 @@ def _steppable(record: ControllerRecord) -> ControllerRecord:
         return replace(
             record, handover=replace(h, source=h.source or 1, source_replicas=h.source_replicas or 1)
         )
+    if h.phase is Phase.RELEASING and record.serving is None:
+        return replace(record, serving=Serving(1, f"{BASE}-gen-1", 1, {}))
     return record
 
 
@@ -228,10 +235,11 @@ def test_a_controller_record_with_an_impossible_number_is_refused_naming_the_fie
         (Phase.REVERTING, {"source": None}, "reverting needs its source"),
         (Phase.REVERTING, {"source_replicas": None}, "reverting needs its source"),
         (Phase.FENCING, {"source": 9}, "fencing needs the serving generation to be its source"),
+        (Phase.RELEASING, None, "releasing needs the serving generation"),
     ],
 )
 def test_a_record_the_machine_cannot_step_is_refused_not_asserted_on(
-    phase: Phase, change: dict[str, object], message: str
+    phase: Phase, change: dict[str, object] | None, message: str
 ) -> None:
     """A REVERTING record without its source (corrupt, or not a controller's) decoded fine and then
     failed every step of the workload's controller with a bare AssertionError, mid-handover for good."""
@@ -240,7 +248,10 @@ def test_a_record_the_machine_cannot_step_is_refused_not_asserted_on(
     record = ControllerRecord(W, 1, 4, serving, handover, 5)
     assert decode(encode(record)[1]) == record
     body = json.loads(encode(record)[1])
-    body["handover"].update(change)
+    if change is None:
+        body["serving"] = None
+    else:
+        body["handover"].update(change)
     with pytest.raises(ProtocolError, match=message):
         decode(json.dumps(body).encode())
 
@@ -891,6 +902,219 @@ def test_a_partition_added_while_a_generation_serves_is_cut_over_at_what_the_sou
     assert not step(record, replace(starting, groups=behind, committed=there), SETTINGS, term=1).changed
 
 
+# --- handing a workload back (§4.8) -------------------------------------------------------------------
+
+BACK = replace(SETTINGS, hand_back=True)  # the policy left handover mode
+
+
+def notes(actions: tuple[object, ...], event: str) -> list[Note]:
+    return [a for a in actions if isinstance(a, Note) and a.event == event]
+
+
+def test_a_workload_switched_out_of_handover_mode_is_handed_back_to_its_own_group() -> None:
+    """Generation 3 serves; the policy is switched to mode: hpa. Generation 3 fences, the cut (what it
+    processed) is persisted, then committed into the policy's own group once that has no members; the
+    workload's own consumers then run again at generation 3's size, every generation is removed and the
+    record is cleared — a later switch back takes the workload over afresh."""
+    record = serving_record(generation=3, replicas=2, start={(T, 0): 5, (T, 1): 5, (T, 2): 5})
+    gen = f"{BASE}-gen-3"
+    serving = {
+        "s1": status("s1", 3, Status.SERVING, {(T, 0), (T, 1)}),
+        "s2": status("s2", 3, Status.SERVING, {(T, 2)}),
+    }
+    # Someone scaled the workload's own Deployment up meanwhile (its pods are generation 0).
+    running = {3: frozenset(serving), 0: frozenset({"own-1"})}
+
+    result = step(record, obs(running=running, statuses=serving), BACK, term=1)
+    h = result.record.handover
+    assert h is not None
+    assert (h.source, h.target, h.group, h.replicas, h.phase, h.cut) == (3, 0, BASE, 2, Phase.RELEASING, None)
+    assert Remove(0) in result.actions  # never two fleets: not while generation 3 might process
+    assert not any(isinstance(a, Ensure | Commit | HandBack) for a in result.actions)
+    assert notes(result.actions, "handover releasing")
+    assert role(result.record, 3) is Role.STOP
+    assert needs(result.record, BACK) == Needs(
+        describe=frozenset({BASE}), committed=frozenset({BASE, gen}), fresh_partitions=True
+    )
+    record = result.record
+
+    # s1 fenced (its commit of (T, 1) failed: the group says 8, it processed 9); s2 has not answered.
+    fenced = {
+        **serving,
+        "s1": status("s1", 3, Status.FENCED, {(T, 0), (T, 1)}, epoch=0, offsets={(T, 0): 7, (T, 1): 9}),
+    }
+    committed = {gen: {(T, 0): 7, (T, 1): 8}, BASE: {(T, 0): 1}}
+    waiting = obs(
+        now=1001,
+        running={3: frozenset(serving)},
+        statuses=fenced,
+        committed=committed,
+        groups={BASE: GroupView("Empty")},
+    )
+    assert not step(record, waiting, BACK, term=1).changed
+    late = step(record, replace(waiting, now=1000 + SETTINGS.fence_timeout + 1), BACK, term=1)
+    assert Kill(frozenset({"s2"})) in late.actions
+    assert not late.changed
+
+    # s2 is confirmed gone: the cut is persisted before anything uses it (write-ahead).
+    gone = replace(waiting, now=1007, running={3: frozenset({"s1"})})
+    result = step(record, gone, BACK, term=1)
+    assert result.record.handover is not None
+    cut = {(T, 0): 7, (T, 1): 9, (T, 2): 5}
+    assert result.record.handover.cut == cut
+    assert not any(isinstance(a, Commit) for a in result.actions)
+    record = result.record
+
+    # The policy's group has members: Kafka would refuse a commit from outside it. Said, and retried.
+    busy = replace(gone, groups={BASE: GroupView("Stable", {"own-1": frozenset(PARTS)})})
+    result = step(record, busy, BACK, term=1)
+    assert not result.changed
+    assert not any(isinstance(a, Commit) for a in result.actions)
+    (blocked,) = notes(result.actions, "handover blocked")
+    assert "active members" in str(blocked.fields["reason"])
+
+    # Empty: the cut is committed into it, again on every step (a restarted leader too) until it is there.
+    result = step(record, gone, BACK, term=1)
+    assert Commit(BASE, cut) in result.actions
+    assert not result.changed
+    assert Commit(BASE, cut) in step(record, gone, BACK, term=2).actions
+    there = replace(gone, committed={**committed, BASE: cut})
+    result = step(record, there, BACK, term=1)
+    assert result.record.handover is not None
+    assert result.record.handover.phase is Phase.RELEASED
+    assert not any(isinstance(a, Commit) for a in result.actions)
+    record = result.record
+
+    assert result.record == released(cut)
+
+
+def released(cut: Mapping[tuple[str, int], int]) -> ControllerRecord:
+    h = Handover(3, 0, BASE, 2, Phase.RELEASED, {}, 1005.0, 1000.0, cut=dict(cut), source_replicas=2)
+    return replace(
+        serving_record(generation=3, replicas=2, start={(T, 0): 5, (T, 1): 5, (T, 2): 5}),
+        term=1,
+        seq=8,
+        handover=h,
+    )
+
+
+def test_a_released_workload_runs_its_own_consumers_again_and_is_forgotten() -> None:
+    cut = {(T, 0): 7, (T, 1): 9, (T, 2): 5}
+    record = released(cut)
+    fenced = {"s1": status("s1", 3, Status.FENCED, {(T, 0), (T, 1)}, epoch=0)}
+    # RELEASED: the workload's own consumers run again, at generation 3's size; generation 3 goes.
+    result = step(record, obs(now=1008, running={3: frozenset({"s1"}), 0: frozenset()}), BACK, term=1)
+    assert HandBack(2) in result.actions
+    assert Remove(3) in result.actions
+    assert not result.changed
+    own = {0: frozenset({"own-1", "own-2"})}
+    result = step(record, obs(now=1009, running=own, statuses=fenced), BACK, term=1)
+    assert Remove(0) not in result.actions
+    assert Forget(3) in result.actions
+    assert notes(result.actions, "handover released")
+    cleared = result.record
+    assert (cleared.serving, cleared.handover) == (None, None)
+    assert cleared.next_generation == record.next_generation  # generation numbers are never reused
+
+    # Nothing left to hand back: nothing is done, not even to the workload's own consumers.
+    after = step(cleared, obs(running=own), BACK, term=1)
+    assert not after.changed
+    assert after.actions == ()
+
+    # Switched back to handover mode: taken over afresh (§4.5), from the group's offsets, as generation 4.
+    empty = obs(running=own, groups={BASE: GroupView("Empty")}, committed={BASE: cut})
+    result = step(cleared, empty, SETTINGS, term=1)
+    assert Remove(0) in result.actions
+    assert result.record.handover is not None
+    assert (result.record.handover.target, result.record.handover.warm_to) == (4, cut)
+
+
+def test_a_hand_back_never_overwrites_a_commit_the_workloads_own_group_is_already_past() -> None:
+    """Offsets at or beyond the cut in the policy's group are taken as the hand-back done: rewinding them
+    would process records a second time."""
+    h = Handover(3, 0, BASE, 2, Phase.RELEASING, {}, 1000.0, 900.0, cut={(T, 0): 7}, source_replicas=2)
+    record = replace(serving_record(generation=3), handover=h)
+    ahead = obs(
+        committed={BASE: {(T, 0): 9}, f"{BASE}-gen-3": {}},
+        groups={BASE: GroupView("Stable", {"x": frozenset()})},
+    )
+    result = step(record, ahead, BACK, term=1)
+    assert result.record.handover is not None
+    assert result.record.handover.phase is Phase.RELEASED
+    assert not any(isinstance(a, Commit) for a in result.actions)
+
+
+def in_progress(phase: Phase) -> ControllerRecord:
+    """Generation 1 → 2 in ``phase``: the serving record names 2 from STARTING on, as the machine writes."""
+    h = Handover(1, 2, f"{BASE}-gen-2", 3, phase, {}, 1000.0, 900.0, cut={(T, 0): 4}, source_replicas=2)
+    serving_gen = 2 if phase in (Phase.STARTING, Phase.RETIRING, Phase.REVERTING) else 1
+    return replace(
+        serving_record(generation=1),
+        serving=Serving(serving_gen, f"{BASE}-gen-{serving_gen}", 2, {(T, 0): 4}),
+        handover=h,
+        next_generation=3,
+    )
+
+
+@pytest.mark.parametrize(
+    "phase",
+    [Phase.WARMING, Phase.FENCING, Phase.STARTING, Phase.REVERTING, Phase.RETIRING, Phase.ABORTING],
+)
+def test_a_handover_in_progress_gives_way_to_the_hand_back_of_what_serves(phase: Phase) -> None:
+    """Whatever the phase, the generation the record says serves is fenced and cut from; the other one
+    processed nothing past that cut (warming, or fenced and idle) and is simply removed."""
+    record = in_progress(phase)
+    assert record.serving is not None
+    serving, other = record.serving.generation, ({1, 2} - {record.serving.generation}).pop()
+    running = {1: frozenset({"a"}), 2: frozenset({"b"})}
+    result = step(record, obs(running=running), BACK, term=1)
+    h = result.record.handover
+    assert h is not None
+    assert (h.phase, h.source, h.cut) == (Phase.RELEASING, serving, None)
+    assert result.record.serving == record.serving
+    assert Remove(other) in result.actions
+    assert Remove(serving) not in result.actions
+    assert (role(result.record, 1), role(result.record, 2)) == (Role.STOP, Role.STOP)
+
+
+def test_a_first_takeover_still_warming_is_undone_without_a_commit() -> None:
+    """Generation 1 was warming to take the workload over: it processed nothing, and the workload's own
+    group holds what its consumers committed when they stopped. It is removed, the workload's own
+    consumers run again (at the size the takeover was for), and nothing is committed."""
+    h = Handover(None, 1, f"{BASE}-gen-1", 3, Phase.WARMING, {(T, 0): 2}, 1000.0, 900.0)
+    record = ControllerRecord(W, 1, 2, handover=h, next_generation=2)
+    result = step(record, obs(running={1: frozenset({"n1"})}), BACK, term=1)
+    assert result.record.handover is not None
+    assert (result.record.handover.phase, result.record.handover.source) == (Phase.RELEASED, 1)
+    result = step(result.record, obs(running={1: frozenset({"n1"})}), BACK, term=1)
+    assert {HandBack(3), Remove(1)} <= set(result.actions)
+    assert not any(isinstance(a, Commit) for a in result.actions)
+    done = step(result.record, obs(running={}), BACK, term=1).record
+    assert (done.serving, done.handover, done.next_generation) == (None, None, 2)
+
+
+def test_a_hand_back_waits_for_every_worker_of_the_serving_generation_however_long_it_takes() -> None:
+    h = Handover(3, 0, BASE, 2, Phase.RELEASING, {}, 1000.0, 900.0, source_replicas=2)
+    record = replace(serving_record(generation=3), handover=h)
+    stuck = obs(
+        now=1000 + SETTINGS.kill_grace + 1, running={3: frozenset({"s1"})}, committed={f"{BASE}-gen-3": {}}
+    )
+    result = step(record, stuck, BACK, term=1)
+    assert Kill(frozenset({"s1"})) in result.actions
+    assert notes(result.actions, "handover release blocked")
+    assert result.record.handover is not None
+    assert result.record.handover.cut is None
+    again = step(result.record, replace(stuck, now=stuck.now + 600), BACK, term=1)
+    assert not again.changed
+    assert Kill(frozenset({"s1"})) in again.actions
+
+
+def test_a_hand_back_controller_writes_nothing_for_a_workload_never_handed_over() -> None:
+    result = step(None, obs(running={0: frozenset({"own-1"})}), BACK, term=1)
+    assert not result.changed
+    assert result.actions == ()
+
+
 # --- invariants under random observations --------------------------------------------------------------
 
 
@@ -902,7 +1126,8 @@ def observations(draw: st.DrawFn, record: ControllerRecord | None, now: float) -
     """A random world, often (not always) consistent with the record: warm or serving targets with
     the assignment they report, fenced or vanished sources, commits at any offsets."""
     gens = st.integers(1, 6)
-    running = dict(draw(st.dictionaries(gens, st.frozensets(workers, max_size=3), max_size=3)))
+    # Generation 0: the workload's own consumers (the Kubernetes backend reports its Deployment's pods).
+    running = dict(draw(st.dictionaries(st.integers(0, 6), st.frozensets(workers, max_size=3), max_size=3)))
     stats = {
         w: status(w, draw(gens), draw(st.sampled_from(list(Status))), draw(st.sets(st.sampled_from(sorted(PARTS)))), epoch=draw(st.none() | gens))
         for w in draw(st.sets(workers))
@@ -939,6 +1164,19 @@ def observations(draw: st.DrawFn, record: ControllerRecord | None, now: float) -
             stats[w] = status(w, h.source, Status.FENCED, set(), epoch=h.target, offsets=processed)
         if record is not None and record.serving is not None:
             committed.setdefault(record.serving.group, {})
+    serving = record.serving if record is not None else None
+    if h is not None and h.phase in HAND_BACK and serving is not None and draw(st.booleans()):
+        # The serving generation fenced for the hand-back, or died; the policy's group emptied, or not.
+        survivors = draw(st.frozensets(st.sampled_from(["s1", "s2"])))
+        running[serving.generation] = survivors
+        for w in survivors:
+            processed = draw(st.dictionaries(offset_parts, st.integers(0, 100)))
+            stats[w] = status(w, serving.generation, Status.FENCED, set(), epoch=0, offsets=processed)
+        committed.setdefault(serving.group, {})
+        if h.cut is not None and draw(st.booleans()):
+            committed[BASE] = dict(h.cut)
+        if draw(st.booleans()):
+            groups[BASE] = GroupView("Empty")
     ends = draw(st.dictionaries(st.sampled_from(sorted(PARTS)), st.integers(0, 1000)))
     problem = st.builds(
         WorkerProblem,
@@ -1040,27 +1278,84 @@ def _check_serving_change(record: ControllerRecord, observation: Observation, ne
         )
 
 
+def _check_hand_back(
+    record: ControllerRecord | None,
+    observation: Observation,
+    new: ControllerRecord,
+    actions: tuple[object, ...],
+) -> None:
+    """Handing back: lagscaler starts no worker; the cut is taken once no worker of the serving
+    generation can still process, persisted before it is committed, committed only into an empty group,
+    and the workload's own consumers run again only once the policy's group holds it; the record is
+    cleared only once no generation of lagscaler's runs."""
+    assert not any(isinstance(a, Ensure) for a in actions)
+    h = record.handover if record is not None else None
+    for a in actions:
+        if isinstance(a, Commit):
+            assert record is not None
+            assert h is not None
+            assert h.phase is Phase.RELEASING
+            assert h.cut is not None
+            assert (a.group, a.offsets) == (BASE, h.cut)  # the persisted cut, nothing else
+            assert not observation.groups.get(BASE, GroupView("Empty")).members
+        if isinstance(a, HandBack):
+            assert h is not None
+            assert h.phase is Phase.RELEASED
+        if isinstance(a, Remove) and a.generation == 0:
+            assert h is None or h.phase is not Phase.RELEASED
+    if record is None:
+        return
+    nh = new.handover
+    if nh is not None and nh.phase is Phase.RELEASING and observation.running.get(0):
+        assert Remove(0) in actions  # never two fleets: the workload's own consumers wait
+    if nh is not None and nh.phase in HAND_BACK:
+        assert all(role(new, g) is Role.STOP for g in range(1, 7))
+    if nh is not None and nh.cut is not None and nh.phase is Phase.RELEASING and (h is None or h.cut is None):
+        source = record.serving
+        assert source is not None
+        fenced = _fenced_in(observation, source.generation, 0)
+        assert observation.running.get(source.generation, frozenset()) <= {s.worker for s in fenced}
+        assert nh.cut == _highest_of_topic(
+            source.start, observation.committed[source.group], *(s.offsets for s in fenced)
+        )
+    if nh is not None and nh.phase is Phase.RELEASED and h is not None and h.phase is Phase.RELEASING:
+        assert h.cut is not None
+        assert all(observation.committed[BASE].get(tp, -1) >= o for tp, o in h.cut.items())
+    if new.serving != record.serving:
+        assert new.serving is None
+        assert nh is None
+        assert h is not None
+        assert h.phase is Phase.RELEASED
+        assert not any(w for g, w in observation.running.items() if g != 0)
+
+
 @settings(
-    max_examples=50, suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large], deadline=None
+    max_examples=80, suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large], deadline=None
 )
-@given(st.data(), st.integers(1, 20))
+@given(st.data(), st.integers(1, 24))
 def test_whatever_is_observed_the_machine_keeps_its_invariants(data: st.DataObject, steps: int) -> None:
+    """Random worlds, with the policy switched out of handover mode at a random step (or never)."""
     record: ControllerRecord | None = None
     now = 1000.0
-    for _ in range(steps):
+    switch = data.draw(st.integers(1, steps + 1))
+    for i in range(steps):
         now += data.draw(st.floats(0, 30))
         observation = data.draw(observations(record, now))
-        result = step(record, observation, SETTINGS, term=1)
+        machine = BACK if i >= switch else SETTINGS
+        result = step(record, observation, machine, term=1)
         new = result.record
+        if machine.hand_back:
+            _check_hand_back(record, observation, new, result.actions)
         if record is not None:
             assert new.next_generation >= record.next_generation  # generations are never reused
             assert (new.term, new.seq) >= (record.term, record.seq)
             assert result.changed == (new != record)
-            if new.serving != record.serving:
+            if new.serving != record.serving and not machine.hand_back:
                 _check_serving_change(record, observation, new)
             _check_hold(record, observation, new)
         if (
-            record is not None
+            not machine.hand_back
+            and record is not None
             and record.handover is not None
             and record.handover.phase is Phase.WARMING
             and record.serving is not None

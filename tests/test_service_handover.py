@@ -1,7 +1,8 @@
 """``serve`` runs a ``mode: handover`` policy: the engine's decision starts a new generation, no HPA involved.
 
 The engine samples the serving generation's group (its lag, its members), and when the policy's floor
-rises the decision changes and ``serve`` hands the workload over to a generation of the new size.
+rises the decision changes and ``serve`` hands the workload over to a generation of the new size; when
+the policy is switched back to ``mode: hpa``, ``serve`` hands the workload back to its own group.
 """
 
 from __future__ import annotations
@@ -15,7 +16,8 @@ import pytest
 from lagscaler_demo.harness import LocalCluster
 from lagscaler_demo.localkafka import KafkaEndpoint
 from lagscaler_demo.playground import LoadProducer, ProducerSettings, RateProfile
-from lagscaler_demo.playground.handover_app import check, read_sink
+from lagscaler_demo.playground.handover_app import SinkBatch, check, read_sink
+from lagscaler_demo.playground.probe import committed_offsets
 from lagscaler_demo.seed import create_topics
 from test_service import eventually, policy_yaml, serve_settings
 
@@ -32,7 +34,7 @@ async def cluster(tmp_path: Path) -> AsyncIterator[LocalCluster]:
         yield local
 
 
-async def test_serve_hands_a_workload_over_when_the_decision_changes(
+async def test_serve_hands_a_workload_over_when_the_decision_changes_and_back_when_its_mode_does(
     kafka: KafkaEndpoint, cluster: LocalCluster, tmp_path: Path, unique: str
 ) -> None:
     topic, sink, group = f"{unique}-in", f"{unique}-sink", f"{unique}-ledger"
@@ -81,8 +83,40 @@ async def test_serve_hands_a_workload_over_when_the_decision_changes(
             )
             second = await eventually(lambda: serving(3), within=60)
             assert second > first
+
+            # Back to mode: hpa (a hot reload): the workload is handed back to its own group, at exactly
+            # what generation 2 processed, and nothing of lagscaler's runs it any more.
+            policy.write_text(policy_yaml("ledger", group, topic, mode="hpa", minReplicas=3, maxReplicas=3))
+
+            async def handed_back() -> None:
+                record = runner.record("shop/ledger")
+                assert record is not None
+                assert (record.serving, record.handover) == (None, None)
+                assert "shop/ledger" not in runner.controllers
+
+            await eventually(handed_back, within=60)
+            assert (
+                LocalProcessBackend(tmp_path / "handover" / "workers", "shop/ledger", command).workers() == []
+            )
+            committed = await committed_offsets(kafka.bootstrap, group)
     finally:
         LocalProcessBackend(tmp_path / "handover" / "workers", "shop/ledger", command).destroy()
-    report = check(await read_sink(kafka.bootstrap, sink), produced)
+    batches = await read_sink(kafka.bootstrap, sink)
+    report = check(batches, produced)
     assert report.consistent, report.summary()
     assert report.duplicates == 0, report.summary()
+    # Nothing has run since the hand-back: the workload's own group holds exactly what was processed
+    # (on a fresh topic a record's sequence number is its offset), so its consumers go on from there.
+    highest = processed_up_to(batches, topic)
+    assert highest
+    assert {tp: committed.get(tp) for tp in highest} == highest
+
+
+def processed_up_to(batches: list[SinkBatch], topic: str) -> dict[tuple[str, int], int]:
+    """Per partition, the offset after the last record processed."""
+    highest: dict[tuple[str, int], int] = {}
+    for batch in batches:
+        if len(batch.seqs):
+            tp = (topic, batch.partition)
+            highest[tp] = max(highest.get(tp, 0), int(batch.seqs.max()) + 1)
+    return highest

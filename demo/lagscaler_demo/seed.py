@@ -1,9 +1,9 @@
 """Put a known state into a cluster: topics, message counts per partition, committed offsets per group.
 
 The demo, the benchmark and the integration tests all need "a group with exactly this lag"; they
-build it with these few calls on aiokafka's public clients. Committing for a group uses a consumer
-that is *assigned* (not subscribed) the partitions, so it commits with generation −1, which Kafka
-accepts while the group has no active members — the state a seeded group is in.
+build it with these few calls on aiokafka's public clients. Committing for a group is
+:func:`lagscaler.edges.kafka.commit.commit_from_outside` (generation −1, which Kafka accepts while the
+group has no active members — the state a seeded group is in).
 """
 
 from __future__ import annotations
@@ -16,6 +16,7 @@ from aiokafka.admin import AIOKafkaAdminClient, NewPartitions, NewTopic, Records
 from aiokafka.structs import TopicPartition as _TP
 
 from lagscaler.edges.kafka.admin import KafkaAdmin, TopicPartition
+from lagscaler.edges.kafka.commit import commit_from_outside
 from lagscaler.edges.kafka.settings import KafkaSettings
 
 
@@ -129,15 +130,7 @@ async def produce(
 
 async def commit(target: KafkaSettings | str, group: str, offsets: Mapping[TopicPartition, int]) -> None:
     """Commit ``offsets`` for ``group`` (which must have no active members)."""
-    consumer = AIOKafkaConsumer(
-        **_settings(target).client_options(), group_id=group, enable_auto_commit=False
-    )
-    await consumer.start()
-    try:
-        consumer.assign([_TP(t, p) for t, p in offsets])
-        await consumer.commit({_TP(t, p): o for (t, p), o in offsets.items()})
-    finally:
-        await consumer.stop()
+    await commit_from_outside(_settings(target), group, offsets)
 
 
 async def commit_many(

@@ -124,17 +124,18 @@ class HandoverOptions(Options):
     handover_verify_timeout: Annotated[
         float, Field(gt=0, le=MAX_SECONDS, json_schema_extra={"metavar": "SECONDS"})
     ] = 120.0
-    """Hand a workload back to its old generation when the new one has made no progress past the cut
-    by then (at least the warm-up its policy implies, so a stateful catch-up is not taken for a hang)."""
+    """Revert a handover (the old generation serves again) when the new one has made no progress past
+    the cut by then (at least the warm-up its policy implies, so a stateful catch-up is not taken for a
+    hang)."""
     handover_revert_backoff: Annotated[
         float, Field(gt=0, le=MAX_SECONDS, json_schema_extra={"metavar": "SECONDS"})
     ] = 60.0
-    """After a hand-back, start no new handover of that workload for this long, doubled per hand-back in
-    a row (at most 64 times)."""
+    """After a reverted handover, start no new handover of that workload for this long, doubled per
+    revert in a row (at most 64 times)."""
     handover_unschedulable_grace: Annotated[
         float, Field(gt=0, le=MAX_SECONDS, json_schema_extra={"metavar": "SECONDS"})
     ] = 300.0
-    """Give a new generation up (abort it, or hand back while it is verified) once one of its pods has
+    """Give a new generation up (abort it, or revert while it is verified) once one of its pods has
     found no node for this long. Longer than the next: a cluster autoscaler may add a node meanwhile."""
     handover_failing_grace: Annotated[
         float, Field(gt=0, le=MAX_SECONDS, json_schema_extra={"metavar": "SECONDS"})

@@ -149,14 +149,16 @@ def expected_warmup(policy: ScalingPolicy) -> float:
 def handover_workloads(
     policies: Sequence[ScalingPolicy], handover: HandoverBackend | None
 ) -> list[WorkloadSpec]:
-    """The ``mode: handover`` policies a controller can run; the others are logged with the reason."""
+    """The ``mode: handover`` policies a controller can run (the others are logged with the reason),
+    and, as hand-backs, every other policy it could run: switched out of handover mode, a workload is
+    handed back to its own group (the runner drops a hand-back with nothing to give back)."""
     specs = []
     for policy in policies:
-        if policy.mode is not Mode.HANDOVER:
-            continue
+        handing_over = policy.mode is Mode.HANDOVER
         problem = _problem(policy, handover)
         if problem is not None:
-            log.warning("handover not run", workload=policy.key, problem=problem)
+            if handing_over:
+                log.warning("handover not run", workload=policy.key, problem=problem)
             continue
         specs.append(
             WorkloadSpec(
@@ -166,6 +168,7 @@ def handover_workloads(
                 initial_replicas=policy.min_replicas,
                 target=policy.target.name,
                 expected_warmup=expected_warmup(policy),
+                hand_back=not handing_over,
             )
         )
     return specs

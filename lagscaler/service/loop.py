@@ -158,7 +158,7 @@ class ScalingLoop:
         specs = handover_workloads(policies, self._handover_backend if self.handover is not None else None)
         if self.handover is not None:
             self.handover.sync(specs)
-        self._handed_over = {s.workload for s in specs}
+        self._handed_over = {s.workload for s in specs if not s.hand_back}
         self._sample_groups(policies)
         in_force = {(p.namespace, p.name) for p in policies}
         for namespace, workload in self._labelled - in_force:

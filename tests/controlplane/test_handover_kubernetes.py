@@ -164,6 +164,20 @@ def _print_logs(kubelet: KubeletStandIn) -> Iterator[str]:
         yield f"--- {pod}\n{tail}"
 
 
+@contextlib.contextmanager
+def explained(
+    control_plane: ControlPlane, kubelet: KubeletStandIn, logs: list[Any], namespace: str
+) -> Iterator[None]:
+    """On a failure, print what the pods, the controller and the API server had to say."""
+    try:
+        yield
+    except BaseException:
+        print("\n".join(_print_logs(kubelet)))
+        print("\n".join(str(e) for e in logs[-40:]))
+        print(control_plane.kubectl("get", "deployments,replicasets,pods", "-n", namespace, "-o", "wide"))
+        raise
+
+
 async def test_a_workload_is_taken_over_and_handed_over_2_4_1_through_generation_deployments(  # noqa: PLR0917 - one story
     control_plane: ControlPlane,
     kafka: KafkaEndpoint,
@@ -177,18 +191,9 @@ async def test_a_workload_is_taken_over_and_handed_over_2_4_1_through_generation
     seen = Generations(kube, namespace)
     with capture_logs() as logs:
         async with controlled(settings, identity, kube, namespace, tmp_path) as (kubelet, play):
-            try:
+            with explained(control_plane, kubelet, logs, namespace):
                 await _story(control_plane, settings, play, seen, kubelet, namespace)
                 report = await play.verdict(within=90)
-            except BaseException:
-                print("\n".join(_print_logs(kubelet)))
-                print("\n".join(str(e) for e in logs[-40:]))
-                print(
-                    control_plane.kubectl(
-                        "get", "deployments,replicasets,pods", "-n", namespace, "-o", "wide"
-                    )
-                )
-                raise
             history = play.history()
             # Deleting the workload deletes every generation (ownerReferences and the garbage
             # collector), while the controller still runs: it does not bring any back.

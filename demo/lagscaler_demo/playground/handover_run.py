@@ -16,7 +16,9 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
+import os
 import signal
+import subprocess
 import sys
 import time
 from collections.abc import Callable, Sequence
@@ -35,6 +37,7 @@ from lagscaler.edges.handover import (
     WorkloadSpec,
     ensure_control_topic,
 )
+from lagscaler.edges.handover.backend import WORKER_ENV as ENV
 from lagscaler.edges.handover.backend import Backend
 from lagscaler.edges.kafka import KafkaSettings
 from lagscaler.edges.observability import configure_logging
@@ -44,7 +47,7 @@ from lagscaler_demo.playground.producer import LoadProducer, ProducerSettings
 from lagscaler_demo.playground.rates import RateProfile
 from lagscaler_demo.seed import add_partitions, create_topics
 
-__all__ = ["HandoverPlayground", "PlaygroundSettings", "crash_attributed"]
+__all__ = ["GroupWorkers", "HandoverPlayground", "PlaygroundSettings", "crash_attributed"]
 
 
 @dataclass(frozen=True)
@@ -112,6 +115,7 @@ class HandoverPlayground:
         self._backends = backends  # None: local processes of settings.command()
         self._clock = clock
         self.runner: HandoverRunner | None = None
+        self.handing_back = False  # the workload's policy left handover mode (see hand_back())
         self.producer: LoadProducer | None = None
         self.extra_producers: list[LoadProducer] = []  # load on partitions added by add_partitions()
         self.sink_batches: list[SinkBatch] = []  # what verdict() read
@@ -137,7 +141,16 @@ class HandoverPlayground:
     @property
     def spec(self) -> WorkloadSpec:
         s = self.settings
-        return WorkloadSpec(s.workload, s.group, (s.topic,), initial_replicas=s.initial_replicas)
+        return WorkloadSpec(
+            s.workload, s.group, (s.topic,), initial_replicas=s.initial_replicas, hand_back=self.handing_back
+        )
+
+    def hand_back(self) -> None:
+        """Switch the workload out of handover mode, as a policy reloaded with ``mode: hpa`` does in
+        ``serve``; a runner started later keeps handing it back."""
+        self.handing_back = True
+        if self.runner is not None:
+            self.runner.sync([self.spec])
 
     async def create_topics(self) -> None:
         s = self.settings
@@ -304,6 +317,47 @@ class HandoverPlayground:
     def worker_pids(self, generation: int) -> dict[str, int]:
         """The pid of every worker of ``generation`` that has not been confirmed gone."""
         return {w.worker: w.pid for w in self.janitor.workers() if w.generation == generation}
+
+
+class GroupWorkers:
+    """SDK workers as plain members of the workload's own group (``settings.group``), started and
+    stopped like a Deployment's pods: the workload outside handover mode (the rebalance bench), and
+    its own consumers after a hand-back."""
+
+    def __init__(self, play: HandoverPlayground) -> None:
+        self.play = play
+        self.processes: list[subprocess.Popen[bytes]] = []
+
+    def start(self, count: int) -> None:
+        s = self.play.settings
+        for _ in range(count):
+            index = len(self.processes)
+            env = {
+                **os.environ,
+                ENV["bootstrap"]: s.bootstrap,
+                "LAGSCALER_GROUP": s.group,
+                "LAGSCALER_TOPICS": s.topic,
+                ENV["worker"]: f"{s.name}-member-{index}",
+            }
+            log = (s.state_dir / f"member-{index}.log").open("ab")
+            self.processes.append(
+                subprocess.Popen(
+                    s.command(), env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True
+                )
+            )
+
+    def stop_newest(self, count: int) -> None:
+        for process in [p for p in self.processes if p.poll() is None][-count:]:
+            os.killpg(process.pid, signal.SIGTERM)
+
+    def live(self) -> int:
+        return sum(1 for p in self.processes if p.poll() is None)
+
+    def kill_all(self) -> None:
+        for process in self.processes:
+            if process.poll() is None:
+                os.killpg(process.pid, signal.SIGKILL)
+            process.wait()
 
 
 def crash_attributed(report: SinkReport, crashed: Sequence[str]) -> bool:

@@ -34,9 +34,11 @@ from lagscaler.core.handover.protocol import (
 )
 
 __all__ = [
+    "Commit",
     "Ensure",
     "Forget",
     "GroupView",
+    "HandBack",
     "Kill",
     "MachineSettings",
     "Needs",
@@ -87,6 +89,8 @@ class MachineSettings:
     revert_backoff: float = 60.0
     unschedulable_grace: float = 300.0
     failing_grace: float = 30.0
+    # The policy is no longer in handover mode: hand the workload back to its own group (§4.8).
+    hand_back: bool = False
 
     def __post_init__(self) -> None:
         if self.initial_replicas < 1:
@@ -206,7 +210,23 @@ class Note:
     fields: Mapping[str, object] = field(default_factory=dict)
 
 
-Action = Ensure | Remove | Kill | Forget | Note
+@dataclass(frozen=True, slots=True)
+class Commit:
+    """Commit ``offsets`` into ``group`` from outside it (the group has no active members)."""
+
+    group: str
+    offsets: Offsets
+
+
+@dataclass(frozen=True, slots=True)
+class HandBack:
+    """The workload's own consumers (generation 0, in the policy's group) must run again, with ``replicas``
+    where lagscaler knows how (the workload's Deployment); idempotent."""
+
+    replicas: int
+
+
+Action = Ensure | Remove | Kill | Forget | Note | Commit | HandBack
 
 
 @dataclass(frozen=True, slots=True)
@@ -225,9 +245,16 @@ def initial_record(settings: MachineSettings, term: int) -> ControllerRecord:
 
 def needs(record: ControllerRecord | None, settings: MachineSettings) -> Needs:
     """Which groups the next :func:`step` must see described and which committed offsets it reads."""
-    if record is None or (record.serving is None and record.handover is None):
+    handover, serving = (record.handover, record.serving) if record is not None else (None, None)
+    if settings.hand_back:
+        if handover is None or handover.phase is not Phase.RELEASING or serving is None:
+            return Needs()  # every other phase goes to RELEASING, or on, without reading anything
+        base = settings.base_group
+        return Needs(
+            describe=frozenset({base}), committed=frozenset({base, serving.group}), fresh_partitions=True
+        )
+    if record is None or (serving is None and handover is None):
         return Needs(describe=frozenset({settings.base_group}), committed=frozenset({settings.base_group}))
-    handover, serving = record.handover, record.serving
     if handover is None:
         assert serving is not None
         return Needs(committed=frozenset({serving.group}))  # warm_to, should a handover begin
@@ -252,7 +279,11 @@ def step(record: ControllerRecord | None, obs: Observation, settings: MachineSet
     """One move of the controller of one workload, as leader of ``term``."""
     current = record if record is not None else initial_record(settings, term)
     handover = current.handover
-    if handover is None:
+    if settings.hand_back:
+        if record is None:
+            return Step(current, (), False)  # never handed over: nothing to give back, nothing to write
+        new, actions = _handing_back(current, obs, settings)
+    elif handover is None:
         new, actions = _idle(current, obs, settings)
     elif handover.phase is Phase.WARMING:
         new, actions = _warming(current, handover, obs, settings)
@@ -547,10 +578,34 @@ def _reverting(
         return back, actions
     if obs.now <= handover.deadline:
         return record, actions
+    return _kill_stragglers(
+        record,
+        handover,
+        pending,
+        obs=obs,
+        settings=settings,
+        actions=actions,
+        event="handover revert blocked",
+    )
+
+
+def _kill_stragglers(
+    record: ControllerRecord,
+    handover: Handover,
+    pending: frozenset[str],
+    *,
+    obs: Observation,
+    settings: MachineSettings,
+    actions: list[Action],
+    event: str,
+) -> tuple[ControllerRecord, list[Action]]:
+    """Kill the workers that did not fence by the deadline, again on every step, and say once, after
+    ``kill_grace``, that they cannot be confirmed gone: a phase that has no going back (a revert, a
+    hand-back) waits for them however long it takes, for one of them might still process."""
     actions.append(Kill(pending))
     if obs.now > handover.deadline + settings.kill_grace and not handover.overdue:
         reason = f"workers {sorted(pending)} neither fenced nor confirmed gone; nothing serves until they are"
-        actions.append(Note("handover revert blocked", {**_describe(record), "reason": reason}))
+        actions.append(Note(event, {**_describe(record), "reason": reason}))
         return replace(record, handover=replace(handover, overdue=True)), actions
     return record, actions
 
@@ -589,6 +644,126 @@ def _aborting(
         return record, actions
     actions += [Remove(handover.target), Forget(handover.target)]  # Remove: see _retiring
     return replace(record, handover=None), actions
+
+
+# --- handing the workload back (§4.8) -----------------------------------------------------------------
+
+
+def _handing_back(
+    record: ControllerRecord, obs: Observation, settings: MachineSettings
+) -> tuple[ControllerRecord, list[Action]]:
+    """The policy left handover mode: from whatever phase the record is in, towards the workload's own
+    group serving again from exactly where the serving generation stopped.
+
+    Any handover in progress is given up for it: a generation that serves (or, reverting or starting,
+    last served) is the one fenced and cut from, so every other generation — a warming target, a
+    fenced source — has processed nothing past that cut and is simply removed. Without a serving
+    generation (a first takeover still warming or aborting) nothing was processed by lagscaler's
+    workers: the workload's own group still holds what its consumers committed when they stopped.
+    """
+    handover, serving = record.handover, record.serving
+    if handover is not None and handover.phase is Phase.RELEASED:
+        return _released(record, handover, obs)
+    if handover is not None and handover.phase is Phase.RELEASING:
+        return _releasing(record, handover, obs, settings)
+    if serving is None:
+        if handover is None:
+            return record, [*_strays(obs, {0}), *_forget_strays(obs, {0})]  # nothing left to hand back
+        released = _hand_back(handover.target, handover.replicas, Phase.RELEASED, obs=obs, settings=settings)
+        back = replace(record, handover=released)
+        return back, [Note("handover releasing", _describe(back))]
+    releasing = _hand_back(serving.generation, serving.replicas, Phase.RELEASING, obs=obs, settings=settings)
+    back = replace(record, handover=releasing)
+    return back, [*_strays(obs, {serving.generation}), Note("handover releasing", _describe(back))]
+
+
+def _hand_back(
+    source: int, replicas: int, phase: Phase, *, obs: Observation, settings: MachineSettings
+) -> Handover:
+    """The hand-back of generation ``source`` to generation 0 (the policy's own group) at ``replicas``.
+    Its epoch is 0: a generation is handed back at most once, so its fence answers only this."""
+    return Handover(
+        source=source,
+        target=0,
+        group=settings.base_group,
+        replicas=replicas,
+        phase=phase,
+        warm_to={},
+        deadline=obs.now + settings.fence_timeout,
+        started_at=obs.now,
+        source_replicas=replicas,
+    )
+
+
+def _releasing(
+    record: ControllerRecord, handover: Handover, obs: Observation, settings: MachineSettings
+) -> tuple[ControllerRecord, list[Action]]:
+    """The serving generation fences (as a source does, §4.2); once each of its workers has fenced or
+    is confirmed gone, the cut — its commits raised to what it fenced at — is persisted, then committed
+    into the policy's group, which Kafka accepts only while that group has no members.
+
+    There is no aborting a hand-back: the policy asks for it. A worker that neither fences nor can be
+    confirmed gone is killed again on every step and reported once; nothing serves until it is gone.
+    """
+    serving = record.serving
+    assert serving is not None
+    base = settings.base_group
+    # Generation 0 too: the workload's own consumers must not run while a generation might process.
+    actions: list[Action] = list(_strays(obs, {serving.generation}))
+    if handover.cut is None:
+        pending = frozenset(
+            w
+            for w in obs.running.get(serving.generation, frozenset())
+            if not _fenced(obs.statuses.get(w), handover)
+        )
+        if pending:
+            if obs.now <= handover.deadline:
+                return record, actions
+            return _kill_stragglers(
+                record,
+                handover,
+                pending,
+                obs=obs,
+                settings=settings,
+                actions=actions,
+                event="handover release blocked",
+            )
+        if serving.group not in obs.committed:
+            return record, actions
+        cut = _cut(serving, handover, obs)
+        return replace(record, handover=replace(handover, cut=cut)), actions  # persisted before it is used
+    committed = obs.committed.get(base)
+    if committed is None:
+        return record, actions
+    if all(committed.get(tp, -1) >= offset for tp, offset in handover.cut.items()):
+        released = replace(handover, phase=Phase.RELEASED)
+        return replace(record, handover=released), actions
+    group = obs.groups.get(base)
+    if group is not None and group.members:
+        reason = (
+            f"group {base} has {len(group.members)} active members: Kafka takes the hand-back's offsets"
+            " only while it has none; stop them until the hand-back is done"
+        )
+        actions.append(Note("handover blocked", {"workload": record.workload, "reason": reason}))
+        return record, actions
+    actions.append(Commit(base, dict(handover.cut)))
+    return record, actions
+
+
+def _released(
+    record: ControllerRecord, handover: Handover, obs: Observation
+) -> tuple[ControllerRecord, list[Action]]:
+    """The policy's group holds the cut: the workload's own consumers run again, every generation of
+    lagscaler's is removed, and the record is cleared (a later switch to handover mode takes over afresh)."""
+    actions: list[Action] = [HandBack(handover.replicas), *_strays(obs, {0})]
+    if handover.source is not None and not obs.running.get(handover.source):
+        actions.append(Remove(handover.source))  # once more with nothing left to stop: see _retiring
+    if any(g != 0 and workers for g, workers in obs.running.items()):
+        return record, actions
+    actions += _forget_strays(obs, {0})
+    then = f"the workload's own consumers consume in group {handover.group} from its committed offsets"
+    actions.append(Note("handover released", {**_describe(record, handover), "next": then}))
+    return replace(record, serving=None, handover=None, reverts=0, hold_until=0.0), actions
 
 
 # --- conditions ---------------------------------------------------------------------------------------

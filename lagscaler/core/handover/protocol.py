@@ -20,6 +20,7 @@ from typing import Any
 
 __all__ = [
     "DEFAULT_CONTROL_TOPIC",
+    "HAND_BACK",
     "ControllerRecord",
     "Handover",
     "Offsets",
@@ -62,6 +63,15 @@ class Phase(enum.StrEnum):
     # The target started at the cut but made no progress by the deadline: it stops after the record in
     # hand and commits what it processed, and the source serves again from there (docs/handover.md §4.3).
     REVERTING = "reverting"
+    # The policy left handover mode: the serving generation stops after the record in hand and commits
+    # what it processed, and that cut is committed into the policy's own group (docs/handover.md §4.8).
+    RELEASING = "releasing"
+    # The cut is in the policy's own group: the workload's own consumers run again, every generation is
+    # removed, then the record is cleared (no generation, nothing in progress).
+    RELEASED = "released"
+
+
+HAND_BACK = frozenset({Phase.RELEASING, Phase.RELEASED})  # no generation of lagscaler's processes
 
 
 class Status(enum.StrEnum):
@@ -102,6 +112,10 @@ class Handover:
     stragglers after it. Wall-clock time because a controller that restarts must honour its
     predecessor's deadlines. ``source_replicas``: the source's size, to serve with again on a revert
     (the serving record names the target from STARTING on).
+
+    A hand-back (``RELEASING``, ``RELEASED``: the policy left handover mode) is one too: ``source`` is the
+    generation handed back, ``target`` 0 (the policy's own group, ``group``), ``replicas`` the size the
+    workload's own consumers get back, and ``cut`` what is committed into that group.
     """
 
     source: int | None
@@ -185,6 +199,8 @@ def role(record: ControllerRecord | None, generation: int) -> Role:
     if record is None:
         return Role.STOP
     handover = record.handover
+    if handover is not None and handover.phase in HAND_BACK:
+        return Role.STOP  # the workload is being handed back to its own consumers
     if record.serving is not None and record.serving.generation == generation:
         if handover is not None and handover.source == generation and handover.phase is Phase.FENCING:
             return Role.STOP
@@ -399,6 +415,8 @@ def _consistent(handover: Handover, serving: Serving | None) -> None:
         raise ProtocolError("a handover in phase fencing needs the serving generation to be its source")
     if handover.phase is Phase.REVERTING and (handover.source is None or handover.source_replicas is None):
         raise ProtocolError("a handover in phase reverting needs its source and source_replicas")
+    if handover.phase is Phase.RELEASING and serving is None:
+        raise ProtocolError("a hand-back in phase releasing needs the serving generation it releases")
 
 
 def _status_in(body: dict[str, Any]) -> WorkerStatus:

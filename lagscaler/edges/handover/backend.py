@@ -73,6 +73,11 @@ class Backend(Protocol):
         """Stop these workers now, without grace: they did not answer a fence."""
         ...
 
+    async def hand_back(self, replicas: int) -> None:
+        """The workload's own consumers (generation 0) run again, with ``replicas`` where the backend
+        runs them: the policy left handover mode (docs/handover.md §4.8). Idempotent."""
+        ...
+
     async def close(self) -> None:
         """Release what the backend holds; the workers it started keep running (they outlive controllers)."""
         ...

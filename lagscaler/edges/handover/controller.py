@@ -23,9 +23,11 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 
 from lagscaler.core.handover.machine import (
+    Commit,
     Ensure,
     Forget,
     GroupView,
+    HandBack,
     Kill,
     MachineSettings,
     Note,
@@ -46,6 +48,7 @@ from lagscaler.edges.handover.backend import Backend, GenerationSpec
 from lagscaler.edges.handover.channel import ControlChannel, ControlTopicUnusable, ensure_control_topic
 from lagscaler.edges.handover.leader import Leadership
 from lagscaler.edges.kafka import ClusterLayout, KafkaAdmin, KafkaSettings
+from lagscaler.edges.kafka.commit import commit_from_outside
 from lagscaler.logs import get_logger
 
 __all__ = ["Deposed", "HandoverRunner", "HandoverSettings", "WorkloadController", "WorkloadSpec"]
@@ -111,6 +114,9 @@ class WorkloadSpec:
     # Seconds the policy says a new generation needs before it can serve (0: unknown). A warm-up
     # deadline shorter than that would abort every handover of the workload.
     expected_warmup: float = 0.0
+    # The policy is no longer in handover mode: hand the workload back to its own group and
+    # Deployment, then stop (docs/handover.md §4.8).
+    hand_back: bool = False
 
     def machine(self, settings: HandoverSettings) -> MachineSettings:
         return MachineSettings(
@@ -126,6 +132,7 @@ class WorkloadSpec:
             revert_backoff=settings.revert_backoff,
             unschedulable_grace=settings.unschedulable_grace,
             failing_grace=settings.failing_grace,
+            hand_back=self.hand_back,
         )
 
 
@@ -166,6 +173,7 @@ class WorkloadController:
         self.steps = 0  # steps that completed
         self.failures = 0  # steps that raised (Kafka or the backend away, a workload gone)
         self._problem: str | None = None  # the last failure logged; repeated failures are logged once
+        self.handed_back = False  # a hand-back controller's work is done: the record is cleared
 
     def set_desired(self, replicas: int | None) -> None:
         if replicas != self.desired:
@@ -284,6 +292,10 @@ class WorkloadController:
                     await self.channel.delete(
                         status_key(self.spec.workload, status.generation, status.worker)
                     )
+        elif isinstance(action, Commit):
+            await commit_from_outside(self.admin.settings, action.group, action.offsets)
+        elif isinstance(action, HandBack):
+            await self.backend.hand_back(action.replicas)
         elif isinstance(action, Note):
             self._log(action, record)
 
@@ -304,6 +316,7 @@ class WorkloadController:
                 "handover verification overdue",
                 "handover reverting",
                 "handover revert blocked",
+                "handover release blocked",
                 "handover held",
             )
             else "info"
@@ -331,7 +344,19 @@ class WorkloadController:
                 if self._problem is not None:
                     log.info("handover step succeeded again", workload=self.spec.workload)
                     self._problem = None
+                if self.spec.hand_back and _clear(self.record):
+                    # Once more: a backend deletes what it emptied in the last step (a generation
+                    # Deployment at 0 replicas) when it next looks.
+                    with contextlib.suppress(Exception):
+                        await self.backend.observe()
+                    self.handed_back = True
+                    return
             await _first(self.channel.wait_changed(version, self.settings.tick), self._poke.wait())
+
+
+def _clear(record: ControllerRecord | None) -> bool:
+    """Nothing of lagscaler's runs the workload: no generation serves, no handover is in progress."""
+    return record is None or (record.serving is None and record.handover is None)
 
 
 async def _first(*awaitables: object) -> None:
@@ -377,6 +402,7 @@ class HandoverRunner:
         self._main: asyncio.Task[None] | None = None
         self._term = 0
         self._leading = asyncio.Event()
+        self._unrun_warned: set[tuple[str, int]] = set()
 
     async def __aenter__(self) -> HandoverRunner:
         await self._connect()
@@ -443,17 +469,26 @@ class HandoverRunner:
         await self._leading.wait()
 
     def sync(self, specs: Iterable[WorkloadSpec]) -> None:
-        """Run controllers for exactly these workloads (a removed workload's generations are left running)."""
-        wanted = {s.workload: s for s in specs}
+        """Run controllers for exactly these workloads: ``mode: handover`` ones, and hand-backs
+        (``spec.hand_back``) of those the control topic still shows a generation of lagscaler's for.
+
+        A workload the control topic shows handed over that none of ``specs`` names (its policy was
+        removed, or cannot be run) is left as it is — its serving generation keeps consuming, nothing
+        is removed — with a warning that says how to hand it back (docs/handover.md §4.8).
+        """
+        wanted = {
+            s.workload: s for s in specs if not s.hand_back or not _clear(self.channel.controller(s.workload))
+        }
+        replaced: dict[str, WorkloadController] = {}
         for workload in list(self.controllers):
             if workload not in wanted or self.controllers[workload].spec != wanted[workload]:
                 task = self._tasks.pop(workload, None)
                 if task is not None:
                     task.cancel()
-                self.controllers.pop(workload)
+                replaced[workload] = self.controllers.pop(workload)
         for workload, spec in wanted.items():
             if workload not in self.controllers:
-                self.controllers[workload] = WorkloadController(
+                controller = self.controllers[workload] = WorkloadController(
                     spec,
                     channel=self.channel,
                     admin=self.admin,
@@ -462,8 +497,34 @@ class HandoverRunner:
                     settings=self.settings,
                     clock=self._clock,
                 )
+                if workload in replaced:
+                    # What its predecessor wrote last, should the channel not have read it back yet: a
+                    # step from an older record would write one the channel does not take as newer.
+                    controller._written = replaced[workload]._written
                 if self.leading:
                     self._start(workload)
+        self._warn_unrun({s.workload for s in specs})
+
+    def _warn_unrun(self, named: set[str]) -> None:
+        for workload, record in sorted(self.channel.controllers.items()):
+            if workload in named or _clear(record):
+                continue
+            serving = record.serving
+            key = (workload, serving.generation if serving is not None else -1)
+            if key in self._unrun_warned:
+                continue
+            self._unrun_warned.add(key)
+            log.warning(
+                "handover workload not run",
+                workload=workload,
+                serving=f"generation {serving.generation} in group {serving.group}" if serving else None,
+                handover=str(record.handover.phase) if record.handover is not None else None,
+                problem=(
+                    "no runnable policy names it (removed, or see 'handover not run'); what runs keeps"
+                    " running, uncontrolled: to hand the workload back to its own group, put its policy"
+                    " back with mode: hpa"
+                ),
+            )
 
     def set_desired(self, workload: str, replicas: int | None) -> None:
         controller = self.controllers.get(workload)
@@ -511,6 +572,11 @@ class HandoverRunner:
                             break
                         if problem is not None:
                             log.error("handover controller crashed", workload=workload, problem=repr(problem))
+                        controller = self.controllers.get(workload)
+                        if controller is not None and controller.handed_back:
+                            self.controllers.pop(workload)
+                            await controller.backend.close()
+                            continue
                         if workload in self.controllers:
                             self._start(workload)
                     await asyncio.sleep(self.settings.tick)

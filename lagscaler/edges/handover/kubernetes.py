@@ -420,6 +420,24 @@ class KubernetesBackend:
         if existing is not None and existing["spec"].get("replicas") != 0:
             await self._scale(name, 0)
 
+    async def hand_back(self, replicas: int) -> None:
+        """Scale the workload's own Deployment back to ``replicas`` — only from 0, where taking the
+        workload over left it: once it runs, its size is its HPA's (or its owner's), not lagscaler's."""
+        original = await self._read(self.target)
+        if original is None:
+            raise KubernetesBackendError(
+                f"{self.workload}: cannot hand the workload back: its Deployment"
+                f" {self.namespace}/{self.target} does not exist"
+            )
+        if original["spec"].get("replicas") == 0:
+            self._log.info(
+                "workload deployment scaled back",
+                deployment=self.target,
+                replicas=replicas,
+                reason="the workload left handover mode",
+            )
+            await self._scale(self.target, replicas)
+
     async def kill(self, workers: frozenset[str]) -> None:
         if not self._pods:
             await self.observe()

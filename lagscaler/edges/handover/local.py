@@ -318,6 +318,10 @@ class LocalProcessBackend:
                 self._killed.add(worker.worker)
                 self._signal(worker, signal.SIGKILL)
 
+    async def hand_back(self, replicas: int) -> None:
+        """Nothing to start: lagscaler does not run a workload's own consumers locally. The controller
+        logs that they may be started (``handover released``)."""
+
     async def close(self) -> None:
         """Forget the child handles; the workers keep running (use :meth:`destroy` to stop them)."""
         self._children.clear()
