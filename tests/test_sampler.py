@@ -18,7 +18,7 @@ from lagscaler_demo.seed import (
 )
 
 from lagscaler.core.signals import PartitionStatus, Snapshot
-from lagscaler.edges.kafka import KafkaSettings
+from lagscaler.edges.kafka import KafkaAdmin, KafkaSettings, KafkaUnavailable
 from lagscaler.edges.sampler import Sampler, SamplerConfigError, SamplerSettings
 
 pytestmark = pytest.mark.kafka
@@ -232,6 +232,33 @@ async def test_a_commit_below_the_log_start_counts_lag_from_the_log_start(
     assert p0.lag_seconds == pytest.approx(p1.lag_seconds)
     # The committed offset history is the real one: retention moving the start is not consumption.
     assert p0.consume_rate == 0.0
+
+
+async def test_log_starts_that_cannot_be_read_leave_lag_unclamped_not_the_cycle_failed(
+    kafka_settings: KafkaSettings, unique: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Log starts only refine lag. When their ListOffsets finds no leader answering, the end offsets
+    read in the same cycle still make a sample. A stand-in for the fault: the real broker serves both
+    ListOffsets from the same leader, so it cannot fail one and answer the other."""
+    topic, group = f"{unique}-t", f"{unique}-g"
+    bootstrap = kafka_settings.bootstrap[0]
+    await create_topics(bootstrap, {topic: 1})
+    await produce(bootstrap, {(topic, 0): 100})
+    await commit(bootstrap, group, {(topic, 0): 10})
+    await delete_records(bootstrap, {(topic, 0): 60})
+
+    async def unreachable(self: KafkaAdmin, *args: object) -> None:
+        raise KafkaUnavailable("ListOffsets: no partition leader answered (stand-in)")
+
+    settings = SamplerSettings(groups=(group,), log_start_interval=0.0)
+    async with Sampler(kafka_settings, settings) as sampler:
+        with monkeypatch.context() as patch:
+            patch.setattr(KafkaAdmin, "list_start_offsets", unreachable)
+            unclamped = await sampler.sample()
+        clamped = await sampler.sample()  # the leaders answer again: asked again, and used
+    assert table(unclamped, group) == {(topic, 0): (10, 100, 90)}
+    assert not unclamped.stale
+    assert table(clamped, group) == {(topic, 0): (10, 100, 40)}
 
 
 async def test_deleted_and_unknown_groups_are_reported_not_found(

@@ -272,11 +272,15 @@ class Sampler:
             admin.list_start_offsets(due, layout),
             return_exceptions=True,
         )
-        for outcome in (ends, starts):
-            if isinstance(outcome, BaseException):
-                raise outcome
-        assert isinstance(ends, EndOffsets)
-        assert isinstance(starts, EndOffsets)
+        if isinstance(ends, BaseException):
+            raise ends
+        if isinstance(starts, KafkaError):
+            # Log starts only refine lag: their leaders not answering must not cost the cycle what the
+            # end offsets already gave. Asked again next cycle; until then, lag is not clamped.
+            log.info("log start offsets unavailable this cycle", error=str(starts))
+            return ends
+        if isinstance(starts, BaseException):
+            raise starts
         # A start the broker did not give (an error, a partition gone) stays unknown — no clamp — until the
         # next refresh, rather than costing a second ListOffsets on every cycle.
         answered = {tp: starts.offsets.get(tp, NO_COMMIT) for tp in due}
