@@ -199,6 +199,7 @@ def test_rbac_of_a_delegating_api_server_and_the_optional_hpa_grant() -> None:
     [
         ({}, "kafka"),
         (with_values(replicaCount=0), "replicaCount"),
+        (with_values(sampler={"intervalSeconds": 1e300}), "intervalSeconds"),
         (with_values(unknownKey=1), "unknownKey"),
         (with_values(certificates={"mode": "certManager"}), "issuerRef"),
         (with_values(certificates={"mode": "secret", "secretName": "mine"}), "caBundle"),
@@ -209,6 +210,7 @@ def test_rbac_of_a_delegating_api_server_and_the_optional_hpa_grant() -> None:
     ids=[
         "no-kafka",
         "zero-replicas",
+        "absurd-interval",
         "unknown-key",
         "cert-manager-no-issuer",
         "secret-no-ca",

@@ -94,6 +94,8 @@ def test_a_control_topic_kafka_cannot_create_is_refused_before_serve_waits_for_i
         # inf passes "> 0": serve would sample once and then wait for ever, or fail every cycle
         (["--sample-interval", "inf"], {}, "", "argument --sample-interval: must be a finite number"),
         (["--sample-interval", "1e400"], {}, "", "argument --sample-interval: must be a finite number"),
+        # once, then asleep for ever: refused like any duration past a year
+        (["--sample-interval", "1e300"], {}, "", "argument --sample-interval: must be <= 31622400"),
         (
             [],
             {"LAGSCALER_TIMEOUT": "inf"},

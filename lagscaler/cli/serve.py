@@ -60,7 +60,9 @@ class ServiceOptions(Options):
 
     policy_dir: Annotated[UserPath, Field(json_schema_extra={"metavar": "DIR"})]
     """Directory of policy files (reloaded when they change)."""
-    sample_interval: Annotated[float, Field(gt=0, json_schema_extra={"metavar": "SECONDS"})] = 10.0
+    sample_interval: Annotated[
+        float, Field(gt=0, le=MAX_SECONDS, json_schema_extra={"metavar": "SECONDS"})
+    ] = 10.0
     """Seconds between cycles."""
     history: Annotated[int, Field(ge=1, json_schema_extra={"metavar": "SAMPLES"})] = 120
     """Samples kept per partition."""
