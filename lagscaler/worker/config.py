@@ -44,7 +44,8 @@ class WorkerConfig:
 
     ``max_batch``: records per fetch handed to the handler (a fence waits for at most one batch with a
     batch handler, one record with a per-record handler). ``commit_interval``: how often processed
-    offsets are committed while serving (also the most a crashed worker's successor reprocesses).
+    offsets are committed while serving (also the most a crashed worker's successor reprocesses); the
+    first records processed on a partition the worker took are committed at once, whatever it is.
     ``control_timeout``: a handover worker that has not heard from the control topic for this long stops
     processing by itself, since it could not be told to fence. ``metadata_max_age_ms``: how often the
     consumer re-reads its topics' metadata; a partition added to a topic is consumed once the group

@@ -4,7 +4,9 @@ A :class:`Worker` consumes its generation's group and, in handover mode, does wh
 in the newest controller record says (:func:`lagscaler.core.handover.protocol.role`):
 
 * **serve** — process records with the user's handler and commit exactly what was processed: every
-  ``commit_interval``, when partitions are revoked, when told to stop, and on SIGTERM. On entering it
+  ``commit_interval``, right after the first records of a partition it took (the controller verifies a
+  handover by exactly that commit, docs/handover.md §4.3, and must not wait a commit interval for it),
+  when partitions are revoked, when told to stop, and on SIGTERM. On entering it
   (and for every partition assigned later) the position of each partition is its group's commit, or the
   cut in the controller record (``serving.start``) where the group has none, or the log start, and never
   behind ``serving.start`` (a reverted handover raises it) — and a stateful worker's warm-up hook is
@@ -75,6 +77,11 @@ class WorkerStats:
     commit_failures: int = 0  # commits refused (the group rebalanced under us): reprocessed elsewhere
     warm_ups: int = 0  # warm-up hook calls
     fences: int = 0  # times this worker stopped on command
+    polls: int = 0  # rounds that waited for records (or, idle, kept the membership alive)
+    # Rounds a control record or a stop ended before the fetch returned. The fetch call is cancelled,
+    # which loses nothing: aiokafka fetches in a task of its own and keeps what it fetched for the
+    # next call (aiokafka 0.14, consumer/fetcher.py, Fetcher._fetch_requests_routine, fetched_records).
+    polls_interrupted: int = 0
 
 
 class _Stop(Exception):
@@ -113,6 +120,10 @@ class Worker:
         self._restored: dict[TopicPartition, int] = {}  # the offset each partition's state reflects
         self._processed: dict[TopicPartition, int] = {}  # next offset after the last processed record
         self._committed: dict[TopicPartition, int] = {}
+        # Partitions set up at these positions with nothing processed since: their first processed
+        # records are committed at once, not a commit interval later (the proof of progress a handover
+        # waits for; docs/handover.md §4.3).
+        self._unproven: dict[TopicPartition, int] = {}
         self._assignments = 0  # bumped by every rebalance callback: a fetch from before it is stale
         self._revoking = False
         self._assigned = False  # the group has assigned us at least once
@@ -239,12 +250,17 @@ class Worker:
         waiters: set[asyncio.Future[Any]] = {getter, asyncio.ensure_future(self._stop.wait())}
         if self._channel is not None:
             waiters.add(asyncio.ensure_future(self._channel.wait_changed(self._channel.version, timeout)))
+        self.stats.polls += 1
         try:
             await asyncio.wait(waiters, return_when=asyncio.FIRST_COMPLETED)
         finally:
             for waiter in waiters - {getter}:
                 waiter.cancel()
         if not getter.done():
+            # Nothing was taken from aiokafka's buffer: fetched_records drains it without awaiting, so a
+            # cancellation can only land while it waits for a fetch (aiokafka 0.14,
+            # consumer/fetcher.py, Fetcher.fetched_records), and the next call returns what arrives.
+            self.stats.polls_interrupted += 1
             getter.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await getter
@@ -276,6 +292,21 @@ class Worker:
             await self._process(batches)
             if time.monotonic() - self._last_commit >= self.config.commit_interval:
                 await self._commit()
+            await self._commit_first_progress()
+
+    async def _commit_first_progress(self) -> None:
+        """Commit the partitions that processed their first records since they were set up (holding the
+        lock): a generation that took over at a cut shows the controller it moves past it now, whatever
+        ``commit_interval`` is (a commit interval as long as ``verify_timeout`` would revert it)."""
+        moved = {
+            tp for tp, at in self._unproven.items() if tp in self._ready and self._processed.get(tp, at) > at
+        }
+        if moved:
+            # Once, success or not: a refused commit (the coordinator away) is the periodic commit's to
+            # retry, not every round's.
+            await self._commit(only=moved)
+            for tp in moved:
+                del self._unproven[tp]
 
     async def _process(self, batches: Mapping[TopicPartition, list[ConsumerRecord]]) -> None:
         """Hand records to the user, partition by partition; what is not processed is fetched again."""
@@ -347,6 +378,7 @@ class Worker:
         for tp, offset in positions.items():
             consumer.seek(tp, offset)
             self._processed[tp] = offset
+            self._unproven[tp] = offset
         if to_commit:  # record the start in the group: whoever owns the partition next starts here too
             await self._commit(only=set(to_commit))
         consumer.resume(*tps)
@@ -423,7 +455,8 @@ class Worker:
         False when the commit failed (it is tried again next time: the offsets stay pending)."""
         consumer = self._consumer
         assert consumer is not None
-        self._last_commit = time.monotonic()
+        if only is None:  # the interval bounds what every partition may leave uncommitted
+            self._last_commit = time.monotonic()
         offsets = {
             tp: o
             for tp, o in self._processed.items()
@@ -507,6 +540,7 @@ class Worker:
                     self._restored.pop(tp, None)
                     self._processed.pop(tp, None)
                     self._committed.pop(tp, None)
+                    self._unproven.pop(tp, None)
         finally:
             self._revoking = False
 
