@@ -10,6 +10,8 @@ Measures, in one run on the same broker state:
     v2 response schema and fails on any request describing two or more groups) and borrows our
     batched Metadata + ListOffsets for end offsets (aiokafka's ``consumer.end_offsets`` did not finish
     10,000 partitions within 30 s: it refreshes metadata topic by topic);
+(a') the same cycle when every cycle also asks log start offsets (``log_start_interval=0``; by
+    default they are asked every 60 s), against (a) measured before and after it;
 (b) the one-shot ``lagscaler lag --all-groups --output json`` against Kafka's
     ``kafka-consumer-groups --describe --all-groups``, both as fresh processes, as a ratio of
     median wall times, after checking that both report identical numbers for every partition.
@@ -108,6 +110,21 @@ async def baseline_cycle(admin: AIOKafkaAdminClient, ours: KafkaAdmin) -> Rows:
         for g, o in zip(groups, offsets, strict=True)
         for tp, om in o.items()
     }
+
+
+async def measure_every_cycle_log_start(bootstrap: str, cycles: int) -> float:
+    """Median cycle when every cycle also asks log start offsets (``log_start_interval=0``)."""
+    settings = SamplerSettings(all_groups=True, interval=1.0, discovery_interval=3600, log_start_interval=0)
+    durations: list[float] = []
+    async with Sampler(KafkaSettings(bootstrap=(bootstrap,), request_timeout=30), settings) as sampler:
+        await sampler.sample()
+        await sampler.sample()
+        for _ in range(cycles):
+            snapshot = await sampler.sample()
+            assert snapshot.duration is not None
+            assert dict(snapshot.requests).get("ListOffsets") == 2
+            durations.append(snapshot.duration)
+    return statistics.median(durations)
 
 
 async def measure_cycles(bootstrap: str, cycles: int) -> dict[str, Any]:
@@ -248,6 +265,8 @@ def main() -> int:
         log(broker_usage(broker))
         log("(a) sampler cycles…")
         cycles = asyncio.run(measure_cycles(broker.bootstrap, args.cycles))
+        with_starts = asyncio.run(measure_every_cycle_log_start(broker.bootstrap, args.cycles))
+        again = asyncio.run(measure_cycles(broker.bootstrap, args.cycles))  # drift check, same broker
         log("(b) one-shot reports…")
         one_shot = measure_one_shot(broker.bootstrap, args.one_shot_runs)
         usage = broker_usage(broker)
@@ -268,6 +287,11 @@ def main() -> int:
         f"{cycles['baseline_median'] / cycles['cycle_median']:.1f}x slower, "
         f"{cycles['baseline_requests'] / cycles['requests_total']:.0f}x the requests; "
         f"numbers equal on {cycles['rows'] - cycles['mismatched_vs_baseline']}/{cycles['rows']} partitions"
+    )
+    print(
+        f"    every cycle also asking log start offsets (log_start_interval=0): median {with_starts:.3f}s "
+        f"vs {cycles['cycle_median']:.3f}s / {again['cycle_median']:.3f}s (before / after it) -> "
+        f"{with_starts / statistics.mean([cycles['cycle_median'], again['cycle_median']]):.2f}x"
     )
     mib = cycles["history_bytes"] / 2**20
     print(f"    sampler history for {cycles['group_partitions']} group partitions: {mib:.1f} MiB")

@@ -134,7 +134,8 @@ def _message(error: ValidationError) -> str:
     bounds = {"greater_than": ">", "greater_than_equal": ">=", "less_than": "<", "less_than_equal": "<="}
     if kind in bounds:
         limit = next(iter(ctx.values()))
-        return f"must be {bounds[kind]} {limit:g}, got {_shown(value)}"
+        whole = float(limit).is_integer() and abs(limit) < 1e16  # 31622400, not 3.16224e+07
+        return f"must be {bounds[kind]} {int(limit) if whole else format(limit, 'g')}, got {_shown(value)}"
     if kind == "finite_number":
         return f"must be a finite number, got {_shown(value)}"
     if kind.startswith("bool"):

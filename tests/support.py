@@ -18,11 +18,22 @@ import time
 from collections.abc import Awaitable, Callable
 from functools import cache
 from pathlib import Path
-from typing import TypeVar
+from typing import TYPE_CHECKING, TypeVar
 
 import pytest
 
-__all__ = ["BILLION_LAUGHS", "REPO", "REQUIRE_TOOLS", "eventually", "goclient", "need_tool"]
+if TYPE_CHECKING:
+    from lagscaler.edges.api import ApiSettings
+
+__all__ = [
+    "BILLION_LAUGHS",
+    "REPO",
+    "REQUIRE_TOOLS",
+    "eventually",
+    "goclient",
+    "need_tool",
+    "open_api_settings",
+]
 
 T = TypeVar("T")
 REPO = Path(__file__).resolve().parents[1]
@@ -100,3 +111,16 @@ def goclient() -> Path:
     )
     assert result.returncode == 0, result.stderr
     return Path(result.stdout.strip())
+
+
+def open_api_settings() -> ApiSettings:
+    """An API on a free loopback port that lets every request in: for tests of something else."""
+    from lagscaler.edges.api import ApiSettings
+
+    return ApiSettings(
+        bind_address="127.0.0.1",
+        secure_port=0,
+        metrics_port=-1,
+        authentication_skip_lookup=True,
+        authorization_always_allow=True,
+    )

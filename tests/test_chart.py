@@ -199,6 +199,7 @@ def test_rbac_of_a_delegating_api_server_and_the_optional_hpa_grant() -> None:
     [
         ({}, "kafka"),
         (with_values(replicaCount=0), "replicaCount"),
+        (with_values(sampler={"intervalSeconds": 1e300}), "intervalSeconds"),
         (with_values(unknownKey=1), "unknownKey"),
         (with_values(certificates={"mode": "certManager"}), "issuerRef"),
         (with_values(certificates={"mode": "secret", "secretName": "mine"}), "caBundle"),
@@ -209,6 +210,7 @@ def test_rbac_of_a_delegating_api_server_and_the_optional_hpa_grant() -> None:
     ids=[
         "no-kafka",
         "zero-replicas",
+        "absurd-interval",
         "unknown-key",
         "cert-manager-no-issuer",
         "secret-no-ca",
@@ -220,6 +222,59 @@ def test_rbac_of_a_delegating_api_server_and_the_optional_hpa_grant() -> None:
 def test_bad_values_are_refused_naming_the_key(values: dict[str, Any], message: str) -> None:
     with pytest.raises(helm.HelmError, match=message):
         render(values)
+
+
+INJECTED = "x\n            - --authorization-always-allow\n            - --y"
+
+
+@pytest.mark.parametrize(
+    "values",
+    [
+        {"kafka": {"bootstrapServers": INJECTED}},
+        {"kafka": {"bootstrapServers": "k:9092", "tls": {"existingSecret": "t", "caKey": INJECTED}}},
+        {"kafka": {"bootstrapServers": "k:9092", "tls": {"existingSecret": "t", "certKey": INJECTED}}},
+        {
+            "kafka": {
+                "bootstrapServers": "k:9092",
+                "securityProtocol": "SASL_SSL",
+                "sasl": {"mechanism": "PLAIN", "existingSecret": "s", "passwordKey": INJECTED},
+            }
+        },
+        {"handover": {"enabled": True, "namespaces": ["shop"], "leaseName": INJECTED}},
+    ],
+    ids=["bootstrap", "ca-key", "cert-key", "sasl-password-key", "lease-name"],
+)
+def test_a_value_cannot_add_arguments_to_serve(values: dict[str, Any]) -> None:
+    """An unquoted value rendered into the args list could add any flag: a handover.controlTopic with
+    a newline and '- --authorization-always-allow' in it turned authorization of the metrics API off.
+    Every string that reaches an argument is quoted: it stays one argument, whatever it holds."""
+    args = one(render(with_values(**values)), "Deployment")["spec"]["template"]["spec"]["containers"][0][
+        "args"
+    ]
+    assert "--authorization-always-allow" not in args
+    assert sum("authorization-always-allow" in a for a in args) == 1  # inside the one quoted value
+
+
+@pytest.mark.parametrize(
+    ("handover", "message"),
+    [
+        ({"controlTopic": INJECTED}, "controlTopic"),
+        ({"controlTopic": "ops handover"}, "controlTopic"),
+        ({"controlTopic": ".."}, "controlTopic"),
+        ({"controlTopic": "t" * 250}, "controlTopic"),
+        ({"verifyTimeoutSeconds": 1e300}, "verifyTimeoutSeconds"),
+        ({"revertBackoffSeconds": 1e300}, "revertBackoffSeconds"),
+        ({"warmupTimeoutSeconds": 1e300}, "warmupTimeoutSeconds"),
+        ({"fenceTimeoutSeconds": 31622401}, "fenceTimeoutSeconds"),
+        ({"unschedulableGraceSeconds": 1e300}, "unschedulableGraceSeconds"),
+        ({"failingGraceSeconds": 1e300}, "failingGraceSeconds"),
+    ],
+)
+def test_handover_values_serve_would_refuse_are_refused_at_install(
+    handover: dict[str, Any], message: str
+) -> None:
+    with pytest.raises(helm.HelmError, match=message):
+        render(with_values(handover={"enabled": True, "namespaces": ["shop"], **handover}))
 
 
 def test_secret_mode_uses_the_given_ca_bundle() -> None:

@@ -139,6 +139,11 @@ def test_unreachable_broker_fails_fast_with_one_line(capsys: pytest.CaptureFixtu
             ["--bootstrap-server", "a:1", "--group", "g", "--timeout", "inf"],
             "--timeout: must be a finite number",
         ),
+        # sent as 32-bit milliseconds: 1e300 ended in aiokafka's struct error, a traceback
+        (
+            ["--bootstrap-server", "a:1", "--group", "g", "--timeout", "1e300"],
+            "--timeout: must be <= 3600, got '1e300'",
+        ),
         (["--bootstrap-server", "a:1", "--group", "g", "--count", "0"], "--count: expected a whole number"),
         (["--bootstrap-server", "a:1", "--group", "g", "--count", "3"], "--count needs --watch"),
         (

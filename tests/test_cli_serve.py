@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import os
+import re
 import signal
 import ssl
 import subprocess
@@ -17,7 +18,7 @@ from structlog.typing import EventDict
 from support import eventually
 
 from lagscaler.cli import _Parser, main
-from lagscaler.cli.serve import ServeOptions, build_parser, serve_options
+from lagscaler.cli.serve import ServeOptions, build_parser, handover_from_options, serve_options
 from lagscaler.errors import UserError
 
 
@@ -63,6 +64,20 @@ def test_precedence_is_flag_then_environment_then_file_then_default(
     assert parse(argv, environ).sample_interval == expected
 
 
+@pytest.mark.parametrize("topic", [".", ".."])
+def test_a_control_topic_kafka_cannot_create_is_refused_before_serve_waits_for_it(
+    tmp_path: Path, topic: str
+) -> None:
+    """'.' and '..' match the option's pattern but Kafka refuses them (``Topic.validate``): the runner
+    would wait for a topic that can never exist."""
+    flags = ["--bootstrap-server", "k:1", "--policy-dir", "p", "--handover-state-dir", str(tmp_path)]
+    options = parse([*flags, "--handover-control-topic", topic])
+    with pytest.raises(
+        UserError, match=f"--handover-control-topic: '{re.escape(topic)}' is not a topic name"
+    ):
+        handover_from_options(options)
+
+
 @pytest.mark.parametrize(
     ("argv", "environ", "file", "message"),
     [
@@ -79,6 +94,8 @@ def test_precedence_is_flag_then_environment_then_file_then_default(
         # inf passes "> 0": serve would sample once and then wait for ever, or fail every cycle
         (["--sample-interval", "inf"], {}, "", "argument --sample-interval: must be a finite number"),
         (["--sample-interval", "1e400"], {}, "", "argument --sample-interval: must be a finite number"),
+        # once, then asleep for ever: refused like any duration past a year
+        (["--sample-interval", "1e300"], {}, "", "argument --sample-interval: must be <= 31622400"),
         (
             [],
             {"LAGSCALER_TIMEOUT": "inf"},
@@ -92,6 +109,14 @@ def test_precedence_is_flag_then_environment_then_file_then_default(
             "",
             "argument --handover-control-topic: string should match pattern '^[A-Za-z0-9._-]+$'",
         ),
+        # a year at most, as every duration of a policy (and the chart's handover values)
+        (
+            ["--handover-verify-timeout", "1e300"],
+            {},
+            "",
+            "argument --handover-verify-timeout: must be <= 31622400",
+        ),
+        (["--handover-revert-backoff", "31622401"], {}, "", "argument --handover-revert-backoff: must be <="),
         (
             ["--authentication-token-webhook-cache-ttl", "nan"],
             {},

@@ -142,8 +142,18 @@ def test_table_output_and_a_report_directory(
             [],
             None,
             POLICY + "  hpa:\n    syncPeriodSeconds: 1.0e+300\n",
-            "hpa.syncPeriodSeconds) must be > 0 and at most 1e+09 s, got 1e+300",
+            "spec.hpa.syncPeriodSeconds: must be <= 31622400 (366 days",
         ),
+        # a span or a step count nobody can wait for: refused at once, naming the limit
+        (
+            [],
+            "timestamp,value\n0,100\n1e18,200\n",
+            None,
+            "trace.csv: the trace spans 1e+18 s (1.15741e+13 days); at most 31622400 s (366 days)",
+        ),
+        (["--step", "0.000001"], None, None, "is 7200000000 steps; at most 10000000 can be simulated"),
+        ([], "timestamp,value\n0,100\nnan,200\n", None, "trace.csv:3: timestamp 'nan' must be a finite"),
+        ([], "timestamp,value\n0,100\n1e308,1\n-1e308,2\n", None, "does not come after the previous one"),
         (["--metric-delay", "1e300"], None, None, "metric_delay_seconds must be >= 0 and at most 1e+09"),
         (
             [],
@@ -183,6 +193,18 @@ def test_state_bytes_makes_a_changelog_measured_policy_simulable(
     args = ["simulate", "--trace", str(trace), "--policy", str(policy), "--baselines", "static"]
     assert main([*args, "--state-bytes", "720000000"]) == 0
     assert "restore 60 s" in capsys.readouterr().out  # 720 MB over 12 partitions at 1 MB/s
+
+
+def test_hours_cuts_a_trace_too_long_to_simulate_whole(
+    files: tuple[Path, Path], capsys: pytest.CaptureFixture[str]
+) -> None:
+    policy, trace = files
+    trace.write_text("timestamp,value\n0,100\n3600,300\n1e18,200\n")
+    args = ["simulate", "--trace", str(trace), "--policy", str(policy), "--baselines", "static"]
+    assert main(args) != 0
+    assert "cut it with --hours" in capsys.readouterr().err
+    assert main([*args, "--hours", "2", "--output", "json"]) == 0
+    assert json.loads(capsys.readouterr().out)["duration_hours"] == 2
 
 
 def test_a_missing_trace_file_is_named(files: tuple[Path, Path], capsys: pytest.CaptureFixture[str]) -> None:

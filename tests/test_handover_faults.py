@@ -22,14 +22,18 @@ from pathlib import Path
 
 import pytest
 from lagscaler_demo.localkafka import KafkaEndpoint, LocalBroker
+from lagscaler_demo.localkafka.broker import free_port
 from lagscaler_demo.playground.handover_app import SinkBatch
 from lagscaler_demo.playground.handover_run import HandoverPlayground, PlaygroundSettings, crash_attributed
+from lagscaler_demo.seed import create_topics
 from structlog.typing import EventDict
-from support import eventually
+from support import eventually, open_api_settings
 
 from lagscaler.edges.handover import HandoverSettings, Phase, Status
+from lagscaler.edges.handover.channel import ControlTopicUnusable
 from lagscaler.edges.kafka import KafkaSettings
 from lagscaler.service.handover import LocalHandover, local_runner
+from lagscaler.service.run import ServeSettings, serve_forever
 
 pytestmark = [pytest.mark.kafka, pytest.mark.slow]
 
@@ -503,3 +507,64 @@ async def test_a_controller_started_while_kafka_is_down_waits_for_it_and_then_le
             with contextlib.suppress(asyncio.CancelledError):
                 await entering
         await asyncio.to_thread(broker.close)
+
+
+async def test_serve_stopped_while_it_waits_for_kafka_stops_at_once(
+    unique: str, tmp_path: Path, logs: list[EventDict]
+) -> None:
+    """SIGTERM while the handover runner still waits for Kafka at start-up was never heard: serve went
+    on retrying until the kubelet's SIGKILL (found by hand: ``timeout 60 lagscaler serve`` against a
+    closed port still ran 10 minutes later). Nothing listens on the port here."""
+    policies = tmp_path / "policies"
+    policies.mkdir()
+    handover = LocalHandover(
+        tmp_path / "handover", settings=HandoverSettings(control_topic=f"{unique}-c", tick=0.1)
+    )
+    settings = ServeSettings(
+        kafka=KafkaSettings(bootstrap=(f"127.0.0.1:{free_port()}",), request_timeout=1.0),
+        policy_dir=policies,
+        api=open_api_settings(),
+        handover=handover,
+    )
+    stop = asyncio.Event()
+    serving = asyncio.create_task(serve_forever(settings, stop))
+    try:
+
+        def waiting() -> None:
+            assert not serving.done(), serving
+            assert any(e["event"] == "handover control topic unreachable; retrying" for e in logs), logs
+
+        await eventually(waiting, within=60, what="serve waiting for the control topic")
+        stop.set()
+        await eventually(serving.done, within=30, what="serve stopping while it waits for Kafka")
+        serving.result()  # a clean stop, not an error
+        assert any(e["event"] == "stopping before the service started" for e in logs)
+    finally:
+        if not serving.done():
+            serving.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await serving
+
+
+async def test_a_control_topic_with_several_partitions_is_an_error_not_an_outage(
+    kafka: KafkaEndpoint, unique: str, tmp_path: Path, logs: list[EventDict]
+) -> None:
+    """A control topic created by hand with 3 partitions was retried for ever as "unreachable"; no
+    wait fixes it: one error naming the topic and what to do."""
+    topic = f"{unique}-control"
+    await create_topics(kafka.bootstrap, {topic: 3})
+    settings = KafkaSettings(bootstrap=(kafka.bootstrap,), request_timeout=5.0)
+    runner = local_runner(
+        settings, LocalHandover(tmp_path, settings=HandoverSettings(control_topic=topic, tick=0.1))
+    )
+    entering = asyncio.ensure_future(runner.__aenter__())
+    try:
+        await eventually(entering.done, within=60, what="the runner giving up on the control topic")
+    finally:
+        if not entering.done():
+            entering.cancel()
+    with pytest.raises(
+        ControlTopicUnusable, match=f"control topic {topic} has 3 partitions; it needs exactly 1"
+    ):
+        entering.result()
+    assert not [e for e in logs if e["event"] == "handover control topic unreachable; retrying"]

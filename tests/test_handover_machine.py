@@ -11,8 +11,10 @@ from __future__ import annotations
 
 import contextlib
 import json
+import re
 from collections.abc import Mapping
 from dataclasses import replace
+from typing import Any
 
 import pytest
 from hypothesis import HealthCheck, given, settings
@@ -107,6 +109,30 @@ handovers = st.builds(
     overdue=st.booleans(),
     source_replicas=st.none() | st.integers(1, 64),
 )
+
+
+def _steppable(record: ControllerRecord) -> ControllerRecord:
+    """The record made what a controller writes: in FENCING the serving generation is the source, in
+    REVERTING the source and its size are known, RELEASING has a serving generation (decode refuses
+    anything else)."""
+    h = record.handover
+    if h is None:
+        return record
+    if h.phase is Phase.FENCING:
+        source = h.source if h.source is not None else 1
+        serving = record.serving or Serving(source, f"{BASE}-gen-{source}", 1, {})
+        return replace(
+            record, serving=replace(serving, generation=source), handover=replace(h, source=source)
+        )
+    if h.phase is Phase.REVERTING:
+        return replace(
+            record, handover=replace(h, source=h.source or 1, source_replicas=h.source_replicas or 1)
+        )
+    if h.phase is Phase.RELEASING and record.serving is None:
+        return replace(record, serving=Serving(1, f"{BASE}-gen-1", 1, {}))
+    return record
+
+
 records = st.builds(
     ControllerRecord,
     workload=st.text(min_size=1, max_size=20),
@@ -118,7 +144,7 @@ records = st.builds(
     next_generation=st.integers(1, 1000),
     hold_until=st.floats(0, 2e9, allow_nan=False),
     reverts=st.integers(0, 100),
-)
+).map(_steppable)
 statuses = st.builds(
     WorkerStatus,
     workload=st.text(min_size=1, max_size=20),
@@ -162,6 +188,81 @@ def test_a_malformed_record_names_its_problem(body: dict[str, object]) -> None:
     with pytest.raises(ProtocolError) as caught:
         decode(json.dumps(body).encode())
     assert str(caught.value)
+
+
+def _set(body: dict[str, Any], path: tuple[str | int, ...], value: object) -> None:
+    node: Any = body
+    for key in path[:-1]:
+        node = node[key]
+    node[path[-1]] = value
+
+
+HOSTILE_FIELDS = [
+    (("serving", "replicas"), 2**31, "serving.replicas"),
+    (("serving", "replicas"), -3, "serving.replicas"),
+    (("serving", "generation"), -1, "serving.generation"),
+    (("serving", "start", 0, 2), 2**63, "serving.start"),
+    (("serving", "start", 0, 1), 2**31, "serving.start"),
+    (("handover", "replicas"), 10**30, "handover.replicas"),
+    (("handover", "cut", 0, 2), 10**40, "handover.cut"),
+    (("handover", "source_replicas"), 2**31, "handover.source_replicas"),
+    (("term",), True, "term"),
+    (("reverts",), -1, "reverts"),
+    (("next_generation",), 2**63, "next_generation"),
+]
+
+
+@pytest.mark.parametrize(("path", "value", "named"), HOSTILE_FIELDS)
+def test_a_controller_record_with_an_impossible_number_is_refused_naming_the_field(
+    path: tuple[str | int, ...], value: object, named: str
+) -> None:
+    """A record whose numbers no Kafka or Kubernetes can hold (replicas past int32, an offset past
+    int64, a negative generation) was taken as it was: a backend asked to start 10**30 workers, a
+    worker to seek where no fetch can be sent. Refused, naming the field, like any malformed record."""
+    serving = Serving(3, f"{BASE}-gen-3", 2, {("t", 0): 5})
+    handover = Handover(3, 4, f"{BASE}-gen-4", 2, Phase.STARTING, {}, 0.0, 0.0, cut={("t", 0): 7})
+    record = ControllerRecord("shop/orders", 1, 4, serving, replace(handover, source_replicas=2), 5)
+    body = json.loads(encode(record)[1])
+    assert decode(json.dumps(body).encode()) == record
+    _set(body, path, value)
+    with pytest.raises(ProtocolError, match=re.escape(named)):
+        decode(json.dumps(body).encode())
+
+
+@pytest.mark.parametrize(
+    ("phase", "change", "message"),
+    [
+        (Phase.REVERTING, {"source": None}, "reverting needs its source"),
+        (Phase.REVERTING, {"source_replicas": None}, "reverting needs its source"),
+        (Phase.FENCING, {"source": 9}, "fencing needs the serving generation to be its source"),
+        (Phase.RELEASING, None, "releasing needs the serving generation"),
+    ],
+)
+def test_a_record_the_machine_cannot_step_is_refused_not_asserted_on(
+    phase: Phase, change: dict[str, object] | None, message: str
+) -> None:
+    """A REVERTING record without its source (corrupt, or not a controller's) decoded fine and then
+    failed every step of the workload's controller with a bare AssertionError, mid-handover for good."""
+    serving = Serving(3, f"{BASE}-gen-3", 2, {(T, 0): 5})
+    handover = Handover(3, 4, f"{BASE}-gen-4", 2, phase, {}, 0.0, 0.0, cut={(T, 0): 7}, source_replicas=2)
+    record = ControllerRecord(W, 1, 4, serving, handover, 5)
+    assert decode(encode(record)[1]) == record
+    body = json.loads(encode(record)[1])
+    if change is None:
+        body["serving"] = None
+    else:
+        body["handover"].update(change)
+    with pytest.raises(ProtocolError, match=message):
+        decode(json.dumps(body).encode())
+
+
+@pytest.mark.parametrize("partition", [True, -1, 2**31])
+def test_a_worker_status_with_an_impossible_partition_is_refused(partition: object) -> None:
+    status = WorkerStatus("shop/orders", "w1", 4, Status.SERVING, (("t", 0),), {}, {("t", 0): 3}, None, 1.0)
+    body = json.loads(encode(status)[1])
+    body["partitions"] = [["t", partition]]
+    with pytest.raises(ProtocolError, match="partitions"):
+        decode(json.dumps(body).encode())
 
 
 def test_roles_follow_the_phases() -> None:

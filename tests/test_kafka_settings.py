@@ -58,6 +58,10 @@ def test_missing_secret_sources_name_the_source(tmp_path: Path, monkeypatch: pyt
         ({"bootstrap": "localhost"}, "is not HOST:PORT"),
         ({"bootstrap": "a:1,b:99999"}, "'b:99999' is not HOST:PORT"),
         ({"bootstrap": "a:1", "request_timeout": 0}, "request timeout must be positive"),
+        (
+            {"bootstrap": "a:1", "request_timeout": 1e300},
+            "request timeout must be at most 3600 s, got 1e\\+300",
+        ),
         ({"bootstrap": "a:1", "security_protocol": "SASL_SSL"}, "needs SASL settings"),
         (
             {"bootstrap": "a:1", "sasl": SaslSettings(SaslMechanism.PLAIN, "u", Secret.of("p"))},

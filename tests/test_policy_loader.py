@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import copy
+import math
 import re
 from pathlib import Path
 from typing import Any
@@ -549,6 +550,51 @@ def test_any_number_in_any_numeric_field_is_refused_in_one_line_or_taken_by_the_
         assert all(ISSUE.match(str(issue)) and len(str(issue)) < 2 * MAX_MESSAGE for issue in issues)
     else:
         PolicyArrays.from_policies([policy])
+
+
+def bounds(path: tuple[str, ...]) -> tuple[float, float]:
+    """The (minimum, maximum) the schema gives the numeric field at ``path`` (exclusive or not)."""
+    schema = policy_schema()
+    for name in path:
+        schema = resolve(schema)["properties"][name]
+    (number,) = [o for o in [schema, *schema.get("anyOf", ())] if o.get("type") not in (None, "null")]
+    low = number.get("minimum", number.get("exclusiveMinimum", -math.inf))
+    high = number.get("maximum", number.get("exclusiveMaximum", math.inf))
+    return low, high
+
+
+def test_every_numeric_field_has_an_upper_bound():
+    """1e300 s for hpa.syncPeriodSeconds was accepted: no field may take an absurd number."""
+    unbounded = [".".join(path) for path in NUMERIC_FIELDS if bounds(path)[1] == math.inf]
+    assert unbounded == []
+
+
+@settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(data=st.data())
+def test_a_number_outside_a_fields_bounds_is_an_error_naming_the_field(data):
+    """Huge, infinite, NaN or below the minimum: one clear line naming the field, never a traceback."""
+    path = data.draw(st.sampled_from(NUMERIC_FIELDS))
+    low, high = bounds(path)
+    value = data.draw(
+        st.floats(min_value=float(high), exclude_min=True, allow_infinity=False)
+        | st.integers(min_value=math.floor(high) + 1, max_value=10**400)
+        | st.floats(max_value=float(low), exclude_max=True, allow_infinity=False)
+        | st.sampled_from([math.inf, -math.inf, math.nan, 1e300, 10**20])
+    )
+    with contextlib.suppress(OverflowError):
+        if low <= value <= high or low <= float(value) <= high:
+            return  # 10**20 within the bounds of a size, or 2**63 that a float rounds onto one: not hostile
+    document = copy.deepcopy(SESSIONIZER)
+    node = document["spec"]
+    for key in path[1:-1]:
+        node = node.setdefault(key, {})
+    node[path[-1]] = value
+    policy, issues = check_policy_text(yaml.dump(document, Dumper=DUMPER), "n.yaml")
+    assert policy is None
+    named = [i for i in issues if i.path == ".".join(path)]
+    assert named, [str(i) for i in issues]
+    assert any(re.search(r"must be (a finite number|[<>]=? )|expected an integer", i.message) for i in named)
+    assert all(ISSUE.match(str(issue)) and len(str(issue)) < 2 * MAX_MESSAGE for issue in issues)
 
 
 @pytest.mark.parametrize(

@@ -11,13 +11,14 @@ from lagscaler_demo.seed import (
     commit,
     create_topics,
     delete_groups,
+    delete_records,
     delete_topics,
     join_group,
     produce,
 )
 
 from lagscaler.core.signals import PartitionStatus, Snapshot
-from lagscaler.edges.kafka import KafkaSettings
+from lagscaler.edges.kafka import KafkaAdmin, KafkaSettings, KafkaUnavailable
 from lagscaler.edges.sampler import Sampler, SamplerConfigError, SamplerSettings
 
 pytestmark = pytest.mark.kafka
@@ -45,6 +46,7 @@ async def test_exact_lag_per_partition_for_several_groups(kafka_settings: KafkaS
     groups = (f"{unique}-g1", f"{unique}-g2", f"{unique}-g3")
     async with Sampler(kafka_settings, SamplerSettings(groups=groups)) as sampler:
         snapshot = await sampler.sample()
+        next_snapshot = await sampler.sample()
 
     assert [g.group for g in snapshot.groups] == list(groups)
     assert table(snapshot, groups[0]) == {(a, 0): (4, 10, 6), (a, 1): (20, 20, 0), (a, 2): (None, 5, None)}
@@ -66,11 +68,13 @@ async def test_exact_lag_per_partition_for_several_groups(kafka_settings: KafkaS
         (a, 1): PartitionStatus.OK,
         (a, 2): PartitionStatus.UNKNOWN,
     }
-    # One cycle costs a handful of requests, not one per group.
+    # One cycle costs a handful of requests, not one per group: the first asks end and log start
+    # offsets (one ListOffsets each per leader), the next only end offsets.
     requests = dict(snapshot.requests)
     assert requests["OffsetFetch"] == 1
     assert requests["DescribeGroups"] == 1
-    assert requests["ListOffsets"] == 1
+    assert requests["ListOffsets"] == 2
+    assert dict(next_snapshot.requests)["ListOffsets"] == 1
 
 
 async def test_second_sample_brings_rates_and_lag_seconds(kafka_settings: KafkaSettings, unique: str) -> None:
@@ -189,6 +193,72 @@ async def test_a_commit_past_the_end_is_no_lag_and_does_not_hide_lag_elsewhere(
     last = snapshots[1].group(group)
     assert last is not None
     assert last.partitions[0].lag_seconds == 0.0
+
+
+async def test_a_commit_below_the_log_start_counts_lag_from_the_log_start(
+    kafka_settings: KafkaSettings, unique: str
+) -> None:
+    """Records deleted (retention, delete-records) before the group read them will never be read:
+    the consumer resumes at the log start or later. Lag counted from the commit overstated the
+    backlog by every deleted record; it counts from the log start, and says why."""
+    topic, group = f"{unique}-t", f"{unique}-g"
+    bootstrap = kafka_settings.bootstrap[0]
+    await create_topics(bootstrap, {topic: 2})
+    await produce(bootstrap, {(topic, 0): 100, (topic, 1): 100})
+    await commit(bootstrap, group, {(topic, 0): 10, (topic, 1): 70})
+    settings = SamplerSettings(groups=(group,), log_start_interval=0.0)
+    async with Sampler(kafka_settings, settings) as sampler:
+        before = await sampler.sample()
+        await delete_records(bootstrap, {(topic, 0): 60, (topic, 1): 60})
+        await produce(bootstrap, {(topic, 0): 20})
+        await asyncio.sleep(0.2)  # lets time pass between samples, for lag in seconds
+        after = await sampler.sample()
+    assert table(before, group) == {(topic, 0): (10, 100, 90), (topic, 1): (70, 100, 30)}
+    # Partition 0: 50 of its 90 records behind the commit are gone: 120 − 60, not 120 − 10.
+    # Partition 1: the commit is past the log start, so nothing changes.
+    assert table(after, group) == {(topic, 0): (10, 120, 60), (topic, 1): (70, 100, 30)}
+    sample = after.group(group)
+    assert sample is not None
+    assert sample.total_lag == 90
+    assert [w for w in sample.warnings if "below the log start" in w] == [
+        f"committed offset below the log start on {topic}-0: those records were deleted "
+        "(retention or delete-records) before this group read them; lag counts from the log start"
+    ]
+    # Lag in seconds is the age of the record the group reads next: record 60 was written before the
+    # first sample, older than the sampler's table, so a lower bound; record 70 the same.
+    p0, p1 = sample.partitions
+    assert p0.lag_seconds is not None
+    assert p0.lag_seconds_lower_bound
+    assert p0.lag_seconds == pytest.approx(p1.lag_seconds)
+    # The committed offset history is the real one: retention moving the start is not consumption.
+    assert p0.consume_rate == 0.0
+
+
+async def test_log_starts_that_cannot_be_read_leave_lag_unclamped_not_the_cycle_failed(
+    kafka_settings: KafkaSettings, unique: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Log starts only refine lag. When their ListOffsets finds no leader answering, the end offsets
+    read in the same cycle still make a sample. A stand-in for the fault: the real broker serves both
+    ListOffsets from the same leader, so it cannot fail one and answer the other."""
+    topic, group = f"{unique}-t", f"{unique}-g"
+    bootstrap = kafka_settings.bootstrap[0]
+    await create_topics(bootstrap, {topic: 1})
+    await produce(bootstrap, {(topic, 0): 100})
+    await commit(bootstrap, group, {(topic, 0): 10})
+    await delete_records(bootstrap, {(topic, 0): 60})
+
+    async def unreachable(self: KafkaAdmin, *args: object) -> None:
+        raise KafkaUnavailable("ListOffsets: no partition leader answered (stand-in)")
+
+    settings = SamplerSettings(groups=(group,), log_start_interval=0.0)
+    async with Sampler(kafka_settings, settings) as sampler:
+        with monkeypatch.context() as patch:
+            patch.setattr(KafkaAdmin, "list_start_offsets", unreachable)
+            unclamped = await sampler.sample()
+        clamped = await sampler.sample()  # the leaders answer again: asked again, and used
+    assert table(unclamped, group) == {(topic, 0): (10, 100, 90)}
+    assert not unclamped.stale
+    assert table(clamped, group) == {(topic, 0): (10, 100, 40)}
 
 
 async def test_deleted_and_unknown_groups_are_reported_not_found(

@@ -9,17 +9,18 @@ the answer comes while the loader is provably still blocked.
 from __future__ import annotations
 
 import asyncio
+import os
 import threading
 from collections.abc import AsyncIterator
 from pathlib import Path
 
 import aiohttp
 import pytest
-from support import BILLION_LAUGHS, eventually
+from support import BILLION_LAUGHS, eventually, open_api_settings
 
 from lagscaler.core.policy import ScalingPolicy
 from lagscaler.core.policy.loader import PolicyIssue, check_policy_file
-from lagscaler.edges.api import ApiSettings, HealthChecks, MetricsCache, RunningApi, running_api
+from lagscaler.edges.api import HealthChecks, MetricsCache, RunningApi, running_api
 from lagscaler.edges.kafka import KafkaSettings
 from lagscaler.edges.observability import ServiceMetrics
 from lagscaler.edges.sampler import Sampler, SamplerSettings
@@ -48,15 +49,8 @@ class Gate:
 
 @pytest.fixture
 async def api() -> AsyncIterator[tuple[RunningApi, HealthChecks]]:
-    settings = ApiSettings(
-        bind_address="127.0.0.1",
-        secure_port=0,
-        metrics_port=-1,
-        authentication_skip_lookup=True,
-        authorization_always_allow=True,
-    )
     readiness = HealthChecks()
-    async with running_api(settings, MetricsCache(), readiness=readiness) as running:
+    async with running_api(open_api_settings(), MetricsCache(), readiness=readiness) as running:
         yield running, readiness
 
 
@@ -128,6 +122,24 @@ def test_unchanged_files_are_not_read_again(tmp_path: Path) -> None:
     watcher.refresh()
     watcher.refresh()
     assert reads == [tmp_path / "bomb.yaml"]
+
+
+def test_same_size_edits_within_one_mtime_tick_are_both_picked_up(tmp_path: Path) -> None:
+    """Inode, size and mtime all stay equal across these edits (a coarse file system clock, or a tool
+    that restores mtimes): only the bytes tell them apart, and each must take effect."""
+    path = tmp_path / "clickstream.yaml"
+    original = (POLICIES / "clickstream.yaml").read_text()
+    assert "maxReplicas: 64 " in original
+    path.write_text(original)
+    watcher = PolicyWatcher(tmp_path)
+    assert watcher.refresh().policies[0].max_replicas == 64
+    first = os.stat(path)
+    for replicas in (48, 32):
+        path.write_text(original.replace("maxReplicas: 64 ", f"maxReplicas: {replicas} "))
+        os.utime(path, ns=(first.st_atime_ns, first.st_mtime_ns))
+        now = os.stat(path)
+        assert (now.st_ino, now.st_size, now.st_mtime_ns) == (first.st_ino, first.st_size, first.st_mtime_ns)
+        assert watcher.refresh().policies[0].max_replicas == replicas
 
 
 def test_a_file_deleted_while_the_directory_is_read_is_gone_not_an_error(tmp_path: Path) -> None:

@@ -88,6 +88,25 @@ def test_log_that_goes_backwards_starts_over() -> None:
     assert s.status[0] != STATUS_ORDER.index(PartitionStatus.REWIND)
 
 
+def test_a_commit_below_the_log_start_counts_from_the_log_start() -> None:
+    """Retention deleted records 10-59 before group g read them: it will resume at 60, not 10."""
+    tracker = SignalTracker()
+    keys = KEYS[:2]
+    starts = np.array([60, -1])  # partition 1's start not known: unclamped
+    owned = np.array([True, True])
+    tracker.update(keys, np.array([10, 10]), np.array([100, 100]), owned, 100.0, start=starts)
+    s = tracker.update(keys, np.array([10, 10]), np.array([120, 120]), owned, 110.0, start=starts)
+    assert s.lag.tolist() == [60, 110]
+    assert s.consume_rate.tolist() == [0.0, 0.0]  # the start moving is not the group consuming
+    # Record 60 is older than the table (which starts at 100): a lower bound, like record 10.
+    assert s.lag_seconds_lower_bound.tolist() == [True, True]
+    # A start past the end belongs to a log that was recreated since: it is ignored.
+    s = tracker.update(
+        keys, np.array([10, 10]), np.array([130, 130]), owned, 120.0, start=np.array([500, -1])
+    )
+    assert s.lag.tolist() == [120, 120]
+
+
 def test_stalled_owned_partition_is_told_apart_from_one_that_is_merely_behind() -> None:
     rules = StatusRules(window=5, min_samples=3, min_span=4.0)
     tracker = SignalTracker(TrackerSettings(history=8, status=rules))

@@ -12,7 +12,8 @@ import asyncio
 from collections.abc import Mapping
 
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, ConsumerRebalanceListener
-from aiokafka.admin import AIOKafkaAdminClient, NewPartitions, NewTopic
+from aiokafka.admin import AIOKafkaAdminClient, NewPartitions, NewTopic, RecordsToDelete
+from aiokafka.structs import TopicPartition as _TP
 
 from lagscaler.edges.kafka.admin import KafkaAdmin, TopicPartition
 from lagscaler.edges.kafka.commit import commit_from_outside
@@ -87,6 +88,16 @@ async def delete_topics(target: KafkaSettings | str, topics: list[str]) -> None:
     finally:
         await admin.close()
     await wait_for_topics(target, dict.fromkeys(topics))
+
+
+async def delete_records(target: KafkaSettings | str, before: Mapping[TopicPartition, int]) -> None:
+    """Delete every record below the given offset of each partition (what retention does, on demand)."""
+    admin = AIOKafkaAdminClient(**_settings(target).client_options())
+    await admin.start()
+    try:
+        await admin.delete_records({_TP(t, p): RecordsToDelete(offset) for (t, p), offset in before.items()})
+    finally:
+        await admin.close()
 
 
 async def delete_groups(target: KafkaSettings | str, groups: list[str]) -> None:

@@ -20,6 +20,7 @@ from pydantic import Field
 
 from lagscaler.cli._types import positive
 from lagscaler.edges.kafka.settings import (
+    MAX_REQUEST_TIMEOUT,
     KafkaSettings,
     SaslMechanism,
     SaslSettings,
@@ -61,7 +62,7 @@ class KafkaOptions(Options):
     """Kafka brokers to start from."""
     client_id: str = "lagscaler"
     """Client id shown in broker logs."""
-    timeout: Annotated[float, Field(gt=0), _meta("SECONDS")] = 10.0
+    timeout: Annotated[float, Field(gt=0, le=MAX_REQUEST_TIMEOUT), _meta("SECONDS")] = 10.0
     """Bound on each Kafka request, connecting included."""
     security_protocol: SecurityProtocol = SecurityProtocol.PLAINTEXT
     """How to talk to the brokers."""

@@ -29,6 +29,7 @@ from pydantic import BeforeValidator, Field
 
 from lagscaler.cli.lag import KafkaOptions, add_kafka_arguments
 from lagscaler.core.handover.protocol import DEFAULT_CONTROL_TOPIC
+from lagscaler.core.policy.model import MAX_SECONDS
 from lagscaler.edges.api.settings import ApiOptions, add_api_arguments
 from lagscaler.edges.handover.leader import DEFAULT_LEASE_NAME
 from lagscaler.errors import UserError
@@ -59,7 +60,9 @@ class ServiceOptions(Options):
 
     policy_dir: Annotated[UserPath, Field(json_schema_extra={"metavar": "DIR"})]
     """Directory of policy files (reloaded when they change)."""
-    sample_interval: Annotated[float, Field(gt=0, json_schema_extra={"metavar": "SECONDS"})] = 10.0
+    sample_interval: Annotated[
+        float, Field(gt=0, le=MAX_SECONDS, json_schema_extra={"metavar": "SECONDS"})
+    ] = 10.0
     """Seconds between cycles."""
     history: Annotated[int, Field(ge=1, json_schema_extra={"metavar": "SAMPLES"})] = 120
     """Samples kept per partition."""
@@ -110,25 +113,35 @@ class HandoverOptions(Options):
         str, Field(max_length=249, pattern=r"^[A-Za-z0-9._-]+$", json_schema_extra={"metavar": "TOPIC"})
     ] = DEFAULT_CONTROL_TOPIC
     """The compacted control topic (created if missing)."""
-    handover_warmup_timeout: Annotated[float, Field(gt=0, json_schema_extra={"metavar": "SECONDS"})] = 120.0
+    handover_warmup_timeout: Annotated[
+        float, Field(gt=0, le=MAX_SECONDS, json_schema_extra={"metavar": "SECONDS"})
+    ] = 120.0
     """Abort a handover whose new generation is not warm by then. A workload whose policy states its
     state size (stateful.stateBytes) gets at least twice the warm-up its policy implies; one whose state
     is measured from a changelog topic relies on this value."""
-    handover_fence_timeout: Annotated[float, Field(gt=0, json_schema_extra={"metavar": "SECONDS"})] = 5.0
+    handover_fence_timeout: Annotated[
+        float, Field(gt=0, le=MAX_SECONDS, json_schema_extra={"metavar": "SECONDS"})
+    ] = 5.0
     """Kill an old worker that has not stopped by then."""
-    handover_verify_timeout: Annotated[float, Field(gt=0, json_schema_extra={"metavar": "SECONDS"})] = 120.0
+    handover_verify_timeout: Annotated[
+        float, Field(gt=0, le=MAX_SECONDS, json_schema_extra={"metavar": "SECONDS"})
+    ] = 120.0
     """Revert a handover (the old generation serves again) when the new one has made no progress past
     the cut by then (at least the warm-up its policy implies, so a stateful catch-up is not taken for a
     hang)."""
-    handover_revert_backoff: Annotated[float, Field(gt=0, json_schema_extra={"metavar": "SECONDS"})] = 60.0
+    handover_revert_backoff: Annotated[
+        float, Field(gt=0, le=MAX_SECONDS, json_schema_extra={"metavar": "SECONDS"})
+    ] = 60.0
     """After a reverted handover, start no new handover of that workload for this long, doubled per
     revert in a row (at most 64 times)."""
-    handover_unschedulable_grace: Annotated[float, Field(gt=0, json_schema_extra={"metavar": "SECONDS"})] = (
-        300.0
-    )
+    handover_unschedulable_grace: Annotated[
+        float, Field(gt=0, le=MAX_SECONDS, json_schema_extra={"metavar": "SECONDS"})
+    ] = 300.0
     """Give a new generation up (abort it, or revert while it is verified) once one of its pods has
     found no node for this long. Longer than the next: a cluster autoscaler may add a node meanwhile."""
-    handover_failing_grace: Annotated[float, Field(gt=0, json_schema_extra={"metavar": "SECONDS"})] = 30.0
+    handover_failing_grace: Annotated[
+        float, Field(gt=0, le=MAX_SECONDS, json_schema_extra={"metavar": "SECONDS"})
+    ] = 30.0
     """Give a new generation up once one of its workers has been unable to start for this long: an image
     that cannot be pulled, a missing Secret or ConfigMap, a crash loop (a local worker that exits as it
     starts)."""
@@ -237,6 +250,8 @@ def handover_from_options(options: HandoverOptions) -> HandoverBackend | None:
         raise UserError("--handover-kubeconfig belongs to --handover-backend kubernetes")
     if backend is None:
         return None
+    if options.handover_control_topic in (".", ".."):  # the rest of Kafka's rule is the option's pattern
+        raise UserError(f"--handover-control-topic: {options.handover_control_topic!r} is not a topic name")
     timeouts = HandoverSettings(
         control_topic=options.handover_control_topic,
         warmup_timeout=options.handover_warmup_timeout,

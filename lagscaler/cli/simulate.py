@@ -22,7 +22,7 @@ from lagscaler.core.policy import load_policy_file
 from lagscaler.core.simulation.compare import HANDOVER, POLICIES, compare, default_policies, parse_policies
 from lagscaler.core.simulation.model import Scenario, SimulationResult
 from lagscaler.core.simulation.report import table
-from lagscaler.core.simulation.simulator import Progress
+from lagscaler.core.simulation.simulator import Progress, steps_in
 from lagscaler.core.simulation.trace import Trace, TraceError, parse_trace
 from lagscaler.errors import UserError
 
@@ -177,7 +177,7 @@ def _run(args: argparse.Namespace) -> int:
     if args.report is not None:
         _require_matplotlib()
     with (
-        _progress(trace.duration / scenario.step_seconds, scenario.step_seconds) as progress,
+        _progress(steps_in(trace, scenario.step_seconds), scenario.step_seconds) as progress,
         simulation_pool() as pool,
     ):
         result = compare(trace, policy, scenario, policies, progress=progress, points=PLOT_POINTS, pool=pool)

@@ -8,7 +8,10 @@ target: the later one (by file name) is refused.
 
 Polling (once per scaling cycle) rather than inotify because Kubernetes updates a mounted ConfigMap
 by swapping a symlink, which inotify on the files themselves does not see, and because a stat of a
-few dozen files is cheaper than any watch library. Unchanged files are not re-read.
+few dozen files is cheaper than any watch library. A file counts as changed when its bytes do: each
+check reads and hashes every file (bounded by the loader's size limit), because (inode, size,
+mtime) misses an edit that keeps the size within one mtime tick (coarse file system clocks, or a
+tool that restores mtimes, like ``cp -p`` or ``rsync -t``). Unchanged files are not parsed again.
 
 Reading runs in a worker thread (:meth:`PolicyWatcher.reload`), never on the event loop that serves
 the API: whatever lands in the directory, the HPA's requests keep being answered. The loader itself
@@ -19,13 +22,21 @@ so a bad file is an error line, never a stall, a crash or a restart loop.
 from __future__ import annotations
 
 import asyncio
+import hashlib
 import os
+import stat
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 
 from lagscaler.core.policy import ScalingPolicy
-from lagscaler.core.policy.loader import PolicyIssue, check_policy_file, cross_file_issues, policy_files
+from lagscaler.core.policy.loader import (
+    MAX_FILE_BYTES,
+    PolicyIssue,
+    check_policy_file,
+    cross_file_issues,
+    policy_files,
+)
 from lagscaler.errors import UserError
 from lagscaler.logs import get_logger
 
@@ -36,7 +47,7 @@ log = get_logger("lagscaler.policies")
 
 @dataclass(frozen=True, slots=True)
 class _FileState:
-    stamp: tuple[int, int, int]  # (inode, size, mtime_ns) of the file the symlink resolves to
+    stamp: bytes  # digest of the bytes of the file the symlink resolves to
     policy: ScalingPolicy | None  # the last good version, kept while the file is invalid
     errors: tuple[str, ...] = ()
 
@@ -54,12 +65,30 @@ class PolicySet:
         return tuple(line for lines in self.errors.values() for line in lines)
 
 
-def _stamp(path: Path) -> tuple[int, int, int] | None:
+def _stamp(path: Path) -> bytes | None:
+    """A digest of what the loader would read from ``path`` (``None``: gone or unreadable).
+
+    Read before the file is parsed, so an edit landing in between makes the next check differ and
+    read it again, never the reverse. Non-blocking and regular files only: a FIFO swapped in after
+    the listing must not hang the reload thread.
+    """
     try:
-        st = os.stat(path)  # follows the ConfigMap's ..data symlink
+        fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK)  # follows the ConfigMap's ..data symlink
     except OSError:
         return None
-    return (st.st_ino, st.st_size, st.st_mtime_ns)
+    try:
+        st = os.fstat(fd)
+        if not stat.S_ISREG(st.st_mode):
+            return None
+        with os.fdopen(os.dup(fd), "rb") as file:
+            head = file.read(MAX_FILE_BYTES + 1)  # the loader reads no more: a huge file is refused
+    except OSError:
+        return None
+    finally:
+        os.close(fd)
+    digest = hashlib.blake2b(head, digest_size=16)
+    digest.update(st.st_size.to_bytes(8, "little"))  # a huge file that grows still changes its error
+    return digest.digest()
 
 
 class PolicyWatcher:
@@ -107,7 +136,7 @@ class PolicyWatcher:
             changed.add(path)
             policy, issues = self._check(path)
             if policy is not None:
-                files[path] = _FileState(stamp or (0, 0, 0), policy)
+                files[path] = _FileState(stamp or b"", policy)
                 continue
             if _stamp(path) is None:  # deleted while being read: gone, as if listed a moment later
                 continue
@@ -118,7 +147,7 @@ class PolicyWatcher:
                     *problems,
                     f"{path}: keeping the last valid version of {kept.key} until this is fixed",
                 )
-            files[path] = _FileState(stamp or (0, 0, 0), kept, problems)
+            files[path] = _FileState(stamp or b"", kept, problems)
             log.error("invalid policy file", file=str(path), errors=list(problems))
         self._files = files
         if not changed and self.current.version:

@@ -122,14 +122,41 @@ async def running_service(
 
 
 async def serve_forever(settings: ServeSettings, stop: asyncio.Event) -> None:
-    """Run the service until ``stop`` is set (SIGTERM/SIGINT in the CLI)."""
-    async with running_service(settings) as service:
-        log.info(
-            "lagscaler serving",
-            api=service.api.url,
-            metrics=service.api.metrics_url,
-            policies=len(service.loop.watcher.current.policies),
-            interval=settings.interval,
-        )
-        await stop.wait()
+    """Run the service until ``stop`` is set (SIGTERM/SIGINT in the CLI).
+
+    ``stop`` also ends a start that has not finished: with handovers, starting waits for the control
+    topic for as long as Kafka is down, and a SIGTERM meanwhile went unheard until the kubelet's
+    SIGKILL. A started service is left in order (its exit is never cancelled half-way).
+    """
+    started = asyncio.Event()
+
+    async def serve() -> None:
+        async with running_service(settings) as service:
+            started.set()
+            log.info(
+                "lagscaler serving",
+                api=service.api.url,
+                metrics=service.api.metrics_url,
+                policies=len(service.loop.watcher.current.policies),
+                interval=settings.interval,
+            )
+            await stop.wait()
+
+    serving = asyncio.create_task(serve(), name="lagscaler-serve")
+    stopped = asyncio.create_task(stop.wait(), name="lagscaler-stop")
+    try:
+        await asyncio.wait({serving, stopped}, return_when=asyncio.FIRST_COMPLETED)
+        if not serving.done() and not started.is_set():
+            log.info("stopping before the service started")
+            serving.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await serving
+        else:
+            await serving  # its own exit, or its failure
+    finally:
+        stopped.cancel()
+        if not serving.done():  # serve_forever itself cancelled
+            serving.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await serving
     log.info("lagscaler stopped")

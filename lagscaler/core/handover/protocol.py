@@ -225,6 +225,14 @@ def _offsets_out(offsets: Offsets | None) -> list[list[Any]] | None:
     return [[t, p, o] for (t, p), o in sorted(offsets.items())]
 
 
+INT32_MAX = 2**31 - 1  # Kafka's partition numbers and Kubernetes' replica counts
+INT64_MAX = 2**63 - 1  # Kafka's offsets, and every other count a record holds
+
+
+def _whole(x: Any, high: int) -> bool:
+    return isinstance(x, int) and not isinstance(x, bool) and 0 <= x <= high
+
+
 def _offsets_in(value: Any, what: str) -> dict[TopicPartition, int]:
     if not isinstance(value, list):
         raise ProtocolError(f"{what} must be a list of [topic, partition, offset]")
@@ -234,31 +242,41 @@ def _offsets_in(value: Any, what: str) -> dict[TopicPartition, int]:
             isinstance(item, list)
             and len(item) == 3
             and isinstance(item[0], str)
-            and all(isinstance(x, int) and not isinstance(x, bool) and x >= 0 for x in item[1:])
+            and _whole(item[1], INT32_MAX)
+            and _whole(item[2], INT64_MAX)  # a worker would seek there: past int64 no fetch can be sent
         ):
-            raise ProtocolError(f"{what}: bad entry {item!r}")
+            raise ProtocolError(f"{what}: bad entry {_shown(item)}")
         out[(item[0], item[1])] = item[2]
     return out
 
 
 def _partitions_in(value: Any) -> tuple[TopicPartition, ...]:
     if not isinstance(value, list) or not all(
-        isinstance(i, list) and len(i) == 2 and isinstance(i[0], str) and isinstance(i[1], int) for i in value
+        isinstance(i, list) and len(i) == 2 and isinstance(i[0], str) and _whole(i[1], INT32_MAX)
+        for i in value
     ):
-        raise ProtocolError("partitions must be a list of [topic, partition]")
+        raise ProtocolError("partitions must be a list of [topic, partition] (partition 0 to 2147483647)")
     return tuple(sorted((t, p) for t, p in value))
+
+
+def _shown(value: Any) -> str:
+    """A value from a record as a message quotes it: never more than a line (a record may be hostile)."""
+    text = repr(value)
+    return text if len(text) <= 80 else f"{text[:77]}..."
 
 
 def _number(value: Any, what: str) -> float:
     if not isinstance(value, int | float) or isinstance(value, bool) or not math.isfinite(value):
-        raise ProtocolError(f"{what} must be a finite number, got {value!r}")
+        raise ProtocolError(f"{what} must be a finite number, got {_shown(value)}")
     return float(value)
 
 
-def _int(value: Any, what: str) -> int:
-    if not isinstance(value, int) or isinstance(value, bool):
-        raise ProtocolError(f"{what} must be an integer, got {value!r}")
-    return value
+def _int(value: Any, what: str, high: int = INT64_MAX, *, low: int = 0) -> int:
+    """A count, generation, term or epoch: whole and from ``low`` to ``high`` (a replica count a
+    backend would start that many workers for; a negative generation would name no group)."""
+    if not (isinstance(value, int) and not isinstance(value, bool) and low <= value <= high):
+        raise ProtocolError(f"{what} must be an integer from {low} to {high}, got {_shown(value)}")
+    return int(value)
 
 
 def encode(record: ControllerRecord | WorkerStatus) -> tuple[str, bytes]:
@@ -348,7 +366,7 @@ def _controller_in(body: dict[str, Any]) -> ControllerRecord:
         serving = Serving(
             generation=_int(s["generation"], "serving.generation"),
             group=str(s["group"]),
-            replicas=_int(s["replicas"], "serving.replicas"),
+            replicas=_int(s["replicas"], "serving.replicas", INT32_MAX),
             start=_offsets_in(s["start"], "serving.start"),
         )
     handover = None
@@ -362,7 +380,7 @@ def _controller_in(body: dict[str, Any]) -> ControllerRecord:
             source=None if h["source"] is None else _int(h["source"], "handover.source"),
             target=_int(h["target"], "handover.target"),
             group=str(h["group"]),
-            replicas=_int(h["replicas"], "handover.replicas"),
+            replicas=_int(h["replicas"], "handover.replicas", INT32_MAX),
             phase=phase,
             warm_to=_offsets_in(h["warm_to"], "handover.warm_to"),
             cut=None if h["cut"] is None else _offsets_in(h["cut"], "handover.cut"),
@@ -372,19 +390,33 @@ def _controller_in(body: dict[str, Any]) -> ControllerRecord:
             source_replicas=(
                 None
                 if h.get("source_replicas") is None
-                else _int(h["source_replicas"], "handover.source_replicas")
+                else _int(h["source_replicas"], "handover.source_replicas", INT32_MAX)
             ),
         )
+    if handover is not None:
+        _consistent(handover, serving)
     return ControllerRecord(
         workload=str(body["workload"]),
         term=_int(body["term"], "term"),
-        seq=_int(body["seq"], "seq"),
+        seq=_int(body["seq"], "seq", low=-1),  # -1: a workload's first record, before its first write
         serving=serving,
         handover=handover,
         next_generation=_int(body["next_generation"], "next_generation"),
         hold_until=_number(body.get("hold_until", 0.0), "hold_until"),
         reverts=_int(body.get("reverts", 0), "reverts"),
     )
+
+
+def _consistent(handover: Handover, serving: Serving | None) -> None:
+    """What the machine relies on in each phase, checked where a record comes in: a record that breaks
+    it (corrupt, or not written by a controller) is refused and ignored like any malformed one,
+    rather than failing every step of its workload's controller on an assertion, frozen mid-handover."""
+    if handover.phase is Phase.FENCING and (serving is None or serving.generation != handover.source):
+        raise ProtocolError("a handover in phase fencing needs the serving generation to be its source")
+    if handover.phase is Phase.REVERTING and (handover.source is None or handover.source_replicas is None):
+        raise ProtocolError("a handover in phase reverting needs its source and source_replicas")
+    if handover.phase is Phase.RELEASING and serving is None:
+        raise ProtocolError("a hand-back in phase releasing needs the serving generation it releases")
 
 
 def _status_in(body: dict[str, Any]) -> WorkerStatus:

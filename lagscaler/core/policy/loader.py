@@ -28,7 +28,7 @@ from typing import Any
 import yaml
 from pydantic import ValidationError
 
-from lagscaler.core.policy.model import PATTERN_MEANINGS, PolicyFile, ScalingPolicy, describe
+from lagscaler.core.policy.model import MAX_SECONDS, PATTERN_MEANINGS, PolicyFile, ScalingPolicy, describe
 from lagscaler.core.policy.schema import policy_adapter, policy_schema, properties_at
 from lagscaler.errors import UserError
 
@@ -264,8 +264,11 @@ def _model_message(kind: str, value: Any, ctx: dict[str, Any], message: str) -> 
     """The message for one pydantic error (``kind`` is its ``type``), in the loader's words."""
     if kind in _BOUNDS:
         name, relation = _BOUNDS[kind]
-        bound = ctx[name]  # a whole bound in full (2147483647, not 2.14748e+09)
-        shown = str(bound) if isinstance(bound, int) else f"{bound:g}"
+        bound = ctx[name]  # a whole bound in full (2147483647 or 31622400, not 2.14748e+09)
+        whole = isinstance(bound, int) or (float(bound).is_integer() and abs(bound) < 1e16)
+        shown = str(int(bound)) if whole else f"{bound:g}"
+        if kind == "less_than_equal" and bound == MAX_SECONDS:
+            shown += " (366 days, the longest duration a policy takes)"
         huge = isinstance(value, int) and abs(value) > 10**15  # 1e300 as an integer is 301 digits
         got = f"a {len(str(abs(value)))}-digit number" if huge else repr(value)
         return f"must be {relation} {shown}, got {got}"

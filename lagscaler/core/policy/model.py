@@ -24,6 +24,7 @@ from __future__ import annotations
 import enum
 import json
 import re
+import sys
 from dataclasses import dataclass, field
 from typing import Annotated, Any, Literal
 
@@ -90,10 +91,20 @@ def _refuse(expected: str, value: Any) -> PydanticCustomError:
     )
 
 
+def _finite(value: Any) -> Any:
+    """An integer past the float range is refused as such (pydantic says only "a valid number")."""
+    if isinstance(value, int) and abs(value) > sys.float_info.max:
+        digits = len(str(abs(value)))
+        raise PydanticCustomError(
+            "finite_number", "must be a finite number, got a {digits}-digit number", {"digits": digits}
+        )
+    return value
+
+
 def _number(value: Any, expected: str = "a number") -> Any:
     if isinstance(value, bool) or not isinstance(value, int | float):
         raise _refuse(expected, value)
-    return value
+    return _finite(value)
 
 
 def _number_or_null(value: Any) -> Any:
@@ -126,6 +137,19 @@ INT32_MAX = 2**31 - 1
 ``MaxReplicas`` and ``ScaleSpec``'s ``Replicas`` are ``int32`` in ``k8s.io/api``), and the engine's
 arrays in 64; a larger number is a typo, never a plan."""
 
+MAX_SECONDS = 366 * 24 * 3600
+"""Longest duration any policy field takes: a (leap) year. Every duration in a policy — an SLO, a
+window, a half-life, a period, a start-up — is seconds to hours in practice; 1e300 s is a typo or a
+unit mistake, and the engine and simulator turn such spans into step counts and buffer sizes."""
+
+MAX_RATE = 1e9
+"""Largest per-replica rate, in messages per second: far past what one consumer (or one Kafka broker)
+sustains."""
+
+MAX_BYTES = 2**63
+"""Largest size or byte rate: 8 EiB, where Kubernetes quantities and Kafka's sizes (64-bit integers)
+end. A power of two, so a float compares with it exactly."""
+
 NUMBER = BeforeValidator(_number)
 INTEGER = BeforeValidator(_integer)
 BOOLEAN = BeforeValidator(_boolean)
@@ -155,7 +179,7 @@ def _bytes(value: Any) -> Any:
         raise PydanticCustomError(
             "bytes", "must be {meaning}; got {got}", {"meaning": _BYTES_MEANING, "got": describe(value)}
         )
-    return value
+    return _finite(value)
 
 
 def _bytes_schema(bound: dict[str, float]) -> WithJsonSchema:
@@ -169,8 +193,18 @@ def _bytes_schema(bound: dict[str, float]) -> WithJsonSchema:
     )
 
 
-Bytes = Annotated[float, Field(ge=0), BeforeValidator(_bytes), _bytes_schema({"minimum": 0})]
-PositiveBytes = Annotated[float, Field(gt=0), BeforeValidator(_bytes), _bytes_schema({"exclusiveMinimum": 0})]
+Bytes = Annotated[
+    float,
+    Field(ge=0, le=MAX_BYTES),
+    BeforeValidator(_bytes),
+    _bytes_schema({"minimum": 0, "maximum": MAX_BYTES}),
+]
+PositiveBytes = Annotated[
+    float,
+    Field(gt=0, le=MAX_BYTES),
+    BeforeValidator(_bytes),
+    _bytes_schema({"exclusiveMinimum": 0, "maximum": MAX_BYTES}),
+]
 
 
 # --- the model ------------------------------------------------------------------------------------
@@ -222,13 +256,13 @@ class KafkaSource:
 class Capacity:
     """What one replica can process."""
 
-    per_replica: Annotated[float, Field(gt=0), NUMBER]
+    per_replica: Annotated[float, Field(gt=0, le=MAX_RATE), NUMBER]
     """Messages per second one replica processes when it is busy (its true rate, not its observed
     throughput)."""
     learn: Annotated[bool, BOOLEAN] = True
     """Estimate the true rate online from the consume rate while the group is backlogged (DS2),
     starting from perReplica; false takes perReplica as fact."""
-    prior_weight_seconds: Annotated[float, Field(ge=0), NUMBER] = 300.0
+    prior_weight_seconds: Annotated[float, Field(ge=0, le=MAX_SECONDS), NUMBER] = 300.0
     """How many seconds of backlogged observation perReplica is worth against what is measured."""
 
 
@@ -237,16 +271,16 @@ class Capacity:
 class Smoothing:
     """Smoothing and forecasting of the arrival rate."""
 
-    half_life_seconds: Annotated[float, Field(gt=0), NUMBER] = 60.0
+    half_life_seconds: Annotated[float, Field(gt=0, le=MAX_SECONDS), NUMBER] = 60.0
     """Half-life of the exponentially weighted arrival rate."""
     trend: Annotated[bool, BOOLEAN] = True
     """Follow the arrival rate's trend (Holt) as well as its level."""
-    trend_half_life_seconds: Annotated[float, Field(gt=0), NUMBER] = 300.0
+    trend_half_life_seconds: Annotated[float, Field(gt=0, le=MAX_SECONDS), NUMBER] = 300.0
     """Half-life of the trend estimate."""
-    forecast_horizon_seconds: Annotated[float, Field(ge=0), NUMBER] = 120.0
+    forecast_horizon_seconds: Annotated[float, Field(ge=0, le=MAX_SECONDS), NUMBER] = 120.0
     """How far ahead to forecast the arrival rate; cover at least the pod start-up time."""
     seasonal_period_seconds: Annotated[
-        Annotated[float, Field(gt=0)] | None, BeforeValidator(_number_or_null)
+        Annotated[float, Field(gt=0, le=MAX_SECONDS)] | None, BeforeValidator(_number_or_null)
     ] = None
     """Period of a seasonal forecast (86400 for daily traffic). It may only raise the replica floor,
     never lower it. Absent or null: no seasonal forecast."""
@@ -261,9 +295,9 @@ class Smoothing:
 class ScaleUp:
     """Scale up early and fast."""
 
-    stabilization_seconds: Annotated[float, Field(ge=0), NUMBER] = 0.0
+    stabilization_seconds: Annotated[float, Field(ge=0, le=MAX_SECONDS), NUMBER] = 0.0
     """Act on the lowest recommendation of this many seconds (0: act at once)."""
-    max_step_percent: Annotated[float, Field(gt=0), NUMBER] = 100.0
+    max_step_percent: Annotated[float, Field(gt=0, le=INT32_MAX), NUMBER] = 100.0
     """At most this percentage of the current replicas added in one step."""
     max_step_replicas: Annotated[int, Field(ge=1, le=INT32_MAX), INTEGER] = 8
     """At most this many replicas added in one step (the larger of the two limits applies)."""
@@ -274,7 +308,7 @@ class ScaleUp:
 class ScaleDown:
     """Scale down late and slowly, and only when it pays for its rebalance."""
 
-    stabilization_seconds: Annotated[float, Field(ge=0), NUMBER] = 300.0
+    stabilization_seconds: Annotated[float, Field(ge=0, le=MAX_SECONDS), NUMBER] = 300.0
     """Act on the highest recommendation of this many seconds. The same in mode handover: capacity
     given back returns only after a new generation's start-up and warm-up, so a window written for a
     workload whose warm-up is longer than its SLO still protects it (it is not shortened for you)."""
@@ -282,7 +316,7 @@ class ScaleDown:
     """At most this percentage of the current replicas removed in one step."""
     max_step_replicas: Annotated[int, Field(ge=1, le=INT32_MAX), INTEGER] = 4
     """At most this many replicas removed in one step."""
-    payback_horizon_seconds: Annotated[float, Field(gt=0), NUMBER] = 3600.0
+    payback_horizon_seconds: Annotated[float, Field(gt=0, le=MAX_SECONDS), NUMBER] = 3600.0
     """A scale-down must save more replica-seconds, while the lower count lasts (at most this
     horizon), than its rebalance (stall or state restore) costs; in mode handover, than the new
     generation's replicas cost while they start and warm up beside the serving ones, plus the cut-over
@@ -314,7 +348,7 @@ class Stateful:
 class Fallback:
     """What to serve when the newest lag sample is too old (lagscaler cannot reach Kafka)."""
 
-    max_age_seconds: Annotated[float, Field(gt=0), NUMBER] = 60.0
+    max_age_seconds: Annotated[float, Field(gt=0, le=MAX_SECONDS), NUMBER] = 60.0
     """Samples older than this are stale."""
     action: StaleAction = StaleAction.ERROR
     """error: answer an error, so the HPA freezes at the current count. replicas: serve a value that
@@ -328,7 +362,7 @@ class Fallback:
 class Hpa:
     """What lagscaler knows of the HPA controller acting on its metric (mode hpa)."""
 
-    sync_period_seconds: Annotated[float, Field(gt=0), NUMBER] = 15.0
+    sync_period_seconds: Annotated[float, Field(gt=0, le=MAX_SECONDS), NUMBER] = 15.0
     """kube-controller-manager --horizontal-pod-autoscaler-sync-period."""
     tolerance: Annotated[float, Field(ge=0, lt=1), NUMBER] = 0.1
     """kube-controller-manager --horizontal-pod-autoscaler-tolerance: the cluster-wide dead band
@@ -348,7 +382,7 @@ class PolicySpec:
     """The object whose replica count lagscaler decides."""
     kafka: KafkaSource
     """Where the workload's lag comes from."""
-    max_lag_seconds: Annotated[float, Field(gt=0), NUMBER]
+    max_lag_seconds: Annotated[float, Field(gt=0, le=MAX_SECONDS), NUMBER]
     """The SLO: how far behind the newest message, in seconds, the group may be. Sizing drains any
     backlog within this time."""
     capacity: Capacity
@@ -384,9 +418,9 @@ class PolicySpec:
     """Scale up early and fast."""
     scale_down: ScaleDown = field(default_factory=ScaleDown)
     """Scale down late and slowly, and only when it pays for its rebalance."""
-    startup_seconds: Annotated[float, Field(ge=0), NUMBER] = 30.0
+    startup_seconds: Annotated[float, Field(ge=0, le=MAX_SECONDS), NUMBER] = 30.0
     """Seconds from asking for a pod until it consumes."""
-    rebalance_stall_seconds: Annotated[float, Field(ge=0), NUMBER] = 10.0
+    rebalance_stall_seconds: Annotated[float, Field(ge=0, le=MAX_SECONDS), NUMBER] = 10.0
     """Seconds the whole group stops consuming on each membership change."""
     stateful: Stateful | None = None
     """For consumers with local state: what moving a partition costs. Absent: stateless."""

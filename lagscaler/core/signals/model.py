@@ -41,9 +41,12 @@ class PartitionSample:
     messages per second over the last sample interval and are ``None`` until two samples exist.
     ``lag_seconds`` is how far behind the newest message the committed offset is, in time; when the
     committed offset is older than the sampler's history, ``lag_seconds`` is a lower bound and
-    ``lag_seconds_lower_bound`` says so. ``owner`` is the member id of the group member the
-    partition is assigned to (``None``: nobody holds it); ``owner_client_id``/``owner_host`` are
-    that member's client id and host, as ``kafka-consumer-groups --describe`` shows them.
+    ``lag_seconds_lower_bound`` says so. A commit below the log start (retention deleted records the
+    group never read) counts ``lag`` and ``lag_seconds`` from the log start, where the consumer will
+    resume at the earliest; ``committed`` stays the group's own offset. ``owner`` is the member id of
+    the group member the partition is assigned to (``None``: nobody holds it);
+    ``owner_client_id``/``owner_host`` are that member's client id and host, as
+    ``kafka-consumer-groups --describe`` shows them.
     """
 
     topic: str

@@ -93,18 +93,29 @@ class SignalTracker:
         now: float,
         *,
         keep: Collection[GroupPartition] = (),
+        start: IntArray | None = None,
     ) -> Signals:
         """Record one cycle (keys distinct; ``committed`` −1 = no commit) and derive the signals.
 
         History of keys neither given nor in ``keep`` is forgotten. ``keep`` is for partitions that
         could not be sampled this cycle (their group's coordinator did not answer) but still exist.
+
+        ``start`` is each partition's log start offset (−1: not known). A commit below it points at
+        records retention (or DeleteRecords) removed before the group read them: the consumer can
+        never process them — it resets to the log start (``auto.offset.reset=earliest``) or past
+        it — so lag and lag in seconds count from the log start, the most the group can still have
+        to read. The committed offset itself is kept as committed in the history, so retention
+        moving the log start never looks like the group consuming.
         """
         committed = np.asarray(committed, dtype=np.int64)
         end = np.asarray(end, dtype=np.int64)
+        start = (
+            np.full(len(keys), NO_COMMIT, dtype=np.int64) if start is None else np.asarray(start, np.int64)
+        )
         owned = np.asarray(owned, dtype=np.bool_)
         n = len(keys)
-        if not len(committed) == len(end) == len(owned) == n:
-            raise ValueError("keys, committed, end and owned must have the same length")
+        if not len(committed) == len(end) == len(owned) == len(start) == n:
+            raise ValueError("keys, committed, end, owned and start must have the same length")
 
         # Forget what is no longer sampled, then find (or allocate) rows for what is.
         self._history.clear(self._groups.retain([*keys, *keep]))
@@ -139,10 +150,13 @@ class SignalTracker:
         self._history.append(rows[fresh], {"committed": committed[fresh], "end": end[fresh], "time": now})
 
         has_commit = committed >= 0
+        # What the group will read next: its commit, or the log start when retention removed the records
+        # between the two (a start past the end is a stale start of a recreated topic: ignored).
+        reading = np.where(has_commit & (start <= end), np.maximum(committed, start), committed)
         # A commit past the end offset (any client may commit any offset; a log truncated by an unclean
         # leader election ends below it) leaves nothing to read: lag 0, never a negative number that
         # would cancel real lag on the group's other partitions.
-        lag = np.where(has_commit, np.maximum(end - committed, 0).astype(np.float64), np.nan)
+        lag = np.where(has_commit, np.maximum(end - reading, 0).astype(np.float64), np.nan)
 
         # Rates from the last two samples.
         count = self._history.count[rows]
@@ -155,7 +169,7 @@ class SignalTracker:
             produce = np.where(two & (e1 >= e0) & (dt > 0), (e1 - e0) / dt, np.nan)
             consume = np.where(two & (c0 >= 0) & (c1 >= c0) & (dt > 0), (c1 - c0) / dt, np.nan)
 
-        seconds, lower = self._tables.lag_seconds(key_prow, np.where(has_commit, committed, NO_COMMIT), now)
+        seconds, lower = self._tables.lag_seconds(key_prow, np.where(has_commit, reading, NO_COMMIT), now)
 
         slots, valid = self._history.order(rows, last=self.settings.status.window)
         status = evaluate_statuses(

@@ -27,6 +27,7 @@ from lagscaler.core.simulation.simulator import (
     peak_step_rate,
     simulate,
     step_rates,
+    steps_in,
 )
 from lagscaler.core.simulation.trace import Trace
 from lagscaler.errors import UserError
@@ -87,6 +88,7 @@ def compare(
     """
     if policies is None:
         policies = default_policies(policy)
+    steps_in(trace, scenario.step_seconds)  # a span nobody can wait for is refused before any set-up
     first_rate = float(step_rates(ArrivalCurve(trace, scenario.step_seconds), 0, 1)[0])
     start = initial_replicas(scenario, first_rate)
     controllers: list[Controller] = []

@@ -49,15 +49,20 @@ from lagscaler.core.engine.sizing import FloatArray, IntArray
 from lagscaler.core.handover.machine import superseded
 from lagscaler.core.hpa import HpaSpec, HpaState, TargetType
 from lagscaler.core.hpa import step as hpa_step
+from lagscaler.core.policy.model import MAX_SECONDS
 from lagscaler.core.simulation.controllers import Controller, GroupView, LagscalerController, Lookahead
 from lagscaler.core.simulation.handover import HandoverController, warmup_seconds
 from lagscaler.core.simulation.model import PolicyResult, Scenario, SimulationResult
-from lagscaler.core.simulation.trace import Trace
+from lagscaler.core.simulation.trace import Trace, TraceError
 
 Progress = Callable[[int, int], None]
 """Called as ``progress(done_steps, total_steps)``: once with 0 when stepping starts, then now and then."""
 
 CHUNK_STEPS = 4096
+MAX_STEPS = 10_000_000
+"""Most steps one run takes: 366 days at the default 5 s step is 6.3 million, about half an hour of CPU
+(30 days took 162 s, bench/RESULTS.md "Simulator speed"). A trace spanning 1e18 s would otherwise
+step for longer than anyone waits, with no error."""
 """Steps whose per-step results are held at once before being folded into the totals."""
 PLOT_POINTS = 20_000
 """Buckets kept per series by default: every step of a run up to 27 hours in 5 s steps (what tests
@@ -122,8 +127,25 @@ class ArrivalCurve:
 
 
 def steps_in(trace: Trace, step: float) -> int:
-    """How many whole steps of ``step`` seconds a run over ``trace`` has (at least one)."""
-    return max(math.floor(trace.duration / step + 1e-9), 1)
+    """How many whole steps of ``step`` seconds a run over ``trace`` has (at least one).
+
+    Raises :class:`TraceError` for a run nobody could wait for: a trace spanning more than
+    ``MAX_SECONDS`` (366 days, the longest duration lagscaler takes anywhere), or more than
+    :data:`MAX_STEPS` steps.
+    """
+    span = trace.duration
+    if not span <= MAX_SECONDS:
+        raise TraceError(
+            f"{trace.name}: the trace spans {span:g} s ({span / 86400:g} days); at most {MAX_SECONDS} s "
+            "(366 days) can be simulated: cut it with --hours"
+        )
+    steps = max(math.floor(span / step + 1e-9), 1)
+    if steps > MAX_STEPS:
+        raise TraceError(
+            f"{trace.name}: {span:g} s at a step of {step:g} s is {steps} steps; at most {MAX_STEPS} can be "
+            "simulated: use a larger --step, or --hours"
+        )
+    return steps
 
 
 def step_rates(curve: ArrivalCurve, first: int, count: int) -> FloatArray:
@@ -652,6 +674,7 @@ def simulate(
     when :func:`lanes_split_exactly` says that gives the same result as one run of all of them;
     otherwise all run here. ``progress`` reports the lanes run here.
     """
+    steps_in(trace, scenario.step_seconds)  # refuse a run nobody can wait for before starting any part
     engine = [c for c in controllers if isinstance(c, LagscalerController)]
     rest = [c for c in controllers if not isinstance(c, LagscalerController)]
     if pool is None or not engine or not rest or not lanes_split_exactly(scenario, controllers):

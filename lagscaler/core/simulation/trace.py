@@ -78,8 +78,9 @@ def parse_trace(text: str, name: str) -> Trace:
     """Parse a ``timestamp,value`` CSV (a header row is optional; timestamps ISO 8601 or Unix seconds).
 
     Raises :class:`TraceError` naming ``name`` and the line for anything it cannot use: a missing
-    column, a bad number or date, a negative or non-finite value, time going backwards, fewer than
-    two points.
+    column, a bad number or date, a negative or non-finite value or timestamp, time going backwards,
+    fewer than two points. How long a trace may span is the simulator's limit (``steps_in``): a
+    longer trace can still be cut with ``--hours``.
     """
     rows = list(csv.reader(io.StringIO(text)))
     times: list[float] = []
@@ -102,6 +103,8 @@ def parse_trace(text: str, name: str) -> Trace:
             raise TraceError(
                 f"{name}:{line}: timestamp {stamp.strip()!r} is not a date or Unix time"
             ) from None
+        if not math.isfinite(when):
+            raise TraceError(f"{name}:{line}: timestamp {stamp.strip()!r} must be a finite number")
         if not math.isfinite(rate) or rate < 0:
             raise TraceError(f"{name}:{line}: value {value.strip()!r} must be a finite number >= 0")
         if rate > MAX_RATE:

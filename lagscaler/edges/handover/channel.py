@@ -30,8 +30,9 @@ from lagscaler.core.handover.protocol import (
     decode,
     encode,
 )
+from lagscaler.errors import UserError
 
-__all__ = ["DEFAULT_CONTROL_TOPIC", "ControlChannel", "ensure_control_topic"]
+__all__ = ["DEFAULT_CONTROL_TOPIC", "ControlChannel", "ControlTopicUnusable", "ensure_control_topic"]
 
 _log = logging.getLogger("lagscaler.edges.handover.channel")
 
@@ -43,6 +44,10 @@ CONTROL_TOPIC_CONFIG = {
     "min.cleanable.dirty.ratio": "0.1",
     "delete.retention.ms": "86400000",
 }
+
+
+class ControlTopicUnusable(UserError):
+    """The control topic exists but cannot serve as one (not exactly one partition): no retry fixes it."""
 
 
 async def ensure_control_topic(client_options: Mapping[str, Any], topic: str) -> None:
@@ -57,9 +62,9 @@ async def ensure_control_topic(client_options: Mapping[str, Any], topic: str) ->
         found = [t for t in existing if t["topic"] == topic and t["error_code"] == 0]
         if found:
             if len(found[0]["partitions"]) != 1:
-                raise ValueError(
+                raise ControlTopicUnusable(
                     f"control topic {topic} has {len(found[0]['partitions'])} partitions; it needs exactly 1"
-                    " (one total order of records)"
+                    " (one total order of records): give --handover-control-topic another name, or delete it"
                 )
         else:
             # As durable as the cluster allows, up to three copies (a single-broker laptop gets one).

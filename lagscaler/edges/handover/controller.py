@@ -45,7 +45,7 @@ from lagscaler.core.handover.protocol import (
     status_key,
 )
 from lagscaler.edges.handover.backend import Backend, GenerationSpec
-from lagscaler.edges.handover.channel import ControlChannel, ensure_control_topic
+from lagscaler.edges.handover.channel import ControlChannel, ControlTopicUnusable, ensure_control_topic
 from lagscaler.edges.handover.leader import Leadership
 from lagscaler.edges.kafka import ClusterLayout, KafkaAdmin, KafkaSettings
 from lagscaler.edges.kafka.commit import commit_from_outside
@@ -425,6 +425,12 @@ class HandoverRunner:
                 await self.channel.start()
                 await self.admin.start()
                 return
+            except (ControlTopicUnusable, asyncio.CancelledError):
+                # A topic no waiting can fix, or serve stopping before Kafka came back: close what was
+                # opened (the caller gets no runner to leave) and let it go up.
+                await self.channel.close()
+                await self.admin.close()
+                raise
             except Exception as exc:
                 await self.channel.close()
                 await self.admin.close()

@@ -35,6 +35,7 @@ from lagscaler.edges.kafka.errors import KafkaRequestFailed, KafkaUnavailable, e
 from lagscaler.edges.kafka.protocol import (
     DELETE_GROUPS,
     DESCRIBE_GROUPS,
+    EARLIEST_TIMESTAMP,
     FIND_COORDINATOR,
     LATEST_TIMESTAMP,
     LIST_GROUPS,
@@ -272,7 +273,8 @@ class KafkaAdmin:
         self._slots: asyncio.Semaphore | None = None
         self._coordinators: dict[str, int] = {}
         self._unbatched_nodes: set[int] = set()  # brokers without OffsetFetch v8
-        self._encoded_offsets: dict[int, tuple[tuple[TopicPartition, ...], dict[int, bytes]]] = {}
+        # (leader, ListOffsets timestamp) → (partitions asked, encoded request by version)
+        self._encoded_offsets: dict[tuple[int, int], tuple[tuple[TopicPartition, ...], dict[int, bytes]]] = {}
 
     # -- lifetime ------------------------------------------------------------------------------
 
@@ -710,6 +712,22 @@ class KafkaAdmin:
         Partitions whose leader moved are retried after a metadata refresh; partitions of deleted
         topics end up in ``missing``; what still fails ends up in ``errors``.
         """
+        return await self._list_offsets_at(partitions, layout, LATEST_TIMESTAMP)
+
+    async def list_start_offsets(
+        self, partitions: Iterable[TopicPartition], layout: ClusterLayout
+    ) -> EndOffsets:
+        """Log start offsets (the first offset still stored): one ListOffsets per partition leader.
+
+        A separate request from :meth:`list_end_offsets` because a broker answers a partition
+        asked twice in one ListOffsets with INVALID_REQUEST (Kafka 4.1 ``KafkaApis.handleListOffsetRequest``,
+        ``duplicatePartitions``). Same retries and result shape as :meth:`list_end_offsets`.
+        """
+        return await self._list_offsets_at(partitions, layout, EARLIEST_TIMESTAMP)
+
+    async def _list_offsets_at(
+        self, partitions: Iterable[TopicPartition], layout: ClusterLayout, timestamp: int
+    ) -> EndOffsets:
         result = EndOffsets()
         pending = list(dict.fromkeys(partitions))
         reasons: dict[TopicPartition, str] = {}
@@ -723,7 +741,7 @@ class KafkaAdmin:
             by_leader, waiting, missing = _route_by_leader(pending, layout)
             result.missing.update(missing)
             reasons.update(waiting)
-            retry, unreachable = await self._ask_leaders(by_leader, result, reasons)
+            retry, unreachable = await self._ask_leaders(by_leader, result, reasons, timestamp)
             pending = [*waiting, *retry]
         if pending and not result.offsets and unreachable.issuperset(pending):
             raise KafkaUnavailable(f"ListOffsets: no partition leader answered ({reasons[pending[0]]})")
@@ -736,6 +754,7 @@ class KafkaAdmin:
         by_leader: Mapping[int, list[TopicPartition]],
         result: EndOffsets,
         reasons: dict[TopicPartition, str],
+        timestamp: int,
     ) -> tuple[list[TopicPartition], set[TopicPartition]]:
         """One ListOffsets per leader, all at once; file the answers into ``result``.
 
@@ -745,7 +764,8 @@ class KafkaAdmin:
         """
         leaders = list(by_leader)
         outcomes = await asyncio.gather(
-            *(self._list_offsets(node, by_leader[node]) for node in leaders), return_exceptions=True
+            *(self._list_offsets(node, by_leader[node], timestamp) for node in leaders),
+            return_exceptions=True,
         )
         retry: list[TopicPartition] = []
         unreachable: set[TopicPartition] = set()
@@ -795,7 +815,7 @@ class KafkaAdmin:
         return retry
 
     async def _list_offsets(
-        self, node: int, partitions: list[TopicPartition]
+        self, node: int, partitions: list[TopicPartition], timestamp: int
     ) -> dict[TopicPartition, tuple[int, int]]:
         by_topic: dict[str, list[int]] = defaultdict(list)
         for topic, partition in partitions:
@@ -811,7 +831,7 @@ class KafkaAdmin:
                     {
                         "name": topic,
                         "partitions": [
-                            {"partition_index": p, "current_leader_epoch": -1, "timestamp": LATEST_TIMESTAMP}
+                            {"partition_index": p, "current_leader_epoch": -1, "timestamp": timestamp}
                             for p in ps
                         ],
                     }
@@ -821,10 +841,10 @@ class KafkaAdmin:
 
         # The same partitions are asked for every cycle: encode that request once per leader.
         key = tuple(partitions)
-        cached = self._encoded_offsets.get(node)
+        cached = self._encoded_offsets.get((node, timestamp))
         if cached is None or cached[0] != key:
             cached = (key, {})
-            self._encoded_offsets[node] = cached
+            self._encoded_offsets[(node, timestamp)] = cached
         response = await self.send(node, self._request(LIST_OFFSETS, body, encoded=cached[1]))
         return {
             (t["name"], p["partition_index"]): (p["error_code"], p["offset"])

@@ -264,6 +264,9 @@ def _list_offsets(v: int, d: _Dialect) -> tuple[Schema, Schema]:
 
 LIST_OFFSETS = Api("ListOffsets", 2, 1, 10, 6, _list_offsets)
 LATEST_TIMESTAMP = -1  # ListOffsets: the high watermark (what kafka-consumer-groups calls LOG-END-OFFSET)
+EARLIEST_TIMESTAMP = (
+    -2
+)  # ListOffsets: the log start offset (moves when retention or DeleteRecords removes records)
 READ_UNCOMMITTED = 0
 
 
@@ -440,6 +443,7 @@ class WireRequest:
 __all__ = [
     "DELETE_GROUPS",
     "DESCRIBE_GROUPS",
+    "EARLIEST_TIMESTAMP",
     "FIND_COORDINATOR",
     "LATEST_TIMESTAMP",
     "LIST_GROUPS",

@@ -169,6 +169,12 @@ def parse_bootstrap(value: str | tuple[str, ...] | list[str]) -> tuple[str, ...]
     return servers
 
 
+MAX_REQUEST_TIMEOUT = 3600.0
+"""Longest bound on one request, in seconds. Requests carry it as 32-bit milliseconds (ListOffsets'
+``timeout_ms``, the clients' ``request_timeout_ms``): past 2,147,483 s no request can even be encoded
+(``--timeout 1e300`` ended ``lagscaler lag`` in a struct error), and an hour is far past any answer."""
+
+
 @dataclass(frozen=True)
 class KafkaSettings:
     """Everything needed to talk to one Kafka cluster.
@@ -189,6 +195,10 @@ class KafkaSettings:
         object.__setattr__(self, "security_protocol", SecurityProtocol(self.security_protocol))
         if not self.request_timeout > 0:
             raise KafkaConfigError(f"request timeout must be positive, got {self.request_timeout}")
+        if not self.request_timeout <= MAX_REQUEST_TIMEOUT:
+            raise KafkaConfigError(
+                f"request timeout must be at most {MAX_REQUEST_TIMEOUT:g} s, got {self.request_timeout:g}"
+            )
         if self.security_protocol.uses_sasl and self.sasl is None:
             raise KafkaConfigError(
                 f"security protocol {self.security_protocol} needs SASL settings "

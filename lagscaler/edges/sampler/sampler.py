@@ -6,7 +6,10 @@ A cycle, for the configured groups (or every consumer group the cluster lists):
 2. per coordinator, concurrently: one DescribeGroups (state, members, assignments) and one
    OffsetFetch (committed offsets of all the groups it coordinates);
 3. one Metadata request for the topics those groups commit on or are assigned;
-4. one ListOffsets per partition leader for the high watermarks;
+4. one ListOffsets per partition leader for the high watermarks and, every ``log_start_interval``
+   seconds (and for partitions not seen before), a second one, sent at the same time, for the log
+   start offsets: a commit below the log start points at records retention deleted before the group
+   read them, and lag counts from the log start instead (see :meth:`SignalTracker.update`);
 5. the pure :class:`~lagscaler.core.signals.tracker.SignalTracker` turns the numbers into lag, rates,
    lag in seconds and status, with bounded history.
 
@@ -38,6 +41,7 @@ from lagscaler.core.signals.tracker import NO_COMMIT, GroupPartition, Signals, S
 from lagscaler.edges.kafka import (
     ClusterLayout,
     CommittedOffsets,
+    EndOffsets,
     GroupDescription,
     GroupMember,
     KafkaAdmin,
@@ -107,6 +111,8 @@ class Sampler:
         self._layout: ClusterLayout | None = None
         self._layout_for: frozenset[str] = frozenset()
         self._layout_at = -math.inf
+        self._starts: dict[TopicPartition, int] = {}
+        self._starts_at = -math.inf
 
     # -- lifetime ------------------------------------------------------------------------------
 
@@ -216,16 +222,23 @@ class Sampler:
         topics = set().union(*(s.topics(self.settings.topics) for s in states)) if states else set()
         layout = await self._current_layout(admin, topics, states)
         wanted = list(layout.partitions(sorted(topics)))
-        ends = await admin.list_end_offsets(wanted, layout) if wanted else None
+        ends = await self._offsets(admin, wanted, layout) if wanted else None
         if ends is not None and (ends.missing or ends.errors):
             self._layout_at = -math.inf  # something moved or went away: fresh metadata next cycle
+            self._starts_at = -math.inf  # and fresh log starts (a recreated topic starts at 0 again)
         now_wall, now = time.time(), time.monotonic()
 
         end_offsets = ends.offsets if ends else {}
         unreadable = ends.errors if ends else {}
-        rows = _rows(states, layout, end_offsets, self.settings.topics)
+        rows = _rows(states, layout, end_offsets, self._starts, self.settings.topics)
         signals = self._tracker.update(
-            rows.keys, rows.committed, rows.end, rows.owned, now, keep=self._kept_keys(errors)
+            rows.keys,
+            rows.committed,
+            rows.end,
+            rows.owned,
+            now,
+            keep=self._kept_keys(errors),
+            start=rows.start,
         )
         groups = _group_samples(
             states, rows, signals, sampled_at=now_wall, layout=layout, unreadable=unreadable
@@ -235,6 +248,47 @@ class Sampler:
                 groups[name] = self._stale_group(name, errors[name], now_wall)
         ordered = tuple(groups[n] for n in names if n in groups)
         return Snapshot(sampled_at=now_wall, groups=ordered)
+
+    async def _offsets(
+        self, admin: KafkaAdmin, wanted: list[TopicPartition], layout: ClusterLayout
+    ) -> EndOffsets:
+        """End offsets of ``wanted``; and, when due, their log start offsets into ``self._starts``.
+
+        Log starts move only when retention deletes a segment (checked every 5 minutes by default,
+        ``log.retention.check.interval.ms``) or DeleteRecords runs, so they are asked every
+        ``log_start_interval`` seconds, and at once for partitions not asked before. A start a
+        little old is at most the lag retention removed since: it only makes lag less clamped. The
+        two ListOffsets go out together, so a cycle that asks both costs no extra round trip.
+        """
+        now = time.monotonic()
+        if now - self._starts_at >= self.settings.log_start_interval:
+            due, refresh = wanted, True
+        else:
+            due, refresh = [tp for tp in wanted if tp not in self._starts], False
+        if not due:
+            return await admin.list_end_offsets(wanted, layout)
+        ends, starts = await asyncio.gather(
+            admin.list_end_offsets(wanted, layout),
+            admin.list_start_offsets(due, layout),
+            return_exceptions=True,
+        )
+        if isinstance(ends, BaseException):
+            raise ends
+        if isinstance(starts, KafkaError):
+            # Log starts only refine lag: their leaders not answering must not cost the cycle what the
+            # end offsets already gave. Asked again next cycle; until then, lag is not clamped.
+            log.info("log start offsets unavailable this cycle", error=str(starts))
+            return ends
+        if isinstance(starts, BaseException):
+            raise starts
+        # A start the broker did not give (an error, a partition gone) stays unknown — no clamp — until the
+        # next refresh, rather than costing a second ListOffsets on every cycle.
+        answered = {tp: starts.offsets.get(tp, NO_COMMIT) for tp in due}
+        if refresh:
+            self._starts, self._starts_at = answered, now
+        else:
+            self._starts.update(answered)
+        return ends
 
     async def _current_layout(
         self, admin: KafkaAdmin, topics: set[str], states: Sequence[GroupState]
@@ -297,6 +351,7 @@ class _Rows:
     committed: np.ndarray
     end: np.ndarray
     owners: list[GroupMember | None]
+    start: np.ndarray  # log start offsets, NO_COMMIT where not known
 
     @property
     def owned(self) -> np.ndarray:
@@ -307,12 +362,14 @@ def _rows(
     states: Sequence[GroupState],
     layout: ClusterLayout,
     ends: Mapping[TopicPartition, int],
+    starts: Mapping[TopicPartition, int],
     only_topics: Sequence[str],
 ) -> _Rows:
     """Flatten groups × partitions (partitions without an end offset this cycle are left out)."""
     keys: list[GroupPartition] = []
     committed: list[int] = []
     end: list[int] = []
+    start: list[int] = []
     owners: list[GroupMember | None] = []
     for state in states:
         offsets = state.committed.offsets if state.committed else {}
@@ -325,8 +382,15 @@ def _rows(
                 keys.append((state.name, topic, partition))
                 committed.append(offsets.get(tp, NO_COMMIT))
                 end.append(ends[tp])
+                start.append(starts.get(tp, NO_COMMIT))
                 owners.append(held.get(tp))
-    return _Rows(keys, np.asarray(committed, dtype=np.int64), np.asarray(end, dtype=np.int64), owners)
+    return _Rows(
+        keys,
+        np.asarray(committed, dtype=np.int64),
+        np.asarray(end, dtype=np.int64),
+        owners,
+        np.asarray(start, dtype=np.int64),
+    )
 
 
 def _number(value: float) -> float | None:
@@ -351,9 +415,13 @@ def _group_samples(
     status = signals.status.tolist()
     committed_list = rows.committed.tolist()
     end_list = rows.end.tolist()
+    start_list = rows.start.tolist()
+    deleted: dict[str, list[str]] = {s.name: [] for s in states}
     for i, (group, topic, partition) in enumerate(rows.keys):
         owner = rows.owners[i]
         has_commit = committed_list[i] != NO_COMMIT
+        if has_commit and committed_list[i] < start_list[i] <= end_list[i]:
+            deleted[group].append(f"{topic}-{partition}")
         partitions[group].append(
             PartitionSample(
                 topic=topic,
@@ -382,6 +450,13 @@ def _group_samples(
                 warnings.append(
                     f"end offset of {topic}-{partition} unavailable ({reason}); partition left out"
                 )
+        if deleted[state.name]:
+            below = deleted[state.name]
+            shown = ", ".join(below[:5]) + (f" and {len(below) - 5} more" if len(below) > 5 else "")
+            warnings.append(
+                f"committed offset below the log start on {shown}: those records were deleted "
+                "(retention or delete-records) before this group read them; lag counts from the log start"
+            )
         out[state.name] = GroupSample(
             group=state.name,
             state=state.state,

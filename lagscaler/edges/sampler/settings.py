@@ -30,7 +30,8 @@ class SamplerSettings:
     ``metadata_interval`` seconds — like a Kafka client's ``metadata.max.age.ms`` — and fetched at once
     when a group touches a topic or partition the cached layout does not know, or a partition's end
     offset could not be read; so a partition added to a topic shows up within that interval, or as
-    soon as a member is assigned it.
+    soon as a member is assigned it. Log start offsets (to clamp commits retention has overtaken)
+    are asked every ``log_start_interval`` seconds, and at once for a partition not seen before.
     """
 
     groups: tuple[str, ...] = ()
@@ -43,6 +44,7 @@ class SamplerSettings:
     concurrency: int = 8
     discovery_interval: float = 30.0
     metadata_interval: float = 30.0
+    log_start_interval: float = 60.0
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "groups", tuple(dict.fromkeys(self.groups)))
@@ -65,5 +67,5 @@ class SamplerSettings:
             raise SamplerConfigError(f"cycle timeout must be positive, got {self.cycle_timeout}")
         if self.concurrency < 1:
             raise SamplerConfigError(f"concurrency must be at least 1, got {self.concurrency}")
-        if self.discovery_interval < 0 or self.metadata_interval < 0:
-            raise SamplerConfigError("discovery and metadata intervals must not be negative")
+        if self.discovery_interval < 0 or self.metadata_interval < 0 or self.log_start_interval < 0:
+            raise SamplerConfigError("discovery, metadata and log start intervals must not be negative")
