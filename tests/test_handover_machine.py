@@ -1229,7 +1229,8 @@ def _check_hold(record: ControllerRecord, observation: Observation, new: Control
         if given_up:
             assert new.reverts == record.reverts + 1
             assert new.hold_until > observation.now
-    if h is None and new.handover is not None and record.serving is not None:
+    begins = h is None and new.handover is not None and new.handover.phase is Phase.WARMING
+    if begins and record.serving is not None:  # a hand-back (RELEASING) is not held back
         assert observation.now >= record.hold_until
 
 
