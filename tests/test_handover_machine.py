@@ -1212,7 +1212,8 @@ def _fenced_in(observation: Observation, generation: int, epoch: int) -> list[Wo
 def _check_hold(record: ControllerRecord, observation: Observation, new: ControllerRecord) -> None:
     """Failures are counted only by a revert or by a warming target given up because its workers
     cannot run (not by a timeout or a superseded attempt), and forgotten only by a handover that was
-    done; no handover begins while their hold lasts."""
+    done or a finished hand-back (the workload is no longer lagscaler's; a later takeover starts
+    afresh); no handover begins while their hold lasts."""
     h = record.handover
     if new.reverts != record.reverts:
         assert h is not None
@@ -1225,6 +1226,7 @@ def _check_hold(record: ControllerRecord, observation: Observation, new: Control
         assert given_up or (h.phase, new.reverts) in (
             (Phase.REVERTING, record.reverts + 1),
             (Phase.RETIRING, 0),
+            (Phase.RELEASED, 0),
         )
         if given_up:
             assert new.reverts == record.reverts + 1

@@ -34,6 +34,7 @@ from lagscaler.core.handover.protocol import (
 )
 
 __all__ = [
+    "DURATIONS",
     "Commit",
     "Ensure",
     "Forget",
@@ -50,6 +51,7 @@ __all__ = [
     "WorkerProblem",
     "hopeless",
     "needs",
+    "require_seconds",
     "step",
     "superseded",
 ]
@@ -95,18 +97,27 @@ class MachineSettings:
     def __post_init__(self) -> None:
         if self.initial_replicas < 1:
             raise ValueError(f"initial replicas must be >= 1, got {self.initial_replicas}")
-        for name in (
-            "warmup_timeout",
-            "fence_timeout",
-            "kill_grace",
-            "verify_timeout",
-            "revert_backoff",
-            "unschedulable_grace",
-            "failing_grace",
-        ):
-            value = getattr(self, name)
-            if not (math.isfinite(value) and value > 0):
-                raise ValueError(f"{name.replace('_', ' ')} must be > 0 seconds, got {value}")
+        require_seconds(self, DURATIONS)
+
+
+DURATIONS = (
+    "warmup_timeout",
+    "fence_timeout",
+    "kill_grace",
+    "verify_timeout",
+    "revert_backoff",
+    "unschedulable_grace",
+    "failing_grace",
+)
+"""The durations of :class:`MachineSettings`, which the service's settings carry too."""
+
+
+def require_seconds(settings: object, names: tuple[str, ...], *, prefix: str = "") -> None:
+    """Refuse a duration that is not a finite number of seconds above 0, naming it."""
+    for name in names:
+        value = getattr(settings, name)
+        if not (math.isfinite(value) and value > 0):
+            raise ValueError(f"{prefix}{name.replace('_', ' ')} must be > 0 seconds, got {value}")
 
 
 @dataclass(frozen=True, slots=True)

@@ -23,6 +23,7 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 
 from lagscaler.core.handover.machine import (
+    DURATIONS,
     Commit,
     Ensure,
     Forget,
@@ -35,6 +36,7 @@ from lagscaler.core.handover.machine import (
     Remove,
     Step,
     needs,
+    require_seconds,
     step,
 )
 from lagscaler.core.handover.protocol import (
@@ -84,20 +86,7 @@ class HandoverSettings:
     partitions_ttl: float = 10.0
 
     def __post_init__(self) -> None:
-        for name in (
-            "warmup_timeout",
-            "fence_timeout",
-            "kill_grace",
-            "verify_timeout",
-            "revert_backoff",
-            "unschedulable_grace",
-            "failing_grace",
-            "tick",
-            "partitions_ttl",
-        ):
-            value = getattr(self, name)
-            if not (math.isfinite(value) and value > 0):
-                raise ValueError(f"handover {name.replace('_', ' ')} must be > 0 seconds, got {value}")
+        require_seconds(self, (*DURATIONS, "tick", "partitions_ttl"), prefix="handover ")
         if not self.control_topic:
             raise ValueError("the handover control topic needs a name")
 
