@@ -162,7 +162,9 @@ async def test_a_generation_that_never_gets_ready_is_removed_and_the_old_one_kee
         stateful=stateful,
         commit_interval=0.5,
         app_args=(fault, "2"),  # generation 2 fails; the attempt after it (generation 3) works
-        handover={"warmup_timeout": 6.0},
+        # Long enough for four healthy workers to start and warm up on a loaded 2-core machine (at 6 s a
+        # CI run under extra load once gave generation 3 up too), short enough for generation 2's abort.
+        handover={"warmup_timeout": 20.0},
     )
     async with HandoverPlayground(settings) as play:
         await play.scale_to(2)
