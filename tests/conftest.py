@@ -3,11 +3,15 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import gc
 import itertools
 import logging
 import os
+import sys
+import threading
 import uuid
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator, Generator, Iterator
 from typing import TYPE_CHECKING
 
 import pytest
@@ -28,6 +32,48 @@ def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
     for item in items:
         if "control_plane" in getattr(item, "fixturenames", ()):
             item.add_marker(pytest.mark.xdist_group("controlplane"))
+
+
+def _await_chain(task: asyncio.Task[object]) -> list[str]:
+    """Where ``task`` waits, outermost first: its coroutine and every coroutine it awaits in turn."""
+    lines: list[str] = []
+    awaited: object = task.get_coro()
+    while awaited is not None and len(lines) < 40:
+        frame = getattr(awaited, "cr_frame", None) or getattr(awaited, "gi_frame", None)
+        if frame is not None:
+            lines.append(f"  {frame.f_code.co_filename}:{frame.f_lineno} in {frame.f_code.co_name}")
+        awaited = getattr(awaited, "cr_await", None) or getattr(awaited, "gi_yieldfrom", None)
+    return lines
+
+
+def _dump_pending_tasks() -> None:
+    """Print every unfinished asyncio task and where it waits: what pytest-timeout's thread dump lacks
+    (an event loop idle in ``select`` says nothing about which coroutine waits for what)."""
+    tasks = [o for o in gc.get_objects() if isinstance(o, asyncio.Task) and not o.done()]
+    print(f"\n+++ {len(tasks)} pending asyncio task(s) before the timeout +++", file=sys.stderr)
+    for task in tasks:
+        with contextlib.suppress(Exception):  # racing the loop's own thread: best effort
+            print(f"{task.get_name()}:", *_await_chain(task), sep="\n", file=sys.stderr)
+
+
+@pytest.hookimpl(hookwrapper=True)
+def pytest_runtest_call(item: pytest.Item) -> Generator[None, None, None]:
+    """Shortly before pytest-timeout fails a test, dump its pending asyncio tasks (see above)."""
+    marker = item.get_closest_marker("timeout")
+    limit = (
+        float(marker.args[0])
+        if marker is not None and marker.args
+        else float(item.config.getini("timeout") or 0)
+    )
+    timer = threading.Timer(limit - 15.0, _dump_pending_tasks) if limit > 30.0 else None
+    if timer is not None:
+        timer.daemon = True
+        timer.start()
+    try:
+        yield
+    finally:
+        if timer is not None:
+            timer.cancel()
 
 
 @pytest.fixture(scope="session")
