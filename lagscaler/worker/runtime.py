@@ -33,9 +33,11 @@ import logging
 import os
 import signal
 import sys
+import threading
 import time
 from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 from aiokafka import AIOKafkaConsumer, ConsumerRebalanceListener
@@ -50,6 +52,12 @@ from lagscaler.worker.config import WorkerConfig
 __all__ = ["Batch", "BatchHandler", "RecordHandler", "Release", "WarmUp", "Worker", "WorkerStats"]
 
 _log = logging.getLogger("lagscaler.worker")
+
+# How long a worker whose watched path disappeared may take to stop gracefully before it exits anyway
+# (as long as the local backend's default stop_grace): a handler or hook that hangs must not keep it
+# running with nothing left that would ever kill it.
+GONE_GRACE = 10.0
+GONE_EXIT_CODE = 70  # EX_SOFTWARE: it did not stop when told to
 
 
 @dataclass(frozen=True, slots=True)
@@ -142,7 +150,16 @@ class Worker:
             stream=sys.stderr,
             format=f"%(asctime)s {self.config.worker} %(levelname)s %(name)s: %(message)s",
         )
-        return asyncio.run(self._run_with_signals())
+        path = self.config.watch_path
+        done = threading.Event()
+        if path is not None:
+            threading.Thread(
+                target=_exit_when_gone, args=(path, done, self.config.worker), name="watch-path", daemon=True
+            ).start()
+        try:
+            return asyncio.run(self._run_with_signals())
+        finally:
+            done.set()
 
     async def _run_with_signals(self) -> int:
         loop = asyncio.get_running_loop()
@@ -555,6 +572,30 @@ class Worker:
 
 
 _NOT_FENCED = object()
+
+
+def _exit_when_gone(path: Path, done: threading.Event, worker: str) -> None:
+    """Exit the process once ``path`` has been gone for :data:`GONE_GRACE` and it has not stopped.
+
+    The event loop's own watcher (:meth:`Worker._watch_path`) asks for a graceful stop, which waits for
+    the record in hand: a handler that never returns would keep the process running for good, and its
+    local backend (whose state directory ``path`` is) is gone, so nothing would ever kill it. A thread,
+    because a handler that blocks the event loop would stall a coroutine as well.
+    """
+    while not done.wait(1.0):
+        if path.exists():
+            continue
+        if done.wait(GONE_GRACE):
+            return
+        _log.error(
+            "%s: %s is gone and the worker did not stop within %g s: exiting", worker, path, GONE_GRACE
+        )
+        for stream in (sys.stdout, sys.stderr):
+            with contextlib.suppress(Exception):
+                stream.flush()
+        os._exit(GONE_EXIT_CODE)
+
+
 _FENCE_COMMIT_ATTEMPTS = 10  # about 11 s of retries before a fence is reported with its commit pending
 
 
