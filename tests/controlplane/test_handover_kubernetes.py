@@ -774,6 +774,80 @@ async def test_pods_the_kubelet_cannot_start_are_reported_with_its_reason_and_me
         await api.close()
 
 
+def pod_quota(namespace: str, pods: int) -> dict[str, Any]:
+    return {
+        "apiVersion": "v1",
+        "kind": "ResourceQuota",
+        "metadata": {"name": "ledger-pods", "namespace": namespace},
+        "spec": {"hard": {"pods": str(pods)}},
+    }
+
+
+async def test_pods_a_resource_quota_refuses_are_reported_from_the_deployment_with_the_quota_message(
+    control_plane: ControlPlane,
+    tmp_path: Path,
+    namespace: str,
+    identity: HandoverInstall,
+    kube: KubeClient,
+) -> None:
+    """The real API server's ResourceQuota admission and the real ReplicaSet and Deployment controllers:
+    with a quota of one pod, a generation of two gets one pod and the second is refused — there is no
+    pod to read, and the generation is reported from its Deployment's ``ReplicaFailure`` condition
+    (reason ``FailedCreate``, the API server's ``exceeded quota`` message, since the condition's own
+    time). A new generation made once the quota has room gets all its pods, and nothing is reported."""
+    original = deployment(namespace, "quota")
+    original["spec"]["replicas"] = 0
+    original["spec"]["template"]["spec"]["terminationGracePeriodSeconds"] = 1
+    original["spec"]["template"]["spec"]["containers"][0]["command"] = SLEEPER
+    control_plane.apply([original, pod_quota(namespace, 1)])
+    await eventually(
+        lambda: _quota_counted(control_plane, namespace, "1"), within=60, every=0.5, what="the quota's status"
+    )
+    api = await kube_api_client(identity.kubeconfig)
+    assert api is not None
+    try:
+        async with KubeletStandIn(kube, namespace, tmp_path / "kubelet"):
+            backend = KubernetesBackend(api, f"{namespace}/quota", "quota")
+            await backend.observe()
+            await backend.ensure(_generation(namespace, "quota", 1), 2)
+            (problem,) = await eventually(
+                lambda: _problems(backend, 1), within=60, what="the refused create reported"
+            )
+            assert problem.trouble is Trouble.FAILING
+            assert (problem.worker, problem.reason) == ("quota-g1", "FailedCreate")
+            assert "exceeded quota: ledger-pods" in problem.message, problem.message
+            assert "limited: pods=1" in problem.message, problem.message
+            status = control_plane.get_json("deployment", "-n", namespace, "quota-g1")["status"]
+            print(json.dumps(status))  # the shape tests/test_handover_pods.py reads, as recorded
+            (condition,) = [c for c in status["conditions"] if c["type"] == "ReplicaFailure"]
+            assert condition["message"] == problem.message
+            assert problem.since == dt.datetime.fromisoformat(condition["lastTransitionTime"]).timestamp()
+            assert len((await backend.observe())[1]) == 1  # the pod the quota had room for
+
+            # Room for both generations' pods: the next generation is created whole, nothing reported.
+            control_plane.apply([pod_quota(namespace, 3)])
+            await eventually(
+                lambda: _quota_counted(control_plane, namespace, "3"), within=60, every=0.5, what="the quota"
+            )
+            await backend.remove(1)
+            await backend.ensure(_generation(namespace, "quota", 2), 2)
+
+            async def created() -> None:
+                running = await backend.observe()
+                assert len(running.get(2, ())) == 2
+                assert 2 not in backend.problems()
+
+            await eventually(created, within=60, what="generation 2 created whole")
+    finally:
+        await api.close()
+
+
+def _quota_counted(control_plane: ControlPlane, namespace: str, pods: str) -> None:
+    """The resource-quota controller has filled in the quota's ``status.hard``: admission enforces it."""
+    status = control_plane.get_json("resourcequota", "-n", namespace, "ledger-pods").get("status", {})
+    assert status.get("hard", {}).get("pods") == pods, status
+
+
 async def test_a_generation_the_scheduler_cannot_place_is_aborted_and_the_next_one_after_a_fix_takes_over(  # noqa: PLR0915, PLR0917 - one story
     control_plane: ControlPlane,
     scheduler: _Process,
