@@ -931,3 +931,72 @@ async def test_a_generation_the_scheduler_cannot_place_is_aborted_and_the_next_o
     assert report.consistent, report.summary()
     assert report.lost == 0
     assert report.duplicates == 0, report.summary()
+
+
+async def test_a_generation_a_resource_quota_refuses_is_aborted_early_and_the_next_one_takes_over_once_raised(  # noqa: PLR0917 - one story
+    control_plane: ControlPlane,
+    kafka: KafkaEndpoint,
+    unique: str,
+    tmp_path: Path,
+    namespace: str,
+    identity: HandoverInstall,
+    kube: KubeClient,
+    logs: list[EventDict],
+) -> None:
+    """Under load: the workload serves in generation 1 (two pods), then a ResourceQuota of three pods
+    is set in its namespace, so the real API server refuses most of the next generation's three pods —
+    its ReplicaSet never gets them, and there is no pod to read. The controller aborts that attempt
+    once the failing grace (3 s here) is over — the warm-up timeout is ten minutes, longer than this
+    test may take — with a warning naming the generation's Deployment and quoting the quota's message;
+    generation 1 serves throughout. Once the quota is raised, the next attempt takes over, and across
+    it all nothing is lost or processed twice."""
+    base = playground(kafka, unique, tmp_path, namespace)
+    settings = replace(
+        base, handover=replace(base.handover, warmup_timeout=600, failing_grace=3, revert_backoff=2)
+    )
+    async with controlled(settings, identity, kube, namespace, tmp_path) as (kubelet, play):
+        with explained(control_plane, kubelet, logs, namespace):
+            control_plane.apply([workload_deployment(namespace, settings, 1)])
+            await _own_consumers_commit(settings)
+            await play.start_runner()
+            first = await play.scale_to(2, within=240)
+            assert first.serving is not None
+            control_plane.apply([pod_quota(namespace, 3)])  # room for generation 1 and one pod more
+            await eventually(
+                lambda: _quota_counted(control_plane, namespace, "3"), within=60, every=0.5, what="the quota"
+            )
+            assert play.runner is not None
+            play.runner.set_desired(settings.workload, 3)
+
+            def aborted() -> bool:
+                return any(e["event"] == "handover aborted" for e in logs)
+
+            await play.wait(aborted, within=120, what="the refused attempt to be aborted")
+            record = play.record()
+            assert record is not None
+            assert record.serving is not None
+            assert record.serving.generation == first.serving.generation  # it served throughout
+
+            control_plane.apply([pod_quota(namespace, 10)])  # the fix: room for both generations
+            done = await play.wait_settled(3, within=240)
+            report = await play.verdict(within=90)
+
+    warning = next(e for e in logs if e["event"] == "handover aborted")
+    assert warning["log_level"] == "warning"
+    target = warning["target"]
+    assert target > first.serving.generation
+    assert warning["worker"] == f"{TARGET}-g{target}"  # the Deployment: no pod names the refusal
+    assert warning["cause"] == "FailedCreate"
+    assert "exceeded quota: ledger-pods" in warning["message"], warning
+    assert warning["reason"].startswith(f"generation {target} cannot run: {TARGET}-g{target} FailedCreate")
+    assert "exceeded quota: ledger-pods" in warning["reason"], warning
+    history = play.history()
+    attempt = [r for r in history if r.handover is not None and r.handover.target == target]
+    assert {r.handover.phase for r in attempt if r.handover is not None} == {Phase.WARMING, Phase.ABORTING}
+    assert done.serving is not None
+    assert done.serving.generation > target
+    assert target not in report.generations  # the attempt that could not run processed nothing
+    print(report.summary())
+    assert report.consistent, report.summary()
+    assert report.lost == 0
+    assert report.duplicates == 0, report.summary()
