@@ -33,6 +33,7 @@ import pytest
 from aiokafka.errors import KafkaError
 from lagscaler_demo.localkafka import KafkaEndpoint
 from lagscaler_demo.localkafka.broker import free_port
+from lagscaler_demo.playground.handover_app import SinkReport
 from lagscaler_demo.playground.handover_run import HandoverPlayground, PlaygroundSettings
 from lagscaler_demo.playground.probe import committed_offsets
 from structlog.typing import EventDict
@@ -40,6 +41,7 @@ from support import eventually
 
 from lagscaler.core.handover.machine import Trouble, WorkerProblem
 from lagscaler.edges.handover import (
+    ControllerRecord,
     GenerationSpec,
     HandoverSettings,
     KubernetesBackend,
@@ -848,7 +850,7 @@ def _quota_counted(control_plane: ControlPlane, namespace: str, pods: str) -> No
     assert status.get("hard", {}).get("pods") == pods, status
 
 
-async def test_a_generation_the_scheduler_cannot_place_is_aborted_and_the_next_one_after_a_fix_takes_over(  # noqa: PLR0915, PLR0917 - one story
+async def test_a_generation_the_scheduler_cannot_place_is_aborted_and_the_next_one_after_a_fix_takes_over(  # noqa: PLR0917 - one story
     control_plane: ControlPlane,
     scheduler: _Process,
     kafka: KafkaEndpoint,
@@ -889,19 +891,7 @@ async def test_a_generation_the_scheduler_cannot_place_is_aborted_and_the_next_o
                 first = await play.scale_to(2, within=240)
                 assert first.serving is not None
                 control_plane.apply([workload("2", 0)])  # the user's change: it no longer fits
-
-                assert play.runner is not None
-                play.runner.set_desired(settings.workload, 3)
-
-                def aborted() -> bool:
-                    return any(e["event"] == "handover aborted" for e in logs)
-
-                await play.wait(aborted, within=120, what="the unschedulable attempt to be aborted")
-                record = play.record()
-                assert record is not None
-                assert record.serving is not None
-                assert record.serving.generation == first.serving.generation  # it served throughout
-
+                await _three_wanted_and_the_attempt_aborted(play, settings, logs, first, "unschedulable")
                 control_plane.apply([workload("100m", 0)])  # the fix
                 done = await play.wait_settled(3, within=240)
                 report = await play.verdict(within=90)
@@ -913,14 +903,50 @@ async def test_a_generation_the_scheduler_cannot_place_is_aborted_and_the_next_o
     finally:
         control_plane.kubectl("delete", "node", node, "--wait=false")
 
-    warning = next(e for e in logs if e["event"] == "handover aborted")
-    assert warning["log_level"] == "warning"
+    warning = _aborted_and_a_later_attempt_took_over(play, logs, first, done, report)
     target = warning["target"]
-    assert target > first.serving.generation
     assert warning["worker"].startswith(f"{TARGET}-g{target}-")
     assert warning["cause"] == "Unschedulable"
     assert "Insufficient cpu" in warning["message"], warning
     assert warning["reason"].startswith(f"generation {target} cannot run: {warning['worker']} Unschedulable")
+
+
+async def _three_wanted_and_the_attempt_aborted(
+    play: HandoverPlayground,
+    settings: PlaygroundSettings,
+    logs: list[EventDict],
+    first: ControllerRecord,
+    what: str,
+) -> None:
+    """The engine wants three workers; the attempt at them is aborted while ``first``'s generation serves."""
+    assert play.runner is not None
+    play.runner.set_desired(settings.workload, 3)
+
+    def aborted() -> bool:
+        return any(e["event"] == "handover aborted" for e in logs)
+
+    await play.wait(aborted, within=120, what=f"the {what} attempt to be aborted")
+    record = play.record()
+    assert record is not None
+    assert record.serving is not None
+    assert first.serving is not None
+    assert record.serving.generation == first.serving.generation  # it served throughout
+
+
+def _aborted_and_a_later_attempt_took_over(
+    play: HandoverPlayground,
+    logs: list[EventDict],
+    first: ControllerRecord,
+    done: ControllerRecord,
+    report: SinkReport,
+) -> EventDict:
+    """The warning of the first aborted attempt, once it is checked that the attempt only warmed and was
+    aborted, processed nothing, and that a later one took over with nothing lost or processed twice."""
+    warning = next(e for e in logs if e["event"] == "handover aborted")
+    assert warning["log_level"] == "warning"
+    target = warning["target"]
+    assert first.serving is not None
+    assert target > first.serving.generation
     history = play.history()
     attempt = [r for r in history if r.handover is not None and r.handover.target == target]
     assert {r.handover.phase for r in attempt if r.handover is not None} == {Phase.WARMING, Phase.ABORTING}
@@ -931,6 +957,7 @@ async def test_a_generation_the_scheduler_cannot_place_is_aborted_and_the_next_o
     assert report.consistent, report.summary()
     assert report.lost == 0
     assert report.duplicates == 0, report.summary()
+    return warning
 
 
 async def test_a_generation_a_resource_quota_refuses_is_aborted_early_and_the_next_one_takes_over_once_raised(  # noqa: PLR0917 - one story
@@ -965,38 +992,16 @@ async def test_a_generation_a_resource_quota_refuses_is_aborted_early_and_the_ne
             await eventually(
                 lambda: _quota_counted(control_plane, namespace, "3"), within=60, every=0.5, what="the quota"
             )
-            assert play.runner is not None
-            play.runner.set_desired(settings.workload, 3)
-
-            def aborted() -> bool:
-                return any(e["event"] == "handover aborted" for e in logs)
-
-            await play.wait(aborted, within=120, what="the refused attempt to be aborted")
-            record = play.record()
-            assert record is not None
-            assert record.serving is not None
-            assert record.serving.generation == first.serving.generation  # it served throughout
-
+            await _three_wanted_and_the_attempt_aborted(play, settings, logs, first, "refused")
             control_plane.apply([pod_quota(namespace, 10)])  # the fix: room for both generations
             done = await play.wait_settled(3, within=240)
             report = await play.verdict(within=90)
 
-    warning = next(e for e in logs if e["event"] == "handover aborted")
-    assert warning["log_level"] == "warning"
+    warning = _aborted_and_a_later_attempt_took_over(play, logs, first, done, report)
     target = warning["target"]
-    assert target > first.serving.generation
+    print(warning)
     assert warning["worker"] == f"{TARGET}-g{target}"  # the Deployment: no pod names the refusal
     assert warning["cause"] == "FailedCreate"
     assert "exceeded quota: ledger-pods" in warning["message"], warning
     assert warning["reason"].startswith(f"generation {target} cannot run: {TARGET}-g{target} FailedCreate")
     assert "exceeded quota: ledger-pods" in warning["reason"], warning
-    history = play.history()
-    attempt = [r for r in history if r.handover is not None and r.handover.target == target]
-    assert {r.handover.phase for r in attempt if r.handover is not None} == {Phase.WARMING, Phase.ABORTING}
-    assert done.serving is not None
-    assert done.serving.generation > target
-    assert target not in report.generations  # the attempt that could not run processed nothing
-    print(report.summary())
-    assert report.consistent, report.summary()
-    assert report.lost == 0
-    assert report.duplicates == 0, report.summary()

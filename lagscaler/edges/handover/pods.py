@@ -85,6 +85,21 @@ def _text(value: object) -> str:
     return " ".join(str(value).split())[:_MESSAGE_LIMIT] if value else ""
 
 
+def _condition(
+    status: Mapping[str, Any], kind: str, state: str, reason: str, trouble: Trouble
+) -> PodTrouble | None:
+    """The first condition of ``status`` of type ``kind`` in ``state`` for ``reason``, as trouble."""
+    for condition in _sequence(status.get("conditions")):
+        if (
+            condition.get("type") == kind
+            and condition.get("status") == state
+            and condition.get("reason") == reason
+        ):
+            since = _time(condition.get("lastTransitionTime"))
+            return PodTrouble(trouble, reason, _text(condition.get("message")), since)
+    return None
+
+
 def _last_exit(status: Mapping[str, Any]) -> str:
     terminated = _mapping(_mapping(status.get("lastState")).get("terminated"))
     if not terminated:
@@ -112,14 +127,9 @@ def _waiting(status: Mapping[str, Any], kind: str) -> PodTrouble | None:
 def pod_trouble(pod: Mapping[str, Any]) -> PodTrouble | None:
     """Why ``pod`` (as JSON, camelCase: the API's own form) cannot run, or None if nothing says so."""
     status = _mapping(pod.get("status"))
-    for condition in _sequence(status.get("conditions")):
-        if (
-            condition.get("type") == "PodScheduled"
-            and condition.get("status") == "False"
-            and condition.get("reason") == UNSCHEDULABLE
-        ):
-            since = _time(condition.get("lastTransitionTime"))
-            return PodTrouble(Trouble.UNSCHEDULABLE, UNSCHEDULABLE, _text(condition.get("message")), since)
+    unschedulable = _condition(status, "PodScheduled", "False", UNSCHEDULABLE, Trouble.UNSCHEDULABLE)
+    if unschedulable is not None:
+        return unschedulable
     for key, kind in (("initContainerStatuses", "init container"), ("containerStatuses", "container")):
         for container in _sequence(status.get(key)):
             found = _waiting(container, kind)
@@ -134,13 +144,6 @@ def deployment_trouble(deployment: Mapping[str, Any]) -> PodTrouble | None:
     Only ``FailedCreate``: a ``ReplicaFailure`` of reason ``FailedDelete`` means pods that should go
     stay, which does not keep a generation from running.
     """
-    status = _mapping(deployment.get("status"))
-    for condition in _sequence(status.get("conditions")):
-        if (
-            condition.get("type") == "ReplicaFailure"
-            and condition.get("status") == "True"
-            and condition.get("reason") == FAILED_CREATE
-        ):
-            since = _time(condition.get("lastTransitionTime"))
-            return PodTrouble(Trouble.FAILING, FAILED_CREATE, _text(condition.get("message")), since)
-    return None
+    return _condition(
+        _mapping(deployment.get("status")), "ReplicaFailure", "True", FAILED_CREATE, Trouble.FAILING
+    )
