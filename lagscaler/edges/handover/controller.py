@@ -309,6 +309,7 @@ class WorkloadController:
                 "handover revert blocked",
                 "handover release blocked",
                 "handover held",
+                "handover cut beyond the log end",
             )
             else "info"
         )
