@@ -421,12 +421,14 @@ class HandoverRunner:
         """
         pause = self.settings.tick
         while True:
-            # A fresh channel per attempt: its client options (a password file) are read as it is made.
-            self.channel = ControlChannel(
-                self.kafka.client_options(), self.settings.control_topic, client_id="lagscaler-handover"
-            )
             try:
                 with capture_client_errors() as seen:
+                    # A fresh channel per attempt: its client options (a password file) are read here.
+                    self.channel = ControlChannel(
+                        self.kafka.client_options(),
+                        self.settings.control_topic,
+                        client_id="lagscaler-handover",
+                    )
                     await ensure_control_topic(self.kafka.client_options(), self.settings.control_topic)
                     await self.channel.start()
                     await self.admin.start()

@@ -101,7 +101,7 @@ def refusal(exc: BaseException, messages: Iterable[str] = ()) -> str | None:
         seen = seen.__cause__ or seen.__context__
     text = " ".join([*(f"{type(e).__name__}: {e}" for e in chain), *messages])
     if isinstance(exc, KafkaConfigError):
-        return f"{exc}: fix the setting"
+        return "a Kafka setting cannot work (see the problem): fix it; it is read again on every attempt"
     if any(name in text for name in _AUTHENTICATION):
         return (
             "the broker refused lagscaler's credentials (SASL authentication failed): check --sasl-mechanism,"
@@ -115,7 +115,7 @@ def refusal(exc: BaseException, messages: Iterable[str] = ()) -> str | None:
             " and Describe and Read on the workloads' groups"
         )
     if "UnsupportedVersion" in text:
-        return "the broker does not support a request lagscaler needs: Kafka 2.4 or newer is required"
+        return "the broker does not support a request lagscaler needs (see the problem): upgrade the broker"
     if "CERTIFICATE_VERIFY_FAILED" in text:
         return "the broker's TLS certificate is not trusted: --ssl-cafile must name the CA that signed it"
     return None
