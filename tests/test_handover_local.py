@@ -12,6 +12,7 @@ import os
 import signal
 import subprocess
 import sys
+import threading
 import time
 from pathlib import Path
 
@@ -75,6 +76,32 @@ async def test_a_killed_leader_releases_the_lock(tmp_path: Path) -> None:
     finally:
         holder.kill()
         holder.wait()
+
+
+async def test_an_acquire_cancelled_while_its_attempt_runs_leaves_the_lock_free(tmp_path: Path) -> None:
+    """``serve`` stopping while it waits to lead: the attempt, already in its thread, takes the lock
+    after the cancellation. Nobody leads in this process then, so it must let the lock go."""
+    lock = tmp_path / "leader.lock"
+    stopping = FileLeadership(lock, poll=0.05)
+    entered, gate = threading.Event(), threading.Event()
+    attempt = stopping._try
+
+    def held_up() -> tuple[int, int] | None:
+        entered.set()
+        gate.wait(30)
+        return attempt()
+
+    stopping._try = held_up  # type: ignore[method-assign]
+    task = asyncio.create_task(stopping.acquire())
+    assert await asyncio.to_thread(entered.wait, 30)
+    task.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await task
+    gate.set()
+    successor = FileLeadership(lock, poll=0.05)
+    assert await asyncio.wait_for(successor.acquire(), 30) >= 1
+    assert not stopping.is_leader()
+    await successor.release()
 
 
 # --- the local backend ------------------------------------------------------------------------------

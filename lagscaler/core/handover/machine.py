@@ -76,9 +76,10 @@ class MachineSettings:
     unable to run (:class:`WorkerProblem`) before the target is given up — aborted while it warms,
     reverted while it is verified — instead of waiting out ``warmup_timeout`` or ``verify_timeout``.
     A pod no node can take clears when a cluster autoscaler adds a node (minutes), so it gets the
-    longer grace; an image that cannot be pulled, a missing Secret or a crash loop rarely clears by
-    itself, and the shorter grace still spans about three of the kubelet's retries (docs/handover.md
-    §4.1, "Cannot run").
+    longer grace; an image that cannot be pulled, a missing Secret, a crash loop or pods the API server
+    refuses to create (a ResourceQuota, PodSecurity) rarely clears by itself, or not while the
+    generation waits, and the shorter grace still spans about three of the kubelet's retries
+    (docs/handover.md §4.1, "Cannot run", says why a quota is in this group).
     """
 
     workload: str
@@ -132,7 +133,9 @@ class Trouble(enum.StrEnum):
     """Why a worker cannot run, by how likely it is to clear on its own (each has its own grace)."""
 
     UNSCHEDULABLE = "unschedulable"  # no node can take it now; a cluster autoscaler may add one
-    FAILING = "failing"  # its image cannot be pulled, its configuration is missing, it crashes at start
+    # its image cannot be pulled, its configuration is missing, it crashes at start, or the API server
+    # refuses to create it (a ResourceQuota, a LimitRange, PodSecurity, a missing ServiceAccount)
+    FAILING = "failing"
 
 
 @dataclass(frozen=True, slots=True)
