@@ -10,11 +10,13 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import logging
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 from lagscaler_demo.localkafka import BrokerConfig, LocalBroker
+from lagscaler_demo.localkafka.tools import KafkaTools
 from structlog.typing import EventDict
 from support import eventually
 
@@ -111,11 +113,20 @@ async def test_a_wrong_password_is_an_error_each_attempt_and_the_fixed_file_is_p
         await eventually(lambda: runner.leading, within=60, what="the runner leading")
 
 
-async def test_a_principal_without_acls_is_told_which_to_grant_at_once(
-    broker: LocalBroker, unique: str, tmp_path: Path, logs: list[EventDict]
+async def test_a_principal_without_acls_is_told_which_to_grant_and_goes_on_once_granted(
+    broker: LocalBroker,
+    *,
+    unique: str,
+    tmp_path: Path,
+    logs: list[EventDict],
+    caplog: pytest.LogCaptureFixture,
+    monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     """Was: the refused Describe went unnoticed, the Create was refused silently, and the runner
-    waited 30 s for a leader of a topic it may not see, then warned "no leader" — forever."""
+    waited 30 s for a leader of a topic it may not see, then warned "no leader" — forever. Now the
+    first attempt names the ACLs to grant; granted (Kafka's own kafka-acls), the next attempt goes
+    on without a restart. Revoked while it runs, the channel's reads are ERRORs naming the fix."""
+    monkeypatch.setattr(controller_module, "CONNECT_BACKOFF_MAX", 1.0)  # the pause; 30 s in serve
     password = tmp_path / "password"
     password.write_text(USERS["mallory"])
     handover = HandoverSettings(control_topic=f"{unique}-control", tick=0.2)
@@ -136,6 +147,32 @@ async def test_a_principal_without_acls_is_told_which_to_grant_at_once(
                 "Topic authorization failed" in event["problem"] or "TOPIC_AUTHORIZATION" in event["problem"]
             )
             assert "grant it Describe, Read and Write on the control topic" in event["fix"]
-            assert event["retry_in"] == controller_module.CONNECT_BACKOFF_MAX
+            assert event["retry_in"] == 1.0
 
         await eventually(refused, within=20, what="the refusal, named")
+
+        acl = ("--allow-principal", "User:mallory", "--operation", "All", "--topic", handover.control_topic)
+        await asyncio.to_thread(acls, broker, "--add", *acl)
+        await eventually(entered.done, within=60, what="the runner going on once granted")
+        entered.result()
+        await eventually(lambda: runner.leading, within=60, what="the runner leading")
+
+        caplog.set_level(logging.ERROR, logger="lagscaler.edges.handover.channel")
+        await asyncio.to_thread(acls, broker, "--remove", "--force", *acl)
+
+        def read_refused() -> None:
+            errors = [r.getMessage() for r in caplog.records if r.name == "lagscaler.edges.handover.channel"]
+            assert any(
+                f"control topic {handover.control_topic} read refused" in m and "grant it" in m
+                for m in errors
+            ), errors
+
+        await eventually(read_refused, within=60, what="the revoked reads, named")
+
+
+def acls(broker: LocalBroker, *args: str) -> None:
+    """Kafka's own ``kafka-acls`` over the PLAINTEXT listener (a super user)."""
+    done = KafkaTools().run(
+        "org.apache.kafka.tools.AclCommand", "--bootstrap-server", broker.bootstrap, *args
+    )
+    assert done.returncode == 0, done.stderr
