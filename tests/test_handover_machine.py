@@ -843,6 +843,26 @@ def test_a_handover_cut_beyond_the_log_end_is_lowered_to_it_and_named() -> None:
     assert _beyond(result.actions) == [{"partition": f"{T}/0", "cut": 70, "log_end": 30}]
 
 
+def test_a_first_takeover_cut_beyond_the_log_end_is_lowered_to_it_and_named() -> None:
+    """The workload's own group committed 40 on a partition whose log now ends at 9: generation 1
+    starts at the log end, not out of range."""
+    empty = obs(groups={BASE: GroupView("Empty")}, committed={BASE: {(T, 0): 40, (T, 1): 3}})
+    record = step(step(None, empty, SETTINGS, term=1).record, empty, SETTINGS, term=1).record
+    h = record.handover
+    assert h is not None
+    assert (h.source, h.phase) == (None, Phase.WARMING)
+    assert needs(record, SETTINGS).ends  # read while it warms: it starts at warm_to once ready
+    groups, warm = warm_target(1, 2, h.warm_to)
+    ready = obs(
+        running={1: frozenset(warm)}, statuses=warm, groups=groups, ends={(T, 0): 9, (T, 1): 3, (T, 2): 0}
+    )
+    result = step(record, ready, SETTINGS, term=1)
+    assert result.record.handover is not None
+    assert result.record.handover.phase is Phase.STARTING
+    assert result.record.handover.cut == {(T, 0): 9, (T, 1): 3}
+    assert _beyond(result.actions) == [{"partition": f"{T}/0", "cut": 40, "log_end": 9}]
+
+
 def test_a_revert_waits_for_every_target_worker_however_long_it_takes() -> None:
     """A target worker that can be neither fenced nor confirmed gone (a node that vanished) keeps the
     revert waiting: the source serving next to it could process what it processes."""

@@ -276,7 +276,10 @@ def needs(record: ControllerRecord | None, settings: MachineSettings) -> Needs:
         assert serving is not None
         return Needs(committed=frozenset({serving.group}))  # warm_to, should a handover begin
     if handover.phase is Phase.WARMING:
-        return Needs(describe=frozenset({handover.group}), fresh_partitions=True)
+        # The first generation starts at warm_to once ready: held to the log end like any cut.
+        return Needs(
+            describe=frozenset({handover.group}), fresh_partitions=True, ends=handover.source is None
+        )
     if handover.phase is Phase.FENCING:
         assert serving is not None
         return Needs(committed=frozenset({serving.group}), fresh_partitions=True, ends=True)
@@ -430,7 +433,8 @@ def _warming(
     ]
     if _ready(handover, obs):
         if serving is None:
-            return _start(record, handover, cut=handover.warm_to, obs=obs, settings=settings), actions
+            cut = _held_to_the_end(handover.warm_to, obs, record, actions)
+            return _start(record, handover, cut=cut, obs=obs, settings=settings), actions
         fencing = replace(handover, phase=Phase.FENCING, deadline=obs.now + settings.fence_timeout)
         actions.append(Note("handover fencing", _describe(record, fencing)))
         return replace(record, handover=fencing), actions
