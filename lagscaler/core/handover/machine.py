@@ -504,8 +504,9 @@ def _held_to_the_end(
     """``cut`` with every offset beyond its partition's log end lowered to that end, and a note naming
     each such partition with both offsets.
 
-    A cut past the end cannot be a position anyone processed to (a group commits only offsets it
-    fetched, which are below the end read after them): the log was cut short under it — the topic
+    A cut past the end cannot be a position anyone processed to (a worker commits the offset after a
+    record it fetched, at most the high watermark, and the end is read after the commits, as the
+    high watermark too): the log was cut short under it — the topic
     deleted and re-created, an unclean leader election — or the record was forged. Used as it is, the
     next consumer positions past the end and Kafka resets it (the worker SDK: to the log start, all
     over again), or, once the log has grown past the offset, silently skips every record produced in
