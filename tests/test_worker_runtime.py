@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import logging
 import time
 from collections import defaultdict
 from collections.abc import AsyncIterator
@@ -24,7 +25,7 @@ from dataclasses import dataclass, field
 import pytest
 from aiokafka import AIOKafkaProducer
 from aiokafka.errors import GroupCoordinatorNotAvailableError
-from lagscaler_demo.localkafka import KafkaEndpoint
+from lagscaler_demo.localkafka import KafkaEndpoint, LocalBroker
 from lagscaler_demo.playground.probe import committed_offsets, describe_group, end_offsets
 from lagscaler_demo.seed import create_topics
 from support import eventually
@@ -261,3 +262,74 @@ async def _members(world: Takeover, count: int) -> None:
     """The worker's group has ``count`` members (else an AssertionError: not yet)."""
     view = await describe_group(world.bootstrap, world.group)
     assert view.members == count, view
+
+
+def _retries(caplog: pytest.LogCaptureFixture) -> list[str]:
+    return [
+        r.getMessage()
+        for r in caplog.records
+        if "unreachable" in r.getMessage() and "retrying" in r.getMessage()
+    ]
+
+
+async def test_a_worker_started_while_its_broker_restarts_waits_for_it_then_takes_over_at_the_cut(
+    unique: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A generation started while the broker restarts: its workers used to exit on the first failed
+    connection, which the backend counts as a crash loop and gives the attempt up for (a CI run lost a
+    handover to a restart that way). A worker now waits for Kafka as Kafka's own clients do, saying so
+    at every attempt, and then takes over exactly at the cut."""
+    caplog.set_level(logging.WARNING, logger="lagscaler.worker")
+    broker = LocalBroker()
+    await asyncio.to_thread(broker.start)
+    try:
+        async with takeover(KafkaEndpoint(broker.bootstrap, "local", broker), unique) as world:
+            await asyncio.to_thread(broker.stop)
+            worker = world.worker(f"{unique}-w")
+            task = asyncio.create_task(worker.serve())
+            try:
+
+                def waiting() -> None:
+                    assert not task.done(), task  # neither exited nor failed
+                    assert len(_retries(caplog)) >= 2, _retries(caplog)
+
+                await eventually(waiting, within=60, what="the worker retrying")
+                assert "the control topic unreachable" in _retries(caplog)[0]
+                await asyncio.to_thread(broker.start)
+                committed = await eventually(lambda: committed_past(world), within=120, what="the takeover")
+            finally:
+                worker.stop()
+                await task
+    finally:
+        await asyncio.to_thread(broker.close)
+    assert worker.failure is None
+    for p in range(PARTITIONS):
+        offsets = world.sink.offsets(p)
+        assert offsets[0] == BEFORE_CUT, f"partition {p} did not start at the cut"
+        assert offsets == list(range(BEFORE_CUT, offsets[-1] + 1)), f"partition {p}: gap or repeat"
+        assert committed[p] in world.sink.batch_ends(p)
+
+
+async def test_a_worker_told_to_stop_while_kafka_is_away_stops_at_once(
+    unique: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.set_level(logging.WARNING, logger="lagscaler.worker")
+    broker = LocalBroker()
+    await asyncio.to_thread(broker.start)
+    await asyncio.to_thread(broker.stop)  # its ports are known now, and nobody answers on them
+    try:
+        config = WorkerConfig(
+            bootstrap=(broker.bootstrap,),
+            group=f"{unique}-gen-1",
+            topics=(f"{unique}-in",),
+            worker=f"{unique}-w",
+            handover=HandoverIdentity(f"test/{unique}", 1, f"{unique}-control"),
+        )
+        worker = Worker(config, batch_handler=Sink().handle)
+        task = asyncio.create_task(worker.serve())
+        await eventually(lambda: _retries(caplog), within=60, what="a first retry")
+        worker.stop()
+        await asyncio.wait_for(task, 30)  # a bound for a hang, not a timing claim: it returns at once
+    finally:
+        await asyncio.to_thread(broker.close)
+    assert worker.failure is None

@@ -38,7 +38,7 @@ import time
 from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 from aiokafka import AIOKafkaConsumer, ConsumerRebalanceListener
 from aiokafka.errors import KafkaError
@@ -46,12 +46,16 @@ from aiokafka.structs import ConsumerRecord, OffsetAndMetadata, TopicPartition
 
 from lagscaler.core.handover.protocol import ControllerRecord, Role, Status, WorkerStatus, role
 from lagscaler.edges.handover.channel import ControlChannel
+from lagscaler.edges.kafka.errors import refusal
 from lagscaler.errors import UserError
 from lagscaler.worker.config import WorkerConfig
 
 __all__ = ["Batch", "BatchHandler", "RecordHandler", "Release", "WarmUp", "Worker", "WorkerStats"]
 
 _log = logging.getLogger("lagscaler.worker")
+
+_T = TypeVar("_T")
+_RECONNECT_FIRST, _RECONNECT_MAX = 0.5, 5.0  # s between attempts to reach a Kafka that is away
 
 # How long a worker whose watched path disappeared may take to stop gracefully before it exits anyway
 # (as long as the local backend's default stop_grace): a handler or hook that hangs must not keep it
@@ -180,13 +184,9 @@ class Worker:
         watcher = asyncio.create_task(self._watch_path(), name="worker-watch-path")
         try:
             if config.handover is not None:
-                self._channel = ControlChannel(
-                    config.client_kwargs(),
-                    config.handover.control_topic,
-                    workload=config.handover.workload,
-                    client_id=f"{config.worker}-control",
-                )
-                await self._channel.start()
+                self._channel = await self._until_reachable("the control topic", self._open_channel)
+                if self._channel is None:
+                    return  # asked to stop before Kafka answered: nothing was consumed
                 await self._report(Status.JOINING)
             async with self._resources() if self._resources is not None else contextlib.nullcontext():
                 await self._consume()
@@ -197,6 +197,46 @@ class Worker:
                 await watcher
             if self._channel is not None:
                 await self._channel.close()
+
+    async def _open_channel(self) -> ControlChannel:
+        handover = self.config.handover
+        assert handover is not None
+        channel = ControlChannel(  # a fresh one per attempt: start() leaves a failed one closed
+            self.config.client_kwargs(),
+            handover.control_topic,
+            workload=handover.workload,
+            client_id=f"{self.config.worker}-control",
+        )
+        await channel.start()
+        return channel
+
+    async def _until_reachable(self, what: str, attempt: Callable[[], Awaitable[_T]]) -> _T | None:
+        """``attempt()``, again while Kafka is away; None if asked to stop first.
+
+        A worker started while its broker restarts (or before a new cluster's first broker answers)
+        waits for it, as Kafka's own clients do, instead of exiting: an exit on start is what a
+        broken image or a missing setting does, and the backend gives a generation whose workers keep
+        exiting up after ``failing_grace`` (docs/handover.md §4.1), so a broker restart would cost the
+        whole attempt. What retrying cannot fix (credentials, ACLs, an untrusted certificate) still
+        ends the worker at once, naming what to change.
+        """
+        pause = _RECONNECT_FIRST
+        while True:
+            try:
+                return await attempt()
+            except (KafkaError, OSError) as exc:
+                why = refusal(exc)
+                if why is not None:
+                    raise UserError(f"{self.config.worker}: Kafka refused {what}: {exc}; {why}") from exc
+                _log.warning(
+                    "%s: %s unreachable (%s); retrying in %.1f s", self.config.worker, what, exc, pause
+                )
+            with contextlib.suppress(TimeoutError):
+                async with asyncio.timeout(pause):
+                    await self._stop.wait()
+            if self._stop.is_set():
+                return None
+            pause = min(2.0 * pause, _RECONNECT_MAX)
 
     async def _consume(self) -> None:
         config = self.config
@@ -217,8 +257,19 @@ class Worker:
             max_poll_interval_ms=config.max_poll_interval_ms,
         )
         consumer.subscribe(list(config.topics), listener=_Listener(self))
+
+        async def start() -> AIOKafkaConsumer:
+            try:
+                await consumer.start()
+            except BaseException:
+                with contextlib.suppress(Exception):
+                    await consumer.stop()
+                raise
+            return consumer
+
+        if await self._until_reachable("the source topics", start) is None:
+            return  # asked to stop before Kafka answered: nothing was consumed
         self._consumer = consumer
-        await consumer.start()
         try:
             await self._loop()
         except _Stop:
