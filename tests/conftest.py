@@ -42,8 +42,10 @@ def pytest_collection_modifyitems(
       the chart's ``serve``) to one instance.
     * The tests of a module that builds a fixture once per module run on one worker, so it is built
       once, not once per worker.
-    * Tests marked ``slow`` come first (in collection order otherwise), so that the run ends on short
-      tests on both workers rather than on one long test while the other worker idles.
+    * On a worker, tests marked ``slow`` come first (in collection order otherwise), so that the run
+      ends on short tests on both workers rather than on one long test while the other worker idles.
+      Not in a run without workers: there the order gains nothing, and a module whose slow and quick
+      tests share a module fixture would build it twice.
 
     A wrapper: the marks must be in place before xdist's own ``pytest_collection_modifyitems``
     (``xdist.remote.WorkerInteractor``, registered after the conftests, so called before a plain
@@ -56,7 +58,8 @@ def pytest_collection_modifyitems(
             item.add_marker(pytest.mark.xdist_group("controlplane"))
         elif _shared_module_fixture(item):
             item.add_marker(pytest.mark.xdist_group(item.nodeid.split("::")[0]))
-    items.sort(key=lambda item: item.get_closest_marker("slow") is None)
+    if hasattr(config, "workerinput"):  # an xdist worker: the scheduler hands out tests in this order
+        items.sort(key=lambda item: item.get_closest_marker("slow") is None)
     yield
     if getattr(config.option, "loadgroup", False):  # set on xdist's workers under --dist loadgroup
         lost = [i.nodeid for i in items if i.get_closest_marker("xdist_group") and "@" not in i.nodeid]
