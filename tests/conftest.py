@@ -8,6 +8,7 @@ import gc
 import itertools
 import logging
 import os
+import signal
 import sys
 import threading
 import uuid
@@ -19,6 +20,9 @@ import structlog
 from hypothesis import HealthCheck, settings
 from lagscaler_demo.localkafka import KafkaEndpoint, KafkaTools, kafka_endpoint
 from structlog.typing import EventDict
+from support import eventually
+
+from lagscaler.edges.handover.local import processes_under
 
 if TYPE_CHECKING:
     from controlplane.cluster import ControlPlane
@@ -176,6 +180,29 @@ async def _no_leaked_tasks(request: pytest.FixtureRequest) -> AsyncIterator[None
         task.cancel()
     if leaked:
         pytest.fail(f"test leaked {len(leaked)} asyncio task(s): {[t.get_coro() for t in leaked]}")
+
+
+@pytest.fixture(autouse=True)
+async def _no_orphaned_workers(request: pytest.FixtureRequest) -> AsyncIterator[None]:
+    """Fail a test that leaves a local handover worker running once it (and its fixtures) finished.
+
+    Every worker the local backend starts lives under the test's ``tmp_path``; a user running
+    ``serve`` locally has nothing that would ever stop one lagscaler lost track of. The workers told
+    to stop by their state directory's removal get a few seconds to exit; whatever is left is killed
+    (so it cannot outlive the run) and named in the failure."""
+    root = request.getfixturevalue("tmp_path") if "tmp_path" in request.fixturenames else None
+    yield
+    if root is None:
+        return
+    try:
+        await eventually(lambda: not processes_under(root), within=15.0, what="no worker under tmp_path")
+    except (AssertionError, pytest.fail.Exception):
+        left = processes_under(root)
+        for pid in left:
+            with contextlib.suppress(ProcessLookupError, PermissionError):
+                os.kill(pid, signal.SIGKILL)
+        if left:
+            pytest.fail(f"the test left {len(left)} worker process(es) running: {left}")
 
 
 @pytest.fixture(scope="session")

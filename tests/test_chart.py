@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import base64
 import copy
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -433,3 +434,192 @@ def test_handover_args_are_accepted_by_lagscaler_serve() -> None:
     assert handover.settings.fence_timeout == 8
     assert (handover.settings.verify_timeout, handover.settings.revert_backoff) == (45, 90)
     assert (handover.settings.unschedulable_grace, handover.settings.failing_grace) == (600, 20)
+
+
+# A string that breaks out of an unquoted scalar every way YAML allows: a newline and a less indented
+# key, a colon, a flow mapping, both quotes, a backslash, a comment marker.
+HOSTILE = "x\"'\\\n  injected: {a: b} # c\n- d"
+
+
+def _pod(docs: list[dict[str, Any]]) -> dict[str, Any]:
+    spec: dict[str, Any] = one(docs, "Deployment")["spec"]["template"]["spec"]
+    return spec
+
+
+def _subjects(docs: list[dict[str, Any]]) -> list[str]:
+    return [
+        s["name"] for d in docs if "subjects" in d for s in d["subjects"] if s["kind"] == "ServiceAccount"
+    ]
+
+
+@pytest.mark.parametrize(
+    ("values", "found"),
+    [
+        ({"priorityClassName": HOSTILE}, lambda docs: [_pod(docs)["priorityClassName"]]),
+        (
+            {"image": {"repository": HOSTILE}},
+            lambda docs: [
+                _pod(docs)["containers"][0]["image"].removesuffix(":0.1.0"),
+                one(docs, "Pod", "test-readyz")["spec"]["containers"][0]["image"].removesuffix(":0.1.0"),
+            ],
+        ),
+        (
+            {"image": {"repository": "r", "tag": HOSTILE}},
+            lambda docs: [_pod(docs)["containers"][0]["image"].removeprefix("r:")],
+        ),
+        (
+            {"serviceAccount": {"create": True, "name": HOSTILE}},
+            lambda docs: [
+                _pod(docs)["serviceAccountName"],
+                one(docs, "ServiceAccount")["metadata"]["name"],
+                *_subjects(docs),
+            ],
+        ),
+        (
+            {"serviceAccount": {"create": True, "annotations": {"iam": HOSTILE}}},
+            lambda docs: [one(docs, "ServiceAccount")["metadata"]["annotations"]["iam"]],
+        ),
+        (
+            {"podLabels": {"team": HOSTILE}, "podAnnotations": {"note": HOSTILE}},
+            lambda docs: [
+                one(docs, "Deployment")["spec"]["template"]["metadata"]["labels"]["team"],
+                one(docs, "Deployment")["spec"]["template"]["metadata"]["annotations"]["note"],
+            ],
+        ),
+        (
+            {"certificates": {"mode": "secret", "secretName": HOSTILE, "caBundle": HOSTILE}},
+            lambda docs: [
+                one(docs, "APIService")["spec"]["caBundle"],
+                *[v["secret"]["secretName"] for v in _pod(docs)["volumes"] if v["name"] == "serving-cert"],
+            ],
+        ),
+        (
+            {"existingPolicyConfigMap": HOSTILE},
+            lambda docs: [v["configMap"]["name"] for v in _pod(docs)["volumes"] if v["name"] == "policies"],
+        ),
+        (
+            {
+                "certificates": {
+                    "mode": "certManager",
+                    "certManager": {"issuerRef": {"name": HOSTILE}, "duration": HOSTILE},
+                }
+            },
+            lambda docs: [
+                one(docs, "Certificate")["spec"]["duration"],
+                one(docs, "Certificate")["spec"]["issuerRef"]["name"],
+            ],
+        ),
+        (
+            {
+                "grafanaDashboard": {
+                    "enabled": True,
+                    "namespace": HOSTILE,
+                    "label": HOSTILE,
+                    "labelValue": HOSTILE,
+                }
+            },
+            lambda docs: [
+                one(docs, "ConfigMap", "dashboard")["metadata"]["namespace"],
+                *[k for k in one(docs, "ConfigMap", "dashboard")["metadata"]["labels"] if "injected" in k],
+                one(docs, "ConfigMap", "dashboard")["metadata"]["labels"][HOSTILE],
+            ],
+        ),
+        (
+            {"networkPolicy": {"enabled": True, "kafkaEgress": {"cidrs": [HOSTILE], "ports": [9092]}}},
+            lambda docs: [one(docs, "NetworkPolicy")["spec"]["egress"][2]["to"][0]["ipBlock"]["cidr"]],
+        ),
+        (
+            {"podDisruptionBudget": {"enabled": True, "minAvailable": HOSTILE}},
+            lambda docs: [one(docs, "PodDisruptionBudget")["spec"]["minAvailable"]],
+        ),
+        (
+            {"handover": {"enabled": True, "namespaces": ["shop"], "leaseName": HOSTILE}},
+            lambda docs: [
+                r["resourceNames"][0]
+                for r in one(docs, "Role", "handover-lease")["rules"]
+                if "resourceNames" in r
+            ],
+        ),
+        (
+            {
+                "metrics": {
+                    "port": 9090,
+                    "serviceMonitor": {"enabled": True, "interval": HOSTILE, "labels": {"l": HOSTILE}},
+                    "prometheusRule": {"enabled": True, "labels": {"l": HOSTILE}},
+                }
+            },
+            lambda docs: [
+                one(docs, "ServiceMonitor")["spec"]["endpoints"][0]["interval"],
+                one(docs, "ServiceMonitor")["metadata"]["labels"]["l"],
+                one(docs, "PrometheusRule")["metadata"]["labels"]["l"],
+            ],
+        ),
+        (
+            {
+                "kafka": {
+                    "bootstrapServers": "k:9092",
+                    "securityProtocol": "SASL_SSL",
+                    "sasl": {"mechanism": "PLAIN", "existingSecret": HOSTILE, "usernameKey": HOSTILE},
+                },
+                "engineState": {"enabled": True, "existingClaim": HOSTILE},
+            },
+            lambda docs: [
+                _pod(docs)["containers"][0]["env"][0]["valueFrom"]["secretKeyRef"]["name"],
+                _pod(docs)["containers"][0]["env"][0]["valueFrom"]["secretKeyRef"]["key"],
+                *[v["secret"]["secretName"] for v in _pod(docs)["volumes"] if v["name"] == "kafka-sasl"],
+                *[
+                    v["persistentVolumeClaim"]["claimName"]
+                    for v in _pod(docs)["volumes"]
+                    if v["name"] == "engine-state"
+                ],
+            ],
+        ),
+        ({"nodeSelector": {"pool": HOSTILE}}, lambda docs: [_pod(docs)["nodeSelector"]["pool"]]),
+    ],
+    ids=[
+        "priority-class",
+        "image-repository",
+        "image-tag",
+        "service-account-name",
+        "service-account-annotations",
+        "pod-labels-and-annotations",
+        "secret-name-and-ca-bundle",
+        "policy-configmap",
+        "cert-manager",
+        "grafana-dashboard",
+        "network-policy-cidr",
+        "pdb-min-available",
+        "handover-lease-name",
+        "service-monitor-and-rule",
+        "kafka-secrets-and-state-claim",
+        "node-selector",
+    ],
+)
+def test_a_string_value_renders_as_exactly_that_string(
+    values: dict[str, Any], found: Callable[[list[dict[str, Any]]], list[Any]]
+) -> None:
+    """Every string a user gives reaches its object as one scalar holding exactly that string: an
+    unquoted one could add keys or list items (priorityClassName with a newline set arbitrary pod
+    fields) or fail the render with a YAML error nobody can trace back to a value."""
+    docs = render(with_values(**values))
+    seen = found(docs)
+    assert seen
+    assert seen == [HOSTILE] * len(seen)
+    assert not any("injected" in d for d in docs)  # no key escaped to the top of an object
+
+
+def test_a_policy_string_renders_as_exactly_that_string() -> None:
+    """A policy given as text (``--set-file``) whose first line is indented set the block scalar's
+    indentation, so a less indented line after it ended the block: a key of its own in the ConfigMap."""
+    text = "  first: indented\nsecond: 1\nthird.yaml: injected\n"
+    cm = one(render(with_values(policies={"orders": text})), "ConfigMap", "policies")
+    assert cm["data"] == {"orders.yaml": text}
+
+
+def test_pdb_min_available_keeps_its_type() -> None:
+    assert one(render(), "PodDisruptionBudget")["spec"]["minAvailable"] == 1
+    pdb = one(
+        render(with_values(podDisruptionBudget={"enabled": True, "minAvailable": "50%"})),
+        "PodDisruptionBudget",
+    )
+    assert pdb["spec"]["minAvailable"] == "50%"

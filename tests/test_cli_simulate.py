@@ -153,6 +153,9 @@ def test_table_output_and_a_report_directory(
         ),
         (["--step", "0.000001"], None, None, "is 7200000000 steps; at most 10000000 can be simulated"),
         ([], "timestamp,value\n0,100\nnan,200\n", None, "trace.csv:3: timestamp 'nan' must be a finite"),
+        # the csv module's own refusal (a field over 128 KiB): a line named, not a traceback
+        ([], "timestamp,value\n" + "1" * 200_000 + ",5\n", None, "trace.csv:2: not a 'timestamp,value' row"),
+        (["--max-trace-bytes", "0"], None, None, "--max-trace-bytes: must be positive"),
         ([], "timestamp,value\n0,100\n1e308,1\n-1e308,2\n", None, "does not come after the previous one"),
         (["--metric-delay", "1e300"], None, None, "metric_delay_seconds must be >= 0 and at most 1e+09"),
         (
@@ -211,6 +214,49 @@ def test_a_missing_trace_file_is_named(files: tuple[Path, Path], capsys: pytest.
     policy, trace = files
     assert main(["simulate", "--trace", str(trace) + ".missing", "--policy", str(policy)]) != 0
     assert "cannot read trace" in capsys.readouterr().err
+
+
+def test_a_trace_file_over_the_size_limit_is_refused_before_it_is_read(
+    files: tuple[Path, Path], capsys: pytest.CaptureFixture[str]
+) -> None:
+    """A 10 GB file given as the trace (a wrong path, a disk image) was read whole into memory, then
+    parsed into a list of every row: refused now from its size alone, naming the file, its size, the
+    limit and the flag that raises it. (Sparse: it takes no disk, and reading it would take minutes.)"""
+    policy, trace = files
+    huge = trace.with_name("huge.csv")
+    with huge.open("wb") as file:
+        file.truncate(10 * 1024**3)
+    code = main(["simulate", "--trace", str(huge), "--policy", str(policy)])
+    err = capsys.readouterr().err
+    assert code != 0
+    assert err == (
+        f"lagscaler: error: trace {huge} is 10737418240 bytes, over the limit of 67108864 bytes: check that"
+        " it is the trace meant, or raise the limit with --max-trace-bytes\n"
+    )
+
+
+def test_max_trace_bytes_moves_the_limit(
+    files: tuple[Path, Path], capsys: pytest.CaptureFixture[str]
+) -> None:
+    policy, trace = files
+    size = trace.stat().st_size
+    args = ["simulate", "--trace", str(trace), "--policy", str(policy), "--baselines", "static"]
+    assert main([*args, "--max-trace-bytes", str(size - 1)]) != 0
+    assert f"is {size} bytes, over the limit of {size - 1} bytes" in capsys.readouterr().err
+    assert main([*args, "--max-trace-bytes", str(size), "--output", "json"]) == 0
+    assert json.loads(capsys.readouterr().out)["duration_hours"] == 2
+
+
+def test_a_trace_of_unknown_size_is_read_only_up_to_the_limit(
+    files: tuple[Path, Path], capsys: pytest.CaptureFixture[str]
+) -> None:
+    """A device or a pipe has no size to check first: /dev/zero (endless, not one newline) is read up
+    to the limit and refused, not read until memory runs out."""
+    policy, _ = files
+    code = main(["simulate", "--trace", "/dev/zero", "--policy", str(policy), "--max-trace-bytes", "4096"])
+    err = capsys.readouterr().err
+    assert code != 0
+    assert "trace /dev/zero is more than 4096 bytes, over the limit of 4096 bytes" in err
 
 
 def test_step_and_commit_interval_are_the_run_s_and_shown_with_it(

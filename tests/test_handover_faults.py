@@ -15,6 +15,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import os
+import shutil
 import signal
 import sys
 from collections.abc import AsyncIterator, Mapping, Sequence
@@ -23,7 +24,7 @@ from pathlib import Path
 import pytest
 from lagscaler_demo.localkafka import KafkaEndpoint, LocalBroker
 from lagscaler_demo.localkafka.broker import free_port
-from lagscaler_demo.playground.handover_app import SinkBatch
+from lagscaler_demo.playground.handover_app import HANGS, SinkBatch
 from lagscaler_demo.playground.handover_run import HandoverPlayground, PlaygroundSettings, crash_attributed
 from lagscaler_demo.seed import create_topics
 from structlog.typing import EventDict
@@ -31,6 +32,7 @@ from support import eventually, open_api_settings
 
 from lagscaler.edges.handover import HandoverSettings, Phase, Status
 from lagscaler.edges.handover.channel import ControlTopicUnusable
+from lagscaler.edges.handover.local import processes_under
 from lagscaler.edges.kafka import KafkaSettings
 from lagscaler.service.handover import LocalHandover, local_runner
 from lagscaler.service.run import ServeSettings, serve_forever
@@ -290,6 +292,30 @@ async def test_a_generation_that_makes_no_progress_after_the_cut_hands_back_to_t
         b.generation == 1 and bool((b.seqs >= cut.get((settings.topic, b.partition), 0)).any())
         for b in play.sink_batches
     )
+
+
+async def test_workers_left_behind_stop_when_the_state_directory_is_removed_even_hung_ones(
+    kafka: KafkaEndpoint, unique: str, tmp_path: Path
+) -> None:
+    """What a run that was cut short leaves — the controller gone, its workers running on — stops when
+    the local backend's state directory is removed, as the backend promises: also a worker whose
+    handler hangs, which a graceful stop waits for forever. Before, such a worker ran on as a child of
+    init with nothing left that would ever kill it."""
+    settings = playground(kafka.bootstrap, unique, tmp_path, app_args=("--block-handler-in-generations", "1"))
+    async with HandoverPlayground(settings) as play:
+
+        def hanging() -> bool:
+            workers = play.janitor.workers()
+            return len(workers) == settings.initial_replicas and all(
+                w.log.exists() and HANGS in w.log.read_text(errors="replace") for w in workers
+            )
+
+        await play.wait(hanging, within=90, what="every worker of generation 1 to hang in its handler")
+        await play.stop_runner()  # the controller is gone; nothing watches the workers any more
+        root = play.janitor.root
+        assert len(processes_under(root)) == settings.initial_replicas
+        shutil.rmtree(root)
+        await eventually(lambda: not processes_under(root), within=60, what="every worker to exit")
 
 
 async def test_a_warming_scale_down_a_spike_supersedes_is_abandoned_and_the_spike_gets_its_own(

@@ -12,6 +12,7 @@ import os
 import signal
 import subprocess
 import sys
+import threading
 import time
 from pathlib import Path
 
@@ -23,6 +24,7 @@ from lagscaler.cli.serve import build_parser, serve_options
 from lagscaler.cli.serve import handover_from_options as serve_handover
 from lagscaler.core.handover.machine import Trouble, WorkerProblem
 from lagscaler.edges.handover import FileLeadership, GenerationSpec, LocalProcessBackend
+from lagscaler.edges.handover.local import processes_under
 from lagscaler.errors import UserError
 from lagscaler.worker import ENV, WorkerConfig
 
@@ -75,6 +77,32 @@ async def test_a_killed_leader_releases_the_lock(tmp_path: Path) -> None:
     finally:
         holder.kill()
         holder.wait()
+
+
+async def test_an_acquire_cancelled_while_its_attempt_runs_leaves_the_lock_free(tmp_path: Path) -> None:
+    """``serve`` stopping while it waits to lead: the attempt, already in its thread, takes the lock
+    after the cancellation. Nobody leads in this process then, so it must let the lock go."""
+    lock = tmp_path / "leader.lock"
+    stopping = FileLeadership(lock, poll=0.05)
+    entered, gate = threading.Event(), threading.Event()
+    attempt = stopping._try
+
+    def held_up() -> tuple[int, int] | None:
+        entered.set()
+        gate.wait(30)
+        return attempt()
+
+    stopping._try = held_up  # type: ignore[method-assign]
+    task = asyncio.create_task(stopping.acquire())
+    assert await asyncio.to_thread(entered.wait, 30)
+    task.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await task
+    gate.set()
+    successor = FileLeadership(lock, poll=0.05)
+    assert await asyncio.wait_for(successor.acquire(), 30) >= 1
+    assert not stopping.is_leader()
+    await successor.release()
 
 
 # --- the local backend ------------------------------------------------------------------------------
@@ -185,6 +213,41 @@ async def test_a_reused_pid_is_never_taken_for_a_worker(tmp_path: Path) -> None:
     finally:
         stranger.kill()
         stranger.wait()
+
+
+async def test_a_stop_begun_by_one_controller_is_finished_by_the_next(
+    tmp_path: Path, logs: list[EventDict]
+) -> None:
+    """A worker asked to stop that does not (it ignores SIGTERM here; a handler that hangs does in
+    effect) is killed once ``stop_grace`` has passed by whichever controller looks next: ``serve``
+    restarted in the middle of a stop must not leave it running, even where nothing asks it to stop
+    the worker again. Its exit is the stop, not a crash."""
+    stubborn = [
+        sys.executable,
+        "-c",
+        "import signal, time\n"
+        "signal.signal(signal.SIGTERM, signal.SIG_IGN)\n"
+        "print('ignoring SIGTERM', flush=True)\n"
+        "time.sleep(120)\n",
+    ]
+    now = [1_000_000.0]  # the wall clock both controllers read
+    first = LocalProcessBackend(tmp_path, "ns/app", stubborn, stop_grace=30, wall_clock=lambda: now[0])
+    try:
+        await first.ensure(spec(1), 1)
+        (worker,) = first.workers()
+        await eventually(lambda: "ignoring SIGTERM" in worker.log.read_text(), what="the handler installed")
+        await first.remove(1)
+        await first.close()  # serve stops (or restarts) before the grace is over
+        second = LocalProcessBackend(tmp_path, "ns/app", stubborn, stop_grace=30, wall_clock=lambda: now[0])
+        assert (await second.observe()) == {1: frozenset({worker.worker})}  # within its grace: alive
+        await second.ensure(spec(1), 0)  # asked for nothing, it starts nothing (the worker is stopping)
+        assert len(second.workers()) == 1
+        now[0] += 31
+        await eventually(lambda: _gone(second, {worker.worker}), what="the worker killed")
+        assert not processes_under(second.root)
+        assert not [e for e in logs if e["event"] == "worker exited on its own"]
+    finally:
+        first.destroy()
 
 
 async def _gone(backend: LocalProcessBackend, workers: set[str]) -> bool:

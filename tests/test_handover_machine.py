@@ -785,6 +785,84 @@ def test_a_target_that_makes_no_progress_after_the_cut_hands_back_to_the_source_
     assert again.reverts == 1  # until a handover is verified and done
 
 
+def _beyond(actions: tuple[object, ...]) -> list[object]:
+    found = [a for a in actions if isinstance(a, Note) and a.event == "handover cut beyond the log end"]
+    assert len(found) == 1, actions
+    note = found[0]
+    assert isinstance(note, Note)
+    beyond = note.fields["beyond"]
+    assert isinstance(beyond, list)
+    return beyond
+
+
+def test_a_revert_cut_beyond_the_log_end_is_lowered_to_it_and_named() -> None:
+    """The target's group says 900 on partition 1, whose log ends at 50 (the topic re-created smaller
+    while the target stalled, or a forged commit). Served from 900, the source would find its position
+    out of range and start over from the log start, or — once the log grows past 900 — silently skip
+    every record in between. It serves from the log end instead, and the warning names both offsets."""
+    h, record = started(replicas=2, deadline=1030.0)
+    reverting = replace(record, handover=replace(h, phase=Phase.REVERTING, deadline=1040.0))
+    old = {w: status(w, 1, Status.FENCED, set(), epoch=2) for w in ("o1", "o2")}
+    fenced = {"n0": status("n0", 2, Status.FENCED, {(T, 0)}, epoch=2, offsets={(T, 0): 11})}
+    result = step(
+        reverting,
+        obs(
+            now=1035,
+            running={1: frozenset(old), 2: frozenset(fenced)},
+            statuses={**old, **fenced},
+            committed={h.group: {(T, 0): 11, (T, 1): 900, (T, 2): 5}},
+            ends={(T, 0): 40, (T, 1): 50, (T, 2): 5},
+        ),
+        SETTINGS,
+        term=1,
+    )
+    assert result.record.serving == Serving(1, f"{BASE}-gen-1", 2, {(T, 0): 11, (T, 1): 50, (T, 2): 5})
+    assert _beyond(result.actions) == [{"partition": f"{T}/1", "cut": 900, "log_end": 50}]
+
+
+def test_a_handover_cut_beyond_the_log_end_is_lowered_to_it_and_named() -> None:
+    """The same for the cut a new generation starts at: a source worker reports having processed to
+    70 on a partition that ends at 30."""
+    record = serving_record(generation=1, start={(T, 0): 0, (T, 1): 0, (T, 2): 0})
+    h = Handover(1, 2, f"{BASE}-gen-2", 2, Phase.FENCING, {}, deadline=1010.0, started_at=900.0)
+    record = replace(record, handover=h, next_generation=3)
+    fenced = {"o1": status("o1", 1, Status.FENCED, set(PARTS), epoch=2, offsets={(T, 0): 70, (T, 1): 3})}
+    result = step(
+        record,
+        obs(
+            running={1: frozenset(fenced)},
+            statuses=fenced,
+            committed={f"{BASE}-gen-1": {(T, 0): 20, (T, 1): 3}},
+            ends={(T, 0): 30, (T, 1): 3, (T, 2): 0},
+        ),
+        SETTINGS,
+        term=1,
+    )
+    assert result.record.handover is not None
+    assert result.record.handover.cut == {(T, 0): 30, (T, 1): 3, (T, 2): 0}
+    assert _beyond(result.actions) == [{"partition": f"{T}/0", "cut": 70, "log_end": 30}]
+
+
+def test_a_first_takeover_cut_beyond_the_log_end_is_lowered_to_it_and_named() -> None:
+    """The workload's own group committed 40 on a partition whose log now ends at 9: generation 1
+    starts at the log end, not out of range."""
+    empty = obs(groups={BASE: GroupView("Empty")}, committed={BASE: {(T, 0): 40, (T, 1): 3}})
+    record = step(step(None, empty, SETTINGS, term=1).record, empty, SETTINGS, term=1).record
+    h = record.handover
+    assert h is not None
+    assert (h.source, h.phase) == (None, Phase.WARMING)
+    assert needs(record, SETTINGS).ends  # read while it warms: it starts at warm_to once ready
+    groups, warm = warm_target(1, 2, h.warm_to)
+    ready = obs(
+        running={1: frozenset(warm)}, statuses=warm, groups=groups, ends={(T, 0): 9, (T, 1): 3, (T, 2): 0}
+    )
+    result = step(record, ready, SETTINGS, term=1)
+    assert result.record.handover is not None
+    assert result.record.handover.phase is Phase.STARTING
+    assert result.record.handover.cut == {(T, 0): 9, (T, 1): 3}
+    assert _beyond(result.actions) == [{"partition": f"{T}/0", "cut": 40, "log_end": 9}]
+
+
 def test_a_revert_waits_for_every_target_worker_however_long_it_takes() -> None:
     """A target worker that can be neither fenced nor confirmed gone (a node that vanished) keeps the
     revert waiting: the source serving next to it could process what it processes."""
@@ -934,7 +1012,7 @@ def test_a_workload_switched_out_of_handover_mode_is_handed_back_to_its_own_grou
     assert notes(result.actions, "handover releasing")
     assert role(result.record, 3) is Role.STOP
     assert needs(result.record, BACK) == Needs(
-        describe=frozenset({BASE}), committed=frozenset({BASE, gen}), fresh_partitions=True
+        describe=frozenset({BASE}), committed=frozenset({BASE, gen}), fresh_partitions=True, ends=True
     )
     record = result.record
 
@@ -1278,8 +1356,9 @@ def _check_serving_change(record: ControllerRecord, observation: Observation, ne
         assert new.handover.phase is Phase.ABORTING
         fenced = _fenced_in(observation, h.target, h.epoch)
         assert observation.running.get(h.target, frozenset()) <= {s.worker for s in fenced}
-        assert new.serving.start == _highest_of_topic(
-            h.cut or {}, observation.committed[h.group], *(s.offsets for s in fenced)
+        assert new.serving.start == _at_most_the_end(
+            _highest_of_topic(h.cut or {}, observation.committed[h.group], *(s.offsets for s in fenced)),
+            observation,
         )
         return
     assert new.serving.generation == h.target
@@ -1289,9 +1368,19 @@ def _check_serving_change(record: ControllerRecord, observation: Observation, ne
         assert h.phase is Phase.FENCING
         fenced = _fenced_in(observation, source.generation, h.epoch)
         assert observation.running.get(source.generation, frozenset()) <= {s.worker for s in fenced}
-        assert new.serving.start == _highest_of_topic(
-            source.start, observation.committed[source.group], *(s.offsets for s in fenced)
+        assert new.serving.start == _at_most_the_end(
+            _highest_of_topic(
+                source.start, observation.committed[source.group], *(s.offsets for s in fenced)
+            ),
+            observation,
         )
+
+
+def _at_most_the_end(
+    cut: Mapping[tuple[str, int], int], observation: Observation
+) -> dict[tuple[str, int], int]:
+    """A cut is never beyond the log end the step read (docs/handover.md §4.3): lowered to it."""
+    return {tp: min(offset, observation.ends.get(tp, offset)) for tp, offset in cut.items()}
 
 
 def _check_hand_back(
@@ -1313,6 +1402,7 @@ def _check_hand_back(
             assert h.phase is Phase.RELEASING
             assert h.cut is not None
             assert (a.group, a.offsets) == (BASE, h.cut)  # the persisted cut, nothing else
+            assert a.offsets == _at_most_the_end(a.offsets, observation)  # never past the log end
             assert not observation.groups.get(BASE, GroupView("Empty")).members
         if isinstance(a, HandBack):
             assert h is not None
@@ -1331,8 +1421,11 @@ def _check_hand_back(
         assert source is not None
         fenced = _fenced_in(observation, source.generation, 0)
         assert observation.running.get(source.generation, frozenset()) <= {s.worker for s in fenced}
-        assert nh.cut == _highest_of_topic(
-            source.start, observation.committed[source.group], *(s.offsets for s in fenced)
+        assert nh.cut == _at_most_the_end(
+            _highest_of_topic(
+                source.start, observation.committed[source.group], *(s.offsets for s in fenced)
+            ),
+            observation,
         )
     if nh is not None and nh.phase is Phase.RELEASED and h is not None and h.phase is Phase.RELEASING:
         assert h.cut is not None

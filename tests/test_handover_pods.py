@@ -1,4 +1,5 @@
-"""Which pods cannot run, read from pod statuses (``lagscaler.edges.handover.pods``), pure.
+"""Which pods cannot run (or cannot be created), read from pod and Deployment statuses
+(``lagscaler.edges.handover.pods``), pure.
 
 Where the statuses come from: the ``Unschedulable`` one was recorded from the real kube-scheduler
 v1.35.4 in this repository's control-plane tier
@@ -7,7 +8,9 @@ kubelet runs here, so the kubelet's states are written as kubelet v1.35.4 writes
 messages of ``pkg/kubelet/images/image_manager.go`` (``Back-off pulling image %q: <the pull error>``),
 ``pkg/kubelet/kubelet_pods.go`` (``makeEnvironmentVariables``: a Secret's NotFound, ``couldn't find key
 %v in ConfigMap %v/%v``) and ``pkg/kubelet/kuberuntime/kuberuntime_manager.go`` (``back-off %s
-restarting failed container=%s pod=%s``), in the shape ``kubectl get pod -o json`` shows.
+restarting failed container=%s pod=%s``), in the shape ``kubectl get pod -o json`` shows. The
+Deployment whose pods a ResourceQuota refuses was recorded from the real kube-apiserver and
+kube-controller-manager v1.35.4 (``…resource_quota_refuses_are_reported…`` there, which prints it).
 """
 
 from __future__ import annotations
@@ -20,7 +23,13 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from lagscaler.core.handover.machine import Trouble
-from lagscaler.edges.handover.pods import FAILING_REASONS, PodTrouble, pod_trouble
+from lagscaler.edges.handover.pods import (
+    FAILED_CREATE,
+    FAILING_REASONS,
+    PodTrouble,
+    deployment_trouble,
+    pod_trouble,
+)
 
 # Recorded: the real kube-scheduler, a pod asking for 2 CPUs, one node with 1.
 UNSCHEDULABLE = {
@@ -237,3 +246,141 @@ def test_the_first_failing_container_is_the_one_named_init_containers_first(
         assert found is not None
         assert found.trouble is Trouble.FAILING
         assert (found.message, found.reason) == failing[0]
+
+
+# Recorded: a generation of two pods, a ResourceQuota of one; the ReplicaSet created one and was refused.
+QUOTA_MESSAGE = (
+    'pods "quota-g1-5c8d8c5db5-9ztp8" is forbidden: exceeded quota: ledger-pods, requested: pods=1, used:'
+    " pods=1, limited: pods=1"
+)
+REFUSED: dict[str, Any] = {
+    "conditions": [
+        {
+            "lastTransitionTime": "2026-12-08T00:07:17Z",
+            "lastUpdateTime": "2026-12-08T00:07:17Z",
+            "message": "Deployment does not have minimum availability.",
+            "reason": "MinimumReplicasUnavailable",
+            "status": "False",
+            "type": "Available",
+        },
+        {
+            "lastTransitionTime": "2026-12-08T00:07:17Z",
+            "lastUpdateTime": "2026-12-08T00:07:17Z",
+            "message": QUOTA_MESSAGE,
+            "reason": "FailedCreate",
+            "status": "True",
+            "type": "ReplicaFailure",
+        },
+        {
+            "lastTransitionTime": "2026-12-08T00:07:17Z",
+            "lastUpdateTime": "2026-12-08T00:07:17Z",
+            "message": 'ReplicaSet "quota-g1-5c8d8c5db5" is progressing.',
+            "reason": "ReplicaSetUpdated",
+            "status": "True",
+            "type": "Progressing",
+        },
+    ],
+    "observedGeneration": 1,
+    "replicas": 1,
+    "terminatingReplicas": 0,
+    "unavailableReplicas": 2,
+    "updatedReplicas": 1,
+}
+REFUSED_SINCE = dt.datetime(2026, 12, 8, 0, 7, 17, tzinfo=dt.UTC).timestamp()
+
+
+def refused(**changes: Any) -> dict[str, Any]:
+    """The recorded Deployment with its ReplicaFailure condition changed (a key set to None: removed)."""
+    failure = {**REFUSED["conditions"][1], **changes}
+    conditions = [REFUSED["conditions"][0], {k: v for k, v in failure.items() if v is not None}]
+    return {"kind": "Deployment", "status": {**REFUSED, "conditions": conditions}}
+
+
+DEPLOYMENT_CASES: list[tuple[str, dict[str, Any], PodTrouble | None]] = [
+    (
+        "a quota refuses its pods (recorded from the real control plane)",
+        {"status": REFUSED},
+        PodTrouble(Trouble.FAILING, FAILED_CREATE, QUOTA_MESSAGE, REFUSED_SINCE),
+    ),
+    (
+        "PodSecurity refuses them",
+        refused(
+            message='pods "ledger-g2-7f9c-x2x9q" is forbidden: violates PodSecurity "restricted:latest":'
+            ' runAsNonRoot != true (pod or container "app" must set securityContext.runAsNonRoot=true)'
+        ),
+        PodTrouble(
+            Trouble.FAILING,
+            FAILED_CREATE,
+            'pods "ledger-g2-7f9c-x2x9q" is forbidden: violates PodSecurity "restricted:latest":'
+            ' runAsNonRoot != true (pod or container "app" must set securityContext.runAsNonRoot=true)',
+            REFUSED_SINCE,
+        ),
+    ),
+    (
+        "created again: no condition",
+        {"status": {"replicas": 2, "conditions": [REFUSED["conditions"][0]]}},
+        None,
+    ),
+    ("a Deployment without status yet", {"metadata": {"name": "ledger-g2"}}, None),
+    ("pods that should go stay: not trouble for running", refused(reason="FailedDelete"), None),
+    ("a condition no longer true", refused(status="False"), None),
+    ("a status not spelt as the API spells it", refused(status="true"), None),
+    ("a reason that is not text", refused(reason=["FailedCreate"]), None),
+    ("a type that is not text", refused(type={"ReplicaFailure": True}), None),
+    (
+        "no message: reported with none",
+        refused(message=None),
+        PodTrouble(Trouble.FAILING, FAILED_CREATE, "", REFUSED_SINCE),
+    ),
+    (
+        "a message that is not text is quoted as it is",
+        refused(message=403),
+        PodTrouble(Trouble.FAILING, FAILED_CREATE, "403", REFUSED_SINCE),
+    ),
+    (
+        "a message on many lines is one line, cut to a log line's length",
+        refused(message="exceeded quota:\n\tcompute,\r\n" + "x" * 2000),
+        PodTrouble(
+            Trouble.FAILING, FAILED_CREATE, ("exceeded quota: compute, " + "x" * 2000)[:500], REFUSED_SINCE
+        ),
+    ),
+    (
+        "no time, or an unreadable one: since when the backend first saw it",
+        refused(lastTransitionTime="yesterday"),
+        PodTrouble(Trouble.FAILING, FAILED_CREATE, QUOTA_MESSAGE, None),
+    ),
+    (
+        "a time without a zone is not guessed",
+        refused(lastTransitionTime="2026-12-08T00:07:17"),
+        PodTrouble(Trouble.FAILING, FAILED_CREATE, QUOTA_MESSAGE, None),
+    ),
+    ("conditions that are not a list", {"status": {"conditions": {"type": "ReplicaFailure"}}}, None),
+    (
+        "entries that are not objects are passed over",
+        {"status": {"conditions": ["ReplicaFailure", None, 7, REFUSED["conditions"][1]]}},
+        PodTrouble(Trouble.FAILING, FAILED_CREATE, QUOTA_MESSAGE, REFUSED_SINCE),
+    ),
+]
+
+
+@pytest.mark.parametrize(
+    ("deployment_json", "expected"), [c[1:] for c in DEPLOYMENT_CASES], ids=[c[0] for c in DEPLOYMENT_CASES]
+)
+def test_what_a_deployment_status_says(deployment_json: dict[str, Any], expected: PodTrouble | None) -> None:
+    assert deployment_trouble(deployment_json) == expected
+
+
+@given(json_values)
+def test_any_deployment_json_at_all_is_read_without_an_error(value: Any) -> None:
+    found = (
+        deployment_trouble({"status": value}) if not isinstance(value, dict) else deployment_trouble(value)
+    )
+    assert found is None or (found.trouble, found.reason) == (Trouble.FAILING, FAILED_CREATE)
+    assert found is None or len(found.message) <= 500
+
+
+@given(st.lists(json_values | st.just(REFUSED["conditions"][1]), max_size=5))
+def test_a_refusal_among_any_other_conditions_is_found(conditions: list[Any]) -> None:
+    found = deployment_trouble({"status": {"conditions": conditions}})
+    if REFUSED["conditions"][1] in conditions:
+        assert found == PodTrouble(Trouble.FAILING, FAILED_CREATE, QUOTA_MESSAGE, REFUSED_SINCE)

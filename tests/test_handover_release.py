@@ -23,10 +23,15 @@ from lagscaler_demo.localkafka import KafkaEndpoint
 from lagscaler_demo.playground.handover_app import SinkReport
 from lagscaler_demo.playground.handover_run import GroupWorkers, HandoverPlayground, PlaygroundSettings
 from lagscaler_demo.playground.probe import committed_offsets
+from lagscaler_demo.seed import create_topics, produce
 from structlog.typing import EventDict
 from support import eventually
 
-from lagscaler.edges.handover import HandoverSettings, Phase, Status
+from lagscaler.core.handover.protocol import ControllerRecord, Handover, Serving
+from lagscaler.edges.handover import HandoverSettings, Phase, Status, WorkloadSpec
+from lagscaler.edges.handover.channel import ControlChannel, ensure_control_topic
+from lagscaler.edges.kafka import KafkaSettings
+from lagscaler.service.handover import LocalHandover, local_runner
 
 pytestmark = [pytest.mark.kafka, pytest.mark.slow]
 
@@ -173,6 +178,49 @@ async def test_a_workload_whose_policy_is_removed_keeps_running_and_is_handed_ba
         finally:
             own.kill_all()
     assert_exactly_once(report, served_by={serving.serving.generation, 0})
+
+
+async def test_a_hand_back_cut_beyond_the_log_end_is_committed_at_the_log_end(
+    kafka: KafkaEndpoint, unique: str, tmp_path: Path, logs: list[EventDict]
+) -> None:
+    """A control record whose persisted hand-back cut lies past a partition's end (forged, or the topic
+    re-created smaller since it was written) was committed into the workload's own group as it was:
+    its consumers then found their position out of range (and reset), or, once the log grew past it,
+    silently skipped every record produced in between. It is committed at the log end, with a
+    warning naming the partition and both offsets; a partition within range keeps its cut."""
+    topic, base, workload = f"{unique}-orders", f"{unique}-orders", f"shop/{unique}"
+    await create_topics(kafka.bootstrap, {topic: 2})
+    await produce(kafka.bootstrap, {(topic, 0): 5, (topic, 1): 3})
+    settings = KafkaSettings(bootstrap=(kafka.bootstrap,))
+    handover = HandoverSettings(control_topic=f"{unique}-control", tick=0.2)
+    await ensure_control_topic(settings.client_options(), handover.control_topic)
+    releasing = Handover(
+        3, 0, base, 1, Phase.RELEASING, {}, deadline=0.0, started_at=0.0, cut={(topic, 0): 1000, (topic, 1): 2},
+        source_replicas=1,
+    )  # fmt: skip
+    forged = ControllerRecord(
+        workload, term=1, seq=7, serving=Serving(3, f"{base}-gen-3", 1, {}), handover=releasing, next_generation=4
+    )  # fmt: skip
+    async with ControlChannel(settings.client_options(), handover.control_topic) as channel:
+        await channel.publish(forged)
+
+    local = LocalHandover(tmp_path, commands={workload: ("true",)}, settings=handover)
+    async with local_runner(settings, local) as runner:
+        runner.sync([WorkloadSpec(workload=workload, base_group=base, topics=(topic,), hand_back=True)])
+
+        def handed_back() -> None:
+            record = runner.record(workload)
+            assert record is not None
+            assert (record.serving, record.handover) == (None, None)
+
+        await eventually(handed_back, within=60, what="the hand-back to finish")
+
+    assert await committed_offsets(kafka.bootstrap, base) == {(topic, 0): 5, (topic, 1): 2}
+    warnings = [e for e in logs if e["event"] == "handover cut beyond the log end"]
+    assert len(warnings) == 1, logs
+    assert warnings[0]["log_level"] == "warning"
+    assert warnings[0]["workload"] == workload
+    assert warnings[0]["beyond"] == [{"partition": f"{topic}/0", "cut": 1000, "log_end": 5}]
 
 
 def assert_exactly_once(report: SinkReport, *, served_by: set[int]) -> None:

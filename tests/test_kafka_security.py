@@ -8,6 +8,8 @@ PLAINTEXT listener and then sampled through each secured one.
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import logging
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -19,6 +21,7 @@ from cryptography.hazmat.primitives import serialization
 from lagscaler_demo.localkafka import BrokerConfig, LocalBroker, run_coroutine_sync
 from lagscaler_demo.seed import commit, create_topics, produce
 from structlog.typing import EventDict
+from support import eventually
 
 from lagscaler.edges.kafka import (
     KafkaSettings,
@@ -182,3 +185,36 @@ async def test_wrong_password_is_a_one_line_error_that_never_shows_a_password(
     for text in (message, caplog.text, repr(logs), repr(settings)):
         assert wrong not in text
         assert PASSWORD not in text
+
+
+async def test_a_handover_controller_that_does_not_trust_the_broker_says_which_flag_to_fix(
+    secure: SecureBroker, tmp_path: Path, logs: list[EventDict]
+) -> None:
+    """An untrusted broker certificate is no outage to wait out: every attempt to reach the control
+    topic is an ERROR naming --ssl-cafile, not an 'unreachable' warning."""
+    from lagscaler.edges.handover import HandoverSettings
+    from lagscaler.service.handover import LocalHandover, local_runner
+
+    settings = KafkaSettings(
+        bootstrap=secure.address("SSL"),
+        security_protocol=SecurityProtocol.SSL,
+        tls=TlsSettings(),  # the system's CAs: not the throwaway one that signed the broker's certificate
+        request_timeout=3.0,
+    )
+    runner = local_runner(settings, LocalHandover(tmp_path, settings=HandoverSettings(control_topic="ctl")))
+    entering = asyncio.ensure_future(runner.__aenter__())
+    try:
+
+        def refused() -> None:
+            attempts = [e for e in logs if "handover control topic" in e["event"]]
+            assert attempts, logs
+            assert attempts[0]["event"] == "handover control topic refused; retrying", attempts[0]
+            assert attempts[0]["log_level"] == "error"
+            assert "--ssl-cafile" in attempts[0]["fix"]
+
+        await eventually(refused, within=30, what="the refusal, named")
+        assert not entering.done()
+    finally:
+        entering.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await entering

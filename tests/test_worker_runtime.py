@@ -25,7 +25,7 @@ import pytest
 from aiokafka import AIOKafkaProducer
 from aiokafka.errors import GroupCoordinatorNotAvailableError
 from lagscaler_demo.localkafka import KafkaEndpoint
-from lagscaler_demo.playground.probe import committed_offsets, end_offsets
+from lagscaler_demo.playground.probe import committed_offsets, describe_group, end_offsets
 from lagscaler_demo.seed import create_topics
 from support import eventually
 
@@ -39,7 +39,7 @@ from lagscaler.core.handover.protocol import (
 )
 from lagscaler.edges.handover import ControlChannel, ensure_control_topic
 from lagscaler.edges.kafka import KafkaSettings
-from lagscaler.worker import Batch, HandoverIdentity, Worker, WorkerConfig
+from lagscaler.worker import Batch, BatchHandler, HandoverIdentity, Worker, WorkerConfig
 
 pytestmark = [pytest.mark.kafka, pytest.mark.slow]
 
@@ -85,7 +85,9 @@ class Takeover:
             for p in range(PARTITIONS):
                 await self.producer.send_and_wait(self.topic, b"x", partition=p)
 
-    def worker(self, name: str) -> Worker:
+    def worker(
+        self, name: str, *, handler: BatchHandler | None = None, max_poll_interval_ms: int = 300_000
+    ) -> Worker:
         config = WorkerConfig(
             bootstrap=(self.bootstrap,),
             group=self.group,
@@ -94,14 +96,16 @@ class Takeover:
             handover=HandoverIdentity(self.workload, 1, self.control_topic),
             commit_interval=3600.0,  # never within a test: only the first-progress commit can count
             max_batch=7,  # several batches per partition, so "the first batch" is not "everything"
+            max_poll_interval_ms=max_poll_interval_ms,
         )
-        return Worker(config, batch_handler=self.sink.handle, poll_timeout=0.5)
+        return Worker(config, batch_handler=handler or self.sink.handle, poll_timeout=0.5)
 
     sink: Sink = field(default_factory=Sink)
 
 
 @contextlib.asynccontextmanager
-async def takeover(kafka: KafkaEndpoint, unique: str) -> AsyncIterator[Takeover]:
+async def takeover(kafka: KafkaEndpoint, unique: str, *, beyond: int = AFTER_CUT) -> AsyncIterator[Takeover]:
+    """The world of a takeover at the cut, with ``beyond`` records per partition waiting past it."""
     settings = KafkaSettings(bootstrap=(kafka.bootstrap,))
     topic, control = f"{unique}-in", f"{unique}-control"
     await create_topics(settings, {topic: PARTITIONS})
@@ -115,7 +119,7 @@ async def takeover(kafka: KafkaEndpoint, unique: str) -> AsyncIterator[Takeover]
         group = f"{unique}-gen-1"
         workload = f"test/{unique}"
         world = Takeover(settings, kafka.bootstrap, topic, group, workload, control, cut, channel, producer)
-        await world.produce(BEFORE_CUT + AFTER_CUT)
+        await world.produce(BEFORE_CUT + beyond)
         now = time.time()
         starting = Handover(
             source=None,
@@ -142,6 +146,13 @@ async def takeover(kafka: KafkaEndpoint, unique: str) -> AsyncIterator[Takeover]
     finally:
         await channel.close()
         await producer.stop()
+
+
+async def churn(world: Takeover) -> None:
+    """Control records without end, as other workers' statuses and a controller's rewrites make them."""
+    while True:
+        status = WorkerStatus(world.workload, "someone-else", 1, Status.SERVING, at=time.time())
+        await world.channel.publish(status)
 
 
 @contextlib.asynccontextmanager
@@ -182,15 +193,10 @@ async def test_a_worker_that_takes_partitions_at_the_cut_commits_its_first_recor
 async def test_a_stream_of_control_records_cuts_polls_short_but_loses_and_delays_nothing(
     kafka: KafkaEndpoint, unique: str
 ) -> None:
-    """The worker ends a poll when the control topic changes, cancelling aiokafka's ``getmany``. Under
-    a continuous stream of control records (other workers' statuses, controller rewrites) every record
-    must still be processed exactly once and the takeover still proven by a commit past the cut."""
-
-    async def churn(world: Takeover) -> None:
-        while True:
-            status = WorkerStatus(world.workload, "someone-else", 1, Status.SERVING, at=time.time())
-            await world.channel.publish(status)
-
+    """The worker ends a poll when the control topic changes (its fetch left in flight for the next
+    round). Under a continuous stream of control records (other workers' statuses, controller
+    rewrites) every record must still be processed exactly once and the takeover still proven by a
+    commit past the cut."""
     async with takeover(kafka, unique) as world:
         writer = asyncio.create_task(churn(world))
         try:
@@ -214,3 +220,44 @@ async def test_a_stream_of_control_records_cuts_polls_short_but_loses_and_delays
     assert interrupted >= 20  # the stream really cut polls short while records flowed
     for p in range(PARTITIONS):
         assert world.sink.offsets(p) == list(range(BEFORE_CUT, produced[p])), f"partition {p}"
+
+
+async def test_a_worker_whose_handler_hangs_leaves_its_group_after_max_poll_interval(
+    kafka: KafkaEndpoint, unique: str
+) -> None:
+    """A handler that never returns holds its partitions only until ``max_poll_interval_ms``: then the
+    consumer leaves its group, as any Kafka consumer that stops polling does, and its partitions need
+    not wait until a fence kills it. Control records cut its polls short first: aiokafka 0.14 counted
+    every cancelled ``getmany`` as a fetch in progress for good, so such a worker looked busy forever."""
+    hung, release = asyncio.Event(), asyncio.Event()
+
+    async def hang(batch: Batch) -> None:
+        hung.set()
+        await release.wait()
+
+    async with takeover(kafka, unique, beyond=0) as world:
+        writer = asyncio.create_task(churn(world))
+        worker = world.worker(f"{unique}-w", handler=hang, max_poll_interval_ms=3_000)
+        try:
+            async with running(worker):
+                try:
+                    await eventually(lambda: worker.stats.polls_interrupted >= 10, what="polls cut short")
+                    await eventually(lambda: _members(world, 1), within=60, what="the worker in its group")
+                    await world.produce(1)
+                    await eventually(hung.is_set, what="the handler hanging")
+                    await eventually(
+                        lambda: _members(world, 0), within=60, what="the worker out of its group"
+                    )
+                finally:
+                    release.set()  # before the worker is stopped: a stop waits for the handler
+        finally:
+            writer.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await writer
+    assert worker.failure is None
+
+
+async def _members(world: Takeover, count: int) -> None:
+    """The worker's group has ``count`` members (else an AssertionError: not yet)."""
+    view = await describe_group(world.bootstrap, world.group)
+    assert view.members == count, view

@@ -144,7 +144,7 @@ class HandoverOptions(Options):
     ] = 30.0
     """Give a new generation up once one of its workers has been unable to start for this long: an image
     that cannot be pulled, a missing Secret or ConfigMap, a crash loop (a local worker that exits as it
-    starts)."""
+    starts), pods the API server refuses to create (a ResourceQuota, a LimitRange, PodSecurity)."""
 
 
 class ServeOptions(ServiceOptions, HandoverOptions, KafkaOptions, ApiOptions):

@@ -8,6 +8,7 @@ import math
 import multiprocessing
 import os
 import signal
+import stat
 import sys
 import threading
 from collections.abc import Iterator
@@ -16,6 +17,7 @@ from contextlib import contextmanager
 from dataclasses import replace
 from pathlib import Path
 from types import FrameType
+from typing import BinaryIO
 
 from lagscaler.cli._types import positive
 from lagscaler.core.policy import load_policy_file
@@ -30,6 +32,11 @@ LONG_RUN_STEPS = 200_000  # above this a progress bar is shown even when stderr 
 DEFAULT_COMMIT_INTERVAL = 5.0  # Kafka consumer's auto.commit.interval.ms default (5000)
 PLOT_POINTS = 1000  # buckets per series in the report: about one per pixel of the plot's width
 MAX_PARTITIONS = 100_000  # far more than a topic has; the simulator holds arrays of this size per policy
+MAX_TRACE_BYTES = 64 * 1024 * 1024
+"""The largest trace file ``simulate`` reads unless ``--max-trace-bytes`` says otherwise: millions of rows
+(a year at one row every 15 s is about 40 MB), 180 times the largest shared trace. Parsing holds two
+Python floats per row, so memory grows with the file: a mistaken path (a disk image, a log) is refused
+from its size, before a byte of it is read, rather than swapping the machine."""
 
 
 def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
@@ -44,6 +51,13 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
         ),
     )
     parser.add_argument("--trace", required=True, type=Path, help="CSV with 'timestamp,value' rows")
+    parser.add_argument(
+        "--max-trace-bytes",
+        type=positive(int),
+        default=MAX_TRACE_BYTES,
+        metavar="BYTES",
+        help=f"refuse a trace file larger than this before reading it (default {MAX_TRACE_BYTES}: 64 MiB)",
+    )
     parser.add_argument("--policy", required=True, type=Path, help="the ScalingPolicy file to simulate")
     parser.add_argument(
         "--peak-rate", type=positive(float), help="rescale the trace so its peak is this many msg/s"
@@ -97,14 +111,41 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
     parser.set_defaults(handler=_run)
 
 
-def _read_trace(path: Path) -> Trace:
+def _read_trace(path: Path, limit: int) -> Trace:
+    """Parse the trace at ``path``, refusing one larger than ``limit`` bytes before reading it.
+
+    A regular file's size is checked first; its lines are then streamed into the parser, never the
+    whole file held at once. One whose size is not known in advance (a pipe, ``<(zcat trace.gz)``) is
+    counted as it is read and refused once past the limit.
+    """
     try:
-        text = path.read_text(encoding="utf-8")
+        with path.open("rb") as file:
+            info = os.fstat(file.fileno())
+            if stat.S_ISREG(info.st_mode) and info.st_size > limit:
+                raise _too_large(path, f"{info.st_size} bytes", limit)
+            return parse_trace(_bounded_lines(file, path, limit), str(path))
     except OSError as exc:
         raise TraceError(f"cannot read trace {path}: {exc.strerror or exc}") from None
     except UnicodeDecodeError:
         raise TraceError(f"{path}: not a text CSV file") from None
-    return parse_trace(text, str(path))
+
+
+def _bounded_lines(file: BinaryIO, path: Path, limit: int) -> Iterator[str]:
+    """The lines of ``file``, refused with a :class:`TraceError` past ``limit`` bytes; at most
+    ``limit + 1`` bytes are read, even from a file without a single newline."""
+    left = limit
+    while line := file.readline(left + 1):
+        left -= len(line)
+        if left < 0:
+            raise _too_large(path, f"more than {limit} bytes", limit)
+        yield line.decode("utf-8")  # a line at a time: a newline never falls inside a UTF-8 sequence
+
+
+def _too_large(path: Path, size: str, limit: int) -> TraceError:
+    return TraceError(
+        f"trace {path} is {size}, over the limit of {limit} bytes: check that it is the trace meant,"
+        " or raise the limit with --max-trace-bytes"
+    )
 
 
 @contextmanager
@@ -155,7 +196,7 @@ def _run(args: argparse.Namespace) -> int:
         if policy.stateful is None:
             raise UserError(f"--state-bytes: {args.policy} is not a stateful policy")
         policy = replace(policy, stateful=replace(policy.stateful, state_bytes=args.state_bytes))
-    trace = _read_trace(args.trace)
+    trace = _read_trace(args.trace, args.max_trace_bytes)
     if args.hours is not None:  # cut first, so --peak-rate is the peak of what is simulated
         trace = trace.truncated(args.hours * 3600)
     if args.peak_rate is not None:

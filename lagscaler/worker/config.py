@@ -51,6 +51,9 @@ class WorkerConfig:
     consumer re-reads its topics' metadata; a partition added to a topic is consumed once the group
     leader has seen it (and the group has rebalanced), so this bounds how long a new partition waits
     for a consumer. aiokafka's own default, five minutes, would leave it unconsumed that long.
+    ``max_poll_interval_ms``: a worker whose handler (or warm-up hook) has not returned for this long
+    leaves its group, as any Kafka consumer that stops polling does, so its partitions move on without
+    it; aiokafka's default, five minutes.
     ``client_options``: extra aiokafka client keywords (TLS, SASL), for every client the worker opens.
     """
 
@@ -65,6 +68,7 @@ class WorkerConfig:
     heartbeat_interval_ms: int = 1_000
     control_timeout: float = 15.0
     metadata_max_age_ms: int = 10_000
+    max_poll_interval_ms: int = 300_000
     watch_path: Path | None = None
     client_options: Mapping[str, object] | None = None
 
@@ -85,6 +89,8 @@ class WorkerConfig:
                 raise UserError(f"{name.replace('_', ' ')} must be > 0 seconds, got {value}")
         if self.metadata_max_age_ms < 1:
             raise UserError(f"metadata max age must be >= 1 ms, got {self.metadata_max_age_ms}")
+        if self.max_poll_interval_ms < 1:
+            raise UserError(f"max poll interval must be >= 1 ms, got {self.max_poll_interval_ms}")
         if not 0 < self.heartbeat_interval_ms < self.session_timeout_ms:
             raise UserError("the heartbeat interval must be positive and shorter than the session timeout")
 

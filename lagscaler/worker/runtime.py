@@ -33,9 +33,11 @@ import logging
 import os
 import signal
 import sys
+import threading
 import time
 from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 from aiokafka import AIOKafkaConsumer, ConsumerRebalanceListener
@@ -50,6 +52,12 @@ from lagscaler.worker.config import WorkerConfig
 __all__ = ["Batch", "BatchHandler", "RecordHandler", "Release", "WarmUp", "Worker", "WorkerStats"]
 
 _log = logging.getLogger("lagscaler.worker")
+
+# How long a worker whose watched path disappeared may take to stop gracefully before it exits anyway
+# (as long as the local backend's default stop_grace): a handler or hook that hangs must not keep it
+# running with nothing left that would ever kill it.
+GONE_GRACE = 10.0
+GONE_EXIT_CODE = 70  # EX_SOFTWARE: it did not stop when told to
 
 
 @dataclass(frozen=True, slots=True)
@@ -78,9 +86,8 @@ class WorkerStats:
     warm_ups: int = 0  # warm-up hook calls
     fences: int = 0  # times this worker stopped on command
     polls: int = 0  # rounds that waited for records (or, idle, kept the membership alive)
-    # Rounds a control record or a stop ended before the fetch returned. The fetch call is cancelled,
-    # which loses nothing: aiokafka fetches in a task of its own and keeps what it fetched for the
-    # next call (aiokafka 0.14, consumer/fetcher.py, Fetcher._fetch_requests_routine, fetched_records).
+    # Rounds a control record or a stop ended before the fetch returned. The fetch is left in flight
+    # and the next round waits for it (see Worker._poll).
     polls_interrupted: int = 0
 
 
@@ -113,6 +120,9 @@ class Worker:
         self._resources = resources
         self._poll_timeout = poll_timeout
         self._consumer: AIOKafkaConsumer | None = None
+        # The getmany call in flight, if a round ended before it returned; with the assignment count
+        # as its records were taken from aiokafka's buffer.
+        self._fetch: asyncio.Future[tuple[int, dict[TopicPartition, list[ConsumerRecord]]]] | None = None
         self._channel: ControlChannel | None = None
         self._lock = asyncio.Lock()  # processing, commits and rebalance callbacks take turns
         self._owned: set[TopicPartition] = set()
@@ -142,7 +152,16 @@ class Worker:
             stream=sys.stderr,
             format=f"%(asctime)s {self.config.worker} %(levelname)s %(name)s: %(message)s",
         )
-        return asyncio.run(self._run_with_signals())
+        path = self.config.watch_path
+        done = threading.Event()
+        if path is not None:
+            threading.Thread(
+                target=_exit_when_gone, args=(path, done, self.config.worker), name="watch-path", daemon=True
+            ).start()
+        try:
+            return asyncio.run(self._run_with_signals())
+        finally:
+            done.set()
 
     async def _run_with_signals(self) -> int:
         loop = asyncio.get_running_loop()
@@ -195,6 +214,7 @@ class Worker:
             # (aiokafka 0.14, consumer/group_coordinator.py, _handle_metadata_update, which compares
             # partition counts after each refresh): its refresh period bounds how long one waits.
             metadata_max_age_ms=config.metadata_max_age_ms,
+            max_poll_interval_ms=config.max_poll_interval_ms,
         )
         consumer.subscribe(list(config.topics), listener=_Listener(self))
         self._consumer = consumer
@@ -204,6 +224,11 @@ class Worker:
         except _Stop:
             pass
         finally:
+            fetch, self._fetch = self._fetch, None
+            if fetch is not None:
+                fetch.cancel()
+                with contextlib.suppress(asyncio.CancelledError, Exception):
+                    await fetch
             with contextlib.suppress(Exception):
                 async with self._lock:
                     await self._commit()  # what was processed, and only that, even after a failure
@@ -238,18 +263,38 @@ class Worker:
         """Checked between records: stop, a rebalance, or a role change ends the work in hand."""
         return self._stop.is_set() or self._revoking or self._role() is not Role.SERVE
 
-    async def _poll(self, *, fetch: bool) -> dict[TopicPartition, list[ConsumerRecord]]:
-        """Fetch (or, with ``fetch=False``, just keep the membership alive) until records, a control
-        record or a stop arrive, whichever is first."""
+    async def _getmany(self) -> tuple[int, dict[TopicPartition, list[ConsumerRecord]]]:
         consumer = self._consumer
         assert consumer is not None
-        timeout = self._poll_timeout
-        getter = asyncio.ensure_future(
-            consumer.getmany(timeout_ms=int(timeout * 1000), max_records=self.config.max_batch)
+        batches = await consumer.getmany(
+            timeout_ms=int(self._poll_timeout * 1000), max_records=self.config.max_batch
         )
+        # Read with nothing run in between: the rebalances there were when the records were taken.
+        return self._assignments, dict(batches)
+
+    async def _poll(self, *, fetch: bool) -> tuple[int, dict[TopicPartition, list[ConsumerRecord]]]:
+        """Fetch (or, with ``fetch=False``, just keep the membership alive) until records, a control
+        record or a stop arrive, whichever is first; with the assignment count the records go with.
+
+        A fetch still waiting when a control record or a stop ends the round is not cancelled but
+        awaited by the next round: aiokafka 0.14 counts a fetch in progress in
+        ``SubscriptionState.fetch_context`` (consumer/subscription_state.py), which has no
+        try/finally, so every cancelled ``getmany`` would stay counted for good, the consumer would
+        never look idle, and ``max_poll_interval_ms`` (group_coordinator.py, ``_heartbeat_routine``)
+        would never take a worker whose handler hangs out of its group. Records taken meanwhile are
+        those of the positions and pauses at that moment (aiokafka checks both as it hands records
+        out: fetcher.py, ``FetchResult.check_assignment``); only a rebalance since makes them stale.
+        """
+        consumer = self._consumer
+        assert consumer is not None
+        getter = self._fetch
+        if getter is None:
+            getter = self._fetch = asyncio.ensure_future(self._getmany())
         waiters: set[asyncio.Future[Any]] = {getter, asyncio.ensure_future(self._stop.wait())}
         if self._channel is not None:
-            waiters.add(asyncio.ensure_future(self._channel.wait_changed(self._channel.version, timeout)))
+            waiters.add(
+                asyncio.ensure_future(self._channel.wait_changed(self._channel.version, self._poll_timeout))
+            )
         self.stats.polls += 1
         try:
             await asyncio.wait(waiters, return_when=asyncio.FIRST_COMPLETED)
@@ -257,20 +302,16 @@ class Worker:
             for waiter in waiters - {getter}:
                 waiter.cancel()
         if not getter.done():
-            # Nothing was taken from aiokafka's buffer: fetched_records drains it without awaiting, so a
-            # cancellation can only land while it waits for a fetch (aiokafka 0.14,
-            # consumer/fetcher.py, Fetcher.fetched_records), and the next call returns what arrives.
             self.stats.polls_interrupted += 1
-            getter.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await getter
-            return {}
-        batches = getter.result()
-        if not fetch and batches:  # defensive: paused partitions return nothing
-            for tp, records in batches.items():
-                consumer.seek(tp, records[0].offset)
-            return {}
-        return dict(batches)
+            return self._assignments, {}
+        self._fetch = None
+        assignments, batches = getter.result()
+        if not fetch and batches:  # fetched before a pause (a fetch left in flight): again when resumed
+            if assignments == self._assignments:  # else set up again at its commit when served
+                for tp, records in batches.items():
+                    consumer.seek(tp, records[0].offset)
+            return assignments, {}
+        return assignments, batches
 
     async def _serve_once(self) -> None:
         if self._fenced_for is not _NOT_FENCED:  # unfenced (the handover was aborted): re-position all
@@ -284,8 +325,7 @@ class Worker:
                     await self._setup(pending)
         if self._assigned and not self._revoking:
             await self._report(Status.SERVING)
-        assignments = self._assignments
-        batches = await self._poll(fetch=True)
+        assignments, batches = await self._poll(fetch=True)
         async with self._lock:
             if assignments != self._assignments:
                 batches = {}  # fetched before a rebalance: positions were reset, the records come again
@@ -555,6 +595,30 @@ class Worker:
 
 
 _NOT_FENCED = object()
+
+
+def _exit_when_gone(path: Path, done: threading.Event, worker: str) -> None:
+    """Exit the process once ``path`` has been gone for :data:`GONE_GRACE` and it has not stopped.
+
+    The event loop's own watcher (:meth:`Worker._watch_path`) asks for a graceful stop, which waits for
+    the record in hand: a handler that never returns would keep the process running for good, and its
+    local backend (whose state directory ``path`` is) is gone, so nothing would ever kill it. A thread,
+    because a handler that blocks the event loop would stall a coroutine as well.
+    """
+    while not done.wait(1.0):
+        if path.exists():
+            continue
+        if done.wait(GONE_GRACE):
+            return
+        _log.error(
+            "%s: %s is gone and the worker did not stop within %g s: exiting", worker, path, GONE_GRACE
+        )
+        for stream in (sys.stdout, sys.stderr):
+            with contextlib.suppress(Exception):
+                stream.flush()
+        os._exit(GONE_EXIT_CODE)
+
+
 _FENCE_COMMIT_ATTEMPTS = 10  # about 11 s of retries before a fence is reported with its commit pending
 
 

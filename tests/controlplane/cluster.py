@@ -10,11 +10,14 @@ What it runs, all on 127.0.0.1 with free ports and certificates made here:
 * kube-apiserver with RBAC, the aggregation layer (front-proxy CA, ``front-proxy-client``
   certificate, ``--enable-aggregator-routing=false`` so an ExternalName Service can point at a local
   adapter), service-account signing keys (TokenRequest works) and a client CA for x509 users;
-* kube-controller-manager with the HPA, deployment, replicaset, serviceaccount and garbage-collector
-  controllers, each under its own service account (``--use-service-account-credentials``), a short
-  HPA sync period and the HPA controller's decisions logged (``--vmodule=horizontal=4``) so tests can
-  read every sync. The garbage collector deletes what an object owns after it (ownerReferences: a
-  Deployment's ReplicaSets and pods, the handover generations a workload's Deployment owns).
+* kube-controller-manager with the HPA, deployment, replicaset, serviceaccount, garbage-collector and
+  resource-quota controllers, each under its own service account (``--use-service-account-credentials``),
+  a short HPA sync period and the HPA controller's decisions logged (``--vmodule=horizontal=4``) so tests
+  can read every sync. The garbage collector deletes what an object owns after it (ownerReferences: a
+  Deployment's ReplicaSets and pods, the handover generations a workload's Deployment owns). The
+  resource-quota controller fills in a ResourceQuota's ``status.hard``, without which the apiserver's
+  ResourceQuota admission plugin (on by default: no ``--enable-admission-plugins`` here) enforces
+  nothing (``k8s.io/apiserver`` ``pkg/admission/plugin/resourcequota/controller.go``, v0.35.4).
 
 There are no nodes and no kubelet: pods stay Pending unless a test marks them Running and Ready
 (``KubeClient.mark_pods_ready`` in ``kubeclient.py``), which is how a test stands in for the kubelet.
@@ -439,7 +442,8 @@ def running_control_plane(
                 f"--kubeconfig={kcm_kubeconfig}",
                 f"--authentication-kubeconfig={kcm_kubeconfig}",
                 f"--authorization-kubeconfig={kcm_kubeconfig}",
-                "--controllers=horizontalpodautoscaling,deployment,replicaset,serviceaccount,garbagecollector",
+                "--controllers=horizontalpodautoscaling,deployment,replicaset,serviceaccount,garbagecollector,"
+                "resourcequota",
                 "--use-service-account-credentials=true",
                 f"--root-ca-file={ca_file}",
                 f"--horizontal-pod-autoscaler-sync-period={hpa_sync_seconds}s",

@@ -33,6 +33,7 @@ import pytest
 from aiokafka.errors import KafkaError
 from lagscaler_demo.localkafka import KafkaEndpoint
 from lagscaler_demo.localkafka.broker import free_port
+from lagscaler_demo.playground.handover_app import SinkReport
 from lagscaler_demo.playground.handover_run import HandoverPlayground, PlaygroundSettings
 from lagscaler_demo.playground.probe import committed_offsets
 from structlog.typing import EventDict
@@ -40,6 +41,7 @@ from support import eventually
 
 from lagscaler.core.handover.machine import Trouble, WorkerProblem
 from lagscaler.edges.handover import (
+    ControllerRecord,
     GenerationSpec,
     HandoverSettings,
     KubernetesBackend,
@@ -774,7 +776,81 @@ async def test_pods_the_kubelet_cannot_start_are_reported_with_its_reason_and_me
         await api.close()
 
 
-async def test_a_generation_the_scheduler_cannot_place_is_aborted_and_the_next_one_after_a_fix_takes_over(  # noqa: PLR0915, PLR0917 - one story
+def pod_quota(namespace: str, pods: int) -> dict[str, Any]:
+    return {
+        "apiVersion": "v1",
+        "kind": "ResourceQuota",
+        "metadata": {"name": "ledger-pods", "namespace": namespace},
+        "spec": {"hard": {"pods": str(pods)}},
+    }
+
+
+async def test_pods_a_resource_quota_refuses_are_reported_from_the_deployment_with_the_quota_message(
+    control_plane: ControlPlane,
+    tmp_path: Path,
+    namespace: str,
+    identity: HandoverInstall,
+    kube: KubeClient,
+) -> None:
+    """The real API server's ResourceQuota admission and the real ReplicaSet and Deployment controllers:
+    with a quota of one pod, a generation of two gets one pod and the second is refused — there is no
+    pod to read, and the generation is reported from its Deployment's ``ReplicaFailure`` condition
+    (reason ``FailedCreate``, the API server's ``exceeded quota`` message, since the condition's own
+    time). A new generation made once the quota has room gets all its pods, and nothing is reported."""
+    original = deployment(namespace, "quota")
+    original["spec"]["replicas"] = 0
+    original["spec"]["template"]["spec"]["terminationGracePeriodSeconds"] = 1
+    original["spec"]["template"]["spec"]["containers"][0]["command"] = SLEEPER
+    control_plane.apply([original, pod_quota(namespace, 1)])
+    await eventually(
+        lambda: _quota_counted(control_plane, namespace, "1"), within=60, every=0.5, what="the quota's status"
+    )
+    api = await kube_api_client(identity.kubeconfig)
+    assert api is not None
+    try:
+        async with KubeletStandIn(kube, namespace, tmp_path / "kubelet"):
+            backend = KubernetesBackend(api, f"{namespace}/quota", "quota")
+            await backend.observe()
+            await backend.ensure(_generation(namespace, "quota", 1), 2)
+            (problem,) = await eventually(
+                lambda: _problems(backend, 1), within=60, what="the refused create reported"
+            )
+            assert problem.trouble is Trouble.FAILING
+            assert (problem.worker, problem.reason) == ("quota-g1", "FailedCreate")
+            assert "exceeded quota: ledger-pods" in problem.message, problem.message
+            assert "limited: pods=1" in problem.message, problem.message
+            status = control_plane.get_json("deployment", "-n", namespace, "quota-g1")["status"]
+            print(json.dumps(status))  # the shape tests/test_handover_pods.py reads, as recorded
+            (condition,) = [c for c in status["conditions"] if c["type"] == "ReplicaFailure"]
+            assert condition["message"] == problem.message
+            assert problem.since == dt.datetime.fromisoformat(condition["lastTransitionTime"]).timestamp()
+            assert len((await backend.observe())[1]) == 1  # the pod the quota had room for
+
+            # Room for both generations' pods: the next generation is created whole, nothing reported.
+            control_plane.apply([pod_quota(namespace, 3)])
+            await eventually(
+                lambda: _quota_counted(control_plane, namespace, "3"), within=60, every=0.5, what="the quota"
+            )
+            await backend.remove(1)
+            await backend.ensure(_generation(namespace, "quota", 2), 2)
+
+            async def created() -> None:
+                running = await backend.observe()
+                assert len(running.get(2, ())) == 2
+                assert 2 not in backend.problems()
+
+            await eventually(created, within=60, what="generation 2 created whole")
+    finally:
+        await api.close()
+
+
+def _quota_counted(control_plane: ControlPlane, namespace: str, pods: str) -> None:
+    """The resource-quota controller has filled in the quota's ``status.hard``: admission enforces it."""
+    status = control_plane.get_json("resourcequota", "-n", namespace, "ledger-pods").get("status", {})
+    assert status.get("hard", {}).get("pods") == pods, status
+
+
+async def test_a_generation_the_scheduler_cannot_place_is_aborted_and_the_next_one_after_a_fix_takes_over(  # noqa: PLR0917 - one story
     control_plane: ControlPlane,
     scheduler: _Process,
     kafka: KafkaEndpoint,
@@ -815,19 +891,7 @@ async def test_a_generation_the_scheduler_cannot_place_is_aborted_and_the_next_o
                 first = await play.scale_to(2, within=240)
                 assert first.serving is not None
                 control_plane.apply([workload("2", 0)])  # the user's change: it no longer fits
-
-                assert play.runner is not None
-                play.runner.set_desired(settings.workload, 3)
-
-                def aborted() -> bool:
-                    return any(e["event"] == "handover aborted" for e in logs)
-
-                await play.wait(aborted, within=120, what="the unschedulable attempt to be aborted")
-                record = play.record()
-                assert record is not None
-                assert record.serving is not None
-                assert record.serving.generation == first.serving.generation  # it served throughout
-
+                await _three_wanted_and_the_attempt_aborted(play, settings, logs, first, "unschedulable")
                 control_plane.apply([workload("100m", 0)])  # the fix
                 done = await play.wait_settled(3, within=240)
                 report = await play.verdict(within=90)
@@ -839,14 +903,50 @@ async def test_a_generation_the_scheduler_cannot_place_is_aborted_and_the_next_o
     finally:
         control_plane.kubectl("delete", "node", node, "--wait=false")
 
-    warning = next(e for e in logs if e["event"] == "handover aborted")
-    assert warning["log_level"] == "warning"
+    warning = _aborted_and_a_later_attempt_took_over(play, logs, first, done, report)
     target = warning["target"]
-    assert target > first.serving.generation
     assert warning["worker"].startswith(f"{TARGET}-g{target}-")
     assert warning["cause"] == "Unschedulable"
     assert "Insufficient cpu" in warning["message"], warning
     assert warning["reason"].startswith(f"generation {target} cannot run: {warning['worker']} Unschedulable")
+
+
+async def _three_wanted_and_the_attempt_aborted(
+    play: HandoverPlayground,
+    settings: PlaygroundSettings,
+    logs: list[EventDict],
+    first: ControllerRecord,
+    what: str,
+) -> None:
+    """The engine wants three workers; the attempt at them is aborted while ``first``'s generation serves."""
+    assert play.runner is not None
+    play.runner.set_desired(settings.workload, 3)
+
+    def aborted() -> bool:
+        return any(e["event"] == "handover aborted" for e in logs)
+
+    await play.wait(aborted, within=120, what=f"the {what} attempt to be aborted")
+    record = play.record()
+    assert record is not None
+    assert record.serving is not None
+    assert first.serving is not None
+    assert record.serving.generation == first.serving.generation  # it served throughout
+
+
+def _aborted_and_a_later_attempt_took_over(
+    play: HandoverPlayground,
+    logs: list[EventDict],
+    first: ControllerRecord,
+    done: ControllerRecord,
+    report: SinkReport,
+) -> EventDict:
+    """The warning of the first aborted attempt, once it is checked that the attempt only warmed and was
+    aborted, processed nothing, and that a later one took over with nothing lost or processed twice."""
+    warning = next(e for e in logs if e["event"] == "handover aborted")
+    assert warning["log_level"] == "warning"
+    target = warning["target"]
+    assert first.serving is not None
+    assert target > first.serving.generation
     history = play.history()
     attempt = [r for r in history if r.handover is not None and r.handover.target == target]
     assert {r.handover.phase for r in attempt if r.handover is not None} == {Phase.WARMING, Phase.ABORTING}
@@ -857,3 +957,51 @@ async def test_a_generation_the_scheduler_cannot_place_is_aborted_and_the_next_o
     assert report.consistent, report.summary()
     assert report.lost == 0
     assert report.duplicates == 0, report.summary()
+    return warning
+
+
+async def test_a_generation_a_resource_quota_refuses_is_aborted_early_and_the_next_one_takes_over_once_raised(  # noqa: PLR0917 - one story
+    control_plane: ControlPlane,
+    kafka: KafkaEndpoint,
+    unique: str,
+    tmp_path: Path,
+    namespace: str,
+    identity: HandoverInstall,
+    kube: KubeClient,
+    logs: list[EventDict],
+) -> None:
+    """Under load: the workload serves in generation 1 (two pods), then a ResourceQuota of three pods
+    is set in its namespace, so the real API server refuses most of the next generation's three pods —
+    its ReplicaSet never gets them, and there is no pod to read. The controller aborts that attempt
+    once the failing grace (3 s here) is over — the warm-up timeout is ten minutes, longer than this
+    test may take — with a warning naming the generation's Deployment and quoting the quota's message;
+    generation 1 serves throughout. Once the quota is raised, the next attempt takes over, and across
+    it all nothing is lost or processed twice."""
+    base = playground(kafka, unique, tmp_path, namespace)
+    settings = replace(
+        base, handover=replace(base.handover, warmup_timeout=600, failing_grace=3, revert_backoff=2)
+    )
+    async with controlled(settings, identity, kube, namespace, tmp_path) as (kubelet, play):
+        with explained(control_plane, kubelet, logs, namespace):
+            control_plane.apply([workload_deployment(namespace, settings, 1)])
+            await _own_consumers_commit(settings)
+            await play.start_runner()
+            first = await play.scale_to(2, within=240)
+            assert first.serving is not None
+            control_plane.apply([pod_quota(namespace, 3)])  # room for generation 1 and one pod more
+            await eventually(
+                lambda: _quota_counted(control_plane, namespace, "3"), within=60, every=0.5, what="the quota"
+            )
+            await _three_wanted_and_the_attempt_aborted(play, settings, logs, first, "refused")
+            control_plane.apply([pod_quota(namespace, 10)])  # the fix: room for both generations
+            done = await play.wait_settled(3, within=240)
+            report = await play.verdict(within=90)
+
+    warning = _aborted_and_a_later_attempt_took_over(play, logs, first, done, report)
+    target = warning["target"]
+    print(warning)
+    assert warning["worker"] == f"{TARGET}-g{target}"  # the Deployment: no pod names the refusal
+    assert warning["cause"] == "FailedCreate"
+    assert "exceeded quota: ledger-pods" in warning["message"], warning
+    assert warning["reason"].startswith(f"generation {target} cannot run: {TARGET}-g{target} FailedCreate")
+    assert "exceeded quota: ledger-pods" in warning["reason"], warning

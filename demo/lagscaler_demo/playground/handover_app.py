@@ -46,8 +46,9 @@ from lagscaler.worker import Batch, Worker, WorkerConfig
 from lagscaler_demo.playground.probe import topic_partitions
 from lagscaler_demo.playground.producer import SEQUENCE_BYTES
 
-__all__ = ["SinkBatch", "SinkReport", "check", "main", "read_sink"]
+__all__ = ["HANGS", "SinkBatch", "SinkReport", "check", "main", "read_sink"]
 
+HANGS = "handler hangs (injected)"  # what a worker with --block-handler-in-generations logs as it hangs
 _HEADER = struct.Struct(">iiqiH")  # partition, generation, processed_ms, mismatches, worker id length
 _STATE = struct.Struct(">qqq")  # next offset, records seen, last sequence number
 
@@ -130,6 +131,8 @@ class SequenceApp:
 
     async def handle(self, batch: Batch) -> None:
         if self.block_handler:
+            # Said in the worker's log, so a test knows the worker hangs and does not merely wait for records.
+            print(f"{self.config.worker}: {HANGS}", file=sys.stderr, flush=True)
             await asyncio.Event().wait()  # hangs: nothing of the batch reaches the sink
         if self.crash_on_first_batch:
             os._exit(3)  # dies as a crash does: no commit, no status, nothing of the batch in the sink

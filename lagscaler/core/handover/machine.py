@@ -76,9 +76,10 @@ class MachineSettings:
     unable to run (:class:`WorkerProblem`) before the target is given up — aborted while it warms,
     reverted while it is verified — instead of waiting out ``warmup_timeout`` or ``verify_timeout``.
     A pod no node can take clears when a cluster autoscaler adds a node (minutes), so it gets the
-    longer grace; an image that cannot be pulled, a missing Secret or a crash loop rarely clears by
-    itself, and the shorter grace still spans about three of the kubelet's retries (docs/handover.md
-    §4.1, "Cannot run").
+    longer grace; an image that cannot be pulled, a missing Secret, a crash loop or pods the API server
+    refuses to create (a ResourceQuota, PodSecurity) rarely clears by itself, or not while the
+    generation waits, and the shorter grace still spans about three of the kubelet's retries
+    (docs/handover.md §4.1, "Cannot run", says why a quota is in this group).
     """
 
     workload: str
@@ -132,7 +133,9 @@ class Trouble(enum.StrEnum):
     """Why a worker cannot run, by how likely it is to clear on its own (each has its own grace)."""
 
     UNSCHEDULABLE = "unschedulable"  # no node can take it now; a cluster autoscaler may add one
-    FAILING = "failing"  # its image cannot be pulled, its configuration is missing, it crashes at start
+    # its image cannot be pulled, its configuration is missing, it crashes at start, or the API server
+    # refuses to create it (a ResourceQuota, a LimitRange, PodSecurity, a missing ServiceAccount)
+    FAILING = "failing"
 
 
 @dataclass(frozen=True, slots=True)
@@ -262,7 +265,10 @@ def needs(record: ControllerRecord | None, settings: MachineSettings) -> Needs:
             return Needs()  # every other phase goes to RELEASING, or on, without reading anything
         base = settings.base_group
         return Needs(
-            describe=frozenset({base}), committed=frozenset({base, serving.group}), fresh_partitions=True
+            describe=frozenset({base}),
+            committed=frozenset({base, serving.group}),
+            fresh_partitions=True,
+            ends=True,  # the cut is held to the log end before it is persisted and committed
         )
     if record is None or (serving is None and handover is None):
         return Needs(describe=frozenset({settings.base_group}), committed=frozenset({settings.base_group}))
@@ -270,10 +276,13 @@ def needs(record: ControllerRecord | None, settings: MachineSettings) -> Needs:
         assert serving is not None
         return Needs(committed=frozenset({serving.group}))  # warm_to, should a handover begin
     if handover.phase is Phase.WARMING:
-        return Needs(describe=frozenset({handover.group}), fresh_partitions=True)
+        # The first generation starts at warm_to once ready: held to the log end like any cut.
+        return Needs(
+            describe=frozenset({handover.group}), fresh_partitions=True, ends=handover.source is None
+        )
     if handover.phase is Phase.FENCING:
         assert serving is not None
-        return Needs(committed=frozenset({serving.group}), fresh_partitions=True)
+        return Needs(committed=frozenset({serving.group}), fresh_partitions=True, ends=True)
     if handover.phase is Phase.STARTING:
         return Needs(
             describe=frozenset({handover.group}),
@@ -282,7 +291,7 @@ def needs(record: ControllerRecord | None, settings: MachineSettings) -> Needs:
             ends=True,
         )
     if handover.phase is Phase.REVERTING:
-        return Needs(committed=frozenset({handover.group}), fresh_partitions=True)
+        return Needs(committed=frozenset({handover.group}), fresh_partitions=True, ends=True)
     return Needs()
 
 
@@ -424,7 +433,8 @@ def _warming(
     ]
     if _ready(handover, obs):
         if serving is None:
-            return _start(record, handover, cut=handover.warm_to, obs=obs, settings=settings), actions
+            cut = _held_to_the_end(handover.warm_to, obs, record, actions)
+            return _start(record, handover, cut=cut, obs=obs, settings=settings), actions
         fencing = replace(handover, phase=Phase.FENCING, deadline=obs.now + settings.fence_timeout)
         actions.append(Note("handover fencing", _describe(record, fencing)))
         return replace(record, handover=fencing), actions
@@ -460,7 +470,7 @@ def _fencing(
     if not pending:
         if serving.group not in obs.committed:
             return record, actions
-        cut = _cut(serving, handover, obs)
+        cut = _held_to_the_end(_cut(serving, handover, obs), obs, record, actions)
         return _start(record, handover, cut=cut, obs=obs, settings=settings), actions
     if obs.now > handover.deadline + settings.kill_grace:
         aborting = replace(handover, phase=Phase.ABORTING)
@@ -486,6 +496,45 @@ def _cut(serving: Serving, handover: Handover, obs: Observation) -> dict[TopicPa
         if s.generation == serving.generation and _fenced(s, handover)
     ]
     return _highest(_within(serving.start, obs), _within(obs.committed[serving.group], obs), *fenced)
+
+
+def _held_to_the_end(
+    cut: Offsets, obs: Observation, record: ControllerRecord, actions: list[Action]
+) -> dict[TopicPartition, int]:
+    """``cut`` with every offset beyond its partition's log end lowered to that end, and a note naming
+    each such partition with both offsets.
+
+    A cut past the end cannot be a position anyone processed to (a worker commits the offset after a
+    record it fetched, at most the high watermark, and the end is read after the commits, as the
+    high watermark too): the log was cut short under it — the topic
+    deleted and re-created, an unclean leader election — or the record was forged. Used as it is, the
+    next consumer positions past the end and Kafka resets it (the worker SDK: to the log start, all
+    over again), or, once the log has grown past the offset, silently skips every record produced in
+    between. At the end, every record from now on is processed exactly once; what lay between the
+    end and the cut no longer exists in this log. Kafka's own ``kafka-consumer-groups
+    --reset-offsets`` does the same with an offset past the end (``ConsumerGroupCommand``,
+    ``checkOffsetsRange``: "Value will be set to" the log end, with a warning). A partition whose end
+    was not read (not among ``obs.partitions``) is left as it is.
+    """
+    beyond = {
+        tp: (offset, obs.ends[tp]) for tp, offset in cut.items() if tp in obs.ends and offset > obs.ends[tp]
+    }
+    if not beyond:
+        return dict(cut)
+    fields = {
+        **_describe(record),
+        "beyond": [
+            {"partition": f"{topic}/{partition}", "cut": offset, "log_end": end}
+            for (topic, partition), (offset, end) in sorted(beyond.items())
+        ],
+        "reason": (
+            "the cut lies beyond the log end (the topic re-created, an unclean leader election, or a"
+            " corrupted control record): it is set to the log end, so nothing produced from now on is"
+            " skipped; check the topic's history for what lay in between"
+        ),
+    }
+    actions.append(Note("handover cut beyond the log end", fields))
+    return {tp: min(offset, obs.ends.get(tp, offset)) for tp, offset in cut.items()}
 
 
 def _highest(*offsets: Offsets) -> dict[TopicPartition, int]:
@@ -578,7 +627,12 @@ def _reverting(
             for s in obs.statuses.values()
             if s.generation == handover.target and _fenced(s, handover)
         ]
-        cut = _highest(handover.cut or {}, _within(obs.committed[handover.group], obs), *fenced)
+        cut = _held_to_the_end(
+            _highest(handover.cut or {}, _within(obs.committed[handover.group], obs), *fenced),
+            obs,
+            record,
+            actions,
+        )
         aborting = replace(handover, phase=Phase.ABORTING, cut=cut)
         back = _held(
             replace(record, serving=Serving(source, source_group, replicas, cut), handover=aborting),
@@ -741,8 +795,11 @@ def _releasing(
             )
         if serving.group not in obs.committed:
             return record, actions
-        cut = _cut(serving, handover, obs)
+        cut = _held_to_the_end(_cut(serving, handover, obs), obs, record, actions)
         return replace(record, handover=replace(handover, cut=cut)), actions  # persisted before it is used
+    held = _held_to_the_end(handover.cut, obs, record, actions)
+    if held != handover.cut:  # a cut persisted beyond the log end (a forged record): fixed before use
+        return replace(record, handover=replace(handover, cut=held)), actions
     committed = obs.committed.get(base)
     if committed is None:
         return record, actions

@@ -10,6 +10,7 @@ from __future__ import annotations
 import csv
 import io
 import math
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from datetime import datetime
 
@@ -74,18 +75,21 @@ def _parse_time(text: str) -> float:
     return datetime.fromisoformat(text.replace("Z", "+00:00")).timestamp()
 
 
-def parse_trace(text: str, name: str) -> Trace:
+def parse_trace(text: str | Iterable[str], name: str) -> Trace:
     """Parse a ``timestamp,value`` CSV (a header row is optional; timestamps ISO 8601 or Unix seconds).
 
     Raises :class:`TraceError` naming ``name`` and the line for anything it cannot use: a missing
     column, a bad number or date, a negative or non-finite value or timestamp, time going backwards,
     fewer than two points. How long a trace may span is the simulator's limit (``steps_in``): a
     longer trace can still be cut with ``--hours``.
+
+    ``text`` is the whole file, or its lines as they are read (a file opened with ``newline=""``): the
+    rows are parsed one at a time, so only the numbers are held, never a list of every row.
     """
-    rows = list(csv.reader(io.StringIO(text)))
+    rows = csv.reader(io.StringIO(text) if isinstance(text, str) else text)
     times: list[float] = []
     rates: list[float] = []
-    for line, row in enumerate(rows, start=1):
+    for line, row in enumerate(_rows(rows, name), start=1):
         if not row or all(not cell.strip() for cell in row):
             continue
         if len(row) < 2:
@@ -119,6 +123,20 @@ def parse_trace(text: str, name: str) -> Trace:
         raise TraceError(f"{name}: a trace needs at least two 'timestamp,value' rows, found {len(times)}")
     t = np.asarray(times, dtype=np.float64)
     return Trace(name, t - t[0], np.asarray(rates, dtype=np.float64))
+
+
+def _rows(reader: Iterator[list[str]], name: str) -> Iterator[list[str]]:
+    """The CSV rows, with the csv module's own refusals (a field over its 128 KiB limit, a stray
+    quote) as a :class:`TraceError` naming the line rather than a traceback."""
+    while True:
+        try:
+            yield next(reader)
+        except StopIteration:
+            return
+        except csv.Error as exc:
+            raise TraceError(
+                f"{name}:{getattr(reader, 'line_num', '?')}: not a 'timestamp,value' row: {exc}"
+            ) from None
 
 
 # --- synthetic shapes (unit peak; rescale to the scenario's peak) -----------------------------------

@@ -30,6 +30,13 @@ from lagscaler.core.handover.protocol import (
     decode,
     encode,
 )
+from lagscaler.edges.kafka.errors import (
+    CLUSTER_AUTHORIZATION_FAILED,
+    TOPIC_AUTHORIZATION_FAILED,
+    KafkaRequestFailed,
+    error_name,
+    refusal,
+)
 from lagscaler.errors import UserError
 
 __all__ = ["DEFAULT_CONTROL_TOPIC", "ControlChannel", "ControlTopicUnusable", "ensure_control_topic"]
@@ -46,20 +53,28 @@ CONTROL_TOPIC_CONFIG = {
 }
 
 
+REFUSED_PAUSE = 5.0  # s between two reads of the control topic while the broker refuses them
+
+
 class ControlTopicUnusable(UserError):
     """The control topic exists but cannot serve as one (not exactly one partition): no retry fixes it."""
 
 
 async def ensure_control_topic(client_options: Mapping[str, Any], topic: str) -> None:
-    """Create the control topic (1 partition, compacted) unless it exists; wait until it has a leader."""
+    """Create the control topic (1 partition, compacted) unless it exists; wait until it has a leader.
+
+    A broker that refuses to describe or create it (no ACL for lagscaler's principal) raises
+    :class:`KafkaRequestFailed` at once: waiting for a leader of a topic one may not see only ended,
+    30 s later, in a "no leader" timeout that named the wrong cause.
+    """
     from aiokafka.admin import AIOKafkaAdminClient, NewTopic  # noqa: PLC0415 - the controller only
-    from aiokafka.errors import TopicAlreadyExistsError  # noqa: PLC0415
 
     admin = AIOKafkaAdminClient(**client_options)
     await admin.start()
     try:
-        existing = await admin.describe_topics([topic])
-        found = [t for t in existing if t["topic"] == topic and t["error_code"] == 0]
+        existing = [t for t in await admin.describe_topics([topic]) if t["topic"] == topic]
+        _refused(topic, "Describe", [t["error_code"] for t in existing])
+        found = [t for t in existing if t["error_code"] == 0]
         if found:
             if len(found[0]["partitions"]) != 1:
                 raise ControlTopicUnusable(
@@ -70,17 +85,18 @@ async def ensure_control_topic(client_options: Mapping[str, Any], topic: str) ->
             # As durable as the cluster allows, up to three copies (a single-broker laptop gets one).
             brokers = len(admin._client.cluster.brokers())  # aiokafka exposes no broker count
             replication = max(1, min(3, brokers))
-            with contextlib.suppress(TopicAlreadyExistsError):
-                await admin.create_topics(
-                    [
-                        NewTopic(
-                            topic,
-                            num_partitions=1,
-                            replication_factor=replication,
-                            topic_configs=CONTROL_TOPIC_CONFIG,
-                        )
-                    ]
-                )
+            response = await admin.create_topics(
+                [
+                    NewTopic(
+                        topic,
+                        num_partitions=1,
+                        replication_factor=replication,
+                        topic_configs=CONTROL_TOPIC_CONFIG,
+                    )
+                ]
+            )
+            # CreateTopicsResponse, every version: topic_errors is (name, error_code, ...) per topic.
+            _refused(topic, "Create", [entry[1] for entry in response.topic_errors])
     finally:
         await admin.close()
     deadline = time.monotonic() + 30
@@ -96,6 +112,16 @@ async def ensure_control_topic(client_options: Mapping[str, Any], topic: str) ->
             await asyncio.sleep(0.1)
     finally:
         await consumer.stop()
+
+
+def _refused(topic: str, operation: str, codes: list[int]) -> None:
+    """Raise :class:`KafkaRequestFailed` if a broker refused ``operation`` on ``topic`` for lack of an
+    ACL; any other error (the topic does not exist yet, or exists already) is the caller's to handle."""
+    refused = sorted({c for c in codes if c in (TOPIC_AUTHORIZATION_FAILED, CLUSTER_AUTHORIZATION_FAILED)})
+    if refused:
+        raise KafkaRequestFailed(
+            f"{operation} of control topic {topic} refused: {', '.join(error_name(c) for c in refused)}"
+        )
 
 
 class ControlChannel:
@@ -189,8 +215,13 @@ class ControlChannel:
             except asyncio.CancelledError:
                 raise
             except Exception as exc:  # a broker restart: aiokafka reconnects; keep reading
-                _log.warning("control topic read failed: %s", exc)
-                await asyncio.sleep(0.2)
+                fix = refusal(exc)
+                if fix is None:
+                    _log.warning("control topic read failed: %s", exc)
+                    await asyncio.sleep(0.2)
+                else:  # refused (an ACL revoked): only a change outside will help; say so, less often
+                    _log.error("control topic %s read refused: %s; %s", self.topic, exc, fix)
+                    await asyncio.sleep(REFUSED_PAUSE)
                 continue
             if batch:
                 self._apply_batch(batch)

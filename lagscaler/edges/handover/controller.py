@@ -50,7 +50,9 @@ from lagscaler.edges.handover.backend import Backend, GenerationSpec
 from lagscaler.edges.handover.channel import ControlChannel, ControlTopicUnusable, ensure_control_topic
 from lagscaler.edges.handover.leader import Leadership
 from lagscaler.edges.kafka import ClusterLayout, KafkaAdmin, KafkaSettings
+from lagscaler.edges.kafka.admin import capture_client_errors
 from lagscaler.edges.kafka.commit import commit_from_outside
+from lagscaler.edges.kafka.errors import refusal
 from lagscaler.logs import get_logger
 
 __all__ = ["Deposed", "HandoverRunner", "HandoverSettings", "WorkloadController", "WorkloadSpec"]
@@ -307,6 +309,7 @@ class WorkloadController:
                 "handover revert blocked",
                 "handover release blocked",
                 "handover held",
+                "handover cut beyond the log end",
             )
             else "info"
         )
@@ -406,13 +409,29 @@ class HandoverRunner:
         the problem, then the next comes after a doubling pause of at most ``CONNECT_BACKOFF_MAX``.
         Until it succeeds nothing about the handovers is known, so nothing after it may run (the
         scaling loop would sample the wrong generation's group).
+
+        A broker that *refuses* (SASL authentication failed, no ACL on the control topic, a request
+        it does not support, an untrusted certificate: :func:`~lagscaler.edges.kafka.errors.refusal`)
+        will refuse every attempt until someone changes something, so each attempt is an ERROR naming
+        the cause and the fix, and the next comes after ``CONNECT_BACKOFF_MAX``. It is retried rather
+        than ``serve`` exiting because that fix is made outside lagscaler, usually while it runs — an
+        ACL granted, a Secret rotated (each attempt re-reads the password file), a broker upgraded —
+        and the next attempt then succeeds without a restart; exiting would only trade this retry for
+        the kubelet's crash-loop back-off (or, run by hand, for nobody retrying at all).
         """
         pause = self.settings.tick
         while True:
             try:
-                await ensure_control_topic(self.kafka.client_options(), self.settings.control_topic)
-                await self.channel.start()
-                await self.admin.start()
+                with capture_client_errors() as seen:
+                    # A fresh channel per attempt: its client options (a password file) are read here.
+                    self.channel = ControlChannel(
+                        self.kafka.client_options(),
+                        self.settings.control_topic,
+                        client_id="lagscaler-handover",
+                    )
+                    await ensure_control_topic(self.kafka.client_options(), self.settings.control_topic)
+                    await self.channel.start()
+                    await self.admin.start()
                 return
             except (ControlTopicUnusable, asyncio.CancelledError):
                 # A topic no waiting can fix, or serve stopping before Kafka came back: close what was
@@ -423,10 +442,24 @@ class HandoverRunner:
             except Exception as exc:
                 await self.channel.close()
                 await self.admin.close()
+                problem = str(exc) or type(exc).__name__
+                if seen and seen[-1] not in problem:  # aiokafka raises "Unable to bootstrap", logs why
+                    problem = f"{problem}: {seen[-1]}"
+                fix = refusal(exc, seen)
+                if fix is not None:
+                    log.error(
+                        "handover control topic refused; retrying",
+                        topic=self.settings.control_topic,
+                        problem=problem,
+                        fix=fix,
+                        retry_in=CONNECT_BACKOFF_MAX,
+                    )
+                    await asyncio.sleep(CONNECT_BACKOFF_MAX)
+                    continue
                 log.warning(
                     "handover control topic unreachable; retrying",
                     topic=self.settings.control_topic,
-                    problem=str(exc) or type(exc).__name__,
+                    problem=problem,
                     retry_in=round(pause, 1),
                 )
                 await asyncio.sleep(pause)

@@ -15,6 +15,9 @@ What it does for each request of the controller (``docs/handover.md`` §7):
   ``LAGSCALER_HANDOVER_WORKER``). The workload's own Deployment's pods are **generation 0**: the
   controller removes them like any generation it does not run, so lagscaler scales that Deployment to 0
   when it takes a workload over and keeps it there (docs/handover.md §7).
+* ``problems()``: from what ``observe`` read, the pods of a generation that cannot run, and the
+  generations whose pods the API server refuses to create (a ResourceQuota, a LimitRange, PodSecurity:
+  no pod to read, but the Deployment's ``ReplicaFailure`` condition says why).
 * ``remove(g)``: scale the generation to 0 (its pods get SIGTERM and their grace period from the
   ReplicaSet); once it has no pod left, ``observe`` deletes the Deployment.
 * ``kill(pods)``: lower the generation's replicas so its ReplicaSet does not replace them, then delete
@@ -42,7 +45,7 @@ from kubernetes_asyncio.client.exceptions import ApiException
 from lagscaler.core.handover.machine import WorkerProblem
 from lagscaler.edges.handover.backend import WORKER_ENV as ENV
 from lagscaler.edges.handover.backend import GenerationSpec
-from lagscaler.edges.handover.pods import PodTrouble, pod_trouble
+from lagscaler.edges.handover.pods import PodTrouble, deployment_trouble, pod_trouble
 from lagscaler.errors import UserError
 from lagscaler.logs import get_logger
 
@@ -206,6 +209,16 @@ def _may_be_in_trouble(pod: Any) -> bool:
     return any(c.state is not None and c.state.waiting is not None for c in containers)
 
 
+def _refused(deployment: Any) -> PodTrouble | None:
+    """Why a generation's pods are not created (its Deployment's ``ReplicaFailure``), or None; the
+    Deployment is turned into JSON and read closely only when it has that condition."""
+    status = deployment.status
+    conditions = (status.conditions if status is not None else None) or ()
+    if not deployment.spec.replicas or not any(c.type == "ReplicaFailure" for c in conditions):
+        return None
+    return deployment_trouble({"status": {"conditions": [c.to_dict(serialize=True) for c in conditions]}})
+
+
 def _problem(exc: ApiException) -> str:
     """The API server's own message (it names the verb, resource and namespace of a 403)."""
     try:
@@ -246,6 +259,7 @@ class KubernetesBackend:
         # by the next observe, so nothing here outlives a step).
         self._pods: dict[str, _Pod] = {}  # pod name → its generation
         self._seen: dict[str, dict[str, Any]] = {}  # generation Deployment name → its labels and replicas
+        self._refused: dict[str, tuple[int, PodTrouble]] = {}  # Deployment name → (generation, why)
         self._clock = clock
         # (pod, trouble) → when this backend first and last saw it, for a status that does not say
         # since when (a container's waiting state has no time). Lost with the backend: a restarted
@@ -294,28 +308,29 @@ class KubernetesBackend:
         return pods
 
     def problems(self) -> dict[int, tuple[WorkerProblem, ...]]:
-        """The pods the last :meth:`observe` saw unable to run, by generation (docs/handover.md §4.1)."""
+        """The pods the last :meth:`observe` saw unable to run, and the generations whose pods the API
+        server refused to create (named by their Deployment: there is no pod), by generation
+        (docs/handover.md §4.1)."""
         now = self._clock()
         found: dict[int, list[WorkerProblem]] = {}
-        for pod in self._pods.values():
-            trouble = pod.trouble
-            if trouble is None:
-                continue
-            key = (pod.name, str(trouble.trouble))
+        troubled = [("pod", p.name, p.generation, p.trouble) for p in self._pods.values() if p.trouble]
+        troubled += [("deployment", name, g, trouble) for name, (g, trouble) in self._refused.items()]
+        for kind, worker, generation, trouble in troubled:
+            key = (worker, str(trouble.trouble))
             new = key not in self._seen_trouble
             first = now if new else self._seen_trouble[key][0]
             self._seen_trouble[key] = (first, now)
             if new:
                 self._log.info(
-                    "generation pod cannot run",
-                    generation=pod.generation,
-                    pod=pod.name,
+                    "generation pod cannot run" if kind == "pod" else "generation pods cannot be created",
+                    generation=generation,
                     cause=trouble.reason,
                     message=trouble.message,
+                    **{kind: worker},
                 )
             since = trouble.since if trouble.since is not None else first
-            problem = WorkerProblem(pod.name, trouble.trouble, trouble.reason, trouble.message, since)
-            found.setdefault(pod.generation, []).append(problem)
+            problem = WorkerProblem(worker, trouble.trouble, trouble.reason, trouble.message, since)
+            found.setdefault(generation, []).append(problem)
         # A crash-looping container runs for a moment between two back-offs: a pod is forgotten only
         # once it has been out of trouble for a while, so that moment does not restart its grace.
         for key, (_, last) in list(self._seen_trouble.items()):
@@ -339,6 +354,7 @@ class KubernetesBackend:
         for pod in pods:
             running.setdefault(pod.generation, set()).add(pod.name)
         self._seen = {}
+        self._refused = {}
         for deployment in deployments.items:
             labels = deployment.metadata.labels or {}
             raw = labels.get(LABEL_GENERATION, "")
@@ -349,6 +365,9 @@ class KubernetesBackend:
                 "metadata": {"labels": labels},
                 "spec": {"replicas": deployment.spec.replicas},
             }
+            refused = _refused(deployment) if raw.isdigit() else None
+            if refused is not None:
+                self._refused[deployment.metadata.name] = (int(raw), refused)
         return {g: frozenset(names) for g, names in running.items()}
 
     # --- reconciliations ----------------------------------------------------------------------------

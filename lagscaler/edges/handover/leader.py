@@ -49,7 +49,8 @@ class FileLeadership:
         self._fd: int | None = None
         self.term = 0
 
-    def _try(self) -> int | None:
+    def _try(self) -> tuple[int, int] | None:
+        """One non-blocking attempt: the locked descriptor and the new term, or None if another holds it."""
         self.path.parent.mkdir(parents=True, exist_ok=True)
         fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o644)
         try:
@@ -66,17 +67,24 @@ class FileLeadership:
         except BaseException:
             os.close(fd)
             raise
-        self._fd = fd
-        return term
+        return fd, term
 
     async def acquire(self) -> int:
         if self._fd is not None:
             return self.term
         while True:
-            term = await asyncio.to_thread(self._try)
-            if term is not None:
-                self.term = term
-                return term
+            # In a thread for the fsync. Cancelled meanwhile (serve stopping), the thread still runs
+            # to the end and may take the lock: the callback lets go of it, or this process would hold
+            # the lock in nobody's name and lock out every other controller until it exits.
+            attempt = asyncio.ensure_future(asyncio.to_thread(self._try))
+            try:
+                won = await asyncio.shield(attempt)
+            except asyncio.CancelledError:
+                attempt.add_done_callback(_unlock_if_won)
+                raise
+            if won is not None:
+                self._fd, self.term = won
+                return self.term
             await asyncio.sleep(self.poll)
 
     def is_leader(self) -> bool:
@@ -88,3 +96,14 @@ class FileLeadership:
             with contextlib.suppress(OSError):
                 fcntl.flock(fd, fcntl.LOCK_UN)
             os.close(fd)
+
+
+def _unlock_if_won(attempt: asyncio.Future[tuple[int, int] | None]) -> None:
+    """Let go of a lock that an abandoned attempt took."""
+    if attempt.cancelled() or attempt.exception() is not None:
+        return
+    won = attempt.result()
+    if won is not None:
+        with contextlib.suppress(OSError):
+            fcntl.flock(won[0], fcntl.LOCK_UN)
+        os.close(won[0])

@@ -10,7 +10,12 @@ What a cluster does for pods, on one Linux machine, for the demo and the tests:
 * A worker is listed by :meth:`observe` until its process is gone (exited and reaped, or a zombie
   nobody will run again): only then can the controller take a cut without it.
 * Workers watch ``<state_dir>/<workload>`` (``LAGSCALER_HANDOVER_WATCH_PATH``) and stop within a second
-  when it disappears, so removing the state directory stops everything an interrupted run left behind.
+  when it disappears, so removing the state directory stops everything an interrupted run left behind
+  (a worker whose handler hangs, and so cannot finish a graceful stop, exits on its own after
+  :data:`lagscaler.worker.runtime.GONE_GRACE`).
+* A worker asked to stop is killed (SIGKILL) once ``stop_grace`` has passed, by whichever controller
+  next looks: the deadline is written into its pid file, so a restarted ``serve`` finishes a stop its
+  predecessor began, whether or not it is asked to stop the worker again.
 * A generation whose workers keep dying on their own is restarted with a back-off that doubles up to
   ``max_backoff`` (a crash loop must not become a fork storm).
 * A generation whose workers exit on their own within ``crash_uptime`` of starting, twice or more in a
@@ -39,7 +44,7 @@ from lagscaler.edges.handover.backend import GenerationSpec
 from lagscaler.errors import UserError
 from lagscaler.logs import get_logger
 
-__all__ = ["LocalProcessBackend", "LocalWorker"]
+__all__ = ["LocalProcessBackend", "LocalWorker", "processes_under"]
 
 _log = get_logger("lagscaler.edges.handover.local")
 
@@ -55,6 +60,7 @@ class LocalWorker:
     pid: int
     log: Path
     started: float = 0.0  # Unix time (0: unknown)
+    stop_by: float = 0.0  # Unix time after which it is killed (0: not asked to stop)
 
 
 @dataclass(frozen=True, slots=True)
@@ -84,16 +90,41 @@ def _slug(workload: str) -> str:
     return workload.replace("/", "__")
 
 
-def _process_is(pid: int, worker: str) -> bool:
-    """True while ``pid`` is a live (not zombie) process whose environment names ``worker``."""
+def _environ(pid: int) -> list[bytes] | None:
+    """The environment ``pid`` was started with; None unless it is a live (not zombie) process we
+    may read."""
     try:
         stat = Path(f"/proc/{pid}/stat").read_text()
         environ = Path(f"/proc/{pid}/environ").read_bytes()
     except (FileNotFoundError, ProcessLookupError, PermissionError):
-        return False
+        return None
     if stat.rsplit(")", 1)[1].split()[0] in ("Z", "X"):
-        return False
-    return f"{ENV['worker']}={worker}".encode() in environ.split(b"\0")
+        return None
+    return environ.split(b"\0")
+
+
+def _process_is(pid: int, worker: str) -> bool:
+    """True while ``pid`` is a live (not zombie) process whose environment names ``worker``."""
+    environ = _environ(pid)
+    return environ is not None and f"{ENV['worker']}={worker}".encode() in environ
+
+
+def processes_under(root: Path) -> dict[int, str]:
+    """Every live process that watches ``root`` or a path under it (pid → command line): the workers
+    a local backend with that state directory started, found by their environment rather than their
+    pid files, so one whose pid file is lost is found too. Processes of other users are not seen."""
+    prefix = f"{ENV['watch_path']}={root}".encode()
+    found: dict[int, str] = {}
+    for entry in os.scandir("/proc"):
+        if not entry.name.isdigit() or int(entry.name) == os.getpid():
+            continue
+        environ = _environ(int(entry.name))
+        if environ is None or not any(v == prefix or v.startswith(prefix + b"/") for v in environ):
+            continue
+        with contextlib.suppress(OSError):
+            command = Path(entry.path, "cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace")
+            found[int(entry.name)] = command.strip()
+    return found
 
 
 class LocalProcessBackend:
@@ -128,7 +159,7 @@ class LocalProcessBackend:
         self._crashes: dict[int, _Crashes] = {}  # generation → its workers' exits on start, in a row
         self._log = _log.bind(workload=workload)
         self._children: dict[str, subprocess.Popen[bytes]] = {}  # started by this process: reaped here
-        self._stopping: dict[str, float] = {}  # worker → when to escalate to SIGKILL
+        self._stopping: dict[str, float] = {}  # worker → when to escalate to SIGKILL (Unix time)
         self._killed: set[str] = set()  # asked to stop: its exit is not a failure
         self._failures: dict[int, int] = {}  # generation → consecutive unrequested exits
         self._next_spawn: dict[int, float] = {}
@@ -149,6 +180,7 @@ class LocalProcessBackend:
                         int(data["pid"]),
                         path.with_suffix(".log"),
                         float(data.get("started", 0.0)),
+                        float(data.get("stop_by", 0.0)),
                     )
                 )
         return found
@@ -162,12 +194,14 @@ class LocalProcessBackend:
         return not _process_is(worker.pid, worker.worker)
 
     async def observe(self) -> dict[int, frozenset[str]]:
-        now = self._clock()
+        now = self._wall_clock()
         running: dict[int, set[str]] = {}
         for worker in self.workers():
             if self._gone(worker):
                 self._forget(worker)
                 continue
+            if worker.stop_by and worker.worker not in self._stopping:
+                self._stopping[worker.worker] = worker.stop_by  # a stop begun by a predecessor
             deadline = self._stopping.get(worker.worker)
             if deadline is not None and now >= deadline:
                 self._log.warning(
@@ -283,12 +317,23 @@ class LocalProcessBackend:
                 start_new_session=True,  # outlives us; stopped as a process group
             )
         self._children[worker] = child
-        started = self._wall_clock()
-        record = {"worker": worker, "generation": spec.generation, "pid": child.pid, "started": started}
-        tmp = directory / f".{worker}.tmp"
-        tmp.write_text(json.dumps(record))
-        tmp.replace(directory / f"{worker}.json")
+        self._write_record(LocalWorker(worker, spec.generation, child.pid, log, self._wall_clock()))
         self._log.info("worker started", worker=worker, generation=spec.generation, pid=child.pid)
+
+    def _write_record(self, worker: LocalWorker, *, stop_by: float = 0.0) -> None:
+        """Write ``worker``'s pid file (atomically: a reader sees the old record or the new one)."""
+        directory = self.root / f"g{worker.generation}"
+        record = {
+            "worker": worker.worker,
+            "generation": worker.generation,
+            "pid": worker.pid,
+            "started": worker.started,
+            **({"stop_by": stop_by} if stop_by else {}),
+        }
+        tmp = directory / f".{worker.worker}.tmp"
+        with contextlib.suppress(FileNotFoundError):  # the state directory was removed: nothing to keep
+            tmp.write_text(json.dumps(record))
+            tmp.replace(directory / f"{worker.worker}.json")
 
     def _signal(self, worker: LocalWorker, signum: int) -> None:
         child = self._children.get(worker.worker)
@@ -300,7 +345,12 @@ class LocalProcessBackend:
     def _begin_stop(self, worker: LocalWorker) -> None:
         if worker.worker in self._stopping:
             return
-        self._stopping[worker.worker] = self._clock() + self.stop_grace
+        deadline = worker.stop_by or self._wall_clock() + self.stop_grace
+        self._stopping[worker.worker] = deadline
+        if not worker.stop_by:
+            # Before the signal: should this controller stop now, the next one still kills the worker
+            # at the deadline, even if nothing asks it to stop the worker again.
+            self._write_record(worker, stop_by=deadline)
         self._signal(worker, signal.SIGTERM)
 
     async def remove(self, generation: int) -> None:
@@ -327,9 +377,14 @@ class LocalProcessBackend:
         self._children.clear()
 
     def destroy(self) -> None:
-        """Kill every worker of this workload and delete its state (tests, the demo's exit)."""
+        """Kill every worker of this workload and delete its state (tests, the demo's exit).
+
+        Also a worker whose pid file is lost: every process that watches the state directory."""
         for worker in self.workers():
             self._signal(worker, signal.SIGKILL)
+        for pid in processes_under(self.root):
+            with contextlib.suppress(ProcessLookupError, PermissionError):
+                os.kill(pid, signal.SIGKILL)
         for child in self._children.values():
             with contextlib.suppress(Exception):
                 child.wait(timeout=5)

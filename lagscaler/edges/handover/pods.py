@@ -1,6 +1,6 @@
-"""Whether a pod can run, from its status alone: what the Kubernetes backend reports as a problem.
+"""Whether a generation's pods can run, from statuses alone: what the Kubernetes backend reports as a problem.
 
-Pure, so it is tested on real pod statuses without a cluster. A pod is in trouble when
+Pure, so it is tested on real statuses without a cluster. A pod is in trouble when
 
 * the scheduler found no node for it: condition ``PodScheduled`` is ``False`` with reason
   ``Unschedulable`` (``k8s.io/api/core/v1/types.go``, ``PodReasonUnschedulable``, v0.35.4). The
@@ -16,6 +16,16 @@ Pure, so it is tested on real pod statuses without a cluster. A pod is in troubl
   of a crash-looping container (its code, reason and termination message) added, since the back-off
   message itself only says how long the kubelet waits.
 
+A generation's Deployment is in trouble when the API server refuses to create its pods, so that there
+is no pod to read: a ResourceQuota the pods would exceed (``exceeded quota: …``), a LimitRange or a
+PodSecurity level they violate, a ServiceAccount that does not exist. The ReplicaSet controller then
+sets condition ``ReplicaFailure`` (status ``True``, reason ``FailedCreate``, the API server's error as
+its message) on the generation's ReplicaSet (``pkg/controller/replicaset/replica_set_utils.go``,
+``calculateStatus``), and the Deployment controller copies it, with its ``lastTransitionTime``, to the
+Deployment (``pkg/controller/deployment/progress.go``, ``getReplicaFailures``), both kubernetes
+v1.35.4; the condition goes when a create succeeds again. That is trouble of the *failing* kind,
+quota included (``docs/handover.md`` §4.1, "Cannot run", says why).
+
 Reasons that come and go (a pull that fails once, ``ContainerCreating``) are not listed, and every
 problem is acted on only after a grace period (:func:`lagscaler.core.handover.machine.hopeless`).
 """
@@ -29,9 +39,10 @@ from typing import Any
 
 from lagscaler.core.handover.machine import Trouble
 
-__all__ = ["FAILING_REASONS", "PodTrouble", "pod_trouble"]
+__all__ = ["FAILED_CREATE", "FAILING_REASONS", "PodTrouble", "deployment_trouble", "pod_trouble"]
 
 UNSCHEDULABLE = "Unschedulable"
+FAILED_CREATE = "FailedCreate"  # k8s.io/api/apps/v1 DeploymentReplicaFailure's reason for a refused create
 IMAGE_REASONS = frozenset({"ImagePullBackOff", "ErrImagePull", "InvalidImageName", "ErrImageNeverPull"})
 FAILING_REASONS = IMAGE_REASONS | {"CreateContainerConfigError", "CrashLoopBackOff"}
 _MESSAGE_LIMIT = 500  # a termination message may be 4 KiB; a log line needs the start of it
@@ -39,8 +50,9 @@ _MESSAGE_LIMIT = 500  # a termination message may be 4 KiB; a log line needs the
 
 @dataclass(frozen=True, slots=True)
 class PodTrouble:
-    """Why a pod cannot run: ``reason`` as Kubernetes states it, ``message`` in its words (with the
-    container it concerns), ``since`` the Unix time the status says it began (None: it does not say)."""
+    """Why a pod cannot run (or cannot be created): ``reason`` as Kubernetes states it, ``message`` in its
+    words (with the container it concerns), ``since`` the Unix time the status says it began (None: it
+    does not say)."""
 
     trouble: Trouble
     reason: str
@@ -73,6 +85,21 @@ def _text(value: object) -> str:
     return " ".join(str(value).split())[:_MESSAGE_LIMIT] if value else ""
 
 
+def _condition(
+    status: Mapping[str, Any], kind: str, state: str, reason: str, trouble: Trouble
+) -> PodTrouble | None:
+    """The first condition of ``status`` of type ``kind`` in ``state`` for ``reason``, as trouble."""
+    for condition in _sequence(status.get("conditions")):
+        if (
+            condition.get("type") == kind
+            and condition.get("status") == state
+            and condition.get("reason") == reason
+        ):
+            since = _time(condition.get("lastTransitionTime"))
+            return PodTrouble(trouble, reason, _text(condition.get("message")), since)
+    return None
+
+
 def _last_exit(status: Mapping[str, Any]) -> str:
     terminated = _mapping(_mapping(status.get("lastState")).get("terminated"))
     if not terminated:
@@ -100,17 +127,23 @@ def _waiting(status: Mapping[str, Any], kind: str) -> PodTrouble | None:
 def pod_trouble(pod: Mapping[str, Any]) -> PodTrouble | None:
     """Why ``pod`` (as JSON, camelCase: the API's own form) cannot run, or None if nothing says so."""
     status = _mapping(pod.get("status"))
-    for condition in _sequence(status.get("conditions")):
-        if (
-            condition.get("type") == "PodScheduled"
-            and condition.get("status") == "False"
-            and condition.get("reason") == UNSCHEDULABLE
-        ):
-            since = _time(condition.get("lastTransitionTime"))
-            return PodTrouble(Trouble.UNSCHEDULABLE, UNSCHEDULABLE, _text(condition.get("message")), since)
+    unschedulable = _condition(status, "PodScheduled", "False", UNSCHEDULABLE, Trouble.UNSCHEDULABLE)
+    if unschedulable is not None:
+        return unschedulable
     for key, kind in (("initContainerStatuses", "init container"), ("containerStatuses", "container")):
         for container in _sequence(status.get(key)):
             found = _waiting(container, kind)
             if found is not None:
                 return found
     return None
+
+
+def deployment_trouble(deployment: Mapping[str, Any]) -> PodTrouble | None:
+    """Why the pods of ``deployment`` (as JSON, camelCase) cannot be created, or None if nothing says so.
+
+    Only ``FailedCreate``: a ``ReplicaFailure`` of reason ``FailedDelete`` means pods that should go
+    stay, which does not keep a generation from running.
+    """
+    return _condition(
+        _mapping(deployment.get("status")), "ReplicaFailure", "True", FAILED_CREATE, Trouble.FAILING
+    )

@@ -186,7 +186,7 @@ def _chunks(items: Sequence[T], size: int) -> Iterator[list[T]]:
 
 
 @contextlib.contextmanager
-def _capture_client_errors() -> Iterator[list[str]]:
+def capture_client_errors() -> Iterator[list[str]]:
     """aiokafka logs why a connection failed (TLS, SASL, refused) but raises a generic error.
 
     Collect its warnings while bootstrapping so the one-line error can say what actually went wrong.
@@ -290,7 +290,7 @@ class KafkaAdmin:
         client = AIOKafkaClient(**options)
         self.stats.sent("Metadata")  # bootstrap asks for the broker list
         try:
-            with _capture_client_errors() as seen:
+            with capture_client_errors() as seen:
                 async with asyncio.timeout(self.settings.request_timeout * len(self.settings.bootstrap) + 1):
                     await client.bootstrap()
         except asyncio.CancelledError:  # the cycle's deadline: no answer came
