@@ -17,6 +17,7 @@ from typing import TYPE_CHECKING
 
 import pytest
 import structlog
+from hypothesis import HealthCheck, settings
 from lagscaler_demo.localkafka import KafkaEndpoint, KafkaTools, kafka_endpoint
 from structlog.typing import EventDict
 from support import eventually
@@ -27,15 +28,58 @@ if TYPE_CHECKING:
     from controlplane.cluster import ControlPlane
 
 
-def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
-    """Under pytest-xdist (``make test`` runs two workers), one worker runs every test of the control plane.
+# Hypothesis' own timing checks are timing thresholds: a 200 ms deadline per example and a health
+# check on slow data generation fail a correct property on a loaded machine (the shared CI box runs
+# two workers, their brokers and control plane on two cores). Properties are judged on their
+# assertions alone; a test's own @settings still set its examples.
+settings.register_profile("lagscaler", deadline=None, suppress_health_check=[HealthCheck.too_slow])
+settings.load_profile("lagscaler")
 
-    Each worker is its own session with its own broker; grouping keeps the control plane (etcd,
-    kube-apiserver, kube-controller-manager and the chart's ``serve``) to one instance.
+
+def _shared_module_fixture(item: pytest.Item) -> bool:
+    """``item`` uses a fixture built once per module (a broker cluster, a wheel, a batch of simulations)."""
+    info = getattr(item, "_fixtureinfo", None)  # pytest's FixtureInfo: there is no public accessor
+    definitions = getattr(info, "name2fixturedefs", {})
+    return any(d[-1].scope in ("module", "class", "package") for d in definitions.values() if d)
+
+
+@pytest.hookimpl(wrapper=True)
+def pytest_collection_modifyitems(
+    config: pytest.Config, items: list[pytest.Item]
+) -> Generator[None, None, None]:
+    """Schedule for ``make test``'s two pytest-xdist workers (``--dist loadgroup``): build what is
+    expensive once, and start the slow tests first.
+
+    * One worker runs every test of the control plane: each worker is its own session with its own
+      broker, and grouping keeps the control plane (etcd, kube-apiserver, kube-controller-manager and
+      the chart's ``serve``) to one instance.
+    * The tests of a module that builds a fixture once per module run on one worker, so it is built
+      once, not once per worker.
+    * On a worker, tests marked ``slow`` come first (in collection order otherwise), so that the run
+      ends on short tests on both workers rather than on one long test while the other worker idles.
+      Not in a run without workers: there the order gains nothing, and a module whose slow and quick
+      tests share a module fixture would build it twice.
+
+    A wrapper: the marks must be in place before xdist's own ``pytest_collection_modifyitems``
+    (``xdist.remote.WorkerInteractor``, registered after the conftests, so called before a plain
+    conftest hook) turns each ``xdist_group`` mark into the ``@group`` suffix of the node id that its
+    scheduler groups by. Afterwards, a group that did not reach the node id fails the run instead of
+    silently costing a second control plane (it did with pytest 9.2: pytest-xdist#1386).
     """
     for item in items:
         if "control_plane" in getattr(item, "fixturenames", ()):
             item.add_marker(pytest.mark.xdist_group("controlplane"))
+        elif _shared_module_fixture(item):
+            item.add_marker(pytest.mark.xdist_group(item.nodeid.split("::")[0]))
+    if hasattr(config, "workerinput"):  # an xdist worker: the scheduler hands out tests in this order
+        items.sort(key=lambda item: item.get_closest_marker("slow") is None)
+    yield
+    if getattr(config.option, "loadgroup", False):  # set on xdist's workers under --dist loadgroup
+        lost = [i.nodeid for i in items if i.get_closest_marker("xdist_group") and "@" not in i.nodeid]
+        if lost:
+            raise pytest.UsageError(
+                f"pytest-xdist ignored the xdist_group of {len(lost)} tests, e.g. {lost[0]}"
+            )
 
 
 def _await_chain(task: asyncio.Task[object]) -> list[str]:

@@ -14,7 +14,7 @@ from lagscaler_demo.localkafka import KafkaEndpoint
 
 from lagscaler.cli import main
 
-pytestmark = pytest.mark.kafka
+pytestmark = [pytest.mark.kafka, pytest.mark.slow]
 
 
 def test_the_handover_demo_reports_no_gap_and_no_duplicate(

@@ -39,6 +39,8 @@ from lagscaler.core.simulation.compare import compare
 from lagscaler.core.simulation.model import Scenario
 from lagscaler.core.simulation.trace import Trace, diurnal_trace, spike_trace, step_trace
 
+pytestmark = pytest.mark.slow
+
 ROOT = Path(__file__).resolve().parent.parent
 GOLDEN = Path(__file__).resolve().parent / "golden" / "engine_replicas.json"
 

@@ -20,6 +20,7 @@ from __future__ import annotations
 from dataclasses import replace
 
 import numpy as np
+import pytest
 from hypothesis import HealthCheck, assume, event, given, note, settings
 from hypothesis import strategies as st
 from test_engine_liveness import CAPACITY, SYNC, Workload, steady_observation, workloads
@@ -29,6 +30,8 @@ from lagscaler.core.engine import EngineState, PolicyArrays, decide
 from lagscaler.core.engine.core import run_stages
 from lagscaler.core.engine.stages.recurrence import MIN_INTERVALS
 from lagscaler.core.policy.model import Capacity, Hpa, KafkaSource, ScaleDown, ScaleTargetRef, ScalingPolicy
+
+pytestmark = pytest.mark.slow
 
 
 def _with_life(state: EngineState, life: np.ndarray) -> EngineState:

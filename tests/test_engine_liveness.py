@@ -180,6 +180,7 @@ def steady_observation(at: float, *, replicas: int, partitions: int, rate: float
 # --- the one-cycle lemma ---------------------------------------------------------------------------
 
 
+@pytest.mark.slow
 @settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(w=workloads(), current=st.integers(1, 110), load=st.floats(0.0, 1.0), waited=st.floats(0.0, 1e5))
 def test_a_needed_scale_down_has_a_reachable_candidate_below_the_current_count(

@@ -19,6 +19,7 @@ from __future__ import annotations
 from dataclasses import dataclass, replace
 
 import numpy as np
+import pytest
 from hypothesis import HealthCheck, assume, given, note, settings
 from hypothesis import strategies as st
 from test_engine_liveness import CAPACITY, SYNC, Workload, steady_observation, workloads
@@ -37,6 +38,8 @@ from lagscaler.core.policy.model import (
     ScalingPolicy,
     Smoothing,
 )
+
+pytestmark = pytest.mark.slow
 
 EDGE = 5.0  # s a burst's edge takes
 
