@@ -223,6 +223,46 @@ async def test_a_hand_back_cut_beyond_the_log_end_is_committed_at_the_log_end(
     assert warnings[0]["beyond"] == [{"partition": f"{topic}/0", "cut": 1000, "log_end": 5}]
 
 
+async def test_a_hand_back_cut_on_partitions_the_topic_no_longer_has_finishes_without_them(
+    kafka: KafkaEndpoint, unique: str, tmp_path: Path, logs: list[EventDict]
+) -> None:
+    """A hand-back cut persisted while the topic had three partitions, the topic since re-created with
+    two: Kafka refuses a commit for the third, so the hand-back retried it on every step and never
+    finished. Nobody can consume a partition that does not exist: it is dropped from the cut with a
+    warning naming it, and the others are committed as cut."""
+    topic, base, workload = f"{unique}-orders", f"{unique}-orders", f"shop/{unique}"
+    await create_topics(kafka.bootstrap, {topic: 2})
+    await produce(kafka.bootstrap, {(topic, 0): 5, (topic, 1): 3})
+    settings = KafkaSettings(bootstrap=(kafka.bootstrap,))
+    handover = HandoverSettings(control_topic=f"{unique}-control", tick=0.2)
+    await ensure_control_topic(settings.client_options(), handover.control_topic)
+    cut = {(topic, 0): 4, (topic, 1): 2, (topic, 2): 7}
+    releasing = Handover(
+        3, 0, base, 1, Phase.RELEASING, {}, deadline=0.0, started_at=0.0, cut=cut, source_replicas=1
+    )
+    forged = ControllerRecord(
+        workload, term=1, seq=7, serving=Serving(3, f"{base}-gen-3", 1, {}), handover=releasing, next_generation=4
+    )  # fmt: skip
+    async with ControlChannel(settings.client_options(), handover.control_topic) as channel:
+        await channel.publish(forged)
+
+    local = LocalHandover(tmp_path, commands={workload: ("true",)}, settings=handover)
+    async with local_runner(settings, local) as runner:
+        runner.sync([WorkloadSpec(workload=workload, base_group=base, topics=(topic,), hand_back=True)])
+
+        def handed_back() -> None:
+            record = runner.record(workload)
+            assert record is not None
+            assert (record.serving, record.handover) == (None, None)
+
+        await eventually(handed_back, within=60, what="the hand-back to finish")
+
+    assert await committed_offsets(kafka.bootstrap, base) == {(topic, 0): 4, (topic, 1): 2}
+    warnings = [e for e in logs if e["event"] == "handover cut on partitions that are gone"]
+    assert len(warnings) == 1, logs
+    assert (warnings[0]["log_level"], warnings[0]["partitions"]) == ("warning", [f"{topic}/2"])
+
+
 def assert_exactly_once(report: SinkReport, *, served_by: set[int]) -> None:
     """Every record produced was processed exactly once, by (at least) these generations."""
     assert report.consistent, report.summary()

@@ -537,6 +537,32 @@ def _held_to_the_end(
     return {tp: min(offset, obs.ends.get(tp, offset)) for tp, offset in cut.items()}
 
 
+def _on_existing_partitions(
+    cut: Offsets, obs: Observation, record: ControllerRecord, actions: list[Action]
+) -> dict[TopicPartition, int]:
+    """``cut`` without the partitions its topic no longer has (deleted and re-created with fewer), and a
+    note naming them.
+
+    Kafka refuses a commit for a partition that does not exist, so the hand-back would retry it on
+    every step and never finish; nobody can consume such a partition, so there is nothing to hand
+    back on it. A topic missing altogether is left as it is: an empty answer is more likely a broker
+    that lost its metadata than a workload whose topic was deleted, and the step's error names it.
+    """
+    topics = {topic for topic, _ in obs.partitions}
+    gone = sorted(tp for tp in cut if tp[0] in topics and tp not in obs.partitions)
+    if not gone:
+        return dict(cut)
+    fields = {
+        **_describe(record),
+        "partitions": [f"{topic}/{partition}" for topic, partition in gone],
+        "reason": (
+            "the topic no longer has these partitions (re-created with fewer?): nothing is committed for them"
+        ),
+    }
+    actions.append(Note("handover cut on partitions that are gone", fields))
+    return {tp: offset for tp, offset in cut.items() if tp not in gone}
+
+
 def _highest(*offsets: Offsets) -> dict[TopicPartition, int]:
     """Partition by partition, the highest of these offsets.
 
@@ -797,8 +823,8 @@ def _releasing(
             return record, actions
         cut = _held_to_the_end(_cut(serving, handover, obs), obs, record, actions)
         return replace(record, handover=replace(handover, cut=cut)), actions  # persisted before it is used
-    held = _held_to_the_end(handover.cut, obs, record, actions)
-    if held != handover.cut:  # a cut persisted beyond the log end (a forged record): fixed before use
+    held = _held_to_the_end(_on_existing_partitions(handover.cut, obs, record, actions), obs, record, actions)
+    if held != handover.cut:  # beyond the log end (a forged record), or on partitions since gone: fixed
         return replace(record, handover=replace(handover, cut=held)), actions
     committed = obs.committed.get(base)
     if committed is None:

@@ -310,6 +310,7 @@ class WorkloadController:
                 "handover release blocked",
                 "handover held",
                 "handover cut beyond the log end",
+                "handover cut on partitions that are gone",
             )
             else "info"
         )
