@@ -289,11 +289,12 @@ async def test_broker_outage_of_a_minute_freezes_or_falls_back_per_policy_then_r
                 assert "failed" in service.loop.sampler_ready().detail
 
                 await asyncio.to_thread(broker.start)
-                returned = time.monotonic()
+                returned = service.loop.cycles
                 await eventually(fresh, within=30)
-                recovery = time.monotonic() - returned
-                # Two cycles after the broker answers again (its own start-up is already over here).
-                assert recovery <= 2 * interval + settings.kafka.request_timeout + 3.0, recovery
+                # Back within two cycles once the broker answers again (its own start-up is already over
+                # here), besides the one under way when it did: counted in cycles, not seconds, so a
+                # slow machine cannot fail it and a loop that needs more cycles to reconnect still does.
+                assert service.loop.cycles - returned <= 3, service.loop.cycles - returned
                 assert _rss_kib() - rss_before < 50 * 1024  # no growth worth the name over the outage
             finally:
                 await client.close()
