@@ -180,65 +180,21 @@ async def test_a_workload_whose_policy_is_removed_keeps_running_and_is_handed_ba
     assert_exactly_once(report, served_by={serving.serving.generation, 0})
 
 
-async def test_a_hand_back_cut_beyond_the_log_end_is_committed_at_the_log_end(
-    kafka: KafkaEndpoint, unique: str, tmp_path: Path, logs: list[EventDict]
-) -> None:
-    """A control record whose persisted hand-back cut lies past a partition's end (forged, or the topic
-    re-created smaller since it was written) was committed into the workload's own group as it was:
-    its consumers then found their position out of range (and reset), or, once the log grew past it,
-    silently skipped every record produced in between. It is committed at the log end, with a
-    warning naming the partition and both offsets; a partition within range keeps its cut."""
+async def hand_back_from_a_persisted_cut(
+    kafka: KafkaEndpoint, unique: str, tmp_path: Path, cut: dict[int, int]
+) -> tuple[str, str, dict[tuple[str, int], int]]:
+    """A two-partition topic holding 5 and 3 records, a control record already RELEASING with the cut
+    ``{partition: offset}`` persisted (as if written earlier, or forged), and a runner that finishes the
+    hand-back. Returns the topic, the workload, and what the policy's group has committed after."""
     topic, base, workload = f"{unique}-orders", f"{unique}-orders", f"shop/{unique}"
     await create_topics(kafka.bootstrap, {topic: 2})
     await produce(kafka.bootstrap, {(topic, 0): 5, (topic, 1): 3})
     settings = KafkaSettings(bootstrap=(kafka.bootstrap,))
     handover = HandoverSettings(control_topic=f"{unique}-control", tick=0.2)
     await ensure_control_topic(settings.client_options(), handover.control_topic)
+    persisted = {(topic, p): offset for p, offset in cut.items()}
     releasing = Handover(
-        3, 0, base, 1, Phase.RELEASING, {}, deadline=0.0, started_at=0.0, cut={(topic, 0): 1000, (topic, 1): 2},
-        source_replicas=1,
-    )  # fmt: skip
-    forged = ControllerRecord(
-        workload, term=1, seq=7, serving=Serving(3, f"{base}-gen-3", 1, {}), handover=releasing, next_generation=4
-    )  # fmt: skip
-    async with ControlChannel(settings.client_options(), handover.control_topic) as channel:
-        await channel.publish(forged)
-
-    local = LocalHandover(tmp_path, commands={workload: ("true",)}, settings=handover)
-    async with local_runner(settings, local) as runner:
-        runner.sync([WorkloadSpec(workload=workload, base_group=base, topics=(topic,), hand_back=True)])
-
-        def handed_back() -> None:
-            record = runner.record(workload)
-            assert record is not None
-            assert (record.serving, record.handover) == (None, None)
-
-        await eventually(handed_back, within=60, what="the hand-back to finish")
-
-    assert await committed_offsets(kafka.bootstrap, base) == {(topic, 0): 5, (topic, 1): 2}
-    warnings = [e for e in logs if e["event"] == "handover cut beyond the log end"]
-    assert len(warnings) == 1, logs
-    assert warnings[0]["log_level"] == "warning"
-    assert warnings[0]["workload"] == workload
-    assert warnings[0]["beyond"] == [{"partition": f"{topic}/0", "cut": 1000, "log_end": 5}]
-
-
-async def test_a_hand_back_cut_on_partitions_the_topic_no_longer_has_finishes_without_them(
-    kafka: KafkaEndpoint, unique: str, tmp_path: Path, logs: list[EventDict]
-) -> None:
-    """A hand-back cut persisted while the topic had three partitions, the topic since re-created with
-    two: Kafka refuses a commit for the third, so the hand-back retried it on every step and never
-    finished. Nobody can consume a partition that does not exist: it is dropped from the cut with a
-    warning naming it, and the others are committed as cut."""
-    topic, base, workload = f"{unique}-orders", f"{unique}-orders", f"shop/{unique}"
-    await create_topics(kafka.bootstrap, {topic: 2})
-    await produce(kafka.bootstrap, {(topic, 0): 5, (topic, 1): 3})
-    settings = KafkaSettings(bootstrap=(kafka.bootstrap,))
-    handover = HandoverSettings(control_topic=f"{unique}-control", tick=0.2)
-    await ensure_control_topic(settings.client_options(), handover.control_topic)
-    cut = {(topic, 0): 4, (topic, 1): 2, (topic, 2): 7}
-    releasing = Handover(
-        3, 0, base, 1, Phase.RELEASING, {}, deadline=0.0, started_at=0.0, cut=cut, source_replicas=1
+        3, 0, base, 1, Phase.RELEASING, {}, deadline=0.0, started_at=0.0, cut=persisted, source_replicas=1
     )
     forged = ControllerRecord(
         workload, term=1, seq=7, serving=Serving(3, f"{base}-gen-3", 1, {}), handover=releasing, next_generation=4
@@ -256,8 +212,37 @@ async def test_a_hand_back_cut_on_partitions_the_topic_no_longer_has_finishes_wi
             assert (record.serving, record.handover) == (None, None)
 
         await eventually(handed_back, within=60, what="the hand-back to finish")
+    return topic, workload, await committed_offsets(kafka.bootstrap, base)
 
-    assert await committed_offsets(kafka.bootstrap, base) == {(topic, 0): 4, (topic, 1): 2}
+
+async def test_a_hand_back_cut_beyond_the_log_end_is_committed_at_the_log_end(
+    kafka: KafkaEndpoint, unique: str, tmp_path: Path, logs: list[EventDict]
+) -> None:
+    """A control record whose persisted hand-back cut lies past a partition's end (forged, or the topic
+    re-created smaller since it was written) was committed into the workload's own group as it was:
+    its consumers then found their position out of range (and reset), or, once the log grew past it,
+    silently skipped every record produced in between. It is committed at the log end, with a
+    warning naming the partition and both offsets; a partition within range keeps its cut."""
+    topic, workload, committed = await hand_back_from_a_persisted_cut(
+        kafka, unique, tmp_path, {0: 1000, 1: 2}
+    )
+    assert committed == {(topic, 0): 5, (topic, 1): 2}
+    warnings = [e for e in logs if e["event"] == "handover cut beyond the log end"]
+    assert len(warnings) == 1, logs
+    assert warnings[0]["log_level"] == "warning"
+    assert warnings[0]["workload"] == workload
+    assert warnings[0]["beyond"] == [{"partition": f"{topic}/0", "cut": 1000, "log_end": 5}]
+
+
+async def test_a_hand_back_cut_on_partitions_the_topic_no_longer_has_finishes_without_them(
+    kafka: KafkaEndpoint, unique: str, tmp_path: Path, logs: list[EventDict]
+) -> None:
+    """A hand-back cut persisted while the topic had three partitions, the topic since re-created with
+    two: Kafka refuses a commit for the third, so the hand-back retried it on every step and never
+    finished. Nobody can consume a partition that does not exist: it is dropped from the cut with a
+    warning naming it, and the others are committed as cut."""
+    topic, _, committed = await hand_back_from_a_persisted_cut(kafka, unique, tmp_path, {0: 4, 1: 2, 2: 7})
+    assert committed == {(topic, 0): 4, (topic, 1): 2}
     warnings = [e for e in logs if e["event"] == "handover cut on partitions that are gone"]
     assert len(warnings) == 1, logs
     assert (warnings[0]["log_level"], warnings[0]["partitions"]) == ("warning", [f"{topic}/2"])
