@@ -425,12 +425,11 @@ class HandoverRunner:
             try:
                 with capture_client_errors() as seen:
                     # A fresh channel per attempt: its client options (a password file) are read here.
+                    options = self.kafka.client_options()
                     self.channel = ControlChannel(
-                        self.kafka.client_options(),
-                        self.settings.control_topic,
-                        client_id="lagscaler-handover",
+                        options, self.settings.control_topic, client_id="lagscaler-handover"
                     )
-                    await ensure_control_topic(self.kafka.client_options(), self.settings.control_topic)
+                    await ensure_control_topic(options, self.settings.control_topic)
                     await self.channel.start()
                     await self.admin.start()
                 return
