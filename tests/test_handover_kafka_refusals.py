@@ -23,7 +23,9 @@ from support import eventually
 from lagscaler.edges.handover import HandoverRunner, HandoverSettings
 from lagscaler.edges.handover import controller as controller_module
 from lagscaler.edges.kafka import KafkaSettings, SaslMechanism, SaslSettings, Secret, SecurityProtocol
+from lagscaler.errors import UserError
 from lagscaler.service.handover import LocalHandover, local_runner
+from lagscaler.worker import HandoverIdentity, Worker, WorkerConfig
 
 pytestmark = [pytest.mark.kafka, pytest.mark.slow]
 
@@ -176,3 +178,30 @@ def acls(broker: LocalBroker, *args: str) -> None:
         "org.apache.kafka.tools.AclCommand", "--bootstrap-server", broker.bootstrap, *args
     )
     assert done.returncode == 0, done.stderr
+
+
+async def test_a_worker_with_a_wrong_password_ends_at_once_naming_the_fix(
+    broker: LocalBroker, unique: str, tmp_path: Path
+) -> None:
+    """A worker waits for a Kafka that is away (tests/test_worker_runtime.py), but not for one that
+    refuses it: aiokafka raises only "Unable to bootstrap" and logs the SASL failure, which the worker
+    must read to tell the two apart, or it would retry a wrong password for good."""
+    wrong = tmp_path / "password"
+    wrong.write_text("not-alice's")
+    options = settings_for(broker, "alice", wrong).client_options()
+    config = WorkerConfig(
+        bootstrap=(broker.address("SASL_PLAINTEXT"),),
+        group=f"{unique}-gen-1",
+        topics=(f"{unique}-in",),
+        worker=f"{unique}-w",
+        handover=HandoverIdentity(f"test/{unique}", 1, f"{unique}-control"),
+        client_options={k: v for k, v in options.items() if k != "bootstrap_servers"},
+    )
+
+    async def handle(batch: object) -> None:
+        raise AssertionError("nothing can be consumed")
+
+    worker = Worker(config, batch_handler=handle)
+    with pytest.raises(UserError) as refused:
+        await asyncio.wait_for(worker.serve(), 60)  # a bound for a hang, not a timing claim
+    assert "SASL authentication failed" in str(refused.value), refused.value

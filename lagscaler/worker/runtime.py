@@ -46,6 +46,7 @@ from aiokafka.structs import ConsumerRecord, OffsetAndMetadata, TopicPartition
 
 from lagscaler.core.handover.protocol import ControllerRecord, Role, Status, WorkerStatus, role
 from lagscaler.edges.handover.channel import ControlChannel
+from lagscaler.edges.kafka.admin import capture_client_errors
 from lagscaler.edges.kafka.errors import refusal
 from lagscaler.errors import UserError
 from lagscaler.worker.config import WorkerConfig
@@ -223,9 +224,10 @@ class Worker:
         pause = _RECONNECT_FIRST
         while True:
             try:
-                return await attempt()
+                with capture_client_errors() as seen:  # aiokafka logs why it could not bootstrap
+                    return await attempt()
             except (KafkaError, OSError) as exc:
-                why = refusal(exc)
+                why = refusal(exc, seen)
                 if why is not None:
                     raise UserError(f"{self.config.worker}: Kafka refused {what}: {exc}; {why}") from exc
                 _log.warning(
